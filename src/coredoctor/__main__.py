@@ -1,0 +1,5 @@
+import sys
+
+from coredoctor.cli import main
+
+sys.exit(main())

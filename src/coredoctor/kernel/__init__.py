@@ -1,0 +1,13 @@
+"""
+The kernel model
+----------------
+Pure functions over plain data: no I/O happens below this package. One module per kernel
+concept, named as the kernel names it:
+
+- :mod:`.signal` -- which signals dump and how disposition decides (kernel/signal.c)
+- :mod:`.dumpable` -- SUID_DUMP_* values, mm->flags, where non-dumpability came from
+- :mod:`.core_pattern` -- parsing and expanding kernel.core_pattern (fs/coredump.c)
+- :mod:`.namei` -- permission checks done by path lookup and open (fs/namei.c)
+- :mod:`.handlers` -- what user-space pipe/socket handlers do with a core
+- :mod:`.gates` -- the ordered gate table of the core-dump path and its evaluator
+"""

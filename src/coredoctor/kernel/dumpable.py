@@ -1,0 +1,151 @@
+"""
+Dumpability
+-----------
+``SUID_DUMP_*`` (include/linux/sched/coredump.h), the dumpable bits of ``mm->flags``, the
+``PIDFD_INFO_COREDUMP`` answer, the ``/proc/PID`` ownership rule (``task_dump_owner()`` in
+fs/proc/base.c) and where a process's non-dumpability came from.
+
+Callers of ``set_dumpable()`` in 3.10..6.19 (see kernel-coredump-path.md section 3):
+
+- exec: ``begin_new_exec()`` (``setup_new_exec()`` before 5.9) -- ``suid_dumpable`` when the
+  binary is set-id/has file caps (``commit_creds()`` of bprm->cred) or unreadable
+  (``would_dump()``);
+- ``commit_creds()`` in kernel/cred.c -- ``suid_dumpable`` when euid, egid, fsuid or fsgid
+  change or permitted capabilities grow;
+- ``prctl(PR_SET_DUMPABLE, 0|1)`` in kernel/sys.c;
+- fork copies it (``mmf_init_legacy_flags()``).
+"""
+
+__all__ = ["SUID_DUMP_DISABLE", "SUID_DUMP_USER", "SUID_DUMP_ROOT", "MMF_DUMP_FILTER_BITS",
+           "decode_mm_flags", "from_pidfd_coredump_mask", "from_proc_owner", "infer_cause",
+           "describe_value"]
+
+SUID_DUMP_DISABLE = 0
+SUID_DUMP_USER = 1
+SUID_DUMP_ROOT = 2
+
+#: coredump_filter bits, stored in mm->flags from bit 2 (MMF_DUMP_FILTER_SHIFT) up
+MMF_DUMP_FILTER_BITS = ("ANON_PRIVATE", "ANON_SHARED", "MAPPED_PRIVATE", "MAPPED_SHARED",
+                        "ELF_HEADERS", "HUGETLB_PRIVATE", "HUGETLB_SHARED", "DAX_PRIVATE",
+                        "DAX_SHARED")
+
+#: include/uapi/linux/pidfd.h (6.16+): coredump_mask bits of struct pidfd_info
+PIDFD_COREDUMPED = 1 << 0
+PIDFD_COREDUMP_SKIP = 1 << 1
+PIDFD_COREDUMP_USER = 1 << 2
+PIDFD_COREDUMP_ROOT = 1 << 3
+
+_NAMES = {0: "SUID_DUMP_DISABLE", 1: "SUID_DUMP_USER", 2: "SUID_DUMP_ROOT"}
+
+
+def describe_value(v):
+    return _NAMES.get(v, "unknown")
+
+
+def decode_mm_flags(value):
+    """Decode the generic low bits (0..10) of ``mm->flags`` (word 0 of mm_flags_t on 6.18+).
+
+    Bits 0-1 are the dumpable value; bits 2-10 the coredump_filter. Upper bits differ between
+    kernel versions and are not decoded. In 3.10 ``set_dumpable(SUID_DUMP_ROOT)`` set both low
+    bits (raw 3), which ``__get_dumpable()`` reads as 2.
+    """
+    value = int(value)
+    raw = value & 3
+    dumpable = 2 if raw == 3 else raw
+    filt = (value >> 2) & 0x1FF
+    return {
+        "value": value,
+        "hex": hex(value),
+        "dumpable_raw": raw,
+        "dumpable": dumpable,
+        "dumpable_name": describe_value(dumpable),
+        "coredump_filter": f"{filt:08x}",
+        "coredump_filter_bits": [n for i, n in enumerate(MMF_DUMP_FILTER_BITS) if filt >> i & 1],
+        "upper_bits": hex(value >> 16 << 16) if value >> 16 else "0x0",
+    }
+
+
+def from_pidfd_coredump_mask(mask):
+    """PIDFD_INFO_COREDUMP answer -> dumpable value, or None if the kernel said nothing."""
+    if mask & PIDFD_COREDUMP_USER:
+        return SUID_DUMP_USER
+    if mask & PIDFD_COREDUMP_ROOT:
+        return SUID_DUMP_ROOT
+    if mask & PIDFD_COREDUMP_SKIP:
+        return SUID_DUMP_DISABLE
+    return None
+
+
+def from_proc_owner(owner_uid, owner_gid, euid, egid, userns_root_uid=0):
+    """What the ownership of ``/proc/PID/status`` tells about dumpability.
+
+    ``task_dump_owner()``: when dumpable != SUID_DUMP_USER, entries that are not 0555 dirs are
+    owned by root of mm->user_ns; otherwise by the task's euid/egid. Returns
+    ``(candidates, evidence)`` where candidates is the set of dumpable values that fit.
+    """
+    if owner_uid == euid and owner_gid == egid:
+        if euid == userns_root_uid and egid == userns_root_uid:
+            return ({0, 1, 2}, f"/proc/PID/status is owned by {owner_uid}:{owner_gid}, which is both "
+                    "the process's euid:egid and root: ownership cannot tell dumpable 0, 1 or 2 apart")
+        return ({1}, f"/proc/PID/status is owned by the process's euid:egid {euid}:{egid} "
+                "(task_dump_owner(): dumpable == 1)")
+    if owner_uid == userns_root_uid:
+        return ({0, 2}, f"/proc/PID/status is owned by {owner_uid}:{owner_gid} although the process "
+                f"runs as {euid}:{egid} (task_dump_owner(): dumpable != 1); ownership cannot tell 0 from 2")
+    return ({0, 1, 2}, f"/proc/PID/status is owned by {owner_uid}:{owner_gid}, which matches neither "
+            f"the process ({euid}:{egid}) nor root")
+
+
+def infer_cause(proc, parent, suid_dumpable_now, value):
+    """Why is the process's dumpable value what it is?
+
+    Returns ``(cause, evidence)``; cause is one of ``privilege-change``, ``prctl``, ``exec``,
+    ``inherited``, ``unknown`` (or None when the process is dumpable=1). Only evidence that
+    the kernel shows is used: the real/effective/saved/fs ids, capabilities, the executable's
+    set-id bits and file capabilities, and the parent's credentials and dumpability.
+    """
+    if value == SUID_DUMP_USER:
+        return None, "dumpable=1 (SUID_DUMP_USER): the default"
+    c = proc["creds"]
+    uids, gids = c["uid"], c["gid"]
+    exe = proc.get("exe_stat") or {}
+    name = _ids_name(c)
+    # 1. set-id or file-capability executable: begin_new_exec() -> commit_creds(bprm->cred)
+    if exe.get("setuid") or exe.get("setgid") or exe.get("fcaps"):
+        bits = [b for b in ("setuid", "setgid", "fcaps") if exe.get(b)]
+        return "exec", (f"its executable {proc.get('exe')} is {'/'.join(bits)}: exec changed its "
+                        "credentials (begin_new_exec(), commit_creds()) and set dumpable to "
+                        "fs.suid_dumpable")
+    pcreds = (parent or {}).get("creds")
+    pdump = ((parent or {}).get("dumpable") or {}).get("candidates")
+    # 2. mixed ids: some set*id() changed effective/fs ids
+    if len(set(uids)) > 1 or len(set(gids)) > 1:
+        return "privilege-change", (f"its ids are mixed (uid r/e/s/fs {'/'.join(map(str, uids))}, gid "
+                                    f"{'/'.join(map(str, gids))}): a set*id() call changed its "
+                                    "effective or fs ids (commit_creds())")
+    if pcreds is not None:
+        pu, pg = pcreds["uid"], pcreds["gid"]
+        if (pu[1], pg[1]) != (uids[1], gids[1]):
+            return "privilege-change", (
+                f"it runs as {name} while its parent {parent.get('comm')} (pid {parent['pid']}) "
+                f"runs as {_ids_name(pcreds)}: it switched credentials after fork (set*id() -> "
+                f"commit_creds() set dumpable to fs.suid_dumpable, now {suid_dumpable_now})")
+        if pdump is not None and SUID_DUMP_USER not in pdump:
+            return "inherited", (f"its parent {parent.get('comm')} (pid {parent['pid']}) has the same "
+                                 "credentials and is not dumpable either: fork copies the flag")
+        if pdump == {SUID_DUMP_USER} or pdump == [SUID_DUMP_USER]:
+            if value == SUID_DUMP_DISABLE or value is None:
+                return "prctl", (f"same credentials as its dumpable parent {parent.get('comm')} "
+                                 f"(pid {parent['pid']}) and no set-id executable: it most likely "
+                                 "called prctl(PR_SET_DUMPABLE, 0) itself")
+    if uids[1] != 0 and int(c.get("cap_prm", "0"), 16):
+        return "privilege-change", (f"it runs as {name} yet keeps permitted capabilities "
+                                    f"(CapPrm {c.get('cap_prm')}): it started as root and dropped "
+                                    "to this user keeping capabilities")
+    return "unknown", "no evidence of a credential change, a set-id exec or prctl was found"
+
+
+def _ids_name(c):
+    u = c.get("user") or str(c["uid"][1])
+    g = c.get("group") or str(c["gid"][1])
+    return f"{u}:{g}"

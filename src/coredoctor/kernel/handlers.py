@@ -1,0 +1,110 @@
+"""
+User-space core handlers
+------------------------
+What the known pipe and socket handlers do with a core once the kernel has handed it over:
+systemd-coredump (src/coredump/ in systemd), apport (data/apport), ``|/bin/false``. Shared
+by check's ``handler-policy`` gate and, later, by crash history.
+"""
+
+__all__ = ["identify", "policy", "parse_size"]
+
+_DISCARDERS = {"false", "true"}
+
+
+def identify(helper_path):
+    """A short name for a pipe helper or socket path."""
+    if not helper_path:
+        return None
+    base = helper_path.rsplit("/", 1)[-1]
+    if "systemd-coredump" in base or helper_path.startswith("/run/systemd/coredump"):
+        return "systemd-coredump"
+    if base == "apport":
+        return "apport"
+    if base.startswith("abrt-hook"):
+        return "abrt"
+    if base in _DISCARDERS:
+        return "discard"
+    if base in ("cdc", "core-dump-composer"):
+        return "core-dump-handler"
+    return base
+
+
+def parse_size(v):
+    """systemd size syntax (``2G``, ``512M``, ``infinity``) -> bytes or None for infinity."""
+    if v is None:
+        return None
+    s = str(v).strip()
+    if s.lower() == "infinity":
+        return None
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50, "E": 1 << 60}
+    try:
+        if s and s[-1].upper() in mult:
+            return int(float(s[:-1]) * mult[s[-1].upper()])
+        if s and s[-1].upper() == "B":
+            return int(s[:-1])
+        return int(s)
+    except ValueError:
+        return None
+
+
+def policy(name, facts, argv_tokens, rlimit_core_soft, page_size, est_size):
+    """``(status, evidence, fix)`` for what handler *name* will do with the core."""
+    if name == "discard":
+        return ("fail", "the pipe helper discards every core (core_pattern pipes to "
+                f"{argv_tokens[0] if argv_tokens else '?'}); systemd writes |/bin/false at boot when "
+                "systemd-coredump is not installed (systemd issue #25831)",
+                {"summary": "Send cores somewhere: install systemd-coredump, or set an absolute core_pattern",
+                 "commands": ["apt-get install systemd-coredump   # or:",
+                              "mkdir -p /var/crash && chmod 1777 /var/crash",
+                              "sysctl -w kernel.core_pattern=/var/crash/core.%e.%p.%t"],
+                 "needs_restart": False})
+    if name == "systemd-coredump":
+        sc = facts.get("systemd_coredump") or {}
+        conf = sc.get("conf") or {}
+        storage = conf.get("Storage", "external").lower()
+        if storage == "none":
+            return ("fail", "systemd-coredump has Storage=none (coredump.conf): it logs the crash "
+                    "and throws the core away", _sc_fix("Storage=external"))
+        psm = parse_size(conf.get("ProcessSizeMax", "2G"))
+        if psm == 0:
+            return ("fail", "systemd-coredump has ProcessSizeMax=0: no core is processed or stored",
+                    _sc_fix("ProcessSizeMax=2G"))
+        if "%c" in argv_tokens and rlimit_core_soft is not None and rlimit_core_soft < page_size:
+            return ("fail", f"systemd-coredump receives RLIMIT_CORE through %c ({rlimit_core_soft}) and "
+                    "refuses: \"Resource limits disable core dumping for process\"",
+                    {"summary": "Raise RLIMIT_CORE of the process (systemd-coredump honours %c)",
+                     "commands": [], "needs_restart": False})
+        if sc.get("socket") is None:
+            return ("fail", "nothing listens on /run/systemd/coredump: systemd-coredump will log "
+                    "\"Failed to connect to coredump service\" and the core is lost (the kernel still "
+                    "reports \"core dumped\")",
+                    {"summary": "Start the systemd-coredump socket",
+                     "commands": ["systemctl enable --now systemd-coredump.socket"], "needs_restart": False})
+        if psm is not None and est_size and est_size > psm:
+            return ("warn", f"the process uses at least {est_size} bytes, more than systemd-coredump's "
+                    f"ProcessSizeMax ({conf.get('ProcessSizeMax', '2G')}): the core will not be stored",
+                    _sc_fix("ProcessSizeMax=<bigger>"))
+        return ("pass", f"systemd-coredump stores it (Storage={storage}) under /var/lib/systemd/coredump; "
+                "see coredumpctl list", None)
+    if name == "apport":
+        ap = facts.get("apport") or {}
+        if ap.get("enabled") is False:
+            return ("fail", "apport is disabled (/etc/default/apport enabled=0) but still in core_pattern: "
+                    "it drops the core", {"summary": "Enable apport or set another core_pattern",
+                                          "commands": ["sed -i 's/^enabled=0/enabled=1/' /etc/default/apport",
+                                                       "systemctl restart apport"],
+                                          "needs_restart": False})
+        return ("warn", "apport writes a report to /var/crash (core in /var/lib/apport/coredump only when "
+                "%c is non-zero); it ignores executables that do not belong to a package", None)
+    if name == "socket-unknown":
+        return ("warn", "an unknown server listens on the core socket: coredoctor cannot tell what it keeps",
+                None)
+    return ("warn", f"the pipe helper {name} is not one coredoctor knows: the kernel hands it the core, "
+            "what it keeps is up to the helper", None)
+
+
+def _sc_fix(setting):
+    return {"summary": f"Let systemd-coredump keep cores ({setting})",
+            "commands": ["mkdir -p /etc/systemd/coredump.conf.d",
+                         f"printf '[Coredump]\\n{setting}\\n' > /etc/systemd/coredump.conf.d/90-coredoctor.conf"],
+            "needs_restart": False}

@@ -1,0 +1,63 @@
+"""
+namei
+-----
+The permission checks that path lookup and ``open(O_CREAT|O_EXCL|O_NOFOLLOW)`` make for the
+dumping task (fs/namei.c: ``generic_permission()``, ``may_delete()``/``check_sticky()``;
+kernel/capability.c: ``capable_wrt_inode_uidgid()``). POSIX ACLs and LSMs are not modelled.
+"""
+
+import stat
+
+__all__ = ["CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_SYS_RESOURCE",
+           "has_cap", "may_access", "may_delete", "MAY_EXEC", "MAY_WRITE", "MAY_READ"]
+
+CAP_DAC_OVERRIDE = 1
+CAP_DAC_READ_SEARCH = 2
+CAP_FOWNER = 3
+CAP_SYS_RESOURCE = 24
+
+MAY_EXEC = 1
+MAY_WRITE = 2
+MAY_READ = 4
+
+
+def has_cap(cap_hex, cap):
+    return bool((int(cap_hex or "0", 16) >> cap) & 1)
+
+
+def _dac(mode, uid, gid, fsuid, fsgid, groups, mask):
+    if fsuid == uid:
+        bits = (mode >> 6) & 7
+    elif fsgid == gid or gid in groups:
+        bits = (mode >> 3) & 7
+    else:
+        bits = mode & 7
+    return (bits & mask) == mask
+
+
+def may_access(inode, cred, mask):
+    """``generic_permission()`` for *inode* (``{"mode", "uid", "gid"}``) and *cred*
+    (``{"fsuid", "fsgid", "groups", "cap_eff"}``). Returns True if allowed."""
+    mode = inode["mode"]
+    if _dac(mode, inode["uid"], inode["gid"], cred["fsuid"], cred["fsgid"], cred.get("groups", ()), mask):
+        return True
+    is_dir = stat.S_ISDIR(mode)
+    cap = cred.get("cap_eff", "0")
+    if has_cap(cap, CAP_DAC_OVERRIDE):
+        if is_dir or not (mask & MAY_EXEC) or (mode & 0o111):
+            return True
+    if has_cap(cap, CAP_DAC_READ_SEARCH):
+        if mask == MAY_READ or (is_dir and not (mask & MAY_WRITE)):
+            return True
+    return False
+
+
+def may_delete(dir_inode, victim, cred):
+    """``may_delete()``: write+search on the directory and, for a sticky directory,
+    ``check_sticky()`` (owner of the file or the directory, or CAP_FOWNER)."""
+    if not may_access(dir_inode, cred, MAY_WRITE | MAY_EXEC):
+        return False, "no write and search permission on the directory"
+    if dir_inode["mode"] & stat.S_ISVTX:
+        if cred["fsuid"] not in (victim["uid"], dir_inode["uid"]) and not has_cap(cred.get("cap_eff"), CAP_FOWNER):
+            return False, "the directory is sticky and the file belongs to another user"
+    return True, ""

@@ -1,0 +1,105 @@
+"""
+Signals
+-------
+Which signals dump, and whether one reaches its default action (``kernel/signal.c``).
+
+Signal numbers are architecture-specific (SIGBUS is 10 on MIPS/SPARC/Alpha), so they come from
+the snapshot (read on the machine itself), never from a table here.
+"""
+
+__all__ = ["SIG_KERNEL_COREDUMP", "FAULT_SIGNALS", "sigset_has", "normalize_signal", "disposition"]
+
+#: include/linux/signal.h SIG_KERNEL_COREDUMP_MASK -- the same set from 3.10 to 6.19
+#: (plus SIGEMT on the architectures that define it).
+SIG_KERNEL_COREDUMP = ("SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGFPE", "SIGSEGV", "SIGBUS",
+                       "SIGSYS", "SIGXCPU", "SIGXFSZ", "SIGEMT")
+
+#: Signals the CPU raises through force_sig_fault() (a real fault, not kill()).
+FAULT_SIGNALS = ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGTRAP")
+
+
+def normalize_signal(name, numbers):
+    """'segv', '11', 'SIGSEGV' -> 'SIGSEGV' using the snapshot's name->number table."""
+    s = str(name).strip().upper()
+    if s.isdigit():
+        for k, v in numbers.items():
+            if v == int(s):
+                return k
+        raise ValueError(f"unknown signal number {s}")
+    if not s.startswith("SIG"):
+        s = "SIG" + s
+    if s not in numbers:
+        raise ValueError(f"unknown signal {name}")
+    return s
+
+
+def sigset_has(hexmask, signo):
+    """True if signal *signo* is in a /proc/PID/status sigset (bit signo-1, see proc_pid_status(5))."""
+    if not hexmask:
+        return False
+    return bool((int(hexmask, 16) >> (signo - 1)) & 1)
+
+
+def disposition(sig, how, numbers, sig_masks, thread_blocked=None, tracer_pid=0,
+                ns_init=False, global_init=False):
+    """Decide whether signal *sig* delivered *how* ('fault' or 'kill') reaches the default action.
+
+    Returns ``(status, evidence)`` with status ``pass`` / ``fail`` / ``unknown`` / ``warn``.
+
+    - kill()/tgkill(): ignored signals are discarded when generated (sig_ignored()); a signal
+      blocked by every thread stays pending; a handler decides for itself.
+    - a fault (force_sig_info_to_task(..., HANDLER_CURRENT)): blocked or ignored is reset to
+      SIG_DFL and unblocked, so it still dumps; only an installed, unblocked handler stops it.
+    - ptrace: the tracer sees the signal first and may swallow it (ptrace_signal()).
+    - pid-namespace init (SIGNAL_UNKILLABLE): a kill-sent SIG_DFL signal is dropped; a fault
+      clears the flag and dumps.
+    """
+    if sig not in SIG_KERNEL_COREDUMP:
+        return "fail", (f"{sig}'s default action terminates without a core: it is not in "
+                        "SIG_KERNEL_COREDUMP_MASK")
+    signo = numbers[sig]
+    blk = sigset_has(sig_masks.get("blocked"), signo)
+    ign = sigset_has(sig_masks.get("ignored"), signo)
+    cgt = sigset_has(sig_masks.get("caught"), signo)
+    if thread_blocked:
+        all_blocked = all(sigset_has(m, signo) for m in thread_blocked)
+        some_blocked = any(sigset_has(m, signo) for m in thread_blocked)
+    else:
+        all_blocked = some_blocked = blk
+    if tracer_pid:
+        return "unknown", (f"traced by pid {tracer_pid} (TracerPid): the tracer sees {sig} first and "
+                           "may swallow it (ptrace_signal())")
+    if how == "fault":
+        if cgt and not some_blocked:
+            return "unknown", (f"{sig} has a handler installed (SigCgt): the handler decides "
+                               "whether the process dies with the default action")
+        if cgt and all_blocked:
+            return "pass", (f"{sig} has a handler but is blocked (SigBlk): a fault resets it to "
+                            "SIG_DFL and unblocks it (force_sig_info_to_task()), so it dumps")
+        if cgt:
+            return "unknown", (f"{sig} has a handler and is blocked in only some threads: it "
+                               "depends on which thread faults")
+        extra = ""
+        if ign:
+            extra = " (ignored, but a fault resets it to SIG_DFL)"
+        elif blk:
+            extra = " (blocked, but a fault unblocks it and resets it to SIG_DFL)"
+        ev = f"a fault-raised {sig} takes the default action{extra}"
+        if global_init:
+            return "warn", ev + "; this is global init: the kernel panics after the dump"
+        if ns_init:
+            ev += "; pid-namespace init: a fault clears SIGNAL_UNKILLABLE"
+        return "pass", ev
+    # kill()-sent
+    if ns_init or global_init:
+        return "fail", (f"this process is the init of its pid namespace (SIGNAL_UNKILLABLE): a "
+                        f"kill-sent {sig} with the default action is dropped; only a real fault dumps")
+    if ign:
+        return "fail", f"{sig} is ignored (SigIgn): a kill-sent {sig} is discarded when it is generated"
+    if all_blocked:
+        return "fail", (f"{sig} is blocked (SigBlk) by every thread: a kill-sent {sig} stays pending "
+                        "until it is unblocked")
+    if cgt:
+        return "unknown", (f"{sig} has a handler installed (SigCgt): the handler decides whether the "
+                           "process dies with the default action")
+    return "pass", f"a kill-sent {sig} takes the default action (not ignored, blocked or handled)"

@@ -1,0 +1,1 @@
+"""Presentation only: text for people, JSON for programs. No decisions are made here."""

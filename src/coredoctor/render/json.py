@@ -1,0 +1,22 @@
+"""
+JSON output
+-----------
+The ``coredoctor.check/1`` contract (see the README): other tools read these names.
+"""
+
+import json
+
+__all__ = ["check_document", "dumps"]
+
+CHECK_SCHEMA = "coredoctor.check/1"
+
+
+def check_document(kernel_release, targets, skipped=None):
+    doc = {"schema": CHECK_SCHEMA, "kernel": kernel_release, "targets": targets}
+    if skipped:
+        doc["skipped"] = skipped
+    return doc
+
+
+def dumps(doc):
+    return json.dumps(doc, indent=2)

@@ -1,0 +1,100 @@
+"""
+Text output
+-----------
+The verdict in one sentence first, then the gates with their evidence, then the exact
+commands to fix.
+"""
+
+import shutil
+import textwrap
+
+__all__ = ["target_report", "summary_table", "explain_flags"]
+
+_MARK = {"pass": "ok", "fail": "FAIL", "warn": "warn", "unknown": "??"}
+
+
+def _width():
+    return max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
+
+
+def target_report(t):
+    w = _width()
+    out = [textwrap.fill(t["verdict"], w, subsequent_indent="  ")]
+    out.append("")
+    d = t["dumpable"]
+    dv = "unknown" if d["value"] is None else str(d["value"])
+    if d["value"] is None and len(d.get("candidates") or []) > 1:
+        dv += f" (one of {', '.join(map(str, d['candidates']))})"
+    out.append(f"  exe: {t['exe']}   unit: {t['unit'] or '-'}   dumpable: {dv} via {d['source']}"
+               + (f", cause {d['cause']}" if d.get("cause") else ""))
+    dest = t["core_destination"]
+    out.append(f"  core destination: {dest['kind']} {dest['path']}" +
+               (f" (handler {dest['handler']})" if dest.get("handler") else ""))
+    out.append("")
+    out.append("  Gates, in the kernel's order:")
+    for g in t["gates"]:
+        head = f"  {_MARK[g['status']]:>4}  {g['id']:<16}"
+        body = textwrap.wrap(g["evidence"], w - len(head) - 1) or [""]
+        out.append(head + body[0])
+        out.extend(" " * len(head) + line for line in body[1:])
+    if t["fixes"]:
+        out.append("")
+        out.append("  To fix:")
+        for i, f in enumerate(t["fixes"], 1):
+            tag = "  [restart needed]" if f["needs_restart"] else ""
+            out.extend(textwrap.wrap(f"{i}. {f['summary']}{tag}", w - 4, initial_indent="  ",
+                                     subsequent_indent="     "))
+            for c in f["commands"]:
+                out.append(f"       {c}")
+    return "\n".join(out)
+
+
+def summary_table(targets, skipped=None):
+    yes = [t for t in targets if t["dumps"] is True]
+    no = [t for t in targets if t["dumps"] is False]
+    unk = [t for t in targets if t["dumps"] is None]
+    w = _width()
+    out = [f"{len(targets)} processes: {len(yes)} would leave a core, {len(no)} would not, "
+           f"{len(unk)} undecided (signal {targets[0]['signal'] if targets else 'SIGSEGV'})."]
+    if skipped and skipped.get("gone"):
+        out.append(f"({skipped['gone']} exited while being read and were skipped)")
+    by_gate = {}
+    for t in no:
+        by_gate.setdefault(t["blocking_gate"], []).append(t)
+    for gate, ts in sorted(by_gate.items(), key=lambda kv: -len(kv[1])):
+        out.append("")
+        out.append(f"NO CORE -- blocked at '{gate}' ({len(ts)}):")
+        for t in ts:
+            reason = t["verdict"].split(" -- ", 1)[-1]
+            out.append(textwrap.shorten(f"  {t['pid']:>7} {t['comm']:<16} {reason}", w))
+    if unk:
+        out.append("")
+        out.append(f"UNDECIDED ({len(unk)}):")
+        for t in unk:
+            reason = t["verdict"].split(" -- ", 1)[-1]
+            out.append(textwrap.shorten(f"  {t['pid']:>7} {t['comm']:<16} {reason}", w))
+    if yes:
+        out.append("")
+        dests = sorted({t["core_destination"]["kind"] + " " + t["core_destination"]["path"].rsplit("/", 1)[0]
+                        for t in yes})
+        out.append(f"CORE ({len(yes)}): " + textwrap.shorten(
+            ", ".join(f"{t['comm']}({t['pid']})" for t in yes), w * 2))
+        out.append("  to: " + ", ".join(dests[:5]) + (" ..." if len(dests) > 5 else ""))
+    out.append("")
+    out.append("Details and fixes: coredoctor check --pid PID")
+    return "\n".join(out)
+
+
+def explain_flags(d):
+    lines = [f"mm->flags {d['value']} ({d['hex']}):",
+             f"  dumpable bits 0-1 = {d['dumpable_raw']:02b}: dumpable={d['dumpable']} ({d['dumpable_name']})",
+             f"  coredump_filter bits 2-10 = {d['coredump_filter']}: {', '.join(d['coredump_filter_bits']) or 'none'}"]
+    if d["upper_bits"] != "0x0":
+        lines.append(f"  bits 16+ = {d['upper_bits']} (version-specific MMF_* flags, not decoded)")
+    if d["dumpable"] == 0:
+        lines.append("  => vfs_coredump() returns at the dumpable check: no core, nothing logged.")
+    elif d["dumpable"] == 2:
+        lines.append("  => dumps as root, only to an absolute path or a pipe/socket.")
+    else:
+        lines.append("  => dumpable: the core-dump path continues to RLIMIT_CORE and core_pattern.")
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""
+Filesystem facts for the core's destination
+-------------------------------------------
+Walk a directory path the way path lookup would from a given root (the crashing process's
+root or cwd through ``/proc/PID/root`` / ``/proc/PID/cwd``, or the host root for
+dumpable=2), recording every directory traversed (mode, owner) so that the model can apply
+the dumping task's credentials. Symlinks in the directory part are followed (only the last
+component is opened with O_NOFOLLOW).
+"""
+
+import errno
+import os
+import stat
+
+__all__ = ["walk_dir", "file_facts"]
+
+_MAXLINKS = 40
+
+
+def _inode(st):
+    return {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid}
+
+
+def walk_dir(base, dirpath, display_root="/"):
+    """Walk *dirpath* starting at host path *base*.
+
+    *dirpath* absolute: resolved from *base* as the root; relative: from *base* as the cwd.
+    Returns ``{"dir": display path, "walk": [inode...], "exists": bool, "error": errno name or
+    None, "fs": {...}}``.
+    """
+    root = base
+    comps = [c for c in dirpath.split("/") if c and c != "."]
+    cur_host = base
+    cur_disp = dirpath if not dirpath.startswith("/") else "/"
+    shown = [] if dirpath.startswith("/") else [dirpath if False else "."]
+    walk = []
+    res = {"dir": dirpath, "walk": walk, "exists": False, "error": None, "fs": None}
+    try:
+        st = os.stat(cur_host)
+    except OSError as e:
+        res["error"] = errno.errorcode.get(e.errno, str(e.errno))
+        return res
+    walk.append(dict(_inode(st), path=cur_disp if dirpath.startswith("/") else "."))
+    links = 0
+    stack = list(comps)
+    parts = []  # display components
+    while stack:
+        c = stack.pop(0)
+        if c == "..":
+            parts = parts[:-1]
+            cur_host = os.path.dirname(cur_host.rstrip("/")) if parts or not dirpath.startswith("/") else root
+            continue
+        nxt = cur_host.rstrip("/") + "/" + c
+        try:
+            lst = os.lstat(nxt)
+        except OSError as e:
+            res["error"] = errno.errorcode.get(e.errno, str(e.errno))
+            res["missing"] = "/".join(parts + [c])
+            return res
+        if stat.S_ISLNK(lst.st_mode):
+            links += 1
+            if links > _MAXLINKS:
+                res["error"] = "ELOOP"
+                return res
+            target = os.readlink(nxt)
+            tcomps = [x for x in target.split("/") if x and x != "."]
+            if target.startswith("/"):
+                cur_host = root
+                parts = []
+            stack = tcomps + stack
+            continue
+        if not stat.S_ISDIR(lst.st_mode):
+            res["error"] = "ENOTDIR"
+            return res
+        parts.append(c)
+        cur_host = nxt
+        walk.append(dict(_inode(lst), path=("/" if dirpath.startswith("/") else "./") + "/".join(parts)))
+    res["exists"] = True
+    res["host_path"] = cur_host
+    try:
+        sv = os.statvfs(cur_host)
+        res["fs"] = {"readonly": bool(sv.f_flag & os.ST_RDONLY), "frsize": sv.f_frsize,
+                     "bavail": sv.f_bavail * sv.f_frsize, "bfree": sv.f_bfree * sv.f_frsize,
+                     "favail": sv.f_favail}
+    except OSError:
+        res["fs"] = None
+    return res
+
+
+def file_facts(host_dir, name):
+    """``lstat`` of an existing file the dump would have to replace, or ``{"exists": False}``."""
+    try:
+        st = os.lstat(host_dir.rstrip("/") + "/" + name)
+    except FileNotFoundError:
+        return {"exists": False}
+    except OSError as e:
+        return {"exists": None, "error": errno.errorcode.get(e.errno, str(e.errno))}
+    return {"exists": True, "mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid,
+            "nlink": st.st_nlink, "size": st.st_size}

@@ -1,0 +1,226 @@
+"""
+/proc/PID
+---------
+Read one process into plain data: credentials, signal masks, limits, umask, cwd/root,
+namespaces, executable, unit, the ownership of ``/proc/PID/status`` and the pidfd answer.
+Every read goes through :func:`coredoctor.errors.proc_errors`.
+"""
+
+import grp
+import os
+import pwd
+import resource
+import stat
+
+from coredoctor.errors import NoSuchProcess, proc_errors
+from coredoctor.snapshot import pidfd
+
+__all__ = ["read_process", "list_pids", "PROC"]
+
+PROC = os.environ.get("COREDOCTOR_PROCFS", "/proc")
+
+_STATUS_KEYS = {"Name", "Umask", "State", "Tgid", "PPid", "TracerPid", "Uid", "Gid", "Groups", "NSpid",
+                "SigBlk", "SigIgn", "SigCgt", "CapPrm", "CapEff", "VmSize", "VmRSS", "RssAnon",
+                "RssFile", "RssShmem", "CoreDumping", "Threads"}
+
+_user_cache = {}
+_group_cache = {}
+
+
+def _user(uid):
+    if uid not in _user_cache:
+        try:
+            _user_cache[uid] = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            _user_cache[uid] = None
+    return _user_cache[uid]
+
+
+def _group(gid):
+    if gid not in _group_cache:
+        try:
+            _group_cache[gid] = grp.getgrgid(gid).gr_name
+        except KeyError:
+            _group_cache[gid] = None
+    return _group_cache[gid]
+
+
+def list_pids():
+    return sorted(int(d) for d in os.listdir(PROC) if d.isdigit())
+
+
+def _parse_status(text):
+    out = {}
+    for line in text.splitlines():
+        k, _, v = line.partition(":")
+        if k in _STATUS_KEYS:
+            out[k] = v.strip()
+    return out
+
+
+def _kb(v):
+    return int(v.split()[0]) * 1024 if v else None
+
+
+def _limit(pid, res):
+    soft, hard = resource.prlimit(pid, res)
+    return [None if soft == resource.RLIM_INFINITY else soft, None if hard == resource.RLIM_INFINITY else hard]
+
+
+def _unit_from_cgroup(text):
+    """The systemd unit a process belongs to, from its cgroup path (last .service/.scope)."""
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3 and (parts[0] == "0" or "name=systemd" in parts[1]):
+            for comp in reversed(parts[2].split("/")):
+                if comp.endswith((".service", ".scope", ".socket", ".mount")):
+                    return comp, parts[2]
+            return None, parts[2]
+    return None, None
+
+
+_exe_cache = {}
+
+
+def _exe_stat(pid, exe):
+    key = exe
+    if key in _exe_cache:
+        return _exe_cache[key]
+    try:
+        st = os.stat(f"{PROC}/{pid}/exe")
+    except OSError:
+        return None
+    fcaps = False
+    try:
+        fcaps = bool(os.getxattr(f"{PROC}/{pid}/exe", "security.capability"))
+    except OSError:
+        pass
+    res = {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid,
+           "setuid": bool(st.st_mode & stat.S_ISUID),
+           "setgid": bool(st.st_mode & stat.S_ISGID and st.st_mode & stat.S_IXGRP),
+           "fcaps": fcaps}
+    if exe and not exe.endswith(" (deleted)"):
+        _exe_cache[key] = res
+    return res
+
+
+def read_process(pid, use_pidfd=True, self_uts=None):
+    """Read *pid*; returns None for tasks without an mm (kernel threads, zombies)."""
+    base = f"{PROC}/{pid}"
+    try:
+        fd = os.open(f"{base}/status", os.O_RDONLY)
+    except (FileNotFoundError, ProcessLookupError) as e:
+        raise NoSuchProcess(pid) from e
+    with proc_errors(pid, "status"):
+        try:
+            st = os.fstat(fd)
+            text = os.read(fd, 8192).decode("utf-8", "replace")
+        finally:
+            os.close(fd)
+    s = _parse_status(text)
+    comm = s.get("Name")
+    if "VmSize" not in s:
+        return None  # no mm: kernel thread or zombie
+    uids = [int(x) for x in s["Uid"].split()]
+    gids = [int(x) for x in s["Gid"].split()]
+    p = {
+        "pid": pid,
+        "comm": comm,
+        "ppid": int(s.get("PPid", 0)),
+        "state": s.get("State", "")[:1],
+        "tracer_pid": int(s.get("TracerPid", 0)),
+        "nspid": [int(x) for x in s.get("NSpid", str(pid)).split()],
+        "threads": int(s.get("Threads", 1)),
+        "creds": {"uid": uids, "gid": gids,
+                  "groups": [int(x) for x in s.get("Groups", "").split()],
+                  "cap_prm": s.get("CapPrm", "0"), "cap_eff": s.get("CapEff", "0"),
+                  "user": _user(uids[1]), "group": _group(gids[1])},
+        "sig": {"blocked": s.get("SigBlk"), "ignored": s.get("SigIgn"), "caught": s.get("SigCgt")},
+        "umask": int(s["Umask"], 8) if "Umask" in s else None,
+        "core_dumping": s.get("CoreDumping") == "1",
+        "mem": {"rss": _kb(s.get("VmRSS")), "anon": _kb(s.get("RssAnon")), "shmem": _kb(s.get("RssShmem"))},
+        "proc_owner": [st.st_uid, st.st_gid],
+    }
+    with proc_errors(pid, "limits", comm):
+        p["limits"] = {"core": _limit(pid, resource.RLIMIT_CORE), "fsize": _limit(pid, resource.RLIMIT_FSIZE)}
+    with proc_errors(pid, "coredump_filter", comm):
+        try:
+            with open(f"{base}/coredump_filter") as f:
+                p["coredump_filter"] = f.read().strip()
+        except FileNotFoundError:
+            p["coredump_filter"] = None
+    for link in ("exe", "cwd", "root"):
+        try:
+            p[link] = os.readlink(f"{base}/{link}")
+        except FileNotFoundError:
+            p[link] = None
+        except PermissionError:
+            p[link] = None
+    try:
+        rst = os.stat(f"{base}/root")
+        cst = os.stat(f"{base}/cwd")
+        p["root_id"] = f"{rst.st_dev}:{rst.st_ino}"
+        p["cwd_id"] = f"{cst.st_dev}:{cst.st_ino}"
+    except OSError:
+        p["root_id"] = p["cwd_id"] = None
+    p["exe_stat"] = _exe_stat(pid, p["exe"]) if p["exe"] else None
+    try:
+        with open(f"{base}/cgroup") as f:
+            p["unit"], p["cgroup"] = _unit_from_cgroup(f.read())
+    except OSError:
+        p["unit"] = p["cgroup"] = None
+    try:
+        uts = os.readlink(f"{base}/ns/uts")
+        p["uts_is_host"] = (uts == self_uts) if self_uts else None
+    except OSError:
+        p["uts_is_host"] = None
+    if p["threads"] > 1 and p["sig"]["blocked"] and int(p["sig"]["blocked"], 16):
+        p["thread_blocked"] = _thread_masks(pid)
+    # dumpability: the exact kernel answer where there is one
+    p["dumpable"] = _dumpable(pid, p, use_pidfd)
+    # the process must still be the one we read (pid reuse / exit mid-read)
+    if not os.path.exists(base):
+        from coredoctor.errors import ProcessGone
+        raise ProcessGone(pid, comm)
+    return p
+
+
+def _thread_masks(pid):
+    out = []
+    try:
+        for tid in os.listdir(f"{PROC}/{pid}/task"):
+            try:
+                with open(f"{PROC}/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("SigBlk:"):
+                            out.append(line.split()[1])
+            except OSError:
+                continue
+    except OSError:
+        return None
+    return out
+
+
+def _dumpable(pid, p, use_pidfd):
+    from coredoctor.kernel import dumpable as d
+    if use_pidfd:
+        try:
+            info = pidfd.coredump_info(pid)
+        except ProcessLookupError:
+            from coredoctor.errors import ProcessGone
+            raise ProcessGone(pid, p["comm"])
+        except OSError:
+            info = None
+        if info is not None:
+            v = d.from_pidfd_coredump_mask(info[0])
+            if v is not None:
+                return {"value": v, "candidates": [v], "source": "pidfd",
+                        "evidence": f"pidfd PIDFD_INFO_COREDUMP coredump_mask={info[0]:#x} ({d.describe_value(v)})"}
+    c = p["creds"]
+    cands, ev = d.from_proc_owner(p["proc_owner"][0], p["proc_owner"][1], c["uid"][1], c["gid"][1])
+    cands = sorted(cands)
+    if len(cands) == 1:
+        return {"value": cands[0], "candidates": cands, "source": "proc-owner", "evidence": ev}
+    if len(cands) == 2:
+        return {"value": None, "candidates": cands, "source": "proc-owner", "evidence": ev}
+    return {"value": None, "candidates": cands, "source": "unknown", "evidence": ev}

@@ -1,0 +1,72 @@
+"""
+sysctls
+-------
+The core-dump sysctls (``/proc/sys/kernel/core_*``, ``fs.suid_dumpable``) and kernel features
+that are detected, never inferred from the version: ``kernel.core_modes`` (6.16+: socket
+patterns), the pidfd coredump query.
+"""
+
+import os
+import platform
+import socket
+
+from coredoctor.snapshot import pidfd
+
+__all__ = ["read_sysctls", "read_kernel", "SYSCTLS"]
+
+SYSCTLS = {
+    "kernel.core_pattern": "/proc/sys/kernel/core_pattern",
+    "fs.suid_dumpable": "/proc/sys/fs/suid_dumpable",
+    "kernel.core_pipe_limit": "/proc/sys/kernel/core_pipe_limit",
+    "kernel.core_uses_pid": "/proc/sys/kernel/core_uses_pid",
+    "kernel.core_modes": "/proc/sys/kernel/core_modes",
+    "kernel.core_file_note_size_limit": "/proc/sys/kernel/core_file_note_size_limit",
+    "kernel.print-fatal-signals": "/proc/sys/kernel/print-fatal-signals",
+}
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return None
+
+
+def read_sysctls():
+    out = {}
+    for name, path in SYSCTLS.items():
+        v = _read(path)
+        if v is not None and name not in ("kernel.core_pattern", "kernel.core_modes"):
+            try:
+                v = int(v)
+            except ValueError:
+                pass
+        out[name] = v
+    return out
+
+
+def read_kernel(disabled=()):
+    """Facts about the running kernel, with the features that answered."""
+    import signal as pysignal
+    from coredoctor.kernel.signal import SIG_KERNEL_COREDUMP
+    names = set(SIG_KERNEL_COREDUMP) | {"SIGKILL", "SIGTERM", "SIGINT", "SIGHUP", "SIGPIPE", "SIGUSR1",
+                                        "SIGUSR2", "SIGALRM"}
+    numbers = {n: int(getattr(pysignal, n)) for n in sorted(names) if hasattr(pysignal, n)}
+    modes = _read("/proc/sys/kernel/core_modes")
+    u = platform.uname()
+    return {
+        "release": u.release,
+        "machine": u.machine,
+        "hostname": socket.gethostname(),
+        "page_size": os.sysconf("SC_PAGE_SIZE"),
+        "signals": numbers,
+        "features": {
+            "coredump": os.path.exists("/proc/sys/kernel/core_pattern"),
+            "core_modes": modes.split() if modes else None,
+            "socket_pattern": bool(modes and "socket" in modes.split()),
+            "pidfd_coredump": False if "pidfd" in disabled else pidfd.probe(),
+            "ptrace_probe": "ptrace" not in disabled,
+        },
+        "disabled": sorted(disabled),
+    }
