@@ -9,7 +9,6 @@ Every read goes through :func:`coredoctor.errors.proc_errors`.
 import grp
 import os
 import pwd
-import resource
 import stat
 
 from coredoctor.errors import NoSuchProcess, proc_errors
@@ -62,9 +61,19 @@ def _kb(v):
     return int(v.split()[0]) * 1024 if v else None
 
 
-def _limit(pid, res):
-    soft, hard = resource.prlimit(pid, res)
-    return [None if soft == resource.RLIM_INFINITY else soft, None if hard == resource.RLIM_INFINITY else hard]
+_LIMIT_ROWS = {"Max core file size": "core", "Max file size": "fsize"}
+
+
+def _parse_limits(text):
+    """/proc/PID/limits -> {"core": [soft, hard], "fsize": [...]}, None meaning unlimited.
+    (Read from /proc rather than prlimit(2): that needs CAP_SYS_RESOURCE for other users.)"""
+    out = {}
+    for line in text.splitlines():
+        for row, key in _LIMIT_ROWS.items():
+            if line.startswith(row):
+                vals = line[len(row):].split()
+                out[key] = [None if v == "unlimited" else int(v) for v in vals[:2]]
+    return out
 
 
 def _unit_from_cgroup(text):
@@ -142,7 +151,8 @@ def read_process(pid, use_pidfd=True, self_uts=None):
         "proc_owner": [st.st_uid, st.st_gid],
     }
     with proc_errors(pid, "limits", comm):
-        p["limits"] = {"core": _limit(pid, resource.RLIMIT_CORE), "fsize": _limit(pid, resource.RLIMIT_FSIZE)}
+        with open(f"{base}/limits") as f:
+            p["limits"] = _parse_limits(f.read())
     with proc_errors(pid, "coredump_filter", comm):
         try:
             with open(f"{base}/coredump_filter") as f:

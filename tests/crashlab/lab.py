@@ -1,0 +1,172 @@
+"""Crash-lab harness: real processes in a state, coredoctor's prediction, then a real fault."""
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(os.path.dirname(os.path.dirname(HERE)), "src")
+VICTIM = os.path.join(HERE, "victim.py")
+
+SYSCTLS = {
+    "fs.suid_dumpable": "/proc/sys/fs/suid_dumpable",
+    "kernel.core_pattern": "/proc/sys/kernel/core_pattern",
+    "kernel.core_pipe_limit": "/proc/sys/kernel/core_pipe_limit",
+    "kernel.core_uses_pid": "/proc/sys/kernel/core_uses_pid",
+}
+
+
+def read_sysctl(name):
+    with open(SYSCTLS[name]) as f:
+        return f.read().rstrip("\n")
+
+
+def write_sysctl(name, value):
+    with open(SYSCTLS[name], "w") as f:
+        f.write(str(value))
+
+
+def set_sysctls(values):
+    """Apply in the safe order: pattern before suid_dumpable."""
+    for name in ("kernel.core_pattern", "kernel.core_uses_pid", "kernel.core_pipe_limit", "fs.suid_dumpable"):
+        if name in values:
+            write_sysctl(name, values[name])
+
+
+def coredoctor(*args, env_extra=None, check=False):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = SRC + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "coredoctor", *args], capture_output=True, text=True,
+                          env=env, timeout=120, check=check)
+
+
+class Victim:
+    def __init__(self, spec, cwd=None):
+        self.p = subprocess.Popen([sys.executable, VICTIM, json.dumps(spec)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+        line = self.p.stdout.readline()
+        if not line.startswith("READY"):
+            err = self.p.stderr.read()
+            self.p.kill()
+            raise RuntimeError(f"victim did not start: {line!r} {err}")
+        self.pid = self.p.pid
+        self.status = None
+
+    def check(self, signal="SIGSEGV", how=None, env_extra=None):
+        args = ["check", "--pid", str(self.pid), "--json", "--signal", signal]
+        if how:
+            args += ["--how", how]
+        r = coredoctor(*args, env_extra=env_extra)
+        assert r.returncode in (0, 1), f"check failed rc={r.returncode}: {r.stderr}"
+        doc = json.loads(r.stdout)
+        t = doc["targets"][0]
+        assert r.returncode == (0 if t["dumps"] is True else 1)
+        return t
+
+    def send(self, cmd):
+        try:
+            self.p.stdin.write(cmd + "\n")
+            self.p.stdin.flush()
+        except BrokenPipeError:
+            pass
+
+    def wait(self, timeout=30):
+        """Reap with waitpid to keep the raw status (Popen hides WCOREDUMP)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.status = status
+                self.p.returncode = -1
+                return status
+            time.sleep(0.01)
+        return None
+
+    def alive_after(self, seconds=0.5):
+        time.sleep(seconds)
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == self.pid:
+            self.status = status
+            self.p.returncode = -1
+            return False
+        return True
+
+    def fault(self):
+        self.send("fault")
+        return self.wait()
+
+    def kill(self, sig):
+        os.kill(self.pid, sig)
+
+    def close(self):
+        if self.status is None:
+            try:
+                os.kill(self.pid, 9)
+            except ProcessLookupError:
+                pass
+            self.wait(10)
+        for f in (self.p.stdin, self.p.stdout, self.p.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+def wait_stable(path_glob, timeout=10.0):
+    """Wait for a file matching *path_glob* to appear and stop growing; return (path, size)."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        m = sorted(glob.glob(path_glob))
+        if m:
+            size = os.path.getsize(m[0])
+            if last is not None and size == last and size > 0:
+                return m[0], size
+            last = size
+        time.sleep(0.15)
+    m = sorted(glob.glob(path_glob))
+    return (m[0], os.path.getsize(m[0])) if m else (None, 0)
+
+
+class SocketSink:
+    """A unix stream listener that stores what each connection sends (the @ core_pattern server)."""
+
+    def __init__(self, path, outdir):
+        self.path, self.outdir = path, outdir
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.bind(path)
+        os.chmod(path, 0o666)
+        self.s.listen(8)
+        self.n = 0
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self._stop = False
+        self.t.start()
+
+    def _run(self):
+        self.s.settimeout(0.2)
+        while not self._stop:
+            try:
+                c, _ = self.s.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.n += 1
+            with c, open(os.path.join(self.outdir, f"sock-core.{self.n}"), "wb") as f:
+                while True:
+                    b = c.recv(1 << 16)
+                    if not b:
+                        break
+                    f.write(b)
+
+    def close(self):
+        self._stop = True
+        self.t.join(2)
+        self.s.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
