@@ -1,6 +1,51 @@
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
+
+import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
 sys.path.insert(0, os.path.join(HERE, "crashlab"))
+sys.path.insert(0, os.path.join(HERE, "daemons"))
+
+import lab as L  # noqa: E402
+
+ROOT_DIRS = ("crashlab", "daemons")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="changes sysctls, users and credentials and makes real crashes: run as root")
+    for it in items:
+        if any(f"/tests/{d}/" in str(it.fspath) for d in ROOT_DIRS):
+            it.add_marker(skip)
+
+
+@pytest.fixture
+def saved_sysctls():
+    """Save the core-dump sysctls and restore them even when the test fails."""
+    saved = {k: L.read_sysctl(k) for k in L.SYSCTLS}
+    try:
+        yield saved
+    finally:
+        L.write_sysctl("fs.suid_dumpable", saved["fs.suid_dumpable"])
+        for k in ("kernel.core_pattern", "kernel.core_uses_pid", "kernel.core_pipe_limit"):
+            L.write_sysctl(k, saved[k])
+        assert {k: L.read_sysctl(k) for k in L.SYSCTLS} == saved
+
+
+@pytest.fixture
+def labdir(saved_sysctls):
+    d = tempfile.mkdtemp(prefix="cdlab-", dir="/tmp")
+    os.chmod(d, 0o755)
+    mounts = []
+    try:
+        yield d, mounts
+    finally:
+        for m in reversed(mounts):
+            subprocess.run(["umount", "-l", m], check=False)
+        shutil.rmtree(d, ignore_errors=True)

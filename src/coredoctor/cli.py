@@ -161,6 +161,8 @@ def _resolve_offline(args, snap):
 
 
 def cmd_check(args):
+    if not args.from_file:
+        _need_root("coredoctor check")
     from coredoctor import snapshot
     from coredoctor.kernel import gates
     from coredoctor.kernel.signal import normalize_signal
@@ -170,7 +172,6 @@ def cmd_check(args):
         snap = snapshot.load(args.from_file)
         pids = _resolve_offline(args, snap)
     else:
-        _need_root("coredoctor check")
         pids = _resolve_live(args)
         try:
             import signal as pysignal
@@ -208,8 +209,8 @@ def cmd_check(args):
 
 
 def cmd_snapshot(args):
-    from coredoctor import snapshot
     _need_root("coredoctor snapshot")
+    from coredoctor import snapshot
     pids = _resolve_live(args)
     snap = snapshot.take(pids, signal=args.signal if args.signal.startswith("SIG") else "SIG" + args.signal.upper())
     if args.output == "-":

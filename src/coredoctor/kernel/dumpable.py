@@ -96,53 +96,74 @@ def from_proc_owner(owner_uid, owner_gid, euid, egid, userns_root_uid=0):
             f"the process ({euid}:{egid}) nor root")
 
 
-def infer_cause(proc, parent, suid_dumpable_now, value):
+def infer_cause(proc, parent_of, suid_dumpable_now, value, _depth=0):
     """Why is the process's dumpable value what it is?
 
-    Returns ``(cause, evidence)``; cause is one of ``privilege-change``, ``prctl``, ``exec``,
-    ``inherited``, ``unknown`` (or None when the process is dumpable=1). Only evidence that
-    the kernel shows is used: the real/effective/saved/fs ids, capabilities, the executable's
-    set-id bits and file capabilities, and the parent's credentials and dumpability.
+    *parent_of(proc)* returns the parent's snapshot entry or None. Returns a dict:
+    ``cause`` (``privilege-change``, ``prctl``, ``exec``, ``inherited``, ``unknown``, or None
+    when the process is dumpable=1), ``evidence``, ``origin`` (pid where it happened), ``from``
+    and ``to`` (user:group names around a privilege change) and ``via`` (the pids it was
+    inherited through). Only evidence the kernel shows is used: the real/effective/saved/fs
+    ids, capabilities, the executable's set-id bits and file capabilities, and the parent's
+    credentials and dumpability. Dumpability lives in the mm and fork copies it, so a chain
+    of non-dumpable ancestors with the same credentials is followed to where it began.
     """
     if value == SUID_DUMP_USER:
-        return None, "dumpable=1 (SUID_DUMP_USER): the default"
+        return _cause(None, "dumpable=1 (SUID_DUMP_USER): the default", proc)
     c = proc["creds"]
     uids, gids = c["uid"], c["gid"]
     exe = proc.get("exe_stat") or {}
     name = _ids_name(c)
+    parent = parent_of(proc) if parent_of else None
+    pcreds = (parent or {}).get("creds")
     # 1. set-id or file-capability executable: begin_new_exec() -> commit_creds(bprm->cred)
     if exe.get("setuid") or exe.get("setgid") or exe.get("fcaps"):
         bits = [b for b in ("setuid", "setgid", "fcaps") if exe.get(b)]
-        return "exec", (f"its executable {proc.get('exe')} is {'/'.join(bits)}: exec changed its "
-                        "credentials (begin_new_exec(), commit_creds()) and set dumpable to "
-                        "fs.suid_dumpable")
-    pcreds = (parent or {}).get("creds")
-    pdump = ((parent or {}).get("dumpable") or {}).get("candidates")
+        return _cause("exec", f"its executable {proc.get('exe')} is {'/'.join(bits)}: exec changed its "
+                      "credentials (begin_new_exec(), commit_creds()) and set dumpable to fs.suid_dumpable",
+                      proc, frm=_ids_name(pcreds) if pcreds else None, to=name)
     # 2. mixed ids: some set*id() changed effective/fs ids
     if len(set(uids)) > 1 or len(set(gids)) > 1:
-        return "privilege-change", (f"its ids are mixed (uid r/e/s/fs {'/'.join(map(str, uids))}, gid "
-                                    f"{'/'.join(map(str, gids))}): a set*id() call changed its "
-                                    "effective or fs ids (commit_creds())")
+        return _cause("privilege-change", f"its ids are mixed (uid r/e/s/fs {'/'.join(map(str, uids))}, gid "
+                      f"{'/'.join(map(str, gids))}): a set*id() call changed its effective or fs ids "
+                      "(commit_creds())", proc, frm=_ids_name(pcreds) if pcreds else None, to=name)
     if pcreds is not None:
         pu, pg = pcreds["uid"], pcreds["gid"]
+        pdump = (parent.get("dumpable") or {}).get("candidates")
         if (pu[1], pg[1]) != (uids[1], gids[1]):
-            return "privilege-change", (
-                f"it runs as {name} while its parent {parent.get('comm')} (pid {parent['pid']}) "
-                f"runs as {_ids_name(pcreds)}: it switched credentials after fork (set*id() -> "
-                f"commit_creds() set dumpable to fs.suid_dumpable, now {suid_dumpable_now})")
-        if pdump is not None and SUID_DUMP_USER not in pdump:
-            return "inherited", (f"its parent {parent.get('comm')} (pid {parent['pid']}) has the same "
-                                 "credentials and is not dumpable either: fork copies the flag")
-        if pdump == {SUID_DUMP_USER} or pdump == [SUID_DUMP_USER]:
-            if value == SUID_DUMP_DISABLE or value is None:
-                return "prctl", (f"same credentials as its dumpable parent {parent.get('comm')} "
-                                 f"(pid {parent['pid']}) and no set-id executable: it most likely "
-                                 "called prctl(PR_SET_DUMPABLE, 0) itself")
-    if uids[1] != 0 and int(c.get("cap_prm", "0"), 16):
-        return "privilege-change", (f"it runs as {name} yet keeps permitted capabilities "
-                                    f"(CapPrm {c.get('cap_prm')}): it started as root and dropped "
-                                    "to this user keeping capabilities")
-    return "unknown", "no evidence of a credential change, a set-id exec or prctl was found"
+            return _cause("privilege-change",
+                          f"it runs as {name} while its parent {parent.get('comm')} (pid {parent['pid']}) runs as "
+                          f"{_ids_name(pcreds)}: it switched credentials after fork (set*id() -> commit_creds() "
+                          f"set dumpable to fs.suid_dumpable, now {suid_dumpable_now})",
+                          proc, frm=_ids_name(pcreds), to=name)
+        if pdump is not None and SUID_DUMP_USER not in pdump and _depth < 16:
+            up = infer_cause(parent, parent_of, suid_dumpable_now,
+                             (parent.get("dumpable") or {}).get("value"), _depth + 1)
+            via = [parent["pid"]] + up["via"]
+            if up["cause"] in ("privilege-change", "prctl", "exec"):
+                r = _cause(up["cause"], f"inherited at fork from {parent.get('comm')} (pid {parent['pid']}), "
+                           f"which has the same credentials and is not dumpable either; there: {up['evidence']}",
+                           proc, frm=up["from"], to=up["to"])
+                r.update(origin=up["origin"], via=via, origin_comm=up["origin_comm"])
+                return r
+            r = _cause("inherited", f"its parent {parent.get('comm')} (pid {parent['pid']}) has the same "
+                       "credentials and is not dumpable either: fork copies the flag", proc)
+            r["via"] = via
+            return r
+        if pdump is not None and list(pdump) == [SUID_DUMP_USER] and value in (SUID_DUMP_DISABLE, None):
+            return _cause("prctl", f"same credentials as its dumpable parent {parent.get('comm')} "
+                          f"(pid {parent['pid']}) and no set-id executable: it most likely called "
+                          "prctl(PR_SET_DUMPABLE, 0) itself", proc)
+    if uids[1] != 0 and int(c.get("cap_prm", "0") or "0", 16):
+        return _cause("privilege-change", f"it runs as {name} yet keeps permitted capabilities "
+                      f"(CapPrm {c.get('cap_prm')}): it started as root and dropped to this user keeping "
+                      "capabilities", proc, frm=None, to=name)
+    return _cause("unknown", "no evidence of a credential change, a set-id exec or prctl was found", proc)
+
+
+def _cause(cause, evidence, proc, frm=None, to=None):
+    return {"cause": cause, "evidence": evidence, "origin": proc["pid"] if cause else None,
+            "origin_comm": proc.get("comm"), "from": frm, "to": to, "via": []}
 
 
 def _ids_name(c):

@@ -15,6 +15,7 @@ import stat
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from coredoctor import programs
 from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, namei
 from coredoctor.kernel.signal import FAULT_SIGNALS, disposition
 
@@ -136,6 +137,10 @@ def _g_signal(w):
     status, ev = disposition(w["signal"], w["how"], k["signals"], proc.get("sig") or {},
                              proc.get("thread_blocked"), proc.get("tracer_pid", 0),
                              ns_init=len(nspid) > 1 and nspid[-1] == 1, global_init=proc["pid"] == 1)
+    if status == "unknown" and ev.endswith("(handler)"):
+        known = programs.reraising_handler(proc.get("exe"), w["signal"])
+        if known:
+            status, ev = "pass", f"{w['signal']} has a handler installed (SigCgt), known to re-raise: {known}"
     summary = None
     fix = None
     if status == "fail":
@@ -162,7 +167,7 @@ def _g_dumpable(w):
     d = proc.get("dumpable") or {}
     src = d.get("source", "unknown")
     if v == dmod.SUID_DUMP_DISABLE:
-        cause, cev = w["cause"]
+        cause, cev = w["cause_info"]["cause"], w["cause_info"]["evidence"]
         summary = f"it is not dumpable (dumpable=0) {_cause_clause(w, cause)}"
         return _r("fail", f"dumpable=0 ({src}: {d.get('evidence')}); cause {cause}: {cev}", summary,
                   _dumpable_fix(w, cause))
@@ -173,25 +178,27 @@ def _g_dumpable(w):
 
 
 def _cause_clause(w, cause):
-    proc, parent = w["proc"], w.get("parent")
-    sd = w["sysctl"].get("fs.suid_dumpable")
-    who = f"{proc['creds'].get('user') or proc['creds']['uid'][1]}:{proc['creds'].get('group') or proc['creds']['gid'][1]}"
+    info = w["cause_info"]
+    sd = "fs.suid_dumpable was 0"
+    inherited = ""
+    if info.get("via"):
+        inherited = f", and it inherited the flag at fork"
     if cause == "privilege-change":
-        if parent and parent.get("creds") and parent["creds"]["uid"][1] != proc["creds"]["uid"][1]:
-            pc = parent["creds"]
-            frm = f"{pc.get('user') or pc['uid'][1]}"
-            return f"since it switched from {frm} to {who} while fs.suid_dumpable was 0"
-        return f"since it changed its credentials (now {who}) while fs.suid_dumpable was 0"
+        frm = (info.get("from") or "").split(":")[0] or None
+        change = f"switched from {frm} to {info['to']}" if frm and info.get("to") else "changed its credentials"
+        if info.get("via"):
+            return (f"since its parent {info.get('origin_comm')} (pid {info['origin']}) {change} while {sd}"
+                    f"{inherited}")
+        return f"since it {change} while {sd}"
     if cause == "exec":
-        return "since it executed a set-id or file-capability program while fs.suid_dumpable was 0"
+        who = "it" if not info.get("via") else f"its parent {info.get('origin_comm')} (pid {info['origin']})"
+        return f"since {who} executed a set-id or file-capability program while {sd}{inherited}"
     if cause == "prctl":
-        return "since it turned dumping off itself with prctl(PR_SET_DUMPABLE, 0)"
+        who = "it" if not info.get("via") else f"its parent {info.get('origin_comm')} (pid {info['origin']})"
+        return f"since {who} turned dumping off with prctl(PR_SET_DUMPABLE, 0){inherited}"
     if cause == "inherited":
         return "since it inherited the flag from its non-dumpable parent"
-    return f"(cause unknown; fs.suid_dumpable is {sd} now)"
-
-
-_DELIBERATE = ("sshd", "ssh-agent", "sftp-server", "gpg-agent", "tor", "ssh-pkcs11-helper", "keepassxc")
+    return f"(cause unknown; fs.suid_dumpable is {w['sysctl'].get('fs.suid_dumpable')} now)"
 
 
 def _safe_pattern_cmds(w):
@@ -212,7 +219,7 @@ def _dumpable_fix(w, cause):
     proc = w["proc"]
     if cause == "prctl":
         extra = ""
-        if proc.get("comm") in _DELIBERATE:
+        if proc.get("comm") in programs.DELIBERATELY_UNDUMPABLE:
             extra = f" ({proc.get('comm')} does this on purpose: its memory holds secrets)"
         return {"summary": "The program disabled dumping itself" + extra + "; enable it in the program's "
                 "own configuration, or take a core of the live process with gcore",
@@ -536,7 +543,7 @@ BLOCKING_IDS = ("signal", "kernel-config", "dumpable", "rlimit-core", "suid-path
 # --------------------------------------------------------------------------- evaluator
 
 
-def _world(snap, proc, parent, signal, how, dumpable_value, cause):
+def _world(snap, proc, parent, signal, how, dumpable_value, cause_info):
     parsed = _parsed(snap)
     k = snap["kernel"]
     signo = k["signals"].get(signal)
@@ -544,7 +551,7 @@ def _world(snap, proc, parent, signal, how, dumpable_value, cause):
     exp = core_pattern.expand(parsed, ctx, snap["sysctl"].get("kernel.core_uses_pid") or 0)
     view = destination_views(snap, proc, signo, dumpable_value) if parsed["kind"] == "file" else None
     return {"snap": snap, "proc": proc, "parent": parent, "kernel": k, "sysctl": snap["sysctl"],
-            "signal": signal, "how": how, "dumpable": dumpable_value, "cause": cause,
+            "signal": signal, "how": how, "dumpable": dumpable_value, "cause_info": cause_info,
             "parsed": parsed, "kind": parsed["kind"], "exp": exp, "view": view}
 
 
@@ -597,10 +604,15 @@ def evaluate(snap, proc, parent=None, signal="SIGSEGV", how=None):
     d = proc.get("dumpable") or {}
     cands = d.get("candidates") or [0, 1, 2]
     sd_now = snap["sysctl"].get("fs.suid_dumpable")
+    by_pid = {p["pid"]: p for p in snap["processes"]}
+
+    def parent_of(p):
+        return by_pid.get(p.get("ppid"))
+
+    info = dmod.infer_cause(proc, parent_of, sd_now, d.get("value"))
     worlds = []
     for v in cands:
-        cause = dmod.infer_cause(proc, parent, sd_now, v if d.get("value") is not None else None)
-        w = _world(snap, proc, parent, signal, how, v, cause)
+        w = _world(snap, proc, parent, signal, how, v, info)
         res = _run(w)
         worlds.append((v, w, res, _outcome(res)))
     dumps_set = {o[0] for _, _, _, o in worlds}
@@ -613,13 +625,7 @@ def evaluate(snap, proc, parent=None, signal="SIGSEGV", how=None):
     if dumps is False:
         blocking = min((o[1] for _, _, _, o in worlds), key=lambda gid: GATE_IDS.index(gid))
     # cause of non-dumpability (for the worlds where it is not dumpable)
-    cause = None
-    cause_ev = None
-    if d.get("value") == 1:
-        cause = None
-    else:
-        c, cev = dmod.infer_cause(proc, parent, sd_now, d.get("value"))
-        cause, cause_ev = c, cev
+    cause, cause_ev = info["cause"], info["evidence"]
     fixes = []
     seen = set()
     for v, w, res, o in worlds:
@@ -629,6 +635,16 @@ def evaluate(snap, proc, parent=None, signal="SIGSEGV", how=None):
                     if f and f["summary"] not in seen:
                         seen.add(f["summary"])
                         fixes.append(f)
+    if blocking == "dumpable" and dmod.SUID_DUMP_ROOT not in cands:
+        # what the process would meet once fs.suid_dumpable=2 is in force after a restart
+        w2 = _world(snap, proc, parent, signal, how, dmod.SUID_DUMP_ROOT, info)
+        for r in _run(w2):
+            if r["status"] == "fail" and r["id"] not in ("dumpable", "suid-path"):
+                for f in r.get("fix") or []:
+                    if f["summary"] not in seen:
+                        seen.add(f["summary"])
+                        fixes.append(dict(f, summary=f"Then, for the restarted process (dumped as root): "
+                                                     f"{f['summary']} ({r['id']}: {r['evidence']})"))
     signo = k["signals"].get(signal)
     dest_value = d.get("value") if d.get("value") is not None else max(cands)
     target = {

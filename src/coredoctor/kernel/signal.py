@@ -72,7 +72,7 @@ def disposition(sig, how, numbers, sig_masks, thread_blocked=None, tracer_pid=0,
     if how == "fault":
         if cgt and not some_blocked:
             return "unknown", (f"{sig} has a handler installed (SigCgt): the handler decides "
-                               "whether the process dies with the default action")
+                               "whether the process dies with the default action (handler)")
         if cgt and all_blocked:
             return "pass", (f"{sig} has a handler but is blocked (SigBlk): a fault resets it to "
                             "SIG_DFL and unblocks it (force_sig_info_to_task()), so it dumps")
@@ -101,5 +101,5 @@ def disposition(sig, how, numbers, sig_masks, thread_blocked=None, tracer_pid=0,
                         "until it is unblocked")
     if cgt:
         return "unknown", (f"{sig} has a handler installed (SigCgt): the handler decides whether the "
-                           "process dies with the default action")
+                           "process dies with the default action (handler)")
     return "pass", f"a kill-sent {sig} takes the default action (not ignored, blocked or handled)"

@@ -49,6 +49,10 @@ def target_report(t):
     return "\n".join(out)
 
 
+def _cut(line, w):
+    return line if len(line) <= w else line[:w - 3] + "..."
+
+
 def summary_table(targets, skipped=None):
     yes = [t for t in targets if t["dumps"] is True]
     no = [t for t in targets if t["dumps"] is False]
@@ -66,13 +70,13 @@ def summary_table(targets, skipped=None):
         out.append(f"NO CORE -- blocked at '{gate}' ({len(ts)}):")
         for t in ts:
             reason = t["verdict"].split(" -- ", 1)[-1]
-            out.append(textwrap.shorten(f"  {t['pid']:>7} {t['comm']:<16} {reason}", w))
+            out.append(_cut(f"  {t['pid']:>7} {t['comm']:<16} {reason}", w))
     if unk:
         out.append("")
         out.append(f"UNDECIDED ({len(unk)}):")
         for t in unk:
             reason = t["verdict"].split(" -- ", 1)[-1]
-            out.append(textwrap.shorten(f"  {t['pid']:>7} {t['comm']:<16} {reason}", w))
+            out.append(_cut(f"  {t['pid']:>7} {t['comm']:<16} {reason}", w))
     if yes:
         out.append("")
         dests = sorted({t["core_destination"]["kind"] + " " + t["core_destination"]["path"].rsplit("/", 1)[0]

@@ -65,15 +65,18 @@ def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
         procs[pid] = p
     targets = sorted(procs)
     if with_parents and not all_mode:
+        # the ancestor chain: where a non-dumpable flag was inherited from
         for pid in list(targets):
             pp = procs[pid]["ppid"]
-            if pp and pp not in procs:
+            while pp and pp not in procs:
                 try:
                     parent = procmod.read_process(pp, use_pidfd, self_uts)
                 except (NoSuchProcess, AccessDenied):
                     parent = None
-                if parent:
-                    procs[pp] = parent
+                if not parent:
+                    break
+                procs[pp] = parent
+                pp = parent["ppid"]
     _ptrace_fallback(procs, kernel)
     snap = {"schema": SCHEMA, "taken_at": time.time(), "kernel": kernel, "sysctl": sysctls,
             "targets": targets, "skipped": skipped, "processes": [procs[p] for p in sorted(procs)]}
@@ -111,7 +114,10 @@ def _ptrace_fallback(procs, kernel):
 
 def _destination_facts(snap, proc, signo):
     dest = {}
-    for v in proc["dumpable"]["candidates"]:
+    cands = list(proc["dumpable"]["candidates"])
+    if 0 in cands and 2 not in cands:
+        cands.append(2)  # where a dumpable=2 fix would send the core (check's follow-on fixes)
+    for v in cands:
         if v == 0:
             continue
         view = gates.destination_views(snap, proc, signo, v)
@@ -153,10 +159,46 @@ def load(path):
     for key in ("kernel", "sysctl", "processes", "targets"):
         if key not in data:
             raise SnapshotError(f"{path}: snapshot is missing '{key}'")
-    try:
-        for p in data["processes"]:
-            p["pid"], p["creds"]["uid"], p["dumpable"]["candidates"]  # noqa: B018 - shape check
-        data["kernel"]["signals"]["SIGSEGV"]
-    except (KeyError, TypeError) as e:
-        raise SnapshotError(f"{path}: snapshot is corrupt (missing {e})")
+    problem = _validate(data)
+    if problem:
+        raise SnapshotError(f"{path}: snapshot is corrupt ({problem})")
     return data
+
+
+def _ints(v, n=None):
+    return isinstance(v, list) and (n is None or len(v) == n) and all(isinstance(x, int) for x in v)
+
+
+def _validate(data):
+    """The shape the model relies on; returns a description of the first problem or None."""
+    k = data.get("kernel")
+    if not isinstance(k, dict) or not isinstance(k.get("signals"), dict) or "SIGSEGV" not in k["signals"]:
+        return "kernel.signals is missing"
+    if not isinstance(k.get("features"), dict):
+        return "kernel.features is missing"
+    if not isinstance(data.get("sysctl"), dict) or not isinstance(data["sysctl"].get("kernel.core_pattern"), str):
+        return "sysctl kernel.core_pattern is missing"
+    if not isinstance(data.get("processes"), list) or not _ints(data.get("targets")):
+        return "processes/targets are not lists"
+    pids = set()
+    for i, p in enumerate(data["processes"]):
+        where = f"processes[{i}]"
+        if not isinstance(p, dict) or not isinstance(p.get("pid"), int):
+            return f"{where}.pid"
+        c = p.get("creds")
+        if not isinstance(c, dict) or not _ints(c.get("uid"), 4) or not _ints(c.get("gid"), 4):
+            return f"{where}.creds uid/gid must be lists of 4 ids"
+        d = p.get("dumpable")
+        if not isinstance(d, dict) or not _ints(d.get("candidates")) or not set(d["candidates"]) <= {0, 1, 2} \
+                or not d["candidates"]:
+            return f"{where}.dumpable.candidates"
+        lim = p.get("limits")
+        if not isinstance(lim, dict) or not isinstance(lim.get("core"), list) or len(lim["core"]) != 2:
+            return f"{where}.limits.core"
+        if not isinstance(p.get("sig"), dict):
+            return f"{where}.sig"
+        pids.add(p["pid"])
+    missing = [t for t in data["targets"] if t not in pids]
+    if missing:
+        return f"target pid {missing[0]} has no process entry"
+    return None
