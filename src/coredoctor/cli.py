@@ -191,7 +191,7 @@ def cmd_check(args):
     for pid in pids:
         p = procs[pid]
         try:
-            results.append(gates.evaluate(snap, p, procs.get(p.get("ppid")), args.signal, args.how))
+            results.append(gates.evaluate(snap, p, procs.get(p.get("ppid")), args.signal, args.how, procs))
         except (KeyError, TypeError, ValueError) as e:
             if args.from_file:
                 from coredoctor.errors import SnapshotError
@@ -200,7 +200,8 @@ def cmd_check(args):
     if not results:
         raise UsageError("no process to check")
     if args.json:
-        print(rjson.dumps(rjson.check_document(snap["kernel"]["release"], results, snap.get("skipped"))))
+        print(rjson.dumps(rjson.check_document(snap["kernel"]["release"], results, snap.get("skipped")),
+                          pretty=sys.stdout.isatty() or len(results) == 1))
     elif len(results) == 1 or (not args.all and len(results) <= 3) or args.verbose:
         print("\n\n".join(rtext.target_report(t) for t in results))
     else:

@@ -16,7 +16,9 @@ Values unknown before the crash (time, CPU, pidfd, a thread id) expand to ``None
 rendered form shows them as ``*``.
 """
 
-__all__ = ["parse", "expand", "SPECIFIERS", "render"]
+import functools
+
+__all__ = ["parse", "expand", "SPECIFIERS", "render", "split_dir"]
 
 #: format_corename() specifiers (6.19); the value each needs from the crashing process.
 SPECIFIERS = {
@@ -40,8 +42,9 @@ SPECIFIERS = {
 }
 
 
+@functools.lru_cache(maxsize=64)
 def parse(pattern, socket_supported=False):
-    """Classify a pattern: ``{"kind": "file"|"pipe"|"socket", ...}``."""
+    """Classify a pattern: ``{"kind": "file"|"pipe"|"socket", ...}`` (cached: do not mutate)."""
     p = pattern.rstrip("\n")
     if p.startswith("|"):
         tokens = p[1:].split()

@@ -12,8 +12,6 @@ answer is given only when every world agrees, otherwise ``dumps`` is ``None`` wi
 """
 
 import stat
-from dataclasses import dataclass
-from typing import Callable, Optional
 
 from coredoctor import programs
 from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, namei
@@ -23,17 +21,18 @@ __all__ = ["Gate", "GATES", "GATE_IDS", "evaluate", "pattern_context", "destinat
            "estimate_core_size"]
 
 
-@dataclass(frozen=True)
 class Gate:
     """One gate: ``predicate(world)`` returns None (not on this path) or a result dict with
     ``status`` (pass/fail/warn/unknown), ``evidence``, and optionally ``summary`` (a clause
     for the verdict sentence) and ``fix``."""
-    id: str
-    order: int
-    branch: str
-    title: str
-    kernel_ref: str
-    predicate: Callable[[dict], Optional[dict]]
+    __slots__ = ("id", "order", "branch", "title", "kernel_ref", "predicate")
+
+    def __init__(self, id, order, branch, title, kernel_ref, predicate):  # noqa: A002 - the gate id
+        self.id, self.order, self.branch, self.title = id, order, branch, title
+        self.kernel_ref, self.predicate = kernel_ref, predicate
+
+    def __repr__(self):
+        return f"Gate({self.id!r}, {self.order})"
 
 
 def _r(status, evidence, summary=None, fix=None, **extra):
@@ -80,15 +79,14 @@ def _parsed(snap):
                               snap["kernel"]["features"].get("socket_pattern", False))
 
 
-def destination_views(snap, proc, signo, dumpable_value):
+def destination_views(snap, proc, signo, dumpable_value, exp=None):
     """For file mode: ``(key, base, dirpath, base_parts)`` of the directory the kernel opens in,
     or None. *base* is a host path: ``/proc/PID/root`` (absolute, dumpable 1), ``/proc/PID/cwd``
     (relative) or ``/`` (dumpable 2 opens from init_task's root, 4.x+)."""
-    parsed = _parsed(snap)
-    if parsed["kind"] != "file":
+    if exp is None:
+        exp = _expand(snap, proc, signo, dumpable_value)
+    if exp["kind"] != "file":
         return None
-    ctx = pattern_context(proc, snap["kernel"], signo, dumpable_value)
-    exp = core_pattern.expand(parsed, ctx, snap["sysctl"].get("kernel.core_uses_pid") or 0)
     d, base_parts = core_pattern.split_dir(exp["parts"])
     if d is None:
         return ("", None, None, base_parts)
@@ -98,6 +96,11 @@ def destination_views(snap, proc, signo, dumpable_value):
             return (f"init:{d}", "/", d, base_parts)
         return (f"root:{proc.get('root_id')}:{d}", f"/proc/{pid}/root", d, base_parts)
     return (f"cwd:{proc.get('cwd_id')}:{d}", f"/proc/{pid}/cwd", d, base_parts)
+
+
+def _expand(snap, proc, signo, dumpable_value):
+    ctx = pattern_context(proc, snap["kernel"], signo, dumpable_value)
+    return core_pattern.expand(_parsed(snap), ctx, snap["sysctl"].get("kernel.core_uses_pid") or 0)
 
 
 def _dump_cred(w):
@@ -547,9 +550,8 @@ def _world(snap, proc, parent, signal, how, dumpable_value, cause_info):
     parsed = _parsed(snap)
     k = snap["kernel"]
     signo = k["signals"].get(signal)
-    ctx = pattern_context(proc, k, signo, dumpable_value)
-    exp = core_pattern.expand(parsed, ctx, snap["sysctl"].get("kernel.core_uses_pid") or 0)
-    view = destination_views(snap, proc, signo, dumpable_value) if parsed["kind"] == "file" else None
+    exp = _expand(snap, proc, signo, dumpable_value)
+    view = destination_views(snap, proc, signo, dumpable_value, exp) if parsed["kind"] == "file" else None
     return {"snap": snap, "proc": proc, "parent": parent, "kernel": k, "sysctl": snap["sysctl"],
             "signal": signal, "how": how, "dumpable": dumpable_value, "cause_info": cause_info,
             "parsed": parsed, "kind": parsed["kind"], "exp": exp, "view": view}
@@ -577,10 +579,10 @@ def _outcome(results):
     return True, None
 
 
-def _destination(snap, proc, dumpable_value, signo):
+def _destination(snap, proc, dumpable_value, signo, exp=None):
     parsed = _parsed(snap)
-    ctx = pattern_context(proc, snap["kernel"], signo, dumpable_value)
-    exp = core_pattern.expand(parsed, ctx, snap["sysctl"].get("kernel.core_uses_pid") or 0)
+    if exp is None:
+        exp = _expand(snap, proc, signo, dumpable_value)
     if parsed["kind"] == "pipe":
         return {"kind": "pipe", "path": " ".join(core_pattern.render(a) for a in exp["argv"]),
                 "handler": handlers.identify(parsed["helper"])}
@@ -593,9 +595,10 @@ def _destination(snap, proc, dumpable_value, signo):
     return {"kind": "file", "path": path, "handler": None}
 
 
-def evaluate(snap, proc, parent=None, signal="SIGSEGV", how=None):
+def evaluate(snap, proc, parent=None, signal="SIGSEGV", how=None, by_pid=None):
     """Evaluate every gate for *proc* and return the target's verdict (the ``targets[]`` entry of
-    the ``coredoctor.check/1`` contract)."""
+    the ``coredoctor.check/1`` contract). *by_pid* (pid -> process entry of *snap*) may be passed
+    in when many targets of one snapshot are evaluated."""
     from coredoctor.kernel.signal import normalize_signal
     k = snap["kernel"]
     signal = normalize_signal(signal, k["signals"])
@@ -604,7 +607,8 @@ def evaluate(snap, proc, parent=None, signal="SIGSEGV", how=None):
     d = proc.get("dumpable") or {}
     cands = d.get("candidates") or [0, 1, 2]
     sd_now = snap["sysctl"].get("fs.suid_dumpable")
-    by_pid = {p["pid"]: p for p in snap["processes"]}
+    if by_pid is None:
+        by_pid = {p["pid"]: p for p in snap["processes"]}
 
     def parent_of(p):
         return by_pid.get(p.get("ppid"))
@@ -651,7 +655,8 @@ def evaluate(snap, proc, parent=None, signal="SIGSEGV", how=None):
         "pid": proc["pid"], "comm": proc.get("comm"), "exe": proc.get("exe"), "unit": proc.get("unit"),
         "signal": signal, "how": how,
         "dumps": dumps, "blocking_gate": blocking,
-        "core_destination": _destination(snap, proc, dest_value, signo),
+        "core_destination": _destination(snap, proc, dest_value, signo,
+                                         next((w["exp"] for v, w, _, _ in worlds if v == dest_value), None)),
         "dumpable": {"value": d.get("value"), "source": d.get("source", "unknown"), "cause": cause,
                      "evidence": d.get("evidence", "") + (f"; {cause_ev}" if cause_ev and cause else ""),
                      "candidates": cands},

@@ -18,5 +18,6 @@ def check_document(kernel_release, targets, skipped=None):
     return doc
 
 
-def dumps(doc):
-    return json.dumps(doc, indent=2)
+def dumps(doc, pretty=True):
+    """Indented for a person; compact (and C-encoded, much faster) for large machine output."""
+    return json.dumps(doc, indent=2) if pretty else json.dumps(doc, separators=(",", ":"))

@@ -39,13 +39,16 @@ def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
         self_uts = os.readlink("/proc/self/ns/uts")
     except OSError:
         self_uts = None
+    parsed = core_pattern.parse(sysctls.get("kernel.core_pattern") or "",
+                                kernel["features"].get("socket_pattern", False))
+    want = {"want_uts": "%h" in parsed["pattern"], "want_dirs": parsed["kind"] == "file"}
     all_mode = pids is None
     wanted = procmod.list_pids() if all_mode else list(pids)
     procs = {}
     skipped = {"gone": 0, "no_mm": 0}
     for pid in wanted:
         try:
-            p = procmod.read_process(pid, use_pidfd, self_uts)
+            p = procmod.read_process(pid, use_pidfd, self_uts, **want)
         except (NoSuchProcess, ProcessGone):
             if strict and not all_mode:
                 raise
@@ -70,7 +73,7 @@ def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
             pp = procs[pid]["ppid"]
             while pp and pp not in procs:
                 try:
-                    parent = procmod.read_process(pp, use_pidfd, self_uts)
+                    parent = procmod.read_process(pp, use_pidfd, self_uts, **want)
                 except (NoSuchProcess, AccessDenied):
                     parent = None
                 if not parent:
@@ -80,8 +83,6 @@ def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
     _ptrace_fallback(procs, kernel)
     snap = {"schema": SCHEMA, "taken_at": time.time(), "kernel": kernel, "sysctl": sysctls,
             "targets": targets, "skipped": skipped, "processes": [procs[p] for p in sorted(procs)]}
-    parsed = core_pattern.parse(sysctls.get("kernel.core_pattern") or "",
-                                kernel["features"].get("socket_pattern", False))
     snap["handler"] = handlers.read_handler(parsed)
     snap["paths"] = {}
     signo = kernel["signals"].get(signal, 11)

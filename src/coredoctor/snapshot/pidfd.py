@@ -34,12 +34,12 @@ def _iowr(typ, nr, size):
 PIDFD_GET_INFO = _iowr(_PIDFS_IOCTL_MAGIC, 11, _SIZE)
 
 
-def coredump_info(pid):
-    """Return ``(coredump_mask, creds)`` for *pid*, or None if the kernel does not answer
-    PIDFD_INFO_COREDUMP. Raises ProcessLookupError if the process is gone."""
-    if not hasattr(os, "pidfd_open"):
+def coredump_info(pid, pidfd=None):
+    """Return ``(coredump_mask, creds)`` for *pid* (or an open *pidfd*), or None if the kernel
+    does not answer PIDFD_INFO_COREDUMP. Raises ProcessLookupError if the process is gone."""
+    if pidfd is None and not hasattr(os, "pidfd_open"):
         return None
-    fd = os.pidfd_open(pid)
+    fd = os.pidfd_open(pid) if pidfd is None else pidfd
     try:
         buf = bytearray(_SIZE)
         struct.pack_into("<Q", buf, 0, PIDFD_INFO_PID | PIDFD_INFO_CREDS | PIDFD_INFO_COREDUMP)
@@ -56,7 +56,8 @@ def coredump_info(pid):
         creds = {"uid": [f[5], f[7], f[9], f[11]], "gid": [f[6], f[8], f[10], f[12]]}
         return coredump_mask, creds
     finally:
-        os.close(fd)
+        if pidfd is None:
+            os.close(fd)
 
 
 def probe():

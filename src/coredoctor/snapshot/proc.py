@@ -9,9 +9,12 @@ Every read goes through :func:`coredoctor.errors.proc_errors`.
 import grp
 import os
 import pwd
+import resource
+import signal
 import stat
 
-from coredoctor.errors import NoSuchProcess, proc_errors
+from coredoctor.errors import NoSuchProcess, ProcessGone, proc_errors
+from coredoctor.kernel import dumpable as d
 from coredoctor.snapshot import pidfd
 
 __all__ = ["read_process", "list_pids", "PROC"]
@@ -50,11 +53,10 @@ def list_pids():
 
 def _parse_status(text):
     out = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         k, _, v = line.partition(":")
-        if k in _STATUS_KEYS:
-            out[k] = v.strip()
-    return out
+        out[k] = v
+    return {k: out[k].strip() for k in _STATUS_KEYS if k in out}
 
 
 def _kb(v):
@@ -68,12 +70,25 @@ def _parse_limits(text):
     """/proc/PID/limits -> {"core": [soft, hard], "fsize": [...]}, None meaning unlimited.
     (Read from /proc rather than prlimit(2): that needs CAP_SYS_RESOURCE for other users.)"""
     out = {}
-    for line in text.splitlines():
-        for row, key in _LIMIT_ROWS.items():
-            if line.startswith(row):
-                vals = line[len(row):].split()
-                out[key] = [None if v == "unlimited" else int(v) for v in vals[:2]]
+    for row, key in _LIMIT_ROWS.items():
+        i = text.find(row)
+        if i >= 0:
+            vals = text[i + len(row):text.find("\n", i)].split()
+            out[key] = [None if v == "unlimited" else int(v) for v in vals[:2]]
     return out
+
+
+def _limits(pid, base):
+    """prlimit(2) where it is allowed (same ids, or CAP_SYS_RESOURCE), else /proc/PID/limits."""
+    try:
+        out = {}
+        for key, res in (("core", resource.RLIMIT_CORE), ("fsize", resource.RLIMIT_FSIZE)):
+            soft, hard = resource.prlimit(pid, res)
+            out[key] = [None if soft == resource.RLIM_INFINITY else soft,
+                        None if hard == resource.RLIM_INFINITY else hard]
+        return out
+    except PermissionError:
+        return _parse_limits(_read(f"{base}/limits"))
 
 
 def _unit_from_cgroup(text):
@@ -113,9 +128,39 @@ def _exe_stat(pid, exe):
     return res
 
 
-def read_process(pid, use_pidfd=True, self_uts=None):
-    """Read *pid*; returns None for tasks without an mm (kernel threads, zombies)."""
+def _read(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 65536).decode("utf-8", "replace")
+    finally:
+        os.close(fd)
+
+
+def read_process(pid, use_pidfd=True, self_uts=None, want_uts=True, want_dirs=True):
+    """Read *pid*; returns None for tasks without an mm (kernel threads, zombies).
+
+    Identity: a pidfd is opened first and checked last (``pidfd_send_signal(fd, 0)``), so a
+    process that exits mid-read -- or whose pid is reused -- raises ProcessGone instead of
+    mixing two processes' facts. *want_uts* (the pattern has %h) and *want_dirs* (file mode:
+    root/cwd identities) skip reads the model will not use.
+    """
     base = f"{PROC}/{pid}"
+    pfd = None
+    if hasattr(os, "pidfd_open"):
+        try:
+            pfd = os.pidfd_open(pid)
+        except ProcessLookupError as e:
+            raise NoSuchProcess(pid) from e
+        except OSError:
+            pfd = None
+    try:
+        return _read_process(pid, base, pfd, use_pidfd, self_uts, want_uts, want_dirs)
+    finally:
+        if pfd is not None:
+            os.close(pfd)
+
+
+def _read_process(pid, base, pfd, use_pidfd, self_uts, want_uts, want_dirs):
     try:
         fd = os.open(f"{base}/status", os.O_RDONLY)
     except (FileNotFoundError, ProcessLookupError) as e:
@@ -151,46 +196,51 @@ def read_process(pid, use_pidfd=True, self_uts=None):
         "proc_owner": [st.st_uid, st.st_gid],
     }
     with proc_errors(pid, "limits", comm):
-        with open(f"{base}/limits") as f:
-            p["limits"] = _parse_limits(f.read())
+        p["limits"] = _limits(pid, base)
     with proc_errors(pid, "coredump_filter", comm):
         try:
-            with open(f"{base}/coredump_filter") as f:
-                p["coredump_filter"] = f.read().strip()
+            p["coredump_filter"] = _read(f"{base}/coredump_filter").strip()
         except FileNotFoundError:
             p["coredump_filter"] = None
-    for link in ("exe", "cwd", "root"):
+    for link in ("exe", "cwd"):
         try:
             p[link] = os.readlink(f"{base}/{link}")
-        except FileNotFoundError:
+        except OSError:
             p[link] = None
-        except PermissionError:
-            p[link] = None
+    p["root_id"] = p["cwd_id"] = None
+    if want_dirs:
+        try:
+            rst = os.stat(f"{base}/root")
+            cst = os.stat(f"{base}/cwd")
+            p["root_id"] = f"{rst.st_dev}:{rst.st_ino}"
+            p["cwd_id"] = f"{cst.st_dev}:{cst.st_ino}"
+        except OSError:
+            pass
     try:
-        rst = os.stat(f"{base}/root")
-        cst = os.stat(f"{base}/cwd")
-        p["root_id"] = f"{rst.st_dev}:{rst.st_ino}"
-        p["cwd_id"] = f"{cst.st_dev}:{cst.st_ino}"
-    except OSError:
-        p["root_id"] = p["cwd_id"] = None
-    p["exe_stat"] = _exe_stat(pid, p["exe"]) if p["exe"] else None
-    try:
-        with open(f"{base}/cgroup") as f:
-            p["unit"], p["cgroup"] = _unit_from_cgroup(f.read())
+        p["unit"], p["cgroup"] = _unit_from_cgroup(_read(f"{base}/cgroup"))
     except OSError:
         p["unit"] = p["cgroup"] = None
-    try:
-        uts = os.readlink(f"{base}/ns/uts")
-        p["uts_is_host"] = (uts == self_uts) if self_uts else None
-    except OSError:
-        p["uts_is_host"] = None
+    p["uts_is_host"] = None
+    if want_uts:
+        try:
+            p["uts_is_host"] = (os.readlink(f"{base}/ns/uts") == self_uts) if self_uts else None
+        except OSError:
+            pass
     if p["threads"] > 1 and p["sig"]["blocked"] and int(p["sig"]["blocked"], 16):
         p["thread_blocked"] = _thread_masks(pid)
     # dumpability: the exact kernel answer where there is one
-    p["dumpable"] = _dumpable(pid, p, use_pidfd)
-    # the process must still be the one we read (pid reuse / exit mid-read)
-    if not os.path.exists(base):
-        from coredoctor.errors import ProcessGone
+    p["dumpable"] = _dumpable(pid, p, use_pidfd, pfd)
+    # where non-dumpability came from: the executable's set-id bits and file capabilities
+    p["exe_stat"] = _exe_stat(pid, p["exe"]) if p["exe"] and p["dumpable"]["value"] != 1 else None
+    # the process we opened must still be alive: otherwise these facts may mix two processes
+    if pfd is not None:
+        try:
+            signal.pidfd_send_signal(pfd, 0)
+        except ProcessLookupError:
+            raise ProcessGone(pid, comm)
+        except PermissionError:
+            pass
+    elif not os.path.exists(base):
         raise ProcessGone(pid, comm)
     return p
 
@@ -211,13 +261,11 @@ def _thread_masks(pid):
     return out
 
 
-def _dumpable(pid, p, use_pidfd):
-    from coredoctor.kernel import dumpable as d
+def _dumpable(pid, p, use_pidfd, pfd=None):
     if use_pidfd:
         try:
-            info = pidfd.coredump_info(pid)
+            info = pidfd.coredump_info(pid, pfd)
         except ProcessLookupError:
-            from coredoctor.errors import ProcessGone
             raise ProcessGone(pid, p["comm"])
         except OSError:
             info = None

@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Benchmark: `coredoctor check --all --json` against `ps -eo pid,uid,gid,rss,comm` over the same
+process table, in the same run. Starts N idle processes (default 2000) so that the table has about
+that many entries, times both commands alternately, prints the figures and the median ratio
+(goal <= 4). Run as root. Ends only the processes it started.
+
+usage: sudo python3 bench/check_all.py [--procs 2000] [--rounds 7]
+"""
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(os.path.dirname(HERE), "src")
+
+
+def timed(cmd, env=None):
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    dt = time.perf_counter() - t0
+    if r.returncode not in (0, 1):
+        sys.exit(f"{cmd[0]} failed: {r.stderr.decode()[-500:]}")
+    return dt
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--procs", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=7)
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root")
+    kids = []
+    try:
+        for _ in range(max(0, a.procs - len(os.listdir("/proc")) // 1)):
+            kids.append(subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL))
+        time.sleep(0.5)
+        n = sum(1 for d in os.listdir("/proc") if d.isdigit())
+        env = dict(os.environ, PYTHONPATH=SRC)
+        cd = [sys.executable, "-m", "coredoctor", "check", "--all", "--json"]
+        ps = ["ps", "-eo", "pid,uid,gid,rss,comm"]
+        timed(cd, env), timed(ps)  # warm caches
+        rows = []
+        for _ in range(a.rounds):
+            t_cd = timed(cd, env)
+            t_ps = timed(ps)
+            rows.append((t_cd, t_ps, t_cd / t_ps))
+        print(f"processes in the table: {n}  (kernel {os.uname().release}, {os.cpu_count()} CPUs)")
+        print(f"{'round':>5} {'check --all --json':>20} {'ps -eo ...':>12} {'ratio':>7}")
+        for i, (c, p, r) in enumerate(rows, 1):
+            print(f"{i:>5} {c * 1000:>17.0f} ms {p * 1000:>9.0f} ms {r:>7.2f}")
+        med = statistics.median(r for _, _, r in rows)
+        print(f"median: check {statistics.median(c for c, _, _ in rows) * 1000:.0f} ms, "
+              f"ps {statistics.median(p for _, p, _ in rows) * 1000:.0f} ms, ratio {med:.2f} (goal <= 4)")
+    finally:
+        for k in kids:
+            k.send_signal(signal.SIGKILL)
+        for k in kids:
+            k.wait()
+
+
+if __name__ == "__main__":
+    main()
