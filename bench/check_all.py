@@ -9,6 +9,7 @@ usage: sudo python3 bench/check_all.py [--procs 2000] [--rounds 7]
 import argparse
 import os
 import signal
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,6 +32,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--procs", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--coredoctor", help="the coredoctor command to time (default: .venv/bin/coredoctor, "
+                    "then the one on PATH, then python -m coredoctor from src/)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
@@ -41,7 +44,9 @@ def main():
         time.sleep(0.5)
         n = sum(1 for d in os.listdir("/proc") if d.isdigit())
         env = dict(os.environ, PYTHONPATH=SRC)
-        cd = [sys.executable, "-m", "coredoctor", "check", "--all", "--json"]
+        exe = a.coredoctor or next((c for c in (os.path.join(os.path.dirname(HERE), ".venv", "bin", "coredoctor"),
+                                                shutil.which("coredoctor")) if c and os.path.exists(c)), None)
+        cd = ([exe] if exe else [sys.executable, "-m", "coredoctor"]) + ["check", "--all", "--json"]
         ps = ["ps", "-eo", "pid,uid,gid,rss,comm"]
         timed(cd, env), timed(ps)  # warm caches
         rows = []
@@ -50,6 +55,7 @@ def main():
             t_ps = timed(ps)
             rows.append((t_cd, t_ps, t_cd / t_ps))
         print(f"processes in the table: {n}  (kernel {os.uname().release}, {os.cpu_count()} CPUs)")
+        print(f"timing: {' '.join(cd)}")
         print(f"{'round':>5} {'check --all --json':>20} {'ps -eo ...':>12} {'ratio':>7}")
         for i, (c, p, r) in enumerate(rows, 1):
             print(f"{i:>5} {c * 1000:>17.0f} ms {p * 1000:>9.0f} ms {r:>7.2f}")

@@ -41,7 +41,8 @@ def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
         self_uts = None
     parsed = core_pattern.parse(sysctls.get("kernel.core_pattern") or "",
                                 kernel["features"].get("socket_pattern", False))
-    want = {"want_uts": "%h" in parsed["pattern"], "want_dirs": parsed["kind"] == "file"}
+    want = {"want_uts": "%h" in parsed["pattern"],
+            "want_dirs": () if parsed["kind"] != "file" else ("root",) if parsed["absolute"] else ("cwd",)}
     all_mode = pids is None
     wanted = procmod.list_pids() if all_mode else list(pids)
     procs = {}

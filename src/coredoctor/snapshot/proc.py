@@ -136,13 +136,14 @@ def _read(path):
         os.close(fd)
 
 
-def read_process(pid, use_pidfd=True, self_uts=None, want_uts=True, want_dirs=True):
+def read_process(pid, use_pidfd=True, self_uts=None, want_uts=True, want_dirs=("root", "cwd")):
     """Read *pid*; returns None for tasks without an mm (kernel threads, zombies).
 
     Identity: a pidfd is opened first and checked last (``pidfd_send_signal(fd, 0)``), so a
     process that exits mid-read -- or whose pid is reused -- raises ProcessGone instead of
     mixing two processes' facts. *want_uts* (the pattern has %h) and *want_dirs* (file mode:
-    root/cwd identities) skip reads the model will not use.
+    the identities of the root and/or cwd the core name resolves from) skip reads the model
+    will not use.
     """
     base = f"{PROC}/{pid}"
     pfd = None
@@ -208,12 +209,10 @@ def _read_process(pid, base, pfd, use_pidfd, self_uts, want_uts, want_dirs):
         except OSError:
             p[link] = None
     p["root_id"] = p["cwd_id"] = None
-    if want_dirs:
+    for which in want_dirs or ():
         try:
-            rst = os.stat(f"{base}/root")
-            cst = os.stat(f"{base}/cwd")
-            p["root_id"] = f"{rst.st_dev}:{rst.st_ino}"
-            p["cwd_id"] = f"{cst.st_dev}:{cst.st_ino}"
+            st = os.stat(f"{base}/{which}")
+            p[f"{which}_id"] = f"{st.st_dev}:{st.st_ino}"
         except OSError:
             pass
     try:
@@ -233,7 +232,8 @@ def _read_process(pid, base, pfd, use_pidfd, self_uts, want_uts, want_dirs):
     # where non-dumpability came from: the executable's set-id bits and file capabilities
     p["exe_stat"] = _exe_stat(pid, p["exe"]) if p["exe"] and p["dumpable"]["value"] != 1 else None
     # the process we opened must still be alive: otherwise these facts may mix two processes
-    if pfd is not None:
+    # (a PIDFD_GET_INFO answer above, made after every read, already proved it)
+    if pfd is not None and p["dumpable"]["source"] != "pidfd":
         try:
             signal.pidfd_send_signal(pfd, 0)
         except ProcessLookupError:
