@@ -133,7 +133,7 @@ def test_kernel_thread_target():
 
 
 def test_not_root():
-    code = ("import os,sys,locale,gettext,argparse,json; sys.path.insert(0, %r); from coredoctor.cli import main; "
+    code = ("import os,sys,locale,gettext,argparse,json,shutil,textwrap; sys.path.insert(0, %r); from coredoctor.cli import main; "
             "os.setgroups([]); os.setresgid(65534,65534,65534); os.setresuid(65534,65534,65534); "
             "sys.exit(main(['check','--all']))" % L.SRC)
     if os.geteuid() != 0:
