@@ -172,12 +172,12 @@ def _g_dumpable(w):
     if v == dmod.SUID_DUMP_DISABLE:
         cause, cev = w["cause_info"]["cause"], w["cause_info"]["evidence"]
         summary = f"it is not dumpable (dumpable=0) {_cause_clause(w, cause)}"
-        return _r("fail", f"dumpable=0 ({src}: {d.get('evidence')}); cause {cause}: {cev}", summary,
+        return _r("fail", f"dumpable=0 ({d.get('evidence')}); cause {cause}: {cev}", summary,
                   _dumpable_fix(w, cause))
     if v == dmod.SUID_DUMP_ROOT:
         return _r("pass", f"dumpable=2 (SUID_DUMP_ROOT; {src}): it dumps as root, only to an absolute path "
                   "or a pipe/socket")
-    return _r("pass", f"dumpable=1 ({src}: {d.get('evidence')})")
+    return _r("pass", f"dumpable=1 ({d.get('evidence')})")
 
 
 def _cause_clause(w, cause):
