@@ -46,3 +46,14 @@ def test_split_dir():
     assert cp.split_dir(["cores/sub/core"]) == ("cores/sub", ["core"])
     assert cp.split_dir(["/", None, "/core"])[0] is None
     assert cp.split_dir(["/core"]) == ("/", ["core"])
+
+
+def test_unit_from_cgroup():
+    from coredoctor.snapshot.proc import _unit_from_cgroup
+    v1 = "9:name=systemd:/system.slice/openvswitch-switch.service\n4:memory:/x\n0::/\n"
+    assert _unit_from_cgroup(v1)[0] == "openvswitch-switch.service"
+    v2 = "0::/system.slice/nginx.service\n"
+    assert _unit_from_cgroup(v2) == ("nginx.service", "/system.slice/nginx.service")
+    hybrid = "9:name=systemd:/\n0::/user.slice/user-0.slice/session-3.scope\n"
+    assert _unit_from_cgroup(hybrid)[0] == "session-3.scope"
+    assert _unit_from_cgroup("0::/\n") == (None, "/")

@@ -391,11 +391,16 @@ def _g_space(w):
     if not fs:
         return None
     cred = _dump_cred(w)
-    root_reserve = cred["fsuid"] == 0 or namei.has_cap(cred["cap_eff"], namei.CAP_SYS_RESOURCE)
+    # ext2/3/4 reserved blocks: for fsuid == resuid, a member of resgid, or CAP_SYS_RESOURCE
+    # (ext4_has_free_clusters(), fs/ext4/balloc.c); resuid/resgid default to 0
+    opts = dict(o.partition("=")[::2] for o in (fs.get("super_options") or "").split(","))
+    resuid, resgid = int(opts.get("resuid") or 0), int(opts.get("resgid") or 0)
+    root_reserve = (cred["fsuid"] == resuid or (resgid != 0 and resgid in [cred["fsgid"]] + list(cred["groups"]))
+                    or namei.has_cap(cred["cap_eff"], namei.CAP_SYS_RESOURCE))
     free = fs["bfree"] if root_reserve else fs["bavail"]
     est = estimate_core_size(w["proc"]) or 0
     if free <= 0:
-        return _r("fail", f"no free space where the core goes ({free} bytes{' incl. root reserve' if root_reserve else ''}): "
+        return _r("fail", f"no free space where the core goes ({free} bytes{' incl. the reserved blocks' if root_reserve else ''}): "
                   "an empty file is created", "the core's filesystem is full",
                   {"summary": "Free space on the core's filesystem", "commands": [f"df -h {facts.get('dir')}"],
                    "needs_restart": False})

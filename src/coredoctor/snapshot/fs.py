@@ -32,7 +32,6 @@ def walk_dir(base, dirpath, display_root="/"):
     comps = [c for c in dirpath.split("/") if c and c != "."]
     cur_host = base
     cur_disp = dirpath if not dirpath.startswith("/") else "/"
-    shown = [] if dirpath.startswith("/") else [dirpath if False else "."]
     walk = []
     res = {"dir": dirpath, "walk": walk, "exists": False, "error": None, "fs": None}
     try:
@@ -82,9 +81,32 @@ def walk_dir(base, dirpath, display_root="/"):
         res["fs"] = {"readonly": bool(sv.f_flag & os.ST_RDONLY), "frsize": sv.f_frsize,
                      "bavail": sv.f_bavail * sv.f_frsize, "bfree": sv.f_bfree * sv.f_frsize,
                      "favail": sv.f_favail}
+        res["fs"].update(_mount_of(os.stat(cur_host).st_dev))
     except OSError:
         res["fs"] = None
     return res
+
+
+_mounts = None
+
+
+def _mount_of(dev):
+    """fstype and super-block options (ext4 resuid=/resgid=) of the mount holding device *dev*,
+    from /proc/self/mountinfo (proc(5): field 3 is major:minor, then after ' - ' fstype, source,
+    super options)."""
+    global _mounts
+    if _mounts is None:
+        _mounts = {}
+        try:
+            with open("/proc/self/mountinfo") as f:
+                for line in f:
+                    left, _, right = line.partition(" - ")
+                    fields, rf = left.split(), right.split()
+                    if len(fields) >= 3 and len(rf) >= 3:
+                        _mounts.setdefault(fields[2], {"fstype": rf[0], "super_options": rf[2]})
+        except OSError:
+            pass
+    return _mounts.get(f"{os.major(dev)}:{os.minor(dev)}", {})
 
 
 def file_facts(host_dir, name):

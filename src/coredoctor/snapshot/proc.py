@@ -92,15 +92,23 @@ def _limits(pid, base):
 
 
 def _unit_from_cgroup(text):
-    """The systemd unit a process belongs to, from its cgroup path (last .service/.scope)."""
+    """The systemd unit a process belongs to, from its cgroup path: the last .service/.scope
+    component of the unified (``0::``) hierarchy, else of the v1 ``name=systemd`` one."""
+    paths = {}
     for line in text.splitlines():
         parts = line.split(":", 2)
-        if len(parts) == 3 and (parts[0] == "0" or "name=systemd" in parts[1]):
-            for comp in reversed(parts[2].split("/")):
+        if len(parts) == 3:
+            if parts[0] == "0":
+                paths["unified"] = parts[2]
+            elif "name=systemd" in parts[1]:
+                paths["systemd"] = parts[2]
+    for key in ("unified", "systemd"):
+        path = paths.get(key)
+        if path:
+            for comp in reversed(path.split("/")):
                 if comp.endswith((".service", ".scope", ".socket", ".mount")):
-                    return comp, parts[2]
-            return None, parts[2]
-    return None, None
+                    return comp, path
+    return None, paths.get("unified") or paths.get("systemd")
 
 
 _exe_cache = {}
