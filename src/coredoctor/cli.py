@@ -160,6 +160,18 @@ def _resolve_offline(args, snap):
     return sorted(set(pids))
 
 
+def _live_signal(name):
+    """A signal name or number as this machine numbers it (SIGSEGV, segv, 11)."""
+    import signal as pysignal
+    from coredoctor.kernel.signal import normalize_signal
+    table = {n: int(getattr(pysignal, n)) for n in dir(pysignal)
+             if n.startswith("SIG") and not n.startswith(("SIG_", "SIGRT")) and isinstance(getattr(pysignal, n), int)}
+    try:
+        return normalize_signal(name, table)
+    except ValueError as e:
+        raise UsageError(str(e))
+
+
 def cmd_check(args):
     if not args.from_file:
         _need_root("coredoctor check")
@@ -173,14 +185,7 @@ def cmd_check(args):
         pids = _resolve_offline(args, snap)
     else:
         pids = _resolve_live(args)
-        try:
-            import signal as pysignal
-            sig = normalize_signal(args.signal, {n: int(getattr(pysignal, n)) for n in dir(pysignal)
-                                                 if n.startswith("SIG") and not n.startswith("SIG_")
-                                                 and isinstance(getattr(pysignal, n), int)})
-        except ValueError as e:
-            raise UsageError(str(e))
-        snap = snapshot.take(pids, signal=sig)
+        snap = snapshot.take(pids, signal=_live_signal(args.signal))
         pids = snap["targets"]
     try:
         normalize_signal(args.signal, snap["kernel"]["signals"])
@@ -213,7 +218,7 @@ def cmd_snapshot(args):
     _need_root("coredoctor snapshot")
     from coredoctor import snapshot
     pids = _resolve_live(args)
-    snap = snapshot.take(pids, signal=args.signal if args.signal.startswith("SIG") else "SIG" + args.signal.upper())
+    snap = snapshot.take(pids, signal=_live_signal(args.signal))
     if args.output == "-":
         snapshot.dump(snap, sys.stdout)
     else:

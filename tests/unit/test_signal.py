@@ -51,3 +51,12 @@ def test_ptrace_and_init():
 def test_kill_blocked_in_one_thread_only_is_delivered():
     st, _ = disposition("SIGSEGV", "kill", NUM, m(blocked=SEGV), thread_blocked=[SEGV, NONE])
     assert st == "pass"
+
+
+def test_alias_is_canonical():
+    assert normalize_signal("SIGIOT", dict(NUM, SIGIOT=6)) == "SIGABRT"
+
+
+def test_init_with_handler_runs_the_handler_for_kill():
+    # sig_task_ignored() drops only SIG_DFL signals to an unkillable init
+    assert disposition("SIGSEGV", "kill", NUM, m(caught=SEGV), ns_init=True)[0] == "unknown"

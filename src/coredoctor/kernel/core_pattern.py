@@ -99,7 +99,7 @@ def _value(spec, ctx):
     if spec == "C":
         return _s(g("cpu"))
     if spec == "F":
-        return _s(g("pidfd"))
+        return _s(g("pidfd")) if g("mode") == "pipe" else ""  # a pidfd exists only for pipe helpers
     return ""  # unknown specifiers expand to nothing (format_corename's default: break)
 
 
@@ -148,6 +148,7 @@ def expand(parsed, ctx, core_uses_pid=0):
     """
     kind = parsed["kind"]
     if kind == "pipe":
+        ctx = dict(ctx, mode="pipe")
         return {"kind": "pipe", "argv": [_expand_text(t, ctx) for t in parsed["tokens"]]}
     if kind == "socket":
         return {"kind": "socket", "parts": [parsed["path"]]}

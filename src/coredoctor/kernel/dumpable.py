@@ -16,6 +16,8 @@ Callers of ``set_dumpable()`` in 3.10..6.19 (see kernel-coredump-path.md section
 - fork copies it (``mmf_init_legacy_flags()``).
 """
 
+from coredoctor.kernel import namei
+
 __all__ = ["SUID_DUMP_DISABLE", "SUID_DUMP_USER", "SUID_DUMP_ROOT", "MMF_DUMP_FILTER_BITS",
            "decode_mm_flags", "from_pidfd_coredump_mask", "from_proc_owner", "infer_cause",
            "describe_value"]
@@ -151,6 +153,12 @@ def infer_cause(proc, parent_of, suid_dumpable_now, value, _depth=0):
             r["via"] = via
             return r
         if pdump is not None and list(pdump) == [SUID_DUMP_USER] and value in (SUID_DUMP_DISABLE, None):
+            if exe.get("mode") is not None and not namei.may_access(
+                    exe, {"fsuid": uids[3], "fsgid": gids[3], "groups": c.get("groups", []),
+                          "cap_eff": c.get("cap_eff", "0")}, namei.MAY_READ):
+                return _cause("unknown", f"its executable {proc.get('exe')} is not readable by it: would_dump() "
+                              "(fs/exec.c) can make exec set dumpable to fs.suid_dumpable -- though some kernels "
+                              "(6.18 here) leave it dumpable -- or it called prctl(PR_SET_DUMPABLE, 0)", proc)
             return _cause("prctl", f"same credentials as its dumpable parent {parent.get('comm')} "
                           f"(pid {parent['pid']}) and no set-id executable: it most likely called "
                           "prctl(PR_SET_DUMPABLE, 0) itself", proc)

@@ -62,14 +62,20 @@ def pattern_context(proc, kernel, signo, dumpable_value):
     c = proc["creds"]
     core = (proc.get("limits") or {}).get("core") or [None, None]
     soft = core[0]
+    single = proc.get("threads", 1) == 1
+    # %e is the comm of the thread that faults (current->comm): known only if every thread
+    # has the same name; %E/%f are the exe path as seen from the task's root (d_path keeps a
+    # " (deleted)" suffix), which the host's readlink shows only for a task in our root
+    comm_known = single or proc.get("thread_comms_same") is True
+    exe_known = proc.get("root_is_host") is not False
     return {
         "pid": proc["pid"], "pid_ns": (proc.get("nspid") or [proc["pid"]])[-1],
-        "tid": proc["pid"] if proc.get("threads", 1) == 1 else None,
-        "tid_ns": (proc.get("nspid") or [proc["pid"]])[-1] if proc.get("threads", 1) == 1 else None,
+        "tid": proc["pid"] if single else None,
+        "tid_ns": (proc.get("nspid") or [proc["pid"]])[-1] if single else None,
         "uid": c["uid"][0], "gid": c["gid"][0], "dumpable": dumpable_value, "signo": signo,
         "hostname": kernel.get("hostname") if proc.get("uts_is_host", True) is not False else None,
-        "comm": proc.get("comm"),
-        "exe": (proc.get("exe") or "").replace(" (deleted)", "") or None,
+        "comm": proc.get("comm") if comm_known else None,
+        "exe": (proc.get("exe") or None) if exe_known else None,
         "rlimit_core": 18446744073709551615 if soft is None else soft,
     }
 
@@ -106,7 +112,10 @@ def _expand(snap, proc, signo, dumpable_value):
 def _dump_cred(w):
     c = w["proc"]["creds"]
     fsuid = 0 if w["dumpable"] == dmod.SUID_DUMP_ROOT else c["uid"][3]
-    return {"fsuid": fsuid, "fsgid": c["gid"][3], "groups": c.get("groups", []), "cap_eff": c.get("cap_eff", "0")}
+    # capabilities count only in the task's own user namespace (capable_wrt_inode_uidgid());
+    # a container's "root" has none over the host's inodes
+    caps = c.get("cap_eff", "0") if w["proc"].get("userns_is_host") is not False else "0"
+    return {"fsuid": fsuid, "fsgid": c["gid"][3], "groups": c.get("groups", []), "cap_eff": caps}
 
 
 def _who(w):
@@ -204,17 +213,24 @@ def _cause_clause(w, cause):
     return f"(cause unknown; fs.suid_dumpable is {w['sysctl'].get('fs.suid_dumpable')} now)"
 
 
+def write_lines_cmd(path, *lines):
+    """A shell command that writes *lines* to *path* -- ``printf '%s\\n'``, so that core_pattern
+    specifiers such as %e and %p are written as they are, not taken as printf directives."""
+    quoted = " ".join("'" + ln.replace("'", "'\\''") + "'" for ln in lines)
+    return f"printf '%s\\n' {quoted} > {path}"
+
+
 def _safe_pattern_cmds(w):
     parsed = _parsed(w["snap"])
     cmds = []
     if parsed["kind"] == "file" and not parsed["absolute"]:
         cmds += ["mkdir -p /var/crash && chmod 1777 /var/crash",
                  "sysctl -w kernel.core_pattern=/var/crash/core.%e.%p.%t   # absolute first: mode 2 refuses relative names"]
-        persist = "kernel.core_pattern = /var/crash/core.%e.%p.%t\\nfs.suid_dumpable = 2\\n"
+        persist = ["kernel.core_pattern = /var/crash/core.%e.%p.%t", "fs.suid_dumpable = 2"]
     else:
-        persist = "fs.suid_dumpable = 2\\n"
+        persist = ["fs.suid_dumpable = 2"]
     cmds += ["sysctl -w fs.suid_dumpable=2",
-             f"printf '{persist}' > /etc/sysctl.d/90-coredoctor.conf   # sorts after 50-coredump.conf"]
+             write_lines_cmd("/etc/sysctl.d/90-coredoctor.conf", *persist) + "   # sorts after 50-coredump.conf"]
     return cmds
 
 
@@ -265,7 +281,7 @@ def _persist_limit(proc):
     if proc.get("unit"):
         u = proc["unit"]
         return [f"mkdir -p /etc/systemd/system/{u}.d",
-                f"printf '[Service]\\nLimitCORE=infinity\\n' > /etc/systemd/system/{u}.d/90-coredoctor-core.conf",
+                write_lines_cmd(f"/etc/systemd/system/{u}.d/90-coredoctor-core.conf", "[Service]", "LimitCORE=infinity"),
                 "systemctl daemon-reload   # applies from the next start"]
     return ["# persist: 'ulimit -c unlimited' in the script that starts it, or '* soft core unlimited' in "
             "/etc/security/limits.d/ for login sessions"]
@@ -290,7 +306,7 @@ def _pattern_fix(reason):
     return {"summary": f"Point kernel.core_pattern at a writable directory ({reason})",
             "commands": ["mkdir -p /var/crash && chmod 1777 /var/crash",
                          "sysctl -w kernel.core_pattern=/var/crash/core.%e.%p.%t",
-                         "printf 'kernel.core_pattern = /var/crash/core.%e.%p.%t\\n' > /etc/sysctl.d/90-coredoctor.conf"],
+                         write_lines_cmd("/etc/sysctl.d/90-coredoctor.conf", "kernel.core_pattern = /var/crash/core.%e.%p.%t")],
             "needs_restart": False}
 
 
@@ -352,7 +368,7 @@ def _g_core_file(w):
                   "file is left", f"its umask {umask:04o} makes the core file mode {mode:04o}, which the kernel "
                   "refuses", {"summary": "Give the process a umask that keeps owner read/write (e.g. 0022)",
                               "commands": ([f"mkdir -p /etc/systemd/system/{proc['unit']}.d",
-                                            f"printf '[Service]\\nUMask=0022\\n' > /etc/systemd/system/{proc['unit']}.d/90-coredoctor-umask.conf",
+                                            write_lines_cmd(f"/etc/systemd/system/{proc['unit']}.d/90-coredoctor-umask.conf", "[Service]", "UMask=0022"),
                                             "systemctl daemon-reload", _restart_hint(proc)]
                                            if proc.get("unit") else ["# set 'umask 022' where it is started", _restart_hint(proc)]),
                               "needs_restart": True})
@@ -364,6 +380,8 @@ def _g_core_file(w):
     f = ((proc.get("dest") or {}).get(str(w["dumpable"])) or {}).get("file")
     if f is None:
         return _r("pass", f"no facts about an existing {name}")
+    if f.get("exists") is None:
+        return _r("unknown", f"could not tell whether {name} exists ({f.get('error')})")
     if not f.get("exists"):
         return _r("pass", f"{name} does not exist yet (O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600)")
     facts = (w["snap"].get("paths") or {}).get(w["view"][0]) or {}
@@ -449,6 +467,9 @@ def _g_socket_handler(w):
     if not h.get("exists"):
         return _r("fail", f"the core socket {path} does not exist: \"Coredump socket connection failed -2\"",
                   f"nothing listens on the core socket {path} (it does not exist)", fix)
+    if h.get("listening") is None and h.get("listening_known") is False:
+        return _r("unknown", f"{path} exists, but /proc/1/net/unix could not be read to see whether a server "
+                  "listens there")
     if h.get("listening") is None:
         return _r("fail", f"{path} exists but no socket listens there (in the initial network namespace): "
                   "\"connection refused\"", f"nothing listens on the core socket {path}", fix)
@@ -532,7 +553,7 @@ GATES = (
          "generic_permission() fs/namei.c (3.10-6.19; init_task root for dumpable=2 since 4.x)", _g_core_dir),
     Gate("core-file", 70, "file", "the core file can be created and kept",
          "do_unlinkat() unless dumpable=2; i_nlink/S_ISREG/owner/\"(i_mode & 0677) != 0600\" checks -- "
-         "fs/coredump.c (unlink ~4.3+, mode check 5.x+)", _g_core_file),
+         "fs/coredump.c (unlink and checks since ~4.3; absent in RHEL7's 3.10; messages 5.15+)", _g_core_file),
     Gate("space", 80, "file", "there is room for the core",
          "dump_emit() -> __kernel_write() ENOSPC -- fs/coredump.c", _g_space),
     Gate("handler-policy", 90, "handler", "the handler keeps the core",
@@ -562,24 +583,30 @@ def _world(snap, proc, parent, signal, how, dumpable_value, cause_info):
             "parsed": parsed, "kind": parsed["kind"], "exp": exp, "view": view}
 
 
-def _run(w):
+def _run(w, full=False):
+    """Gate results in order. The kernel stops at the first blocking failure; with *full* the
+    later gates are still evaluated (marked ``reached: False``) so that several possible worlds
+    can be compared gate by gate."""
     results = []
+    stopped = False
     for g in GATES:
         r = g.predicate(w)
         if r is None:
             continue
-        r = dict(r, id=g.id, kernel_ref=g.kernel_ref)
+        r = dict(r, id=g.id, kernel_ref=g.kernel_ref, reached=not stopped)
         results.append(r)
         if r["status"] == "fail" and g.id in BLOCKING_IDS:
-            break  # the kernel stops here; later gates are not reached
+            if not full:
+                break  # the kernel stops here; later gates are not reached
+            stopped = True
     return results
 
 
 def _outcome(results):
     for r in results:
-        if r["status"] == "fail":
+        if r["status"] == "fail" and r["reached"]:
             return False, r["id"]
-    if any(r["status"] == "unknown" for r in results):
+    if any(r["status"] == "unknown" and r["reached"] for r in results):
         return None, None
     return True, None
 
@@ -622,17 +649,20 @@ def evaluate(snap, proc, parent=None, signal="SIGSEGV", how=None, by_pid=None):
     worlds = []
     for v in cands:
         w = _world(snap, proc, parent, signal, how, v, info)
-        res = _run(w)
+        res = _run(w, full=len(cands) > 1)
         worlds.append((v, w, res, _outcome(res)))
     dumps_set = {o[0] for _, _, _, o in worlds}
     if len(dumps_set) == 1:
         dumps = dumps_set.pop()
     else:
         dumps = None
-    gates = _merge([(v, res) for v, _, res, _ in worlds])
+    gates = _merge([(v, [r for r in res if r["reached"]]) for v, _, res, _ in worlds])
     blocking = None
     if dumps is False:
-        blocking = min((o[1] for _, _, _, o in worlds), key=lambda gid: GATE_IDS.index(gid))
+        # a gate that fails whatever the unknown value is names the cause best; else the earliest
+        failing = [{r["id"] for r in res if r["status"] == "fail"} for _, _, res, _ in worlds]
+        common = [gid for gid in GATE_IDS if all(gid in f for f in failing)]
+        blocking = common[0] if common else min((o[1] for _, _, _, o in worlds), key=GATE_IDS.index)
     # cause of non-dumpability (for the worlds where it is not dumpable)
     cause, cause_ev = info["cause"], info["evidence"]
     fixes = []
@@ -732,8 +762,11 @@ def _sentence(t, worlds, dumps, blocking):
         summaries = []
         for _, _, res, o in worlds:
             for r in res:
-                if r["id"] == o[1]:
+                if r["id"] == blocking and r["status"] == "fail":
                     summaries.append(r.get("summary") or r["evidence"])
+                    break
+            else:
+                summaries.extend(r.get("summary") or r["evidence"] for r in res if r["id"] == o[1])
         uniq = list(dict.fromkeys(summaries))
         reason = uniq[0] if len(uniq) == 1 else " -- or, ".join(uniq)
         return f"{who}: a {sig}{how} now would NOT leave a core -- {reason}"

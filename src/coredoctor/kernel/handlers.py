@@ -74,6 +74,9 @@ def policy(name, facts, argv_tokens, rlimit_core_soft, page_size, est_size):
                     "refuses: \"Resource limits disable core dumping for process\"",
                     {"summary": "Raise RLIMIT_CORE of the process (systemd-coredump honours %c)",
                      "commands": [], "needs_restart": False})
+        if sc.get("socket") is None and sc.get("socket_known") is False:
+            return ("unknown", "/proc/1/net/unix could not be read: cannot tell whether systemd-coredump's "
+                    "socket /run/systemd/coredump is listening", None)
         if sc.get("socket") is None:
             return ("fail", "nothing listens on /run/systemd/coredump: systemd-coredump will log "
                     "\"Failed to connect to coredump service\" and the core is lost (the kernel still "
@@ -106,5 +109,5 @@ def policy(name, facts, argv_tokens, rlimit_core_soft, page_size, est_size):
 def _sc_fix(setting):
     return {"summary": f"Let systemd-coredump keep cores ({setting})",
             "commands": ["mkdir -p /etc/systemd/coredump.conf.d",
-                         f"printf '[Coredump]\\n{setting}\\n' > /etc/systemd/coredump.conf.d/90-coredoctor.conf"],
+                         "printf '%s\\n' '[Coredump]' '" + setting + "' > /etc/systemd/coredump.conf.d/90-coredoctor.conf"],
             "needs_restart": False}

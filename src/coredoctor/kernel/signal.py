@@ -30,7 +30,8 @@ def normalize_signal(name, numbers):
         s = "SIG" + s
     if s not in numbers:
         raise ValueError(f"unknown signal {name}")
-    return s
+    # aliases (SIGIOT, SIGCLD, SIGPOLL) -> the canonical name, alphabetically first for the number
+    return min(k for k, v in numbers.items() if v == numbers[s])
 
 
 def sigset_has(hexmask, signo):
@@ -91,6 +92,10 @@ def disposition(sig, how, numbers, sig_masks, thread_blocked=None, tracer_pid=0,
             ev += "; pid-namespace init: a fault clears SIGNAL_UNKILLABLE"
         return "pass", ev
     # kill()-sent
+    if (ns_init or global_init) and cgt and not all_blocked:
+        return "unknown", (f"{sig} has a handler installed (SigCgt) in this pid-namespace init: "
+                           "sig_task_ignored() only drops SIG_DFL signals, so the handler runs and decides "
+                           "(handler)")
     if ns_init or global_init:
         return "fail", (f"this process is the init of its pid namespace (SIGNAL_UNKILLABLE): a "
                         f"kill-sent {sig} with the default action is dropped; only a real fault dumps")

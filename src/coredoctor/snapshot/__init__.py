@@ -35,21 +35,16 @@ def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
     kernel = sysctl.read_kernel(disabled)
     sysctls = sysctl.read_sysctls()
     use_pidfd = kernel["features"]["pidfd_coredump"]
-    try:
-        self_uts = os.readlink("/proc/self/ns/uts")
-    except OSError:
-        self_uts = None
     parsed = core_pattern.parse(sysctls.get("kernel.core_pattern") or "",
                                 kernel["features"].get("socket_pattern", False))
-    want = {"want_uts": "%h" in parsed["pattern"],
-            "want_dirs": () if parsed["kind"] != "file" else ("root",) if parsed["absolute"] else ("cwd",)}
+    wants = procmod.Wants(parsed)
     all_mode = pids is None
     wanted = procmod.list_pids() if all_mode else list(pids)
     procs = {}
     skipped = {"gone": 0, "no_mm": 0}
     for pid in wanted:
         try:
-            p = procmod.read_process(pid, use_pidfd, self_uts, **want)
+            p = procmod.read_process(pid, use_pidfd, wants)
         except (NoSuchProcess, ProcessGone):
             if strict and not all_mode:
                 raise
@@ -74,7 +69,7 @@ def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
             pp = procs[pid]["ppid"]
             while pp and pp not in procs:
                 try:
-                    parent = procmod.read_process(pp, use_pidfd, self_uts, **want)
+                    parent = procmod.read_process(pp, use_pidfd, wants)
                 except (NoSuchProcess, AccessDenied):
                     parent = None
                 if not parent:
@@ -97,8 +92,27 @@ def _ptrace_fallback(procs, kernel):
     """Refine root:root processes whose /proc ownership cannot tell (no pidfd query)."""
     if not kernel["features"].get("ptrace_probe"):
         return
-    need = [p for p in procs.values() if p["dumpable"]["source"] == "unknown"
-            and set(p["creds"]["uid"][:3]) == {0} and set(p["creds"]["gid"][:3]) == {0}]
+    # only where a refusal can mean nothing but dumpable != 1: same ids as the probe (all 0),
+    # the same user namespace, and permitted capabilities within the probe's own
+    # (cap_ptrace_access_check(), security/commoncap.c)
+    mine = int(_self_status("CapPrm") or "0", 16)
+    try:
+        my_userns = os.readlink("/proc/self/ns/user")
+    except OSError:
+        my_userns = None
+    need = []
+    for p in procs.values():
+        if p["dumpable"]["source"] != "unknown" or set(p["creds"]["uid"][:3]) != {0} \
+                or set(p["creds"]["gid"][:3]) != {0}:
+            continue
+        if int(p["creds"].get("cap_prm") or "0", 16) & ~mine:
+            continue
+        try:
+            if my_userns is None or os.readlink(f"/proc/{p['pid']}/ns/user") != my_userns:
+                continue
+        except OSError:
+            continue
+        need.append(p)
     if not need:
         return
     res = ptrace.probe_root_dumpable([p["pid"] for p in need])
@@ -114,6 +128,17 @@ def _ptrace_fallback(procs, kernel):
                                          "(__ptrace_may_access(): dumpable != 1); 0 and 2 look alike"}
 
 
+def _self_status(key):
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return line.split()[1]
+    except OSError:
+        pass
+    return None
+
+
 def _destination_facts(snap, proc, signo):
     dest = {}
     cands = list(proc["dumpable"]["candidates"])
@@ -127,7 +152,7 @@ def _destination_facts(snap, proc, signo):
             continue
         key, base, d, base_parts = view
         if key not in snap["paths"]:
-            snap["paths"][key] = fs.walk_dir(base, d)
+            snap["paths"][key] = fs.walk_dir(base, d, root=f"/proc/{proc['pid']}/root", cwd_path=proc.get("cwd"))
         facts = snap["paths"][key]
         entry = {"key": key}
         if facts.get("exists") and all(p is not None for p in base_parts):

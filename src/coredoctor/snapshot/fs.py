@@ -21,17 +21,17 @@ def _inode(st):
     return {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid}
 
 
-def walk_dir(base, dirpath, display_root="/"):
+def walk_dir(base, dirpath, root=None, cwd_path=None):
     """Walk *dirpath* starting at host path *base*.
 
-    *dirpath* absolute: resolved from *base* as the root; relative: from *base* as the cwd.
-    Returns ``{"dir": display path, "walk": [inode...], "exists": bool, "error": errno name or
-    None, "fs": {...}}``.
+    *dirpath* absolute: resolved from *base* as the root; relative: from *base* as the cwd,
+    with *root* (the task's root, for absolute symlinks) and *cwd_path* (for a '..' that climbs
+    above the cwd). Returns ``{"dir": display path, "walk": [inode...], "exists": bool,
+    "error": errno name or None, "fs": {...}}``.
     """
-    root = base
-    comps = [c for c in dirpath.split("/") if c and c != "."]
+    absolute = dirpath.startswith("/")
+    root = base if absolute or root is None else root
     cur_host = base
-    cur_disp = dirpath if not dirpath.startswith("/") else "/"
     walk = []
     res = {"dir": dirpath, "walk": walk, "exists": False, "error": None, "fs": None}
     try:
@@ -39,15 +39,22 @@ def walk_dir(base, dirpath, display_root="/"):
     except OSError as e:
         res["error"] = errno.errorcode.get(e.errno, str(e.errno))
         return res
-    walk.append(dict(_inode(st), path=cur_disp if dirpath.startswith("/") else "."))
+    walk.append(dict(_inode(st), path="/" if absolute else "."))
     links = 0
-    stack = list(comps)
-    parts = []  # display components
+    stack = [c for c in dirpath.split("/") if c and c != "."]
+    parts = []  # display components below the start
+    at_root = absolute
     while stack:
         c = stack.pop(0)
         if c == "..":
-            parts = parts[:-1]
-            cur_host = os.path.dirname(cur_host.rstrip("/")) if parts or not dirpath.startswith("/") else root
+            if parts:
+                parts.pop()
+                cur_host = os.path.dirname(cur_host.rstrip("/"))
+            elif not at_root and cwd_path and cwd_path.startswith("/"):
+                # above the cwd: continue from the task's root along the cwd's own path
+                stack = [x for x in cwd_path.split("/") if x] + [".."] + stack
+                cur_host, parts, at_root = root, [], True
+            # '..' at the root stays at the root
             continue
         nxt = cur_host.rstrip("/") + "/" + c
         try:
@@ -58,22 +65,24 @@ def walk_dir(base, dirpath, display_root="/"):
             return res
         if stat.S_ISLNK(lst.st_mode):
             links += 1
+            try:
+                target = os.readlink(nxt)
+            except OSError as e:
+                res["error"] = errno.errorcode.get(e.errno, str(e.errno))
+                return res
             if links > _MAXLINKS:
                 res["error"] = "ELOOP"
                 return res
-            target = os.readlink(nxt)
-            tcomps = [x for x in target.split("/") if x and x != "."]
             if target.startswith("/"):
-                cur_host = root
-                parts = []
-            stack = tcomps + stack
+                cur_host, parts, at_root = root, [], True
+            stack = [x for x in target.split("/") if x and x != "."] + stack
             continue
         if not stat.S_ISDIR(lst.st_mode):
             res["error"] = "ENOTDIR"
             return res
         parts.append(c)
         cur_host = nxt
-        walk.append(dict(_inode(lst), path=("/" if dirpath.startswith("/") else "./") + "/".join(parts)))
+        walk.append(dict(_inode(lst), path=("/" if at_root else "./") + "/".join(parts)))
     res["exists"] = True
     res["host_path"] = cur_host
     try:

@@ -100,8 +100,9 @@ def read_handler(parsed):
         facts = {"helper": _helper_facts(parsed["helper"]) if parsed["helper"] else None}
         name = os.path.basename(parsed["helper"])
         if "systemd-coredump" in name:
-            facts["systemd_coredump"] = {"conf": read_coredump_conf(),
-                                         "socket": (listening_unix_sockets() or {}).get("/run/systemd/coredump")}
+            socks = listening_unix_sockets()
+            facts["systemd_coredump"] = {"conf": read_coredump_conf(), "socket_known": socks is not None,
+                                         "socket": (socks or {}).get("/run/systemd/coredump")}
         elif name == "apport":
             enabled = None
             try:
@@ -124,5 +125,6 @@ def read_handler(parsed):
             facts["exists"] = False
         socks = listening_unix_sockets()
         facts["listening"] = None if socks is None else socks.get(p)
+        facts["listening_known"] = socks is not None
         return facts
     return {}

@@ -22,7 +22,7 @@ PIDFD_INFO_EXIT = 1 << 3
 PIDFD_INFO_COREDUMP = 1 << 4
 
 # struct pidfd_info up to coredump_mask/__spare1 (PIDFD_INFO_SIZE_VER1)
-_FMT = "<QQ11IiII"
+_FMT = "=QQ11IiII"  # native byte order and sizes, no padding
 _SIZE = struct.calcsize(_FMT)  # 72
 _PIDFS_IOCTL_MAGIC = 0xFF
 
@@ -42,7 +42,7 @@ def coredump_info(pid, pidfd=None):
     fd = os.pidfd_open(pid) if pidfd is None else pidfd
     try:
         buf = bytearray(_SIZE)
-        struct.pack_into("<Q", buf, 0, PIDFD_INFO_PID | PIDFD_INFO_CREDS | PIDFD_INFO_COREDUMP)
+        struct.pack_into("=Q", buf, 0, PIDFD_INFO_PID | PIDFD_INFO_CREDS | PIDFD_INFO_COREDUMP)
         try:
             fcntl.ioctl(fd, PIDFD_GET_INFO, buf, True)
         except OSError as e:

@@ -111,13 +111,7 @@ def _unit_from_cgroup(text):
     return None, paths.get("unified") or paths.get("systemd")
 
 
-_exe_cache = {}
-
-
 def _exe_stat(pid, exe):
-    key = exe
-    if key in _exe_cache:
-        return _exe_cache[key]
     try:
         st = os.stat(f"{PROC}/{pid}/exe")
     except OSError:
@@ -127,13 +121,10 @@ def _exe_stat(pid, exe):
         fcaps = bool(os.getxattr(f"{PROC}/{pid}/exe", "security.capability"))
     except OSError:
         pass
-    res = {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid,
-           "setuid": bool(st.st_mode & stat.S_ISUID),
-           "setgid": bool(st.st_mode & stat.S_ISGID and st.st_mode & stat.S_IXGRP),
-           "fcaps": fcaps}
-    if exe and not exe.endswith(" (deleted)"):
-        _exe_cache[key] = res
-    return res
+    return {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid,
+            "setuid": bool(st.st_mode & stat.S_ISUID),
+            "setgid": bool(st.st_mode & stat.S_ISGID and st.st_mode & stat.S_IXGRP),
+            "fcaps": fcaps}
 
 
 def _read(path):
@@ -144,14 +135,37 @@ def _read(path):
         os.close(fd)
 
 
-def read_process(pid, use_pidfd=True, self_uts=None, want_uts=True, want_dirs=("root", "cwd")):
+class Wants:
+    """Which optional facts the model will need for this core_pattern, and the host's own
+    namespace/root identities to compare with. Built once per snapshot."""
+
+    def __init__(self, parsed=None):
+        pat = (parsed or {}).get("pattern", "")
+        kind = (parsed or {}).get("kind", "file")
+        self.uts = "%h" in pat
+        self.thread_comm = "%e" in pat
+        self.root_is_host = "%E" in pat or "%f" in pat
+        self.dirs = () if kind != "file" else ("root",) if (parsed or {}).get("absolute") else ("cwd",)
+        self.userns = kind == "file"
+        self.self_ns = {}
+        for ns in ("uts", "user"):
+            try:
+                self.self_ns[ns] = os.readlink(f"/proc/self/ns/{ns}")
+            except OSError:
+                self.self_ns[ns] = None
+        try:
+            st = os.stat("/")
+            self.self_root = f"{st.st_dev}:{st.st_ino}"
+        except OSError:
+            self.self_root = None
+
+
+def read_process(pid, use_pidfd=True, wants=None):
     """Read *pid*; returns None for tasks without an mm (kernel threads, zombies).
 
     Identity: a pidfd is opened first and checked last (``pidfd_send_signal(fd, 0)``), so a
     process that exits mid-read -- or whose pid is reused -- raises ProcessGone instead of
-    mixing two processes' facts. *want_uts* (the pattern has %h) and *want_dirs* (file mode:
-    the identities of the root and/or cwd the core name resolves from) skip reads the model
-    will not use.
+    mixing two processes' facts. *wants* (:class:`Wants`) skips reads the model will not use.
     """
     base = f"{PROC}/{pid}"
     pfd = None
@@ -163,13 +177,21 @@ def read_process(pid, use_pidfd=True, self_uts=None, want_uts=True, want_dirs=("
         except OSError:
             pfd = None
     try:
-        return _read_process(pid, base, pfd, use_pidfd, self_uts, want_uts, want_dirs)
+        return _read_process(pid, base, pfd, use_pidfd, wants or Wants())
     finally:
         if pfd is not None:
             os.close(pfd)
 
 
-def _read_process(pid, base, pfd, use_pidfd, self_uts, want_uts, want_dirs):
+def _ns_is_host(base, ns, wants):
+    try:
+        mine = wants.self_ns.get(ns)
+        return (os.readlink(f"{base}/ns/{ns}") == mine) if mine else None
+    except OSError:
+        return None
+
+
+def _read_process(pid, base, pfd, use_pidfd, wants):
     try:
         fd = os.open(f"{base}/status", os.O_RDONLY)
     except (FileNotFoundError, ProcessLookupError) as e:
@@ -217,22 +239,24 @@ def _read_process(pid, base, pfd, use_pidfd, self_uts, want_uts, want_dirs):
         except OSError:
             p[link] = None
     p["root_id"] = p["cwd_id"] = None
-    for which in want_dirs or ():
+    dirs = set(wants.dirs) | ({"root"} if wants.root_is_host else set())
+    for which in sorted(dirs):
         try:
             st = os.stat(f"{base}/{which}")
             p[f"{which}_id"] = f"{st.st_dev}:{st.st_ino}"
         except OSError:
             pass
+    if wants.root_is_host and p["root_id"] and wants.self_root:
+        p["root_is_host"] = p["root_id"] == wants.self_root
+    if wants.userns:
+        p["userns_is_host"] = _ns_is_host(base, "user", wants)
     try:
         p["unit"], p["cgroup"] = _unit_from_cgroup(_read(f"{base}/cgroup"))
     except OSError:
         p["unit"] = p["cgroup"] = None
-    p["uts_is_host"] = None
-    if want_uts:
-        try:
-            p["uts_is_host"] = (os.readlink(f"{base}/ns/uts") == self_uts) if self_uts else None
-        except OSError:
-            pass
+    p["uts_is_host"] = _ns_is_host(base, "uts", wants) if wants.uts else None
+    if wants.thread_comm and p["threads"] > 1:
+        p["thread_comms_same"] = _thread_comms_same(pid)
     if p["threads"] > 1 and p["sig"]["blocked"] and int(p["sig"]["blocked"], 16):
         p["thread_blocked"] = _thread_masks(pid)
     # dumpability: the exact kernel answer where there is one
@@ -251,6 +275,19 @@ def _read_process(pid, base, pfd, use_pidfd, self_uts, want_uts, want_dirs):
     elif not os.path.exists(base):
         raise ProcessGone(pid, comm)
     return p
+
+
+def _thread_comms_same(pid):
+    names = set()
+    try:
+        for tid in os.listdir(f"{PROC}/{pid}/task"):
+            try:
+                names.add(_read(f"{PROC}/{pid}/task/{tid}/comm").rstrip("\n"))
+            except OSError:
+                continue
+    except OSError:
+        return None
+    return len(names) == 1
 
 
 def _thread_masks(pid):

@@ -49,10 +49,8 @@ def read_sysctls():
 def read_kernel(disabled=()):
     """Facts about the running kernel, with the features that answered."""
     import signal as pysignal
-    from coredoctor.kernel.signal import SIG_KERNEL_COREDUMP
-    names = set(SIG_KERNEL_COREDUMP) | {"SIGKILL", "SIGTERM", "SIGINT", "SIGHUP", "SIGPIPE", "SIGUSR1",
-                                        "SIGUSR2", "SIGALRM"}
-    numbers = {n: int(getattr(pysignal, n)) for n in sorted(names) if hasattr(pysignal, n)}
+    numbers = {n: int(getattr(pysignal, n)) for n in sorted(dir(pysignal))
+               if n.startswith("SIG") and not n.startswith(("SIG_", "SIGRT")) and isinstance(getattr(pysignal, n), int)}
     modes = _read("/proc/sys/kernel/core_modes")
     u = platform.uname()
     return {
