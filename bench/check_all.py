@@ -43,6 +43,9 @@ def main():
             kids.append(subprocess.Popen(["sleep", "3600"], stdin=subprocess.DEVNULL))
         time.sleep(0.5)
         n = sum(1 for d in os.listdir("/proc") if d.isdigit())
+        # byte-compile first, as pip does for an installed package (PYTHONDONTWRITEBYTECODE=1
+        # would otherwise make every timed run recompile the sources)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", SRC], stdout=subprocess.DEVNULL, check=True)
         env = dict(os.environ, PYTHONPATH=SRC)
         exe = a.coredoctor or next((c for c in (os.path.join(os.path.dirname(HERE), ".venv", "bin", "coredoctor"),
                                                 shutil.which("coredoctor")) if c and os.path.exists(c)), None)

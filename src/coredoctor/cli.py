@@ -188,7 +188,7 @@ def cmd_check(args):
         snap = snapshot.take(pids, signal=_live_signal(args.signal))
         pids = snap["targets"]
     try:
-        normalize_signal(args.signal, snap["kernel"]["signals"])
+        sig = normalize_signal(args.signal, snap["kernel"]["signals"])
     except ValueError as e:
         raise UsageError(str(e))
     procs = {p["pid"]: p for p in snap["processes"]}
@@ -196,7 +196,7 @@ def cmd_check(args):
     for pid in pids:
         p = procs[pid]
         try:
-            results.append(gates.evaluate(snap, p, procs.get(p.get("ppid")), args.signal, args.how, procs))
+            results.append(gates.evaluate(snap, p, procs.get(p.get("ppid")), sig, args.how, procs))
         except (KeyError, TypeError, ValueError) as e:
             if args.from_file:
                 from coredoctor.errors import SnapshotError

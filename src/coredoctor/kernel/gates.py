@@ -15,7 +15,7 @@ import stat
 
 from coredoctor import programs
 from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, namei
-from coredoctor.kernel.signal import FAULT_SIGNALS, disposition
+from coredoctor.kernel.signal import FAULT_SIGNALS, SIG_KERNEL_COREDUMP, disposition
 
 __all__ = ["Gate", "GATES", "GATE_IDS", "evaluate", "pattern_context", "destination_views",
            "estimate_core_size"]
@@ -633,7 +633,8 @@ def evaluate(snap, proc, parent=None, signal="SIGSEGV", how=None, by_pid=None):
     in when many targets of one snapshot are evaluated."""
     from coredoctor.kernel.signal import normalize_signal
     k = snap["kernel"]
-    signal = normalize_signal(signal, k["signals"])
+    if signal not in SIG_KERNEL_COREDUMP:  # canonical names pass through (aliases: the CLI normalizes)
+        signal = normalize_signal(signal, k["signals"])
     if how is None:
         how = "fault" if signal in FAULT_SIGNALS else "kill"
     d = proc.get("dumpable") or {}

@@ -52,11 +52,13 @@ def list_pids():
 
 
 def _parse_status(text):
+    """/proc/PID/status -> {key: value} for the keys coredoctor uses (values stripped)."""
     out = {}
     for line in text.split("\n"):
         k, _, v = line.partition(":")
-        out[k] = v
-    return {k: out[k].strip() for k in _STATUS_KEYS if k in out}
+        if k in _STATUS_KEYS:
+            out[k] = v.strip()
+    return out
 
 
 def _kb(v):
@@ -95,16 +97,17 @@ def _unit_from_cgroup(text):
     """The systemd unit a process belongs to, from its cgroup path: the last .service/.scope
     component of the unified (``0::``) hierarchy, else of the v1 ``name=systemd`` one."""
     paths = {}
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) == 3:
-            if parts[0] == "0":
-                paths["unified"] = parts[2]
-            elif "name=systemd" in parts[1]:
-                paths["systemd"] = parts[2]
+    i = text.find("0::")
+    if i == 0 or (i > 0 and text[i - 1] == "\n"):
+        paths["unified"] = text[i + 3:text.find("\n", i) if text.find("\n", i) >= 0 else None]
+    j = text.find(":name=systemd:")
+    if j >= 0:
+        start = j + len(":name=systemd:")
+        end = text.find("\n", start)
+        paths["systemd"] = text[start:end if end >= 0 else None]
     for key in ("unified", "systemd"):
         path = paths.get(key)
-        if path:
+        if path and "." in path:
             for comp in reversed(path.split("/")):
                 if comp.endswith((".service", ".scope", ".socket", ".mount")):
                     return comp, path

@@ -13,8 +13,6 @@ dumpable != 1. A control target (the probe's own parent, dumpable=1) guards agai
 that refuses everything.
 """
 
-import ctypes
-import ctypes.util
 import errno
 import json
 import os
@@ -29,17 +27,17 @@ CAP_SYS_PTRACE = 19
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
-class _Hdr(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _Data(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
-
-
 def _child(pids, wfd):
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    import ctypes  # only in the forked probe: ctypes is slow to import
+
+    class _Hdr(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class _Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
     nr = _SYS_KCMP[platform.machine()]
     hdr = _Hdr(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_Data * 2)()

@@ -8,7 +8,6 @@ patterns), the pidfd coredump query.
 
 import os
 import platform
-import socket
 
 from coredoctor.snapshot import pidfd
 
@@ -56,7 +55,7 @@ def read_kernel(disabled=()):
     return {
         "release": u.release,
         "machine": u.machine,
-        "hostname": socket.gethostname(),
+        "hostname": os.uname().nodename,
         "page_size": os.sysconf("SC_PAGE_SIZE"),
         "signals": numbers,
         "features": {
