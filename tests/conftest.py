@@ -49,3 +49,28 @@ def labdir(saved_sysctls):
         for m in reversed(mounts):
             subprocess.run(["umount", "-l", m], check=False)
         shutil.rmtree(d, ignore_errors=True)
+
+
+SYSCTL_FILE = "/etc/sysctl.d/90-coredoctor.conf"
+
+
+@pytest.fixture
+def fix_env(saved_sysctls, tmp_path, monkeypatch):
+    """A private journal directory, and /etc/sysctl.d and /var/crash restored afterwards."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("COREDOCTOR_STATE_DIR", str(state))
+    prior = open(SYSCTL_FILE, "rb").read() if os.path.exists(SYSCTL_FILE) else None
+    prior_mode = os.stat(SYSCTL_FILE).st_mode if prior is not None else None
+    crash_existed = os.path.exists("/var/crash")
+    try:
+        yield str(state)
+    finally:
+        if prior is None:
+            if os.path.exists(SYSCTL_FILE):
+                os.unlink(SYSCTL_FILE)
+        else:
+            with open(SYSCTL_FILE, "wb") as f:
+                f.write(prior)
+            os.chmod(SYSCTL_FILE, prior_mode)
+        if not crash_existed and os.path.exists("/var/crash"):
+            shutil.rmtree("/var/crash", ignore_errors=True)

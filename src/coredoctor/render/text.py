@@ -8,7 +8,8 @@ commands to fix.
 import shutil
 import textwrap
 
-__all__ = ["target_report", "summary_table", "explain_flags"]
+__all__ = ["target_report", "summary_table", "explain_flags", "canary_report", "fix_plan", "fix_list",
+           "fix_rollback"]
 
 _MARK = {"pass": "ok", "fail": "FAIL", "warn": "warn", "unknown": "??"}
 
@@ -102,3 +103,84 @@ def explain_flags(d):
     else:
         lines.append("  => dumpable: the core-dump path continues to RLIMIT_CORE and core_pattern.")
     return "\n".join(lines)
+
+
+def canary_report(r):
+    c = r["credentials"]
+    who = f"canary pid {r['pid']} (uid {c['uid'][1]}, gid {c['gid'][1]})"
+    if r.get("like"):
+        who += f", made like pid {r['like']}"
+    p = r["predicted"]
+    core = r.get("core") or {}
+    if r["dumped"]:
+        what = f"left a core: {core['path']} ({core['size']} bytes, owner {core['uid']}:{core['gid']}, mode {core['mode']}"
+        if core.get("elf") is not None:
+            what += ", ELF core of that pid" if core.get("verified") else ", NOT a core of that pid"
+        what += ")" + ("; removed (--keep keeps it)" if core.get("removed") else "")
+    elif r["dumped"] is None:
+        what = (f"died by signal {r['signal']} with WCOREDUMP={int(r['wcoredump'])}; the {p['core_destination']['kind']} "
+                f"handler {p['core_destination'].get('handler')} keeps cores where coredoctor cannot check")
+    else:
+        what = f"left no core (died by signal {r['signal']}, WCOREDUMP={int(r['wcoredump'])})"
+    lines = [f"{who}: a real SIGSEGV {what}.", f"  check predicted: {p['verdict'].split(': ', 1)[-1]}"]
+    if r["agrees"] is False:
+        lines.insert(0, "MODEL MISMATCH: the kernel did not do what check predicted. This is a bug in "
+                        "coredoctor's model: please report it with the output of 'coredoctor snapshot --all'.")
+    elif r["agrees"]:
+        lines.append("  the kernel agrees with the prediction.")
+    return "\n".join(lines)
+
+
+def _action_cmd(a):
+    from coredoctor.fix.actions import describe
+    return describe(a)
+
+
+def fix_plan(doc):
+    out = []
+    for t in doc["targets"]:
+        out.append(t["verdict"])
+    out.append("")
+    if doc["refused"]:
+        out.append("REFUSED: " + "; ".join(doc["refused"]))
+    if not doc["actions"]:
+        out.append("Nothing to change automatically" + (" (already applied)." if not doc["manual"] else "."))
+    else:
+        head = f"Applied as fix {doc['id']}:" if doc.get("applied") else "Plan (run again with --apply to make it):"
+        out.append(head)
+        for i, a in enumerate(doc["actions"], 1):
+            out.append(f"  {i}. {_action_cmd(a)}")
+            out.append(f"     why: {a['why']}")
+        for e in doc.get("errors") or []:
+            out.append(f"  note: {e}")
+    for r in doc["needs_restart"]:
+        out.append(f"RESTART NEEDED: {r['comm']} (pid {r['pid']}): {r['why']}")
+        out.append(f"  {r['command']}")
+    for m in doc["manual"]:
+        out.append(f"By hand: {m}")
+    for s in doc["security"]:
+        out.append(f"Security: {s}")
+    for w in doc["warnings"]:
+        out.append(f"Warning: {w}")
+    if doc.get("applied"):
+        out.append(f"Undo: coredoctor fix --rollback {doc['id']}")
+    return "\n".join(out)
+
+
+def fix_list(fixes):
+    if not fixes:
+        return "No fixes have been applied on this host."
+    import time
+    out = []
+    for f in fixes:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.get("created") or 0))
+        t = f.get("target") or {}
+        out.append(f"{f['id']}  {when}  {f.get('state'):<12} {t.get('comm')} (pid {t.get('pid')}): "
+                   + ", ".join(_action_cmd(a) for a in f["actions"]))
+    return "\n".join(out)
+
+
+def fix_rollback(doc):
+    out = [f"Fix {doc['id']} rolled back. Restored:"] + [f"  - {r}" for r in doc["restored"]]
+    out += [f"  note: {n}" for n in doc["notes"]]
+    return "\n".join(out)

@@ -1,0 +1,198 @@
+"""
+canary
+------
+Prove a prediction with a real crash: fork a throwaway process that goes through the same
+credential change as the target (start as root, then ``setgroups``/``setresgid``/``setresuid``
+to the target's ids, so ``commit_creds()`` sets its dumpable flag from ``fs.suid_dumpable`` the
+way the target's was), with the target's RLIMIT_CORE/RLIMIT_FSIZE, cwd, umask and
+coredump_filter; ask the gate model about it; make it fault for real; and look where the core
+landed. When the kernel's outcome differs from the prediction, that is a bug in the model.
+"""
+
+import glob
+import os
+import resource
+import time
+
+from coredoctor import elfcore
+from coredoctor.errors import UsageError
+
+__all__ = ["spec_like", "spec_for_user", "run", "CANARY_COMM"]
+
+CANARY_COMM = "cd-canary"
+PR_SET_NAME = 15
+
+
+def spec_like(proc):
+    """The canary spec that reproduces snapshot process *proc*."""
+    c = proc["creds"]
+    lim = proc.get("limits") or {}
+    return {"uid": c["uid"], "gid": c["gid"], "groups": c.get("groups") or [],
+            "rlimit_core": (lim.get("core") or [None, None]), "rlimit_fsize": (lim.get("fsize") or [None, None]),
+            "cwd": proc.get("cwd") or "/", "umask": proc.get("umask"),
+            "coredump_filter": proc.get("coredump_filter"), "like": proc["pid"], "like_comm": proc.get("comm")}
+
+
+def spec_for_user(user, group=None, rlimit_core=None):
+    import grp
+    import pwd
+    try:
+        pw = pwd.getpwnam(user) if not str(user).isdigit() else pwd.getpwuid(int(user))
+    except KeyError:
+        raise UsageError(f"no such user: {user}")
+    try:
+        gid = (grp.getgrnam(group).gr_gid if not str(group).isdigit() else int(group)) if group else pw.pw_gid
+    except KeyError:
+        raise UsageError(f"no such group: {group}")
+    groups = sorted({g.gr_gid for g in grp.getgrall() if pw.pw_name in g.gr_mem} | {gid})
+    return {"uid": [pw.pw_uid] * 4, "gid": [gid] * 4, "groups": groups,
+            "rlimit_core": rlimit_core or [None, None], "rlimit_fsize": [None, None], "cwd": "/",
+            "umask": 0o022, "coredump_filter": None}
+
+
+def _rl(v):
+    return resource.RLIM_INFINITY if v is None else v
+
+
+def _child(spec, ready_w, go_r):
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NAME, CANARY_COMM.encode(), 0, 0, 0)
+        resource.setrlimit(resource.RLIMIT_CORE, tuple(_rl(v) for v in spec["rlimit_core"]))
+        resource.setrlimit(resource.RLIMIT_FSIZE, tuple(_rl(v) for v in spec["rlimit_fsize"]))
+        if spec.get("coredump_filter"):
+            with open("/proc/self/coredump_filter", "w") as f:
+                f.write(spec["coredump_filter"])
+        try:
+            os.chdir(spec.get("cwd") or "/")
+        except OSError:
+            os.chdir("/")
+        if spec.get("umask") is not None:
+            os.umask(spec["umask"])
+        uid, gid = spec["uid"], spec["gid"]
+        os.setgroups(spec.get("groups") or [])
+        os.setresgid(gid[0], gid[1], gid[2])
+        os.setresuid(uid[0], uid[1], uid[2])
+        if len(gid) > 3 and gid[3] != gid[1]:
+            libc.setfsgid(gid[3])
+        if len(uid) > 3 and uid[3] != uid[1]:
+            libc.setfsuid(uid[3])
+        os.write(ready_w, b"R")
+        os.read(go_r, 1)
+        ctypes.string_at(0)  # a real fault: SIGSEGV
+    except BaseException as e:  # noqa: BLE001 - report anything to the parent, never return
+        try:
+            os.write(ready_w, b"E" + str(e).encode()[:200])
+        finally:
+            os._exit(111)
+    os._exit(112)
+
+
+def run(spec, evaluate, keep=False, timeout=30.0):
+    """Fork the canary, get the model's prediction via *evaluate(pid)* (a callable returning a
+    check target dict), fault it, and report what the kernel did."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(ready_r)
+        os.close(go_w)
+        _child(spec, ready_w, go_r)
+    os.close(ready_w)
+    os.close(go_r)
+    status = None
+    try:
+        msg = os.read(ready_r, 256)
+        if msg[:1] != b"R":
+            os.waitpid(pid, 0)
+            status = -1
+            raise UsageError(f"the canary could not take the target's state: {msg[1:].decode(errors='replace')}")
+        predicted = evaluate(pid)
+        started = time.time()
+        os.write(go_w, b"G")
+        deadline = time.time() + timeout
+        while True:
+            wp, status = os.waitpid(pid, os.WNOHANG)
+            if wp == pid:
+                break
+            if time.time() > deadline:
+                os.kill(pid, 9)
+                _, status = os.waitpid(pid, 0)
+                break
+            time.sleep(0.01)
+    finally:
+        os.close(ready_r)
+        os.close(go_w)
+        if status is None:
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+    core = _find_core(predicted, pid, started)
+    dumped = bool(core and core.get("size", 0) > 0 and core.get("verified") is not False)
+    report = {
+        "pid": pid,
+        "credentials": {"uid": spec["uid"], "gid": spec["gid"], "groups": spec.get("groups", [])},
+        "like": spec.get("like"),
+        "predicted": {"dumps": predicted["dumps"], "blocking_gate": predicted["blocking_gate"],
+                      "verdict": predicted["verdict"], "dumpable": predicted["dumpable"]["value"],
+                      "core_destination": predicted["core_destination"]},
+        "signaled": os.WIFSIGNALED(status), "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+        "wcoredump": bool(os.WIFSIGNALED(status) and os.WCOREDUMP(status)),
+        "dumped": dumped if core is not None or predicted["core_destination"]["kind"] == "file" else None,
+        "core": core,
+    }
+    d = report["dumped"]
+    report["agrees"] = None if d is None or predicted["dumps"] is None else (d == predicted["dumps"])
+    if core and core.get("path") and not keep and os.path.exists(core["path"]):
+        os.unlink(core["path"])
+        core["removed"] = True
+    return report
+
+
+def _find_core(predicted, pid, started):
+    dest = predicted["core_destination"]
+    handler = dest.get("handler")
+    if dest["kind"] == "file":
+        pattern = dest["path"].replace("*", "?*")
+        cands = [p for p in glob.glob(pattern) if os.path.getmtime(p) >= started - 1]
+        return _describe(sorted(cands)[0], pid) if cands else None
+    if handler == "systemd-coredump":
+        return _wait_glob(f"/var/lib/systemd/coredump/core.{CANARY_COMM}.*.{pid}.*", pid, started, verify=False)
+    if handler == "apport":
+        return _wait_glob(f"/var/crash/*{CANARY_COMM}*", pid, started, verify=False)
+    return None  # an unknown handler or a socket server: where it keeps cores is its business
+
+
+def _wait_glob(pattern, pid, started, verify, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        cands = [p for p in glob.glob(pattern) if os.path.getmtime(p) >= started - 1]
+        if cands:
+            return _describe(sorted(cands)[0], pid, verify)
+        time.sleep(0.1)
+    return {"path": None, "size": 0, "found": False}
+
+
+def _describe(path, pid, verify=True, settle=5.0):
+    # a pipe helper may still be writing: wait for the size to settle
+    last, deadline = -1, time.time() + settle
+    while time.time() < deadline:
+        size = os.path.getsize(path)
+        if size == last and size > 0:
+            break
+        last = size
+        time.sleep(0.1)
+    st = os.stat(path)
+    out = {"path": path, "size": st.st_size, "time": st.st_mtime, "uid": st.st_uid, "gid": st.st_gid,
+           "mode": f"{st.st_mode & 0o7777:04o}", "found": True}
+    if verify:
+        try:
+            info = elfcore.read_core_info(path)
+            out.update(elf=True, elf_pid=info["pid"], elf_signal=info.get("signal"),
+                       verified=info["pid"] == pid)
+        except elfcore.NotACore as e:
+            out.update(elf=False, verified=False, error=str(e))
+    return out
