@@ -30,7 +30,10 @@ def spec_like(proc):
     return {"uid": c["uid"], "gid": c["gid"], "groups": c.get("groups") or [],
             "rlimit_core": (lim.get("core") or [None, None]), "rlimit_fsize": (lim.get("fsize") or [None, None]),
             "cwd": proc.get("cwd") or "/", "umask": proc.get("umask"),
-            "coredump_filter": proc.get("coredump_filter"), "like": proc["pid"], "like_comm": proc.get("comm")}
+            "coredump_filter": proc.get("coredump_filter"), "like": proc["pid"], "like_comm": proc.get("comm"),
+            # the target's filesystem view (a unit's ProtectSystem=/PrivateTmp=, a chroot, a container)
+            "mntns": f"/proc/{proc['pid']}/ns/mnt", "root": f"/proc/{proc['pid']}/root",
+            "cwd_link": f"/proc/{proc['pid']}/cwd"}
 
 
 def spec_for_user(user, group=None, rlimit_core=None):
@@ -64,10 +67,24 @@ def _child(spec, ready_w, go_r):
         if spec.get("coredump_filter"):
             with open("/proc/self/coredump_filter", "w") as f:
                 f.write(spec["coredump_filter"])
-        try:
-            os.chdir(spec.get("cwd") or "/")
-        except OSError:
-            os.chdir("/")
+        if spec.get("mntns"):
+            # enter the target's mount namespace, root and cwd (setns() needs a single-threaded
+            # caller: the forked child is)
+            cwd_fd = os.open(spec["cwd_link"], os.O_RDONLY | os.O_DIRECTORY)
+            root_fd = os.open(spec["root"], os.O_RDONLY | os.O_DIRECTORY)
+            ns_fd = os.open(spec["mntns"], os.O_RDONLY)
+            if libc.setns(ns_fd, 0x00020000) != 0:  # CLONE_NEWNS
+                raise OSError(ctypes.get_errno(), "setns(mnt)")
+            os.fchdir(root_fd)
+            os.chroot(".")
+            os.fchdir(cwd_fd)
+            for fd in (cwd_fd, root_fd, ns_fd):
+                os.close(fd)
+        else:
+            try:
+                os.chdir(spec.get("cwd") or "/")
+            except OSError:
+                os.chdir("/")
         if spec.get("umask") is not None:
             os.umask(spec["umask"])
         uid, gid = spec["uid"], spec["gid"]

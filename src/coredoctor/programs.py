@@ -7,7 +7,7 @@ happen), and programs that make themselves non-dumpable on purpose. Matched on t
 executable's file name.
 """
 
-__all__ = ["reraising_handler", "DELIBERATELY_UNDUMPABLE"]
+__all__ = ["reraising_handler", "DELIBERATELY_UNDUMPABLE", "own_switch"]
 
 #: exe name -> {signal: where the handler re-raises}
 _RERAISE = {
@@ -28,3 +28,24 @@ def reraising_handler(exe, signal):
         return None
     name = exe.replace(" (deleted)", "").rsplit("/", 1)[-1]
     return _RERAISE.get(name, {}).get(signal)
+
+
+#: daemons with their own switch to stay dumpable after dropping privileges: a fix with a
+#: smaller blast radius than the host-wide fs.suid_dumpable=2
+_SWITCHES = {
+    "haproxy": "HAProxy's own switch: 'set-dumpable' in the global section of haproxy.cfg (prctl(PR_SET_DUMPABLE, 1) "
+               "after the privilege drop); the core then follows HAProxy's chroot and user, so the core "
+               "directory must exist inside the chroot and be writable by that user",
+    "squid": "squid's own switch: 'coredump_dir /var/spool/squid' (or another directory writable by the squid user) "
+             "in squid.conf; squid re-enables dumping when coredump_dir is set",
+    "nginx": "nginx re-enables dumping in its workers itself; set 'worker_rlimit_core' and 'working_directory' "
+             "(writable by the worker user) in nginx.conf",
+    "named": "BIND re-enables dumping after changing user (named_os_changeuser); check its working directory",
+}
+
+
+def own_switch(exe):
+    """The daemon's own switch for staying dumpable, if coredoctor knows one."""
+    if not exe:
+        return None
+    return _SWITCHES.get(exe.replace(" (deleted)", "").rsplit("/", 1)[-1])

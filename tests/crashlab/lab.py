@@ -46,8 +46,10 @@ def coredoctor(*args, env_extra=None, check=False):
 
 
 class Victim:
-    def __init__(self, spec, cwd=None):
-        self.p = subprocess.Popen([sys.executable, VICTIM, json.dumps(spec)], stdin=subprocess.PIPE,
+    def __init__(self, spec, cwd=None, wrap=()):
+        """*wrap*: a command prefix that ends by exec'ing the victim in the same process (e.g.
+        unshare without --fork)."""
+        self.p = subprocess.Popen([*wrap, sys.executable, VICTIM, json.dumps(spec)], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
         line = self.p.stdout.readline()
         if not line.startswith("READY"):

@@ -77,3 +77,26 @@ def test_canary_bad_input():
         r = L.coredoctor("canary", *args)
         assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_canary_enters_the_targets_mount_namespace(labdir):
+    """A unit's ProtectSystem=/ReadOnlyPaths= or a container: the target sees its core directory
+    read-only in its own mount namespace. check must say so, and the canary must crash in that same
+    view (a canary on the host's view would dump and contradict the kernel)."""
+    lab, _ = labdir
+    cores = _cores(lab)
+    L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%p", "fs.suid_dumpable": 0})
+    wrap = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+            f'mount --bind {cores} {cores} && mount -o remount,bind,ro {cores} && exec "$0" "$@"']
+    v = L.Victim({"rlimit_core": [None, None]}, wrap=wrap)
+    try:
+        t = json.loads(L.coredoctor("check", "--pid", str(v.pid), "--json").stdout)["targets"][0]
+        assert (t["dumps"], t["blocking_gate"]) == (False, "core-dir") and "read-only" in t["verdict"]
+        rc, rep, _ = canary("--like", str(v.pid))
+        assert rep["predicted"]["blocking_gate"] == "core-dir"
+        assert rc == 1 and rep["dumped"] is False and rep["agrees"] is True
+        assert os.listdir(cores) == []          # the host's view was writable: nothing landed there
+        status = v.fault()                      # and the target itself: no core either
+        assert os.WIFSIGNALED(status) and not os.WCOREDUMP(status) and os.listdir(cores) == []
+    finally:
+        v.close()

@@ -72,6 +72,9 @@ def plan(snap, target, conflicts=(), existing_files=None):
             facts = (snap.get("paths") or {}).get(f"init:{dirpath}")
             if dirpath and dirpath.startswith("/") and facts is not None and not facts.get("exists"):
                 actions.append({"kind": "mkdir", "path": dirpath, "mode": "1777", "why": "the pattern's directory"})
+        switch = programs.own_switch(proc.get("exe"))
+        if switch:
+            manual.append(f"alternative with a smaller blast radius: {switch}")
         want_sysctl("fs.suid_dumpable", 2, "processes that changed credentials dump again, as root")
         security.append("fs.suid_dumpable=2 is host-wide: every process that changed credentials (set-id "
                         "programs, privilege-dropping daemons) will dump too, as root-owned 0600 files; cores "
