@@ -1,0 +1,109 @@
+"""The real systemd-coredump (Debian's pattern from its own 50-coredump.conf), socket-activated by
+hand as ../shared/reference/real-components.md describes: check's handler-policy gate and the
+canary's search of its store, against what the handler really keeps."""
+import glob
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+import lab as L
+
+HELPER = "/lib/systemd/systemd-coredump"
+SOCKET = "/run/systemd/coredump"
+STORE = "/var/lib/systemd/coredump"
+
+
+def _debian_pattern():
+    for p in ("/usr/lib/sysctl.d/50-coredump.conf", "/lib/sysctl.d/50-coredump.conf"):
+        if os.path.exists(p):
+            m = re.search(r"^kernel\.core_pattern\s*=\s*(.+)$", open(p).read(), re.M)
+            if m:
+                return m.group(1).strip()
+    return f"|{HELPER} %P %u %g %s %t 9223372036854775808 %h"
+
+
+@pytest.fixture
+def coredump_service(saved_sysctls):
+    if not os.path.exists(HELPER):
+        if os.environ.get("CI"):
+            pytest.fail("systemd-coredump is not installed: run-tests must install it")
+        pytest.skip("systemd-coredump is not installed")
+    if os.path.exists(SOCKET):
+        pytest.skip(f"{SOCKET} already exists (a systemd host): this test runs systemd-coredump by hand")
+    made_run = not os.path.isdir("/run/systemd")
+    os.makedirs("/run/systemd", exist_ok=True)
+    procs = []
+
+    def start():
+        p = subprocess.Popen(["systemd-socket-activate", "--seqpacket", "--accept", "-l", SOCKET, HELPER],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(p)
+        deadline = time.time() + 10
+        while time.time() < deadline and SOCKET not in open("/proc/1/net/unix").read():
+            time.sleep(0.05)
+    ours = []
+    try:
+        yield start, ours
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        if os.path.exists(SOCKET):  # ours: it did not exist before
+            os.unlink(SOCKET)
+        for pid in ours:
+            for f in glob.glob(f"{STORE}/core.*.{pid}.*"):
+                os.unlink(f)
+        if made_run:
+            os.rmdir("/run/systemd")
+
+
+def _stored(pid, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = glob.glob(f"{STORE}/core.*.{pid}.*")
+        if m and os.path.getsize(m[0]) > 0:
+            return m[0]
+        time.sleep(0.1)
+    return None
+
+
+def test_systemd_coredump_listener_decides(coredump_service):
+    start, ours = coredump_service
+    L.set_sysctls({"kernel.core_pattern": _debian_pattern(), "fs.suid_dumpable": 2, "kernel.core_pipe_limit": 16})
+
+    # no listener on /run/systemd/coredump: the kernel still pipes the core ("core dumped"), the
+    # helper cannot hand it over, and nothing is stored
+    v = L.Victim({"rlimit_core": [0, None]})
+    ours.append(v.pid)
+    try:
+        t = v.check()
+        assert (t["dumps"], t["blocking_gate"]) == (False, "handler-policy"), t["verdict"]
+        assert t["core_destination"]["handler"] == "systemd-coredump"
+        status = v.fault()
+        assert os.WCOREDUMP(status)                 # what the shell would call "(core dumped)"
+        assert _stored(v.pid, 3) is None            # ...and yet no core
+    finally:
+        v.close()
+
+    # with the socket listening: stored, RLIMIT_CORE 0 notwithstanding (Debian passes a literal for %c)
+    start()
+    v = L.Victim({"rlimit_core": [0, None]})
+    ours.append(v.pid)
+    try:
+        t = v.check()
+        assert (t["dumps"], t["blocking_gate"]) == (True, None), t["verdict"]
+        v.fault()
+        assert _stored(v.pid, 10)
+    finally:
+        v.close()
+
+    # the canary finds its core in systemd-coredump's store, and removes it
+    r = L.coredoctor("canary", "--user", "nobody", "--group", "nogroup", "--json")
+    rep = json.loads(r.stdout)
+    ours.append(rep["pid"])
+    assert r.returncode == 0 and rep["dumped"], r.stdout + r.stderr
+    assert rep["core"]["path"].startswith(f"{STORE}/core.cd-canary.") and rep["core"]["removed"]
