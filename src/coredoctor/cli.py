@@ -340,6 +340,7 @@ def _plan_fix(args):
     from coredoctor import snapshot
     from coredoctor.fix import conflicts, plan as fplan
     from coredoctor.kernel import gates
+    from coredoctor.snapshot import proc as procmod
     pids = _resolve_live(args)
     if pids is None:
         raise UsageError("fix takes targets (a name, a pid or a unit), not --all")
@@ -359,8 +360,15 @@ def _plan_fix(args):
         targets.append(t)
     wanted = {"fs.suid_dumpable": "2"}
     found = conflicts.find(fplan.SYSCTL_FILE, wanted)
+    running = set()
+    for pid in procmod.list_pids():
+        try:
+            with open(f"{procmod.PROC}/{pid}/comm") as f:
+                running.add(f.read().strip())
+        except OSError:
+            continue
     for t in targets:
-        plans.append(fplan.plan(snap, t, found, existing))
+        plans.append(fplan.plan(snap, t, found, existing, running))
     doc = {"schema": "coredoctor.fix/1", "id": None, "applied": False,
            "targets": [{"pid": t["pid"], "comm": t["comm"], "unit": t["unit"], "dumps": t["dumps"],
                         "blocking_gate": t["blocking_gate"], "verdict": t["verdict"]} for t in targets],

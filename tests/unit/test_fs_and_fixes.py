@@ -50,3 +50,26 @@ def test_thread_name_and_exe_path_knowledge():
     assert cp.render(parts(_proc(threads=4))) == "/c/*.x (deleted)."    # which thread faults?
     assert cp.render(parts(_proc(threads=4, thread_comms_same=True))) == "/c/worker.x (deleted)."
     assert cp.render(parts(_proc(root_is_host=False))) == "/c/worker.*."
+
+
+def test_plan_from_a_recorded_snapshot():
+    """The seed case, recorded: an absolute pattern in a missing /var/crash, dumpable 0."""
+    import json
+    from coredoctor.fix import plan as fplan
+    from coredoctor.kernel import gates
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    snap = json.load(open(os.path.join(here, "fixtures", "dropped-suid0.json")))
+    procs = {p["pid"]: p for p in snap["processes"]}
+    pid = snap["targets"][0]
+    t = gates.evaluate(snap, procs[pid], procs.get(procs[pid]["ppid"]), "SIGSEGV", None, procs)
+    p = fplan.plan(snap, t, running={"sshd", "bash"})
+    kinds = [(a["kind"], a.get("key") or a.get("path")) for a in p["actions"]]
+    assert kinds == [("mkdir", "/var/crash"), ("sysctl", "fs.suid_dumpable"), ("file", fplan.SYSCTL_FILE)]
+    assert "fs.suid_dumpable = 2" in p["actions"][-1]["content"]
+    assert p["needs_restart"][0]["pid"] == pid
+    assert any("sshd" in w for w in p["warnings"]) and p["security"] and not p["refused"]
+    # once applied (the sysctl and the file in place), planning again finds nothing to do
+    snap["sysctl"]["fs.suid_dumpable"] = 2
+    snap["paths"] = {k: dict(v, exists=True) for k, v in snap["paths"].items()}
+    again = fplan.plan(snap, t, existing_files={fplan.SYSCTL_FILE: p["actions"][-1]["content"]})
+    assert again["actions"] == []

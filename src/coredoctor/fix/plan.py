@@ -27,10 +27,12 @@ def _fails(t, gid):
     return g is not None and g["status"] == "fail"
 
 
-def plan(snap, target, conflicts=(), existing_files=None):
+def plan(snap, target, conflicts=(), existing_files=None, running=()):
     """Return ``{"actions", "needs_restart", "security", "warnings", "manual", "refused"}``.
 
-    *existing_files* maps a path to its current text (for idempotence of file actions).
+    *existing_files* maps a path to its current text (for idempotence of file actions);
+    *running* lists the command names running on the host (for programs that keep their
+    memory out of cores on purpose).
     """
     existing_files = existing_files or {}
     sysctl = snap["sysctl"]
@@ -79,6 +81,11 @@ def plan(snap, target, conflicts=(), existing_files=None):
         security.append("fs.suid_dumpable=2 is host-wide: every process that changed credentials (set-id "
                         "programs, privilege-dropping daemons) will dump too, as root-owned 0600 files; cores "
                         "can hold secrets (keys, passwords, session data)")
+        sensitive = sorted(set(running) & set(programs.DELIBERATELY_UNDUMPABLE))
+        if sensitive:
+            warnings.append(f"{', '.join(sensitive)} run here and keep secrets out of cores on purpose: those that "
+                            "only drop privileges (sshd's privilege-separated children) will dump with "
+                            "fs.suid_dumpable=2; those that call prctl(PR_SET_DUMPABLE, 0) stay undumpable")
         restart.append({"pid": proc["pid"], "comm": proc.get("comm"), "unit": proc.get("unit"),
                         "why": "its dumpable flag was copied at its privilege change; only a restart re-reads "
                                "fs.suid_dumpable",

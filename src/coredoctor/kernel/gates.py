@@ -126,10 +126,6 @@ def _who(w):
     return f"{c.get('user') or c['uid'][3]} (fsuid {cr['fsuid']}, fsgid {cr['fsgid']})"
 
 
-def _name(proc):
-    return f"{proc.get('comm')} (pid {proc['pid']})"
-
-
 def _fmt_limit(v):
     return "unlimited" if v is None else str(v)
 
@@ -194,7 +190,7 @@ def _cause_clause(w, cause):
     sd = "fs.suid_dumpable was 0"
     inherited = ""
     if info.get("via"):
-        inherited = f", and it inherited the flag at fork"
+        inherited = ", and it inherited the flag at fork"
     if cause == "privilege-change":
         frm = (info.get("from") or "").split(":")[0] or None
         change = f"switched from {frm} to {info['to']}" if frm and info.get("to") else "changed its credentials"
@@ -668,7 +664,7 @@ def evaluate(snap, proc, parent=None, signal="SIGSEGV", how=None, by_pid=None):
     cause, cause_ev = info["cause"], info["evidence"]
     fixes = []
     seen = set()
-    for v, w, res, o in worlds:
+    for _, _, res, _ in worlds:
         for r in res:
             if r["status"] in ("fail", "warn") or (r["status"] == "unknown" and dumps is None):
                 for f in r.get("fix") or []:

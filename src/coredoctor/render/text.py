@@ -66,18 +66,16 @@ def summary_table(targets, skipped=None):
     by_gate = {}
     for t in no:
         by_gate.setdefault(t["blocking_gate"], []).append(t)
-    for gate, ts in sorted(by_gate.items(), key=lambda kv: -len(kv[1])):
-        out.append("")
-        out.append(f"NO CORE -- blocked at '{gate}' ({len(ts)}):")
+    def rows(title, ts):
+        out.extend(["", title])
         for t in ts:
             reason = t["verdict"].split(" -- ", 1)[-1]
             out.append(_cut(f"  {t['pid']:>7} {t['comm']:<16} {reason}", w))
+
+    for gate, ts in sorted(by_gate.items(), key=lambda kv: -len(kv[1])):
+        rows(f"NO CORE -- blocked at '{gate}' ({len(ts)}):", ts)
     if unk:
-        out.append("")
-        out.append(f"UNDECIDED ({len(unk)}):")
-        for t in unk:
-            reason = t["verdict"].split(" -- ", 1)[-1]
-            out.append(_cut(f"  {t['pid']:>7} {t['comm']:<16} {reason}", w))
+        rows(f"UNDECIDED ({len(unk)}):", unk)
     if yes:
         out.append("")
         dests = sorted({t["core_destination"]["kind"] + " " + t["core_destination"]["path"].rsplit("/", 1)[0]
