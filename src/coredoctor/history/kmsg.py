@@ -1,0 +1,138 @@
+"""
+The kernel log
+--------------
+Read ``/dev/kmsg`` (records ``prio,seq,usec,flags;message``, see
+Documentation/ABI/testing/dev-kmsg) and classify the lines a crash leaves, in the formats of
+3.10 to 6.19. Each pattern is data: the event it means, the kernel function that prints it, and,
+for the core-dump refusals, the id of the check gate that refused.
+"""
+
+import errno
+import os
+import re
+import time
+
+__all__ = ["PATTERNS", "parse_line", "read_kmsg", "Event"]
+
+
+class P:
+    __slots__ = ("event", "regex", "source", "gate", "signal")
+
+    def __init__(self, event, regex, source, gate=None, signal=None):
+        self.event, self.regex, self.source, self.gate, self.signal = event, re.compile(regex), source, gate, signal
+
+
+_CD = r"^coredump: (?P<pid>\d+)\((?P<comm>.*?)\): "   # coredump_report_failure(), 6.12+ (c114e9948c2b)
+PATTERNS = (
+    # x86 fault reports (only for unhandled, untraced signals; debug.exception-trace)
+    P("fault", r"^(?P<comm>.+?)\[(?P<pid>\d+)\]: segfault at (?P<addr>[0-9a-f]+) ip (?P<ip>[0-9a-f]+) "
+      r"sp [0-9a-f]+ error (?P<error>[0-9a-f]+)", "show_signal_msg() arch/x86/mm/fault.c", signal="SIGSEGV"),
+    P("fault", r"^traps: (?P<comm>.+?)\[(?P<pid>\d+)\] (?P<trap>general protection fault|trap int3|trap divide error|"
+      r"trap invalid opcode|trap [a-z ]+?)(?: ip| in |:|$)", "show_signal() arch/x86/kernel/traps.c"),
+    # print-fatal-signals: "%s/%d: potentially..." (up to 6.x), "%pD: %s: potentially..." (newer, no pid)
+    P("fatal-signal", r"^(?P<comm>[^/\s]+)/(?P<pid>\d+): potentially unexpected fatal signal (?P<signo>\d+)\.",
+      "print_fatal_signal() kernel/signal.c"),
+    P("fatal-signal", r"^(?P<exe>\S+): (?P<comm>.+?): potentially unexpected fatal signal (?P<signo>\d+)\.",
+      "print_fatal_signal() kernel/signal.c (6.x: %pD, no pid)"),
+    # audit ANOM_ABEND: audit_core_dumps() runs before every dump gate
+    P("audit-abend", r"type=1701 audit\((?P<atime>[\d.]+):\d+\):.*? pid=(?P<pid>\d+) comm=\"(?P<comm>[^\"]*)\""
+      r"(?: exe=\"(?P<exe>[^\"]*)\")?.*? sig=(?P<signo>\d+)", "audit_core_dumps() kernel/auditsc.c"),
+    # core-dump refusals, 6.12+ format
+    P("coredump-refused", _CD + r"(?:this process )?can only dump core to (?:a )?fully qualified path", "fs/coredump.c",
+      gate="suid-path"),
+    P("coredump-refused", _CD + r"RLIMIT_CORE is set to 1, aborting core", "fs/coredump.c", gate="rlimit-core"),
+    P("coredump-refused", _CD + r"over core_pipe_limit, skipping core dump", "fs/coredump.c", gate="pipe-handler"),
+    P("coredump-refused", _CD + r"\|(?P<helper>.*) pipe failed", "fs/coredump.c", gate="pipe-handler"),
+    P("coredump-refused", _CD + r"Core dump to \|(?P<helper>.*) disabled", "fs/coredump.c", gate="pipe-handler"),
+    P("coredump-refused", _CD + r"Coredump socket (?P<detail>.*)", "fs/coredump.c (6.16+)", gate="socket-handler"),
+    P("coredump-refused", _CD + r"Core dump to (?P<path>.*) aborted: cannot preserve file (?P<what>owner|permissions)",
+      "fs/coredump.c", gate="core-file"),
+    P("coredump-refused", _CD + r".*format_corename failed", "fs/coredump.c", gate="kernel-config"),
+    # core-dump refusals, before 6.12 (some carry no pid)
+    P("coredump-refused", r"^Pid (?P<pid>\d+)\((?P<comm>.*?)\) can only dump core to fully qualified path!",
+      "do_coredump() fs/coredump.c (3.6-6.11)", gate="suid-path"),
+    P("coredump-refused", r"^Process (?P<pid>\d+)\((?P<comm>.*?)\) has RLIMIT_CORE set to 1",
+      "do_coredump() fs/coredump.c (-6.11)", gate="rlimit-core"),
+    P("coredump-refused", r"^Pid (?P<pid>\d+)\((?P<comm>.*?)\) over core_pipe_limit",
+      "do_coredump() fs/coredump.c (-6.11)", gate="pipe-handler"),
+    P("coredump-refused", r"^Core dump to \|(?P<helper>.*) pipe failed", "do_coredump() fs/coredump.c (-6.11)",
+      gate="pipe-handler"),
+    P("coredump-refused", r"^Core dump to (?P<path>.*) aborted: cannot preserve file (?P<what>owner|permissions)",
+      "do_coredump() fs/coredump.c (5.15-6.11)", gate="core-file"),
+    # user-space handlers that log to the kernel log when the journal is not there
+    P("handler", r"^systemd-coredump\[(?P<hpid>\d+)\]: (?P<msg>Failed to connect to coredump service.*)",
+      "systemd src/coredump/coredump.c", gate="handler-policy"),
+)
+
+_TRAP_SIGNAL = {"general protection fault": "SIGSEGV", "trap int3": "SIGTRAP", "trap divide error": "SIGFPE",
+                "trap invalid opcode": "SIGILL"}
+
+
+class Event(dict):
+    """One classified log line: ``event``, ``pid`` (or None), ``comm``, ``gate``, ``signal``,
+    ``signo``, ``source``, ``line`` and ``time`` (seconds since the epoch, when known)."""
+
+
+def parse_line(msg, when=None):
+    """Classify one kernel log message (without the dmesg ``[  12.345]`` prefix)."""
+    msg = msg.rstrip("\n")
+    for p in PATTERNS:
+        m = p.regex.search(msg)
+        if not m:
+            continue
+        g = m.groupdict()
+        e = Event(event=p.event, pid=int(g["pid"]) if g.get("pid") else None, comm=g.get("comm"),
+                  gate=p.gate, signal=p.signal, signo=int(g["signo"]) if g.get("signo") else None,
+                  source=p.source, line=msg, time=when)
+        if g.get("trap"):
+            e["signal"] = _TRAP_SIGNAL.get(g["trap"])
+        if g.get("atime"):
+            e["time"] = float(g["atime"])
+        for k in ("exe", "helper", "path", "addr", "ip", "error"):
+            if g.get(k):
+                e[k] = g[k]
+        return e
+    return None
+
+
+_DMESG_PREFIX = re.compile(r"^\[\s*(?P<ts>\d+\.\d+)\]\s?")
+
+
+def parse_dmesg_line(line, boot_time=None):
+    m = _DMESG_PREFIX.match(line)
+    ts = None
+    if m:
+        ts = float(m.group("ts"))
+        line = line[m.end():]
+    return parse_line(line, None if ts is None or boot_time is None else boot_time + ts)
+
+
+def read_kmsg(path="/dev/kmsg"):
+    """Every classified record in the kernel's ring buffer, oldest first. Times are wall-clock
+    estimates (record usec since boot + the boot time on CLOCK_MONOTONIC)."""
+    boot = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
+    out = []
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        while True:
+            try:
+                rec = os.read(fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.EPIPE:  # overwritten while reading: continue with the next one
+                    continue
+                raise
+            if not rec:
+                break
+            head, _, body = rec.decode("utf-8", "replace").partition(";")
+            fields = head.split(",")
+            msg = body.split("\n", 1)[0]
+            when = boot + int(fields[2]) / 1e6 if len(fields) > 2 and fields[2].isdigit() else None
+            e = parse_line(msg, when)
+            if e is not None:
+                e["seq"] = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+                out.append(e)
+    finally:
+        os.close(fd)
+    return out
