@@ -11,7 +11,7 @@ import json
 import os
 import time
 
-from coredoctor.errors import NoSuchProcess, ProcessGone, SnapshotError, AccessDenied
+from coredoctor.errors import AccessDenied, NoSuchProcess, SnapshotError
 from coredoctor.kernel import core_pattern, gates
 from coredoctor.snapshot import fs, handlers, proc as procmod, ptrace, sysctl
 
@@ -41,19 +41,14 @@ def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
     all_mode = pids is None
     wanted = procmod.list_pids() if all_mode else list(pids)
     procs = {}
-    skipped = {"gone": 0, "no_mm": 0}
+    skipped = {"gone": 0, "no_mm": 0, "denied": 0}
     for pid in wanted:
         try:
             p = procmod.read_process(pid, use_pidfd, wants)
-        except (NoSuchProcess, ProcessGone):
+        except (NoSuchProcess, AccessDenied) as e:  # NoSuchProcess includes ProcessGone
             if strict and not all_mode:
                 raise
-            skipped["gone"] += 1
-            continue
-        except AccessDenied:
-            if strict and not all_mode:
-                raise
-            skipped["gone"] += 1
+            skipped["denied" if isinstance(e, AccessDenied) else "gone"] += 1
             continue
         if p is None:
             if strict and not all_mode:
