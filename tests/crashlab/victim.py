@@ -21,6 +21,8 @@ def rl(v):
 def main():
     spec = json.loads(sys.argv[1])
     libc = ctypes.CDLL(None, use_errno=True)
+    if "comm" in spec:
+        libc.prctl(15, spec["comm"].encode(), 0, 0, 0)  # PR_SET_NAME
     if "coredump_filter" in spec:
         with open("/proc/self/coredump_filter", "w") as f:
             f.write(spec["coredump_filter"])

@@ -9,7 +9,7 @@ import shutil
 import textwrap
 
 __all__ = ["target_report", "summary_table", "explain_flags", "canary_report", "fix_plan", "fix_list",
-           "fix_rollback"]
+           "fix_rollback", "crashes_table"]
 
 _MARK = {"pass": "ok", "fail": "FAIL", "warn": "warn", "unknown": "??"}
 
@@ -181,4 +181,21 @@ def fix_list(fixes):
 def fix_rollback(doc):
     out = [f"Fix {doc['id']} rolled back. Restored:"] + [f"  - {r}" for r in doc["restored"]]
     out += [f"  note: {n}" for n in doc["notes"]]
+    return "\n".join(out)
+
+
+def crashes_table(recs):
+    import time
+    if not recs:
+        return "No crashes in the kernel log."
+    out = [f"{len(recs)} crashes in the kernel log, newest first:"]
+    for r in recs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])) if r["time"] else "?"
+        core = r["core"]
+        what = core["status"] + (f" {core['path']}" if core.get("path") and core["status"] != "missing" else "")
+        line = f"  {when}  {r['comm']}[{r['pid']}] {r['signal'] or r['signo'] or '?'}  core: {what}"
+        out.append(line)
+        lr = r.get("likely_reason")
+        if lr:
+            out.append(f"      why: {lr['gate'] or 'unknown'} -- {lr['evidence']}")
     return "\n".join(out)
