@@ -367,13 +367,7 @@ def _plan_fix(args):
         targets.append(t)
     wanted = {"fs.suid_dumpable": "2"}
     found = conflicts.find(fplan.SYSCTL_FILE, wanted)
-    running = set()
-    for pid in procmod.list_pids():
-        try:
-            with open(f"{procmod.PROC}/{pid}/comm") as f:
-                running.add(f.read().strip())
-        except OSError:
-            continue
+    running = set(procmod.comms().values())
     for t in targets:
         plans.append(fplan.plan(snap, t, found, existing, running))
     doc = {"schema": "coredoctor.fix/1", "id": None, "applied": False,
@@ -433,12 +427,8 @@ def cmd_crashes(args):
 def _running_by_name():
     from coredoctor.snapshot import proc as procmod
     by = {}
-    for pid in procmod.list_pids():
-        try:
-            with open(f"{procmod.PROC}/{pid}/comm") as f:
-                by.setdefault(f.read().strip(), []).append(pid)
-        except OSError:
-            continue
+    for pid, comm in procmod.comms().items():
+        by.setdefault(comm, []).append(pid)
     return by
 
 

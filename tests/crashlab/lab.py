@@ -172,3 +172,11 @@ class SocketSink:
             os.unlink(self.path)
         except OSError:
             pass
+
+
+def make_cores(labroot, name="cores"):
+    """A sticky, world-writable directory for cores (like /tmp): every victim may dump into it."""
+    d = os.path.join(labroot, name)
+    os.mkdir(d)
+    os.chmod(d, 0o1777)
+    return d

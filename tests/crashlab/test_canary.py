@@ -16,10 +16,7 @@ def canary(*args):
 
 
 def _cores(lab):
-    d = os.path.join(lab, "cores")
-    os.mkdir(d)
-    os.chmod(d, 0o1777)
-    return d
+    return L.make_cores(lab)
 
 
 def test_canary_privilege_drop_suid0_no_core(labdir):

@@ -2,7 +2,6 @@
 core is missing, the reason -- from the kernel's own refusal line or from check on a running
 instance of the same program."""
 import json
-import os
 
 import lab as L
 
@@ -15,9 +14,7 @@ def crashes(*args):
 
 def test_present_missing_and_why(labdir):
     lab, _ = labdir
-    cores = os.path.join(lab, "cores")
-    os.mkdir(cores)
-    os.chmod(cores, 0o1777)
+    cores = L.make_cores(lab)
     L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p", "fs.suid_dumpable": 0})
     dumps = L.Victim({"rlimit_core": [None, None], "comm": "cdlab-dumps"})
     nodump = L.Victim({"rlimit_core": [0, None], "comm": "cdlab-nodump"})

@@ -23,9 +23,7 @@ def _start(cores):
 
 def test_pid_namespace_init(labdir):
     lab, _ = labdir
-    cores = os.path.join(lab, "cores")
-    os.mkdir(cores)
-    os.chmod(cores, 0o1777)
+    cores = L.make_cores(lab)
     L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%P", "fs.suid_dumpable": 0})
     p, pid = _start(cores)
     try:

@@ -41,9 +41,7 @@ def test_setuid_exec(labdir, suid_dumpable):
     if not shutil.which("gcc"):
         pytest.skip("needs gcc to build the set-uid test program")
     lab, _ = labdir
-    cores = os.path.join(lab, "cores")
-    os.mkdir(cores)
-    os.chmod(cores, 0o1777)
+    cores = L.make_cores(lab)
     exe = os.path.join(lab, "suidfault")
     with open(exe + ".c", "w") as f:
         f.write(SRC)

@@ -17,7 +17,7 @@ from coredoctor.errors import NoSuchProcess, ProcessGone, proc_errors
 from coredoctor.kernel import dumpable as d
 from coredoctor.snapshot import pidfd
 
-__all__ = ["read_process", "list_pids", "PROC"]
+__all__ = ["read_process", "list_pids", "comms", "Wants", "PROC"]
 
 PROC = os.environ.get("COREDOCTOR_PROCFS", "/proc")
 
@@ -49,6 +49,17 @@ def _group(gid):
 
 def list_pids():
     return sorted(int(d) for d in os.listdir(PROC) if d.isdigit())
+
+
+def comms():
+    """{pid: comm} of every process (a cheap scan: one small read each)."""
+    out = {}
+    for pid in list_pids():
+        try:
+            out[pid] = _read(f"{PROC}/{pid}/comm").rstrip("\n")
+        except OSError:
+            continue
+    return out
 
 
 def _parse_status(text):
