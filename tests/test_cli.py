@@ -183,3 +183,12 @@ def test_name_and_signal_options():
         one_line_error(run("check", str(v.pid), "--signal", "SIGNOPE"))
     finally:
         v.close()
+
+
+@root_only
+def test_output_into_a_closed_pipe():
+    env = dict(os.environ, PYTHONPATH=L.SRC)
+    r = subprocess.run(f"{sys.executable} -m coredoctor check --all --json | true; "
+                       "exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode in (0, 1) and r.stderr == "", r.stderr

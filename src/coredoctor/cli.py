@@ -97,12 +97,16 @@ def main(argv=None):
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `coredoctor check --all | head`: not an error
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
     except OSError as e:  # a system refusal nobody foresaw: still one line, never a traceback
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"coredoctor: {e.strerror or e}{where}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        return 0
 
 
 def _need_root(what):
