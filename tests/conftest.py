@@ -74,3 +74,4 @@ def fix_env(saved_sysctls, tmp_path, monkeypatch):
             os.chmod(SYSCTL_FILE, prior_mode)
         if not crash_existed and os.path.exists("/var/crash"):
             shutil.rmtree("/var/crash", ignore_errors=True)
+

@@ -1,16 +1,12 @@
-import os
-
 import pytest
 
+from lab import require_installed
 from ovs import OVS, OVS_CTL
 
 
 @pytest.fixture
 def ovs(saved_sysctls):
-    if not os.path.exists(OVS_CTL):
-        if os.environ.get("CI"):
-            pytest.fail("openvswitch-switch is not installed: .ci/run must install it")
-        pytest.skip("openvswitch-switch is not installed (apt-get install openvswitch-switch)")
+    require_installed(OVS_CTL, "openvswitch-switch")
     o = OVS()
     try:
         yield o

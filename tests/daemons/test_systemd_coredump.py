@@ -28,10 +28,7 @@ def _debian_pattern():
 
 @pytest.fixture
 def coredump_service(saved_sysctls):
-    if not os.path.exists(HELPER):
-        if os.environ.get("CI"):
-            pytest.fail("systemd-coredump is not installed: run-tests must install it")
-        pytest.skip("systemd-coredump is not installed")
+    L.require_installed(HELPER, "systemd-coredump")
     if os.path.exists(SOCKET):
         pytest.skip(f"{SOCKET} already exists (a systemd host): this test runs systemd-coredump by hand")
     made_run = not os.path.isdir("/run/systemd")

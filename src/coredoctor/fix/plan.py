@@ -71,8 +71,7 @@ def plan(snap, target, conflicts=(), existing_files=None, running=()):
                                   "first, or the kernel refuses relative names")
         elif parsed["kind"] == "file":
             dirpath, _ = core_pattern.split_dir(core_pattern.expand(parsed, {})["parts"])
-            facts = (snap.get("paths") or {}).get(f"init:{dirpath}")
-            if dirpath and dirpath.startswith("/") and facts is not None and not facts.get("exists"):
+            if dirpath and dirpath.startswith("/") and _dir_missing(snap, dirpath):
                 actions.append({"kind": "mkdir", "path": dirpath, "mode": "1777", "why": "the pattern's directory"})
         switch = programs.own_switch(proc.get("exe"))
         if switch:
@@ -97,7 +96,7 @@ def plan(snap, target, conflicts=(), existing_files=None, running=()):
                               "resolves against each process's cwd")
     elif _fails(target, "core-dir") and parsed["kind"] == "file":
         dirpath, _ = core_pattern.split_dir(core_pattern.expand(parsed, {})["parts"])
-        if dirpath and _fails_core_dir_missing(target):
+        if dirpath and _dir_missing(snap, dirpath):
             actions.append({"kind": "mkdir", "path": dirpath, "mode": "1777", "why": "the pattern's directory"})
         else:
             need_absolute_pattern("the current core directory is not writable by the process")
@@ -110,7 +109,7 @@ def plan(snap, target, conflicts=(), existing_files=None, running=()):
         else:
             manual.append("make RLIMIT_CORE persistent where the program is started ('ulimit -c unlimited' "
                           "in its start script, or /etc/security/limits.d for login sessions)")
-    if _fails(target, "core-file") and "umask" in (_gate(target, "core-file") or {}).get("evidence", ""):
+    if _fails(target, "core-file") and (proc.get("umask") or 0) & 0o600:  # the mode check refused it
         if proc.get("unit"):
             _dropin(actions, existing_files, proc["unit"], "umask", ["[Service]", "UMask=0022"],
                     "a umask that keeps the core's 0600 mode")
@@ -151,9 +150,10 @@ def plan(snap, target, conflicts=(), existing_files=None, running=()):
             "manual": manual, "refused": refused}
 
 
-def _fails_core_dir_missing(target):
-    g = _gate(target, "core-dir")
-    return g is not None and ("cannot be reached" in g["evidence"] or "does not exist" in g["evidence"])
+def _dir_missing(snap, dirpath):
+    """Did the snapshot's walk to *dirpath* (from any root) find it missing?"""
+    views = [v for k, v in (snap.get("paths") or {}).items() if k.endswith(":" + dirpath)]
+    return any(not v.get("exists") and v.get("error") in ("ENOENT", "ENOTDIR") for v in views)
 
 
 def _dropin(actions, existing_files, unit, name, lines, why):

@@ -90,7 +90,10 @@ def _ptrace_fallback(procs, kernel):
     # only where a refusal can mean nothing but dumpable != 1: same ids as the probe (all 0),
     # the same user namespace, and permitted capabilities within the probe's own
     # (cap_ptrace_access_check(), security/commoncap.c)
-    mine = int(_self_status("CapPrm") or "0", 16)
+    try:
+        mine = int(procmod.parse_status(procmod.read_text("/proc/self/status")).get("CapPrm") or "0", 16)
+    except OSError:
+        return
     try:
         my_userns = os.readlink("/proc/self/ns/user")
     except OSError:
@@ -121,17 +124,6 @@ def _ptrace_fallback(procs, kernel):
             p["dumpable"] = {"value": None, "candidates": [0, 2], "source": "ptrace-access",
                              "evidence": "a root probe without CAP_SYS_PTRACE is refused "
                                          "(__ptrace_may_access(): dumpable != 1); 0 and 2 look alike"}
-
-
-def _self_status(key):
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return line.split()[1]
-    except OSError:
-        pass
-    return None
 
 
 def _destination_facts(snap, proc, signo):

@@ -341,3 +341,8 @@ def _dumpable(pid, p, use_pidfd, pfd=None):
     if len(cands) == 2:
         return {"value": None, "candidates": cands, "source": "proc-owner", "evidence": ev}
     return {"value": None, "candidates": cands, "source": "unknown", "evidence": ev}
+
+
+#: the /proc readers, for the other snapshot modules
+parse_status = _parse_status
+read_text = _read
