@@ -14,6 +14,23 @@ sys.path.insert(0, os.path.join(HERE, "daemons"))
 import lab as L  # noqa: E402
 
 ROOT_DIRS = ("crashlab", "daemons")
+LOCK = "/run/lock/coredoctor-tests.lock"
+
+
+def pytest_configure(config):
+    """One test run at a time on a machine: the tests change host-wide state (sysctls, users,
+    audit, tracefs, systemd-coredump's socket) that another run in another checkout would see."""
+    if os.geteuid() != 0 or os.environ.get("COREDOCTOR_IN_GUEST") == "1":
+        return
+    import fcntl
+    os.makedirs(os.path.dirname(LOCK), exist_ok=True)
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.stderr.write(f"waiting for another coredoctor test run ({LOCK})...\n")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    config._coredoctor_lock = fd  # held until the process exits
 
 
 def pytest_collection_modifyitems(config, items):
