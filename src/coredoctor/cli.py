@@ -55,10 +55,16 @@ def _parser():
     fx.add_argument("--rollback", metavar="ID", help="restore exactly what was there before fix ID")
     fx.add_argument("--json", action="store_true", help="machine-readable output (coredoctor.fix/1)")
 
-    cr = sub.add_parser("crashes", help="crashes that already happened (kernel log), whether their core "
+    cr = sub.add_parser("crashes", help="crashes that already happened (kernel log, journal, syslog, audit, apport, "
+                        "handler stores), whether their core "
                         "survived, and why not")
     cr.add_argument("--since", help="only crashes after this time ('2 days ago', or ISO 8601)")
     cr.add_argument("--json", action="store_true", help="machine-readable output (coredoctor.crashes/1)")
+    cr.add_argument("--source", action="append", choices=("kmsg", "journal", "syslog", "audit", "apport",
+                                                          "systemd-coredump"),
+                    help="read only this source (repeatable; default: every source present)")
+    cr.add_argument("--log", action="append", metavar="FILE",
+                    help="also read this syslog file (kern.log, messages, .gz rotations; repeatable)")
 
     k = sub.add_parser("canary", help="prove it: a throwaway process with the target's credentials "
                        "faults for real; where did its core land?")
@@ -398,66 +404,16 @@ def _plan_fix(args):
 def cmd_crashes(args):
     _need_root("coredoctor crashes")
     import json
-    from coredoctor.history import crashes as hist, kmsg
+    from coredoctor.history import crashes as hist, report
     from coredoctor.render import text as rtext
-    from coredoctor.snapshot import sysctl
     try:
         since = hist.parse_since(args.since) if args.since else None
     except ValueError as e:
         raise UsageError(str(e))
-    kernel = sysctl.read_kernel()
-    pattern = sysctl.read_sysctls().get("kernel.core_pattern") or ""
-    records = hist.correlate(kmsg.read_kmsg())
-    if since is not None:
-        records = [c for c in records if c["time"] is None or c["time"] >= since]
-    records.sort(key=lambda c: c["time"] or 0, reverse=True)
-    running = _running_by_name()
-    out = []
-    for c in records:
-        core = hist.core_status(c, pattern, kernel["signals"], kernel["features"].get("socket_pattern", False))
-        if c["refusals"] and core["status"] == "unknown":
-            core = dict(core, status="missing")  # the kernel (or the handler) said it refused
-        rec = {"time": c["time"], "pid": c["pid"], "comm": c["comm"], "exe": c["exe"], "signal": c["signal"],
-               "signo": c["signo"], "sources": c["sources"], "core": core, "likely_reason": None,
-               "evidence": c["lines"][:3]}
-        if core["status"] in ("missing", "empty", "truncated"):
-            rec["likely_reason"] = _likely_reason(c, running)
-        out.append(rec)
-    doc = {"schema": "coredoctor.crashes/1", "crashes": out}
-    print(json.dumps(doc, indent=2) if args.json else rtext.crashes_table(out))
+    for f in args.log or []:
+        if not os.path.isfile(f):
+            raise UsageError(f"--log {f}: no such file")
+    doc = report.build(since, only=args.source or None, log_files=args.log or None)
+    print(json.dumps(doc, indent=2) if args.json else rtext.crashes_report(doc))
     return 0
 
-
-def _running_by_name():
-    from coredoctor.snapshot import proc as procmod
-    by = {}
-    for pid, comm in procmod.comms().items():
-        by.setdefault(comm, []).append(pid)
-    return by
-
-
-def _likely_reason(crash, running):
-    """A kernel refusal line names the gate; otherwise ask check about a running instance of the
-    same program (a restarted daemon has the same credentials, limits and cwd)."""
-    from coredoctor import snapshot
-    from coredoctor.errors import Error
-    from coredoctor.kernel import gates
-    if crash["refusals"]:
-        r = crash["refusals"][0]
-        return {"gate": r["gate"], "evidence": f"the kernel logged: {r['evidence']}"}
-    for pid in running.get(crash["comm"] or "", [])[:3]:
-        if pid == os.getpid():
-            continue
-        try:
-            snap = snapshot.take([pid])
-        except Error:
-            continue
-        procs = {p["pid"]: p for p in snap["processes"]}
-        t = gates.evaluate(snap, procs[pid], procs.get(procs[pid]["ppid"]), crash.get("signal") or "SIGSEGV",
-                           None, procs)
-        if t["dumps"] is False:
-            return {"gate": t["blocking_gate"], "evidence": f"the running instance pid {pid}: {t['verdict']}",
-                    "instance": pid}
-    return {"gate": None, "evidence": "the kernel logged no refusal, and no running instance of the program "
-                                      "could be checked: the silent gates (dumpable, RLIMIT_CORE, the core "
-                                      "directory) leave no trace"}

@@ -1,15 +1,20 @@
 """crashes: real faults found again in the kernel log, with the right core status and, when the
-core is missing, the reason -- from the kernel's own refusal line or from check on a running
-instance of the same program."""
+core is missing or cut, the reason -- from the kernel's own refusal line, from check on a running
+instance of the same program, or from what is on the host now (a missing directory)."""
 import json
+import os
 
 import lab as L
+
+DROP = {"setresgid": [65534] * 3, "setgroups": [], "setresuid": [65534] * 3}
 
 
 def crashes(*args):
     r = L.coredoctor("crashes", "--json", *args)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
-    return {c["pid"]: c for c in json.loads(r.stdout)["crashes"]}
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "coredoctor.crashes/1" and doc["read"]["kmsg"].startswith("read")
+    return {c["pid"]: c for c in doc["crashes"]}
 
 
 def test_present_missing_and_why(labdir):
@@ -25,14 +30,98 @@ def test_present_missing_and_why(labdir):
         found = crashes("--since", "10 minutes ago")
         a, b = found[dumps.pid], found[nodump.pid]
         assert (a["comm"], a["signal"], a["core"]["status"]) == ("cdlab-dumps", "SIGSEGV", "present")
-        assert a["core"]["path"] == f"{cores}/core.cdlab-dumps.{dumps.pid}" and a["core"]["size"] > 0
-        assert a["likely_reason"] is None and "kernel:fault" in a["sources"]
+        assert a["core"]["path"] == f"{cores}/core.cdlab-dumps.{dumps.pid}"
+        assert a["core"]["size"] == os.path.getsize(a["core"]["path"]) > 0
+        assert a["likely_reason"] is None and "kmsg" in a["sources"]
         assert b["core"]["status"] == "missing"
         assert b["likely_reason"]["gate"] == "rlimit-core" and b["likely_reason"]["instance"] == restarted.pid
+        assert any("prlimit" in c or "ulimit" in c or "LimitCORE" in c for c in b["likely_reason"]["fix"]), b
         assert crashes("--since", "2999-01-01T00:00:00Z") == {}
+        r = L.coredoctor("crashes", "--since", "10 minutes ago")
+        assert r.returncode == 0 and r.stdout.split("\n")[0].endswith(".") and "left a core" in r.stdout.split("\n")[0]
+        assert f"cdlab-nodump[{nodump.pid}]: core missing" in r.stdout and "why: rlimit-core" in r.stdout
     finally:
         for v in (dumps, nodump, restarted):
             v.close()
+
+
+def test_dropped_privileges_not_dumpable(labdir):
+    lab, _ = labdir
+    cores = L.make_cores(lab)
+    L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p", "fs.suid_dumpable": 0})
+    spec = dict({"rlimit_core": [None, None], "comm": "cdlab-dropped"}, **DROP)
+    v = L.Victim(spec)
+    again = L.Victim(spec)
+    try:
+        v.fault()
+        c = crashes("--since", "10 minutes ago")[v.pid]
+        assert not os.listdir(cores)
+        assert c["core"]["status"] == "missing"
+        assert c["likely_reason"]["gate"] == "dumpable" and c["likely_reason"]["instance"] == again.pid
+    finally:
+        v.close()
+        again.close()
+
+
+def test_missing_directory(labdir):
+    lab, _ = labdir
+    L.set_sysctls({"kernel.core_pattern": f"{lab}/gone/core.%e.%p", "fs.suid_dumpable": 0})
+    v = L.Victim({"rlimit_core": [None, None], "comm": "cdlab-nodir"})
+    try:
+        v.fault()
+        c = crashes("--since", "10 minutes ago")[v.pid]
+        assert c["core"]["status"] == "missing" and c["core"]["path"] == f"{lab}/gone/core.cdlab-nodir.{v.pid}"
+        assert c["likely_reason"]["gate"] == "core-dir" and f"{lab}/gone" in c["likely_reason"]["evidence"]
+    finally:
+        v.close()
+
+
+def test_truncated_by_rlimit_core_and_fsize(labdir):
+    lab, _ = labdir
+    cores = L.make_cores(lab)
+    L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p", "fs.suid_dumpable": 0})
+    limit = 256 * 1024  # more than a page and the notes, far less than a python's core
+    vs = []
+    try:
+        for key, gate in (("rlimit_core", "rlimit-core"), ("rlimit_fsize", "rlimit-fsize")):
+            spec = {key: [limit, None], "comm": f"cdlab-{key[7:]}"}
+            if key == "rlimit_fsize":
+                spec["rlimit_core"] = [None, None]
+            v, again = L.Victim(spec), L.Victim(spec)
+            vs += [v, again]
+            v.fault()
+            c = crashes("--since", "10 minutes ago")[v.pid]
+            path = f"{cores}/core.cdlab-{key[7:]}.{v.pid}"
+            assert 4096 < os.path.getsize(path) <= limit
+            assert (c["core"]["status"], c["core"]["path"]) == ("truncated", path), c["core"]
+            assert c["core"]["expected_size"] > c["core"]["size"] == os.path.getsize(path)
+            assert c["likely_reason"]["gate"] == gate and c["likely_reason"]["instance"] == again.pid, c
+    finally:
+        for v in vs:
+            v.close()
+
+
+def test_relative_pattern_known_only_through_a_running_instance(labdir):
+    lab, _ = labdir
+    cwd = L.make_cores(lab, "cwd")
+    L.set_sysctls({"kernel.core_pattern": "core.%p", "fs.suid_dumpable": 0})
+    spec = {"rlimit_core": [None, None], "comm": "cdlab-rel", "cwd": cwd}
+    v = L.Victim(spec)
+    lone = L.Victim({"rlimit_core": [None, None], "comm": "cdlab-lone", "cwd": cwd})
+    again = L.Victim(spec)
+    try:
+        v.fault()
+        lone.fault()
+        found = crashes("--since", "10 minutes ago")
+        c = found[v.pid]
+        assert (c["core"]["status"], c["core"]["path"]) == ("present", f"{cwd}/core.{v.pid}"), c["core"]
+        # no running instance: the crashed process's cwd is gone, so unknown (not missing)
+        d = found[lone.pid]
+        assert os.path.exists(f"{cwd}/core.{lone.pid}")
+        assert d["core"]["status"] == "unknown" and "relative" in d["core"]["why"] and d["likely_reason"] is None
+    finally:
+        for x in (v, lone, again):
+            x.close()
 
 
 def test_reason_from_the_kernel_log(saved_sysctls):
@@ -41,12 +130,15 @@ def test_reason_from_the_kernel_log(saved_sysctls):
     try:
         v.fault()
         c = crashes()[v.pid]
-        assert c["core"]["status"] == "missing" and "kernel:coredump" in c["sources"]
+        assert c["core"]["status"] == "missing" and "kmsg" in c["sources"]
+        assert any(e["event"] == "coredump-refused" for e in c["evidence"])
         assert c["likely_reason"]["gate"] == "rlimit-core" and "RLIMIT_CORE" in c["likely_reason"]["evidence"]
     finally:
         v.close()
 
 
-def test_bad_since():
+def test_bad_arguments():
     r = L.coredoctor("crashes", "--since", "yesterday-ish")
     assert r.returncode == 2 and "cannot read the time" in r.stderr and "Traceback" not in r.stderr
+    r = L.coredoctor("crashes", "--log", "/nonexistent/kern.log")
+    assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr

@@ -1,27 +1,25 @@
 """
 Crashes that already happened
 -----------------------------
-Correlate the traces a crash leaves into one record per crash, find out whether its core
-survived, and if not, why. This first version reads the kernel log (:mod:`.kmsg`), file-mode
-cores (by expanding today's core_pattern for the crashed pid) and systemd-coredump's store;
-journal, syslog, audit.log and apport sources are still to come.
+Correlate the traces one crash leaves in many places -- the kernel log (:mod:`.kmsg`), the
+journal (:mod:`.journal`), classic syslog files (:mod:`.syslog`), audit.log (:mod:`.audit`),
+apport (:mod:`.apport`), the stores of the core handlers -- into one record per crash. Pure:
+events in, records out; :mod:`.report` does the reading and asks where the core went.
 
-Core status: ``present`` (an ELF core of that pid, or a handler's stored core), ``truncated``
-(an ELF core without its notes), ``empty`` (a 0-byte file: a late failure), ``missing``, or
-``unknown`` when the place cannot be known (a relative pattern: the crashed process's cwd is gone).
+A crash is a pid and a moment: events of the same pid within :data:`WINDOW` seconds are one
+crash (pids are reused, so the same pid later is another crash). The same line seen in several
+places (kmsg, a syslog file, the journal) is one piece of evidence with several sources; an
+audit record is the same record wherever its ``audit(TIME:SERIAL)`` appears.
 """
 
-import glob
-import os
 import re
 import time
 
-from coredoctor import elfcore
-from coredoctor.kernel import core_pattern, handlers
+__all__ = ["correlate", "parse_since", "WINDOW"]
 
-__all__ = ["correlate", "core_status", "parse_since"]
+WINDOW = 5.0  # seconds: events of one crash (syslog has 1 s resolution, kmsg times are estimates)
 
-WINDOW = 5.0  # seconds: events of one crash
+_UNIT_RESULT = re.compile(r"code=(?P<code>dumped|killed), status=(?P<signo>\d+)(?:/(?P<sig>[A-Z0-9+]+))?")
 
 
 def parse_since(text, now=None):
@@ -42,76 +40,82 @@ def parse_since(text, now=None):
     return t.timestamp()
 
 
+def _place(source):
+    """'syslog:/var/log/kern.log.2.gz' -> kept as is; the kind of place is before the colon."""
+    return source or "?"
+
+
+def _new(e):
+    return {"time": e.get("time"), "pid": e.get("pid"), "comm": e.get("comm"), "exe": None, "unit": None,
+            "signal": None, "signo": None, "sources": [], "events": [], "refusals": [], "stored": [],
+            "unit_result": None, "_keys": {}}
+
+
+def _near(c, e):
+    return c["time"] is None or e.get("time") is None or abs(e["time"] - c["time"]) <= WINDOW
+
+
 def correlate(events):
-    """Group classified log events into crash records (one per pid and time window); events
-    without a pid (pre-6.12 pipe failures, 6.x fatal-signal lines) join the nearest record."""
-    crashes = []
-    by_pid = {}
-    orphans = []
-    for e in sorted(events, key=lambda e: (e.get("time") or 0)):
-        if e["event"] == "handler" or e["pid"] is None:
+    """Group classified events into crash records, oldest first.
+
+    Each record: ``time`` (the earliest event), ``pid``, ``comm``, ``exe``, ``unit``,
+    ``signal``/``signo``, ``sources`` (every place it was seen), ``events`` (one per distinct
+    line: ``event``, ``line``, ``sources``, ``gate``), ``refusals`` (gate + evidence from the
+    kernel or a handler), ``stored`` (cores a handler says it kept) and ``unit_result``
+    (``dumped``/``killed`` from systemd).
+    """
+    crashes, by_pid, orphans = [], {}, []
+    for e in sorted(events, key=lambda e: (e.get("time") is None, e.get("time") or 0)):
+        if e.get("pid") is None or e.get("event") == "handler":
             orphans.append(e)
             continue
-        c = by_pid.get(e["pid"])
-        if c is None or (e.get("time") and c["time"] and e["time"] - c["time"] > WINDOW):
-            c = {"time": e.get("time"), "pid": e["pid"], "comm": e.get("comm"), "exe": None, "signal": None,
-                 "signo": None, "sources": [], "refusals": [], "lines": []}
-            by_pid[e["pid"]] = c
+        c = next((c for c in reversed(by_pid.get(e["pid"], [])) if _near(c, e)), None)
+        if c is None:
+            c = _new(e)
+            by_pid.setdefault(e["pid"], []).append(c)
             crashes.append(c)
         _add(c, e)
     for e in orphans:
-        near = [c for c in crashes if c["time"] and e.get("time") and abs(c["time"] - e["time"]) <= WINDOW
-                and (not e.get("comm") or e["comm"] == c["comm"])]
+        near = [c for c in crashes if c["time"] is not None and e.get("time") is not None
+                and abs(c["time"] - e["time"]) <= WINDOW
+                and (not e.get("comm") or not c["comm"] or e["comm"] == c["comm"])
+                and (not e.get("unit") or not c["unit"] or e["unit"] == c["unit"])]
         if near:
             _add(min(near, key=lambda c: abs(c["time"] - e["time"])), e)
+        elif _UNIT_RESULT.search(e.get("line") or "") or e.get("event") == "fatal-signal":
+            c = _new(e)  # a crash known only by its unit result (or a pid-less fatal-signal line)
+            crashes.append(c)
+            _add(c, e)
+    crashes.sort(key=lambda c: (c["time"] is None, c["time"] or 0))
+    for c in crashes:
+        del c["_keys"]
     return crashes
 
 
 def _add(c, e):
-    src = {"fault": "kernel:fault", "fatal-signal": "kernel:fatal-signal", "audit-abend": "audit:ANOM_ABEND",
-           "coredump-refused": "kernel:coredump", "handler": "kernel:handler"}[e["event"]]
+    src = _place(e.get("source"))
     if src not in c["sources"]:
         c["sources"].append(src)
-    c["signal"] = c["signal"] or e.get("signal")
-    c["signo"] = c["signo"] or e.get("signo")
-    c["exe"] = c["exe"] or e.get("exe")
-    c["comm"] = c["comm"] or e.get("comm")
-    if e.get("gate") and e["event"] in ("coredump-refused", "handler"):
-        c["refusals"].append({"gate": e["gate"], "evidence": e["line"]})
-    c["lines"].append(e["line"])
-
-
-def core_status(crash, pattern, signals, socket_supported=False):
-    """Where this crash's core would be under *pattern* (today's), and what is there."""
-    parsed = core_pattern.parse(pattern, socket_supported)
-    signo = crash.get("signo") or signals.get(crash.get("signal") or "", None)
-    if parsed["kind"] == "pipe":
-        name = handlers.identify(parsed["helper"])
-        if name == "systemd-coredump":
-            m = sorted(glob.glob(f"/var/lib/systemd/coredump/core.*.{crash['pid']}.*"))
-            if m:
-                return {"status": "present", "path": m[0], "size": os.path.getsize(m[0]), "handler": name}
-            return {"status": "missing", "path": None, "size": None, "handler": name}
-        return {"status": "unknown", "path": None, "size": None, "handler": name,
-                "why": f"the pipe helper {parsed['helper']} keeps cores where coredoctor cannot look yet"}
-    if parsed["kind"] == "socket":
-        return {"status": "unknown", "path": None, "size": None, "why": "cores went to a socket server"}
-    ctx = {"pid": crash["pid"], "pid_ns": crash["pid"], "comm": crash.get("comm"), "exe": crash.get("exe"),
-           "signo": signo, "tid": None, "tid_ns": None}
-    exp = core_pattern.expand(parsed, ctx)
-    if not exp["absolute"]:
-        return {"status": "unknown", "path": core_pattern.render(exp["parts"]), "size": None,
-                "why": "the pattern is relative: it resolved against the crashed process's cwd"}
-    path_glob = core_pattern.render(exp["parts"]).replace("*", "?*")
-    for p in sorted(glob.glob(path_glob)):
-        size = os.path.getsize(p)
-        if size == 0:
-            return {"status": "empty", "path": p, "size": 0}
-        try:
-            info = elfcore.read_core_info(p)
-        except elfcore.NotACore as e:
-            return {"status": "truncated" if "PRPSINFO" in str(e) else "unknown", "path": p, "size": size,
-                    "why": str(e)}
-        if info["pid"] == crash["pid"]:
-            return {"status": "present", "path": p, "size": size}
-    return {"status": "missing", "path": core_pattern.render(exp["parts"]), "size": None}
+    key = ("serial", e["serial"]) if e.get("serial") else ("line", (e.get("line") or "").strip())
+    seen = c["_keys"].get(key)
+    if seen is not None:  # the same line (or audit record) seen in another place
+        if src not in seen["sources"]:
+            seen["sources"].append(src)
+        return
+    ev = {"event": e.get("event"), "line": e.get("line"), "sources": [src], "gate": e.get("gate")}
+    c["_keys"][key] = ev
+    c["events"].append(ev)
+    if c["time"] is None or (e.get("time") is not None and e["time"] < c["time"]):
+        c["time"] = e.get("time")
+    for k in ("signal", "signo", "exe", "comm", "unit", "pid"):
+        if c.get(k) is None and e.get(k) is not None:
+            c[k] = e[k]
+    m = _UNIT_RESULT.search(e.get("line") or "")
+    if m and (e.get("unit") or "Main process exited" in (e.get("line") or "")):
+        c["unit_result"] = m.group("code")
+        c["signo"] = c["signo"] or int(m.group("signo"))
+    if e.get("gate") and e.get("event") not in ("fault", "fatal-signal", "audit-abend"):
+        c["refusals"].append({"gate": e["gate"], "evidence": e.get("line"), "source": src})
+    if e.get("event") in ("handler-coredump", "apport-report", "stored-core"):
+        c["stored"].append({k: e.get(k) for k in ("handler", "path", "truncated", "core", "size", "time",
+                                                   "corefile", "source")})

@@ -35,8 +35,10 @@ PATTERNS = (
     P("fatal-signal", r"^(?P<exe>\S+): (?P<comm>.+?): potentially unexpected fatal signal (?P<signo>\d+)\.",
       "print_fatal_signal() kernel/signal.c (6.x: %pD, no pid)"),
     # audit ANOM_ABEND: audit_core_dumps() runs before every dump gate
-    P("audit-abend", r"type=1701 audit\((?P<atime>[\d.]+):\d+\):.*? pid=(?P<pid>\d+) comm=\"(?P<comm>[^\"]*)\""
-      r"(?: exe=\"(?P<exe>[^\"]*)\")?.*? sig=(?P<signo>\d+)", "audit_core_dumps() kernel/auditsc.c"),
+    # (audit_log_untrustedstring(): comm/exe quoted, or hex when they hold a space, quote or control byte)
+    P("audit-abend", r"type=(?:1701|ANOM_ABEND) (?:msg=)?audit\((?P<atime>[\d.]+):(?P<serial>\d+)\):.*? pid=(?P<pid>\d+) "
+      r"comm=(?P<comm>\"[^\"]*\"|[0-9A-Fa-f]+)(?: exe=(?P<exe>\"[^\"]*\"|[0-9A-Fa-f]+))?.*? sig=(?P<signo>\d+)",
+      "audit_core_dumps() kernel/auditsc.c"),
     # core-dump refusals, 6.12+ format
     P("coredump-refused", _CD + r"(?:this process )?can only dump core to (?:a )?fully qualified path", "fs/coredump.c",
       gate="suid-path"),
@@ -83,16 +85,29 @@ def parse_line(msg, when=None):
         g = m.groupdict()
         e = Event(event=p.event, pid=int(g["pid"]) if g.get("pid") else None, comm=g.get("comm"),
                   gate=p.gate, signal=p.signal, signo=int(g["signo"]) if g.get("signo") else None,
-                  source=p.source, line=msg, time=when)
+                  source="kmsg", ref=p.source, line=msg, time=when)
         if g.get("trap"):
             e["signal"] = _TRAP_SIGNAL.get(g["trap"])
         if g.get("atime"):
             e["time"] = float(g["atime"])
+            e["serial"] = f"{g['atime']}:{g['serial']}"  # audit(TIME:SERIAL) names one record everywhere
+            e["comm"] = _untrusted(g["comm"])
+            g["exe"] = _untrusted(g["exe"]) if g.get("exe") else None
         for k in ("exe", "helper", "path", "addr", "ip", "error"):
             if g.get(k):
                 e[k] = g[k]
         return e
     return None
+
+
+def _untrusted(v):
+    """audit_log_n_untrustedstring(): "quoted" as is, otherwise hex-encoded bytes."""
+    if v.startswith('"'):
+        return v.strip('"')
+    try:
+        return bytes.fromhex(v).decode("utf-8", "replace")
+    except ValueError:
+        return v
 
 
 _DMESG_PREFIX = re.compile(r"^\[\s*(?P<ts>\d+\.\d+)\]\s?")

@@ -9,7 +9,7 @@ import shutil
 import textwrap
 
 __all__ = ["target_report", "summary_table", "explain_flags", "canary_report", "fix_plan", "fix_list",
-           "fix_rollback", "crashes_table"]
+           "fix_rollback", "crashes_report"]
 
 _MARK = {"pass": "ok", "fail": "FAIL", "warn": "warn", "unknown": "??"}
 
@@ -184,18 +184,58 @@ def fix_rollback(doc):
     return "\n".join(out)
 
 
-def crashes_table(recs):
+def crashes_report(doc):
+    """Verdict first (how many crashes kept their core), then a table newest first, then why
+    for each core that did not survive, with the fix."""
     import time
+    recs = doc["crashes"]
+    absent = [f"{k} ({v.split(': ', 1)[1]})" for k, v in doc.get("read", {}).items() if not v.startswith("read")]
     if not recs:
-        return "No crashes in the kernel log."
-    out = [f"{len(recs)} crashes in the kernel log, newest first:"]
+        return "No crashes found in " + ", ".join(k for k, v in doc.get("read", {}).items() if v.startswith("read")) \
+            + "." + (("\n  not read: " + "; ".join(absent)) if absent else "")
+    by = {}
+    for r in recs:
+        by.setdefault(r["core"]["status"], []).append(r)
+    kept = len(by.get("present", []))
+    lost = [r for r in recs if r["core"]["status"] in ("missing", "empty", "truncated")]
+    gates = {}
+    for r in lost:
+        g = (r.get("likely_reason") or {}).get("gate") or "unknown reason"
+        gates[g] = gates.get(g, 0) + 1
+    head = f"{len(recs)} crash{'es' if len(recs) != 1 else ''}: {kept} left a core"
+    if lost:
+        head += f", {len(lost)} did not or only in part (" + ", ".join(f"{g} {n}" for g, n in gates.items()) + ")"
+    if by.get("unknown"):
+        head += f", {len(by['unknown'])} unknown"
+    out = [head + ".", "", f"  {'TIME':19}  {'PID':>7}  {'COMM':15}  {'SIGNAL':7}  {'CORE':9}  SOURCES"]
     for r in recs:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])) if r["time"] else "?"
+        srcs = ",".join(sorted({s.split(":", 1)[0] for s in r["sources"]}))
+        out.append(f"  {when:19}  {r['pid'] if r['pid'] is not None else '?':>7}  {(r['comm'] or '?')[:15]:15}  "
+                   f"{(r['signal'] or str(r['signo'] or '?'))[:7]:7}  {r['core']['status']:9}  {srcs}")
+    details = [r for r in recs if r["core"]["status"] != "present" or r["core"].get("path")]
+    if details:
+        out.append("")
+    for r in details:
         core = r["core"]
-        what = core["status"] + (f" {core['path']}" if core.get("path") and core["status"] != "missing" else "")
-        line = f"  {when}  {r['comm']}[{r['pid']}] {r['signal'] or r['signo'] or '?'}  core: {what}"
-        out.append(line)
+        who = f"{r['comm'] or '?'}[{r['pid'] if r['pid'] is not None else '?'}]"
+        where = f" {core['path']}" if core.get("path") else ""
+        size = f" ({core['size']} bytes)" if core.get("size") is not None else ""
+        out.append(f"{who}: core {core['status']}{where}{size}")
+        if core.get("why") and core["status"] != "present":
+            out.append(_wrap("  ", core["why"]))
         lr = r.get("likely_reason")
         if lr:
-            out.append(f"      why: {lr['gate'] or 'unknown'} -- {lr['evidence']}")
+            out.append(_wrap("  why: ", f"{lr['gate'] or 'unknown'} -- {lr['evidence']}"))
+            for c in lr.get("fix") or []:
+                out.append(f"    {c}")
+            if lr.get("instance"):
+                out.append(f"    coredoctor fix --pid {lr['instance']}     # plan the fix for the running instance")
+    if absent:
+        out += ["", "Not read: " + "; ".join(absent)]
     return "\n".join(out)
+
+
+def _wrap(prefix, text, width=100):
+    import textwrap
+    return textwrap.fill(text, width=width, initial_indent=prefix, subsequent_indent=" " * len(prefix) + "  ")

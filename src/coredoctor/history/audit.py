@@ -1,0 +1,69 @@
+"""
+The audit log
+-------------
+``ANOM_ABEND`` (type 1701) records that ``audit_core_dumps()`` (kernel/auditsc.c) emits for every
+process killed by a core-dumping signal -- before any dump gate, so also when no core was
+written. With auditd running they land in ``/var/log/audit/audit.log`` (``log_file`` in
+auditd.conf) and its rotations ``audit.log.1`` ...; without it the kernel prints them to its own
+log, where :mod:`.kmsg` classifies them. ``audit(TIME:SERIAL)`` names one record in every place
+it appears, so the correlation dedupes on it.
+"""
+
+import glob
+import os
+import re
+
+from coredoctor.history import kmsg
+
+__all__ = ["log_files", "read"]
+
+_CONF = "etc/audit/auditd.conf"
+_DEFAULT = "/var/log/audit/audit.log"
+
+
+def _configured_log(root):
+    try:
+        with open(os.path.join(root, _CONF)) as f:
+            for line in f:
+                k, sep, v = line.partition("=")
+                if sep and k.strip() == "log_file" and v.strip():
+                    return v.strip()
+    except OSError:
+        pass
+    return _DEFAULT
+
+
+def _rotation(path):
+    m = re.search(r"\.(\d+)$", path)
+    return int(m.group(1)) if m else 0
+
+
+def log_files(root="/"):
+    """audit.log and its numbered rotations under *root*, newest first."""
+    base = os.path.join(root, _configured_log(root).lstrip("/"))
+    found = [base] if os.path.isfile(base) else []
+    found += sorted((p for p in glob.glob(glob.escape(base) + ".*") if re.search(r"\.\d+$", p)), key=_rotation)
+    return found
+
+
+def read(paths=None, since=None, root="/"):
+    """ANOM_ABEND records as :class:`kmsg.Event` (``event`` ``audit-abend``, ``serial``,
+    ``source`` ``audit:PATH``), in file order. Files that cannot be read are skipped: the
+    caller reports them through :func:`log_files` and what came back."""
+    for path in (log_files(root) if paths is None else paths):
+        try:
+            f = open(path, "rb")
+        except OSError:
+            continue
+        with f:
+            for raw in f:
+                if b"ANOM_ABEND" not in raw and b"type=1701" not in raw:
+                    continue
+                line = raw.decode("utf-8", "replace").rstrip("\n").split("\x1d", 1)[0]  # ENRICHED fields
+                e = kmsg.parse_line(line)
+                if e is None or e["event"] != "audit-abend":
+                    continue
+                if since is not None and e["time"] is not None and e["time"] < since:
+                    continue
+                e["source"] = f"audit:{path}"
+                yield e

@@ -1,0 +1,359 @@
+"""
+The crashes report
+------------------
+Read every source present on the host, correlate (:mod:`.crashes`), then for each crash find
+its core and, when it did not survive, the most likely reason as one of check's gate ids with
+its evidence. Reading happens here and in the source modules; the kernel's rules come from
+:mod:`coredoctor.kernel` (core_pattern expansion, handler policy, the gate evaluator on a running
+instance of the same program).
+
+Core status: ``present`` (an ELF core of that pid, or a core a handler says it kept),
+``truncated`` (shorter than its program headers say, or a handler says so), ``empty`` (0 bytes),
+``missing`` (where it should be, it is not; or the kernel/handler/systemd said none was
+written), ``unknown`` (the place cannot be known: a relative pattern whose directory cannot be
+recovered, an unknown pipe helper, a socket server).
+"""
+
+import glob
+import os
+import shutil
+import subprocess
+
+from coredoctor import elfcore
+from coredoctor.errors import Error
+from coredoctor.history import apport, audit, crashes as corr, journal, kmsg, stores
+from coredoctor.kernel import core_pattern, handlers
+
+__all__ = ["SCHEMA", "build", "gather", "SOURCES"]
+
+SCHEMA = "coredoctor.crashes/1"
+SOURCES = ("kmsg", "journal", "syslog", "audit", "apport", "systemd-coredump")
+
+
+def _daemonlog():
+    try:
+        from coredoctor.history import daemonlog
+        return daemonlog.parse_message
+    except ImportError:
+        return None
+
+
+def gather(since=None, root="/", only=None, log_files=None):
+    """``(events, read)``: classified events of every source present, and for each source what
+    was read or why it was not (``{"kmsg": "read", "journal": "absent: ..."}``)."""
+    classify = _daemonlog()
+    events, read = [], {}
+    want = set(only or SOURCES)
+
+    def take(name, fn):
+        if name not in want:
+            return
+        try:
+            got = list(fn())
+        except (OSError, Error) as e:
+            read[name] = f"unreadable: {getattr(e, 'strerror', None) or e}"
+            return
+        events.extend(got)
+        if name not in read:
+            read[name] = f"read ({len(got)} events)"
+
+    if log_files:  # --log FILE: classic syslog files given by hand, instead of the host's
+        want.discard("syslog")
+        take("log", lambda: _syslog_read(log_files, since))
+    if root == "/":
+        take("kmsg", lambda: (e for e in kmsg.read_kmsg() if since is None or e["time"] is None or e["time"] >= since))
+        ok, why = journal.available()
+        if ok:
+            take("journal", lambda: journal.read(since=since, classify=classify))
+        elif "journal" in want:
+            read["journal"] = f"absent: {why}"
+    if "syslog" in want:
+        try:
+            from coredoctor.history import syslog
+        except ImportError:
+            read["syslog"] = "absent: this build has no syslog reader"
+        else:
+            files = syslog.log_files(root=root)
+            if files:
+                take("syslog", lambda: syslog.read(files, since=since))
+            else:
+                read["syslog"] = "absent: no kern.log, syslog or messages files"
+    if "audit" in want:
+        files = audit.log_files(root)
+        if files:
+            take("audit", lambda: audit.read(files, since=since))
+        else:
+            read["audit"] = "absent: no audit.log"
+    if "apport" in want:
+        def ap():
+            yield from apport.read_reports(root, since)
+            yield from stores.apport_cores(root)
+            if classify is not None:
+                yield from apport.read_log(root=root, since=since, classify=classify)
+        take("apport", ap)
+    if "systemd-coredump" in want:
+        got, how = stores.systemd_coredump(since, root)
+        events.extend(got)
+        read["systemd-coredump"] = f"read through {how} ({len(got)} cores)"
+    return events, read
+
+
+def _syslog_read(paths, since):
+    from coredoctor.history import syslog
+    return syslog.read(paths, since=since)
+
+
+# -- where the core went ---------------------------------------------------------------------
+
+def _match_file(path, crash):
+    """The core at *path*, if it belongs to *crash* (its pid in the ELF notes; written after
+    the crash, so an older core of a reused pid does not count)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if crash["time"] is not None and st.st_mtime < crash["time"] - 2 * corr.WINDOW:
+        return None
+    info = elfcore.inspect(path)
+    if info["pid"] is not None and info["pid"] != crash["pid"]:
+        return None
+    if info["status"] == "not-core" or info["status"] == "unreadable":
+        return {"status": "unknown", "path": path, "size": info["size"], "why": info["why"]}
+    if info["pid"] is None and info["status"] != "empty" and str(crash["pid"]) not in os.path.basename(path):
+        return None  # cut before its notes, and nothing ties it to this pid
+    out = {"status": info["status"], "path": path, "size": info["size"]}
+    if info["status"] == "truncated":
+        out["expected_size"] = info["expected_size"]
+        out["why"] = info["why"]
+    return out
+
+
+def _file_candidates(crash, parsed, signals, base_dirs):
+    signo = crash.get("signo") or signals.get(crash.get("signal") or "")
+    ctx = {"pid": crash["pid"], "pid_ns": crash["pid"], "comm": crash.get("comm"), "exe": crash.get("exe"),
+           "signo": signo, "tid": None, "tid_ns": None}
+    exp = core_pattern.expand(parsed, ctx)
+    name = core_pattern.render(exp["parts"])
+    if exp["absolute"]:
+        return name, [name]
+    return name, [os.path.join(d, name) for d in base_dirs]
+
+
+def core_of(crash, env):
+    """The core status of one crash record (see the module doc)."""
+    for s in crash["stored"]:
+        if s.get("handler") == "apport" and s.get("core") == "present" and s.get("path", "").endswith(".crash"):
+            return {"status": "present", "path": s["path"], "size": _size(s["path"]), "handler": "apport",
+                    "why": "apport embedded the core in its report (CoreDump)"}
+        if s.get("path"):
+            size = _size(s["path"])
+            if size is None:
+                return {"status": "missing", "path": s["path"], "size": None, "handler": s.get("handler"),
+                        "why": f"{s.get('handler')} stored it, and it has been removed since (vacuumed?)"}
+            status = "truncated" if s.get("truncated") else ("empty" if size == 0 else "present")
+            return {"status": status, "path": s["path"], "size": size, "handler": s.get("handler")}
+    said_none = _said_no_core(crash)
+    parsed = env["parsed"]
+    if parsed["kind"] == "pipe":
+        name = handlers.identify(parsed["helper"])
+        if crash["pid"] is None:
+            return {"status": "unknown", "path": None, "size": None, "handler": name,
+                    "why": "the crash's pid is not known"}
+        if name in ("systemd-coredump", "apport", "discard") or said_none:
+            return {"status": "missing", "path": None, "size": None, "handler": name,
+                    "why": said_none or f"{name} has no core of pid {crash['pid']} from that time"}
+        return {"status": "unknown", "path": None, "size": None, "handler": name,
+                "why": f"the pipe helper {parsed['helper']} keeps cores where coredoctor cannot look"}
+    if parsed["kind"] == "socket":
+        return {"status": "missing" if said_none else "unknown", "path": None, "size": None,
+                "why": said_none or f"cores went to the socket server at {parsed.get('path')}"}
+    if crash["pid"] is None:
+        return {"status": "missing" if said_none else "unknown", "path": None, "size": None,
+                "why": said_none or "the crash's pid is not known"}
+    dirs, where = env["base_dirs"](crash)
+    name, cands = _file_candidates(crash, parsed, env["signals"], dirs)
+    for c in cands:
+        for p in sorted(glob.glob(c.replace("*", "?*"))):
+            got = _match_file(p, crash)
+            if got:
+                return got
+    if not parsed["absolute"]:
+        if said_none:
+            return {"status": "missing", "path": name, "size": None, "why": said_none}
+        looked = f"; looked in {', '.join(where)}" if where else ""
+        return {"status": "unknown", "path": name, "size": None,
+                "why": "the pattern is relative: the core went to the crashed process's cwd, which is "
+                       f"not known{looked}"}
+    return {"status": "missing", "path": cands[0] if cands else name, "size": None,
+            "why": said_none or "no ELF core of this pid there (today's core_pattern)"}
+
+
+def _said_no_core(crash):
+    """Someone said no core was written: systemd's unit result code=killed for a core signal,
+    a kernel or handler refusal."""
+    if crash["refusals"]:
+        r = crash["refusals"][0]
+        return f"{r['source']}: {r['evidence']}"
+    if crash["unit_result"] == "killed":
+        return f"systemd: the unit's main process was killed without a core (code=killed)"
+    return None
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
+
+
+# -- why not ---------------------------------------------------------------------------------
+
+def likely_reason(crash, core, env):
+    """``{"gate", "evidence", "fix"}`` for a core that did not survive (or survived cut)."""
+    kernel_refusals = [r for r in crash["refusals"] if r["gate"]]
+    if kernel_refusals:
+        r = kernel_refusals[0]
+        return {"gate": r["gate"], "evidence": f"{r['source']} logged: {r['evidence']}", "fix": None}
+    inst = env["instance"](crash)
+    if core["status"] == "truncated":
+        lim = (inst or {}).get("limits") or {}
+        exp = core.get("expected_size")
+        for key, gate, name in (("core", "rlimit-core", "RLIMIT_CORE"), ("fsize", "rlimit-fsize", "RLIMIT_FSIZE")):
+            soft = (lim.get(key) or [None])[0]
+            if soft is not None and (exp is None or soft < exp) and core["size"] <= soft + 4096:
+                return {"gate": gate, "evidence": f"the core was cut at {core['size']} bytes"
+                        + (f" of {exp}" if exp else "") + f"; the running instance pid {inst['pid']} has "
+                        f"{name} {soft}", "fix": [f"prlimit --pid {inst['pid']} --{key}=unlimited"],
+                        "instance": inst["pid"]}
+        return {"gate": "rlimit-core", "evidence": f"the core was cut at {core['size']} bytes"
+                + (f" of {exp}" if exp else "") + ": dump_emit() stops at RLIMIT_CORE (or a write at "
+                "RLIMIT_FSIZE, gate rlimit-fsize); no running instance shows which", "fix": None}
+    if core["status"] == "empty":
+        return {"gate": "space", "evidence": f"{core['path']} is empty: the kernel created it and could "
+                "write nothing (no space, or RLIMIT_FSIZE 0)", "fix": None}
+    if env.get("policy") and env["policy"][0] == "fail":
+        st, ev, fix = env["policy"]
+        return {"gate": "handler-policy", "evidence": f"now: {ev}", "fix": (fix or {}).get("commands")}
+    d = env.get("missing_dir")
+    if d:
+        return {"gate": "core-dir", "evidence": f"the core directory {d} does not exist now",
+                "fix": [f"mkdir -m 1777 {d}"]}
+    if inst and inst.get("verdict") and inst["verdict"]["dumps"] is False:
+        t = inst["verdict"]
+        return {"gate": t["blocking_gate"], "evidence": f"the running instance pid {inst['pid']}: {t['verdict']}",
+                "fix": [c for f in t.get("fixes") or [] for c in f["commands"]] or None, "instance": inst["pid"]}
+    if crash["unit_result"] == "killed":
+        return {"gate": None, "evidence": "systemd saw the main process killed without a core (code=killed); "
+                "the kernel logged no refusal and no running instance could be checked", "fix": None}
+    return {"gate": None, "evidence": "the kernel logged no refusal, and no running instance of the program "
+            "could be checked: the silent gates (dumpable, RLIMIT_CORE, the core directory) leave no trace",
+            "fix": None}
+
+
+class _Host:
+    """What the live host tells about a crashed program today (read once, cached)."""
+
+    def __init__(self, parsed):
+        from coredoctor.snapshot import proc as procmod
+        self.parsed = parsed
+        self.comms = {}
+        for pid, comm in procmod.comms().items():
+            if pid != os.getpid():
+                self.comms.setdefault(comm, []).append(pid)
+        self._inst, self._units = {}, {}
+
+    def instance(self, crash):
+        """A running process of the same program (same comm, and exe when known), with check's
+        verdict for the crash's signal: a restarted daemon has the same ids, limits and cwd."""
+        from coredoctor import snapshot
+        from coredoctor.kernel import gates
+        key = (crash.get("comm"), crash.get("exe"), crash.get("signal"))
+        if key in self._inst:
+            return self._inst[key]
+        found = None
+        for pid in self.comms.get(crash.get("comm") or "", [])[:5]:
+            if pid == crash["pid"]:
+                continue
+            try:
+                snap = snapshot.take([pid])
+            except Error:
+                continue
+            procs = {p["pid"]: p for p in snap["processes"]}
+            p = procs.get(pid)
+            if p is None or (crash.get("exe") and p.get("exe") and crash["exe"] != p["exe"]
+                             and os.path.basename(crash["exe"]) != os.path.basename(p["exe"])):
+                continue
+            t = gates.evaluate(snap, p, procs.get(p["ppid"]), crash.get("signal") or "SIGSEGV", None, procs)
+            found = {"pid": pid, "cwd": p.get("cwd"), "unit": p.get("unit"), "limits": p.get("limits"),
+                     "verdict": t}
+            break
+        self._inst[key] = found
+        return found
+
+    def unit_dir(self, unit):
+        """A unit's WorkingDirectory= from systemd, when systemd runs (else None)."""
+        if not unit or not os.path.isdir("/run/systemd/system") or shutil.which("systemctl") is None:
+            return None
+        if unit not in self._units:
+            try:
+                r = subprocess.run(["systemctl", "show", "-p", "WorkingDirectory", "--value", unit],
+                                   capture_output=True, text=True, timeout=10)
+                v = r.stdout.strip()
+                self._units[unit] = v if r.returncode == 0 and v.startswith("/") else ("/" if r.returncode == 0 else None)
+            except (OSError, subprocess.TimeoutExpired):
+                self._units[unit] = None
+        return self._units[unit]
+
+    def base_dirs(self, crash):
+        """Where a relative core name resolves, as far as it is knowable today."""
+        dirs, where = [], []
+        inst = self.instance(crash)
+        if inst and inst.get("cwd"):
+            dirs.append(inst["cwd"])
+            where.append(f"{inst['cwd']} (cwd of the running instance pid {inst['pid']})")
+        d = self.unit_dir(crash.get("unit") or (inst or {}).get("unit"))
+        if d and d not in dirs:
+            dirs.append(d)
+            where.append(f"{d} (WorkingDirectory of {crash.get('unit') or inst['unit']})")
+        return dirs, where
+
+
+def build(since=None, only=None, log_files=None):
+    """The ``coredoctor.crashes/1`` document for the live host, newest first."""
+    from coredoctor.snapshot import handlers as shandlers, sysctl
+    kernel = sysctl.read_kernel()
+    pattern = sysctl.read_sysctls().get("kernel.core_pattern") or ""
+    parsed = core_pattern.parse(pattern, kernel["features"].get("socket_pattern", False))
+    events, read = gather(since, only=only, log_files=log_files)
+    records = corr.correlate(events)
+    if since is not None:
+        records = [c for c in records if c["time"] is None or c["time"] >= since]
+    records.sort(key=lambda c: c["time"] or 0, reverse=True)
+    host = _Host(parsed)
+    pol = None
+    if parsed["kind"] == "pipe" and parsed.get("helper"):
+        name = handlers.identify(parsed["helper"])
+        facts = shandlers.read_handler(parsed)
+        pol = handlers.policy(name, facts, parsed.get("tokens", [])[1:], None, os.sysconf("SC_PAGE_SIZE"), None)
+    missing_dir = None
+    if parsed["kind"] == "file":
+        exp = core_pattern.expand(parsed, {"pid": 0, "pid_ns": 0, "comm": "x", "exe": None, "signo": None,
+                                           "tid": None, "tid_ns": None})
+        d = os.path.dirname(core_pattern.render(exp["parts"]))
+        if exp["absolute"] and d and "*" not in d and not os.path.isdir(d):
+            missing_dir = d
+    env = {"parsed": parsed, "signals": kernel["signals"], "base_dirs": host.base_dirs,
+           "instance": host.instance, "policy": pol, "missing_dir": missing_dir}
+    names = {v: k for k, v in kernel["signals"].items()}
+    out = []
+    for c in records:
+        if c["signal"] is None and c["signo"] is not None:
+            c["signal"] = names.get(c["signo"])
+        core = core_of(c, env)
+        rec = {"time": c["time"], "pid": c["pid"], "comm": c["comm"], "exe": c["exe"], "unit": c["unit"],
+               "signal": c["signal"], "signo": c["signo"], "sources": c["sources"], "core": core,
+               "likely_reason": None, "evidence": c["events"]}
+        if core["status"] in ("missing", "empty", "truncated"):
+            rec["likely_reason"] = likely_reason(c, core, env)
+        out.append(rec)
+    return {"schema": SCHEMA, "core_pattern": pattern, "read": read, "crashes": out}
