@@ -86,6 +86,8 @@ def test_systemd_coredump_listener_decides(coredump_service):
     finally:
         v.close()
 
+    lost = v.pid
+
     # with the socket listening: stored, RLIMIT_CORE 0 notwithstanding (Debian passes a literal for %c)
     start()
     v = L.Victim({"rlimit_core": [0, None]})
@@ -94,9 +96,24 @@ def test_systemd_coredump_listener_decides(coredump_service):
         t = v.check()
         assert (t["dumps"], t["blocking_gate"]) == (True, None), t["verdict"]
         v.fault()
-        assert _stored(v.pid, 10)
+        stored = _stored(v.pid, 10)
+        assert stored
     finally:
         v.close()
+
+    # crashes: both found again; the stored core matched to its crash by pid and time, the lost
+    # one missing with the handler's own complaint as the reason
+    r = L.coredoctor("crashes", "--json", "--since", "10 minutes ago")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    found = {c["pid"]: c for c in doc["crashes"]}
+    c = found[v.pid]
+    assert (c["core"]["status"], c["core"]["path"]) == ("present", stored), c["core"]
+    assert c["core"]["size"] == os.path.getsize(stored) and c["core"]["handler"] == "systemd-coredump"
+    assert any(s.startswith("systemd-coredump:") or s == "coredumpctl" for s in c["sources"]), c["sources"]
+    c = found[lost]
+    assert c["core"]["status"] == "missing" and c["likely_reason"]["gate"] == "handler-policy", c
+    assert "Failed to connect to coredump service" in c["likely_reason"]["evidence"], c["likely_reason"]
 
     # the canary finds its core in systemd-coredump's store, and removes it
     r = L.coredoctor("canary", "--user", "nobody", "--group", "nogroup", "--json")

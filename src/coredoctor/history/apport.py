@@ -18,7 +18,6 @@ import time
 
 __all__ = ["read_reports", "core_files", "read_log", "log_files", "enabled"]
 
-_LOG_PREFIX = re.compile(r"^(?:ERROR|WARNING|INFO|DEBUG): apport \(pid (?P<hpid>\d+)\) (?P<date>.+?\d{4}): (?P<msg>.*)$")
 _WANTED = {"ProblemType", "Date", "ExecutablePath", "Signal", "SignalName", "ProcStatus", "CoreDump",
            "UnreportableReason", "ProcCwd", "_PID"}
 
@@ -94,10 +93,13 @@ def log_files(root="/"):
     return ([base] if os.path.isfile(base) else []) + sorted(rot, key=lambda p: int(re.search(r"\.(\d+)", p[len(base):]).group(1)))
 
 
-def read_log(paths=None, root="/", since=None, classify=None):
-    """apport.log lines as ``(hpid, time, message, path)``; with *classify* (daemonlog's
-    ``parse_message``) the classified events instead."""
-    for path in (log_files(root) if paths is None else paths):
+def read_log(paths=None, root="/", since=None):
+    """apport.log lines classified by :func:`daemonlog.parse_apport_line`, oldest file first,
+    with ``source`` ``apport.log:PATH``; handler lines tied to their crashed pid
+    (:func:`daemonlog.link`)."""
+    from coredoctor.history import daemonlog
+    out = []
+    for path in reversed(log_files(root) if paths is None else paths):
         try:
             f = gzip.open(path, "rt", errors="replace") if path.endswith(".gz") else open(path, errors="replace")
         except OSError:
@@ -105,21 +107,14 @@ def read_log(paths=None, root="/", since=None, classify=None):
         with f:
             try:
                 for line in f:
-                    m = _LOG_PREFIX.match(line.rstrip("\n"))
-                    if not m:
+                    if "apport (pid" not in line:
                         continue
-                    when = _date(m.group("date"))
-                    if since is not None and when is not None and when < since:
-                        continue
-                    if classify is None:
-                        yield int(m.group("hpid")), when, m.group("msg"), path
-                        continue
-                    e = classify("apport", int(m.group("hpid")), m.group("msg"), when)
-                    if e is not None:
-                        e["source"] = f"apport.log:{path}"
-                        yield e
+                    e = daemonlog.parse_apport_line(line, source=f"apport.log:{path}")
+                    if e is not None and (since is None or e["time"] is None or e["time"] >= since):
+                        out.append(e)
             except (OSError, EOFError):  # a cut .gz: what was read stands
                 continue
+    return daemonlog.link(out)
 
 
 def enabled(root="/"):

@@ -19,8 +19,6 @@ __all__ = ["correlate", "parse_since", "WINDOW"]
 
 WINDOW = 5.0  # seconds: events of one crash (syslog has 1 s resolution, kmsg times are estimates)
 
-_UNIT_RESULT = re.compile(r"code=(?P<code>dumped|killed), status=(?P<signo>\d+)(?:/(?P<sig>[A-Z0-9+]+))?")
-
 
 def parse_since(text, now=None):
     """'2 days ago', '90 minutes ago', '2026-11-25T01:36:00Z' -> seconds since the epoch."""
@@ -48,7 +46,7 @@ def _place(source):
 def _new(e):
     return {"time": e.get("time"), "pid": e.get("pid"), "comm": e.get("comm"), "exe": None, "unit": None,
             "signal": None, "signo": None, "sources": [], "events": [], "refusals": [], "stored": [],
-            "unit_result": None, "_keys": {}}
+            "unit_result": None, "handler_truncated": None, "_keys": {}}
 
 
 def _near(c, e):
@@ -82,7 +80,7 @@ def correlate(events):
                 and (not e.get("unit") or not c["unit"] or e["unit"] == c["unit"])]
         if near:
             _add(min(near, key=lambda c: abs(c["time"] - e["time"])), e)
-        elif _UNIT_RESULT.search(e.get("line") or "") or e.get("event") == "fatal-signal":
+        elif e.get("event") in ("unit-result", "fatal-signal"):
             c = _new(e)  # a crash known only by its unit result (or a pid-less fatal-signal line)
             crashes.append(c)
             _add(c, e)
@@ -110,12 +108,18 @@ def _add(c, e):
     for k in ("signal", "signo", "exe", "comm", "unit", "pid"):
         if c.get(k) is None and e.get(k) is not None:
             c[k] = e[k]
-    m = _UNIT_RESULT.search(e.get("line") or "")
-    if m and (e.get("unit") or "Main process exited" in (e.get("line") or "")):
-        c["unit_result"] = m.group("code")
-        c["signo"] = c["signo"] or int(m.group("signo"))
+    if e.get("event") == "unit-result" and e.get("dumped") is not None:
+        # systemd's view of the kernel's verdict: code=dumped (the kernel wrote a core, to a file or
+        # the handler) or code=killed (no core at all)
+        c["unit_result"] = "dumped" if e["dumped"] else "killed"
     if e.get("gate") and e.get("event") not in ("fault", "fatal-signal", "audit-abend"):
         c["refusals"].append({"gate": e["gate"], "evidence": e.get("line"), "source": src})
-    if e.get("event") in ("handler-coredump", "apport-report", "stored-core"):
+    if e.get("event") == "handler-truncated":
+        c["handler_truncated"] = e.get("size")
+    path = e.get("path") or ""
+    if e.get("event") in ("handler-coredump", "apport-report", "stored-core") or \
+            (e.get("event") == "handler-stored" and path and not path.endswith(".crash")):
         c["stored"].append({k: e.get(k) for k in ("handler", "path", "truncated", "core", "size", "time",
                                                    "corefile", "source")})
+        if not c["stored"][-1]["handler"]:
+            c["stored"][-1]["handler"] = e.get("ident")

@@ -122,9 +122,14 @@ def parse_dmesg_line(line, boot_time=None):
     return parse_line(line, None if ts is None or boot_time is None else boot_time + ts)
 
 
-def read_kmsg(path="/dev/kmsg"):
+_USER = re.compile(r"^(?P<ident>[^\s\[:]+)\[(?P<pid>\d+)\]: (?P<msg>.*)")
+
+
+def read_kmsg(path="/dev/kmsg", user=None):
     """Every classified record in the kernel's ring buffer, oldest first. Times are wall-clock
-    estimates (record usec since boot + the boot time on CLOCK_MONOTONIC)."""
+    estimates (record usec since boot + the boot time on CLOCK_MONOTONIC). *user*: a classifier
+    ``(ident, pid, message, when)`` for lines that user-space programs wrote to /dev/kmsg
+    (``systemd-coredump[N]: ...`` when no journal runs), e.g. daemonlog.parse_message."""
     boot = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
     out = []
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -145,6 +150,12 @@ def read_kmsg(path="/dev/kmsg"):
             msg = body.split("\n", 1)[0]
             when = boot + int(fields[2]) / 1e6 if len(fields) > 2 and fields[2].isdigit() else None
             e = parse_line(msg, when)
+            if user is not None and (e is None or e["event"] == "handler"):
+                m = _USER.match(msg)
+                u = user(m.group("ident"), int(m.group("pid")), m.group("msg"), when) if m else None
+                if u is not None:
+                    e = u
+                    e["source"] = "kmsg"
             if e is not None:
                 e["seq"] = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
                 out.append(e)

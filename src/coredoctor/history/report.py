@@ -30,18 +30,20 @@ SCHEMA = "coredoctor.crashes/1"
 SOURCES = ("kmsg", "journal", "syslog", "audit", "apport", "systemd-coredump")
 
 
-def _daemonlog():
-    try:
-        from coredoctor.history import daemonlog
-        return daemonlog.parse_message
-    except ImportError:
-        return None
+def _classify(ident, pid, message, when):
+    from coredoctor.history import daemonlog
+    return daemonlog.parse_message(ident, pid, message, when)
+
+
+def _linked(events):
+    from coredoctor.history import daemonlog
+    return daemonlog.link(list(events))
 
 
 def gather(since=None, root="/", only=None, log_files=None):
     """``(events, read)``: classified events of every source present, and for each source what
     was read or why it was not (``{"kmsg": "read", "journal": "absent: ..."}``)."""
-    classify = _daemonlog()
+    classify = _classify
     events, read = [], {}
     want = set(only or SOURCES)
 
@@ -61,10 +63,11 @@ def gather(since=None, root="/", only=None, log_files=None):
         want.discard("syslog")
         take("log", lambda: _syslog_read(log_files, since))
     if root == "/":
-        take("kmsg", lambda: (e for e in kmsg.read_kmsg() if since is None or e["time"] is None or e["time"] >= since))
+        take("kmsg", lambda: (e for e in _linked(kmsg.read_kmsg(user=classify))
+                              if since is None or e["time"] is None or e["time"] >= since))
         ok, why = journal.available()
         if ok:
-            take("journal", lambda: journal.read(since=since, classify=classify))
+            take("journal", lambda: _linked(journal.read(since=since, classify=classify)))
         elif "journal" in want:
             read["journal"] = f"absent: {why}"
     if "syslog" in want:
@@ -88,8 +91,7 @@ def gather(since=None, root="/", only=None, log_files=None):
         def ap():
             yield from apport.read_reports(root, since)
             yield from stores.apport_cores(root)
-            if classify is not None:
-                yield from apport.read_log(root=root, since=since, classify=classify)
+            yield from apport.read_log(root=root, since=since)
         take("apport", ap)
     if "systemd-coredump" in want:
         got, how = stores.systemd_coredump(since, root)
@@ -150,8 +152,13 @@ def core_of(crash, env):
             if size is None:
                 return {"status": "missing", "path": s["path"], "size": None, "handler": s.get("handler"),
                         "why": f"{s.get('handler')} stored it, and it has been removed since (vacuumed?)"}
-            status = "truncated" if s.get("truncated") else ("empty" if size == 0 else "present")
-            return {"status": status, "path": s["path"], "size": size, "handler": s.get("handler")}
+            cut = s.get("truncated") or crash.get("handler_truncated") is not None
+            status = "truncated" if cut else ("empty" if size == 0 else "present")
+            out = {"status": status, "path": s["path"], "size": size, "handler": s.get("handler")}
+            if cut:
+                out["why"] = f"{s.get('handler')} says the core was truncated" + (
+                    f" to {crash['handler_truncated']} bytes" if crash.get("handler_truncated") else "")
+            return out
     said_none = _said_no_core(crash)
     parsed = env["parsed"]
     if parsed["kind"] == "pipe":
@@ -160,8 +167,11 @@ def core_of(crash, env):
             return {"status": "unknown", "path": None, "size": None, "handler": name,
                     "why": "the crash's pid is not known"}
         if name in ("systemd-coredump", "apport", "discard") or said_none:
-            return {"status": "missing", "path": None, "size": None, "handler": name,
-                    "why": said_none or f"{name} has no core of pid {crash['pid']} from that time"}
+            kept = [e for e in crash["events"] if e["event"] == "handler-stored"]
+            why = said_none or (f"{name} logged that it kept it ({kept[0]['line']}), and it is not in its store "
+                                "now (removed or vacuumed since)" if kept else
+                                f"{name} has no core of pid {crash['pid']} from that time")
+            return {"status": "missing", "path": None, "size": None, "handler": name, "why": why}
         return {"status": "unknown", "path": None, "size": None, "handler": name,
                 "why": f"the pipe helper {parsed['helper']} keeps cores where coredoctor cannot look"}
     if parsed["kind"] == "socket":
