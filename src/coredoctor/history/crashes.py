@@ -117,6 +117,8 @@ def _add(c, e):
     if e.get("event") == "handler-truncated":
         c["handler_truncated"] = e.get("size")
     path = e.get("path") or ""
+    if e.get("event") == "apport-report" and e.get("core") != "present":
+        return  # a report without its core: the crash is known, no core was kept
     if e.get("event") in ("handler-coredump", "apport-report", "stored-core") or \
             (e.get("event") == "handler-stored" and path and not path.endswith(".crash")):
         c["stored"].append({k: e.get(k) for k in ("handler", "path", "truncated", "core", "size", "time",

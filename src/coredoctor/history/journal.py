@@ -64,6 +64,11 @@ def parse_entry(entry, classify=None):
     rt = _int(entry.get("__REALTIME_TIMESTAMP"))
     when = rt / 1e6 if rt is not None else None
     transport = _text(entry.get("_TRANSPORT"))
+    src_mono, mono = _int(entry.get("_SOURCE_MONOTONIC_TIMESTAMP")), _int(entry.get("__MONOTONIC_TIMESTAMP"))
+    if when is not None and src_mono and mono and mono >= src_mono:
+        # kernel lines are stamped when journald read them (at its start: the whole ring buffer at
+        # once); the record's own time is that much earlier
+        when -= (mono - src_mono) / 1e6
     if _text(entry.get("MESSAGE_ID")) == COREDUMP_MESSAGE_ID:
         ts = _int(entry.get("COREDUMP_TIMESTAMP"))
         filename = _text(entry.get("COREDUMP_FILENAME"))

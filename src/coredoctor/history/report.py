@@ -24,7 +24,7 @@ from coredoctor.errors import Error
 from coredoctor.history import apport, audit, crashes as corr, journal, kmsg, stores
 from coredoctor.kernel import core_pattern, handlers
 
-__all__ = ["SCHEMA", "build", "gather", "SOURCES"]
+__all__ = ["SCHEMA", "build", "gather", "records", "core_of", "likely_reason", "SOURCES"]
 
 SCHEMA = "coredoctor.crashes/1"
 SOURCES = ("kmsg", "journal", "syslog", "audit", "apport", "systemd-coredump")
@@ -335,10 +335,6 @@ def build(since=None, only=None, log_files=None):
     pattern = sysctl.read_sysctls().get("kernel.core_pattern") or ""
     parsed = core_pattern.parse(pattern, kernel["features"].get("socket_pattern", False))
     events, read = gather(since, only=only, log_files=log_files)
-    records = corr.correlate(events)
-    if since is not None:
-        records = [c for c in records if c["time"] is None or c["time"] >= since]
-    records.sort(key=lambda c: c["time"] or 0, reverse=True)
     host = _Host(parsed)
     pol = None
     if parsed["kind"] == "pipe" and parsed.get("helper"):
@@ -354,16 +350,29 @@ def build(since=None, only=None, log_files=None):
             missing_dir = d
     env = {"parsed": parsed, "signals": kernel["signals"], "base_dirs": host.base_dirs,
            "instance": host.instance, "policy": pol, "missing_dir": missing_dir}
-    names = {v: k for k, v in kernel["signals"].items()}
+    return {"schema": SCHEMA, "core_pattern": pattern, "read": read, "crashes": records(events, env, since)}
+
+
+def records(events, env, since=None):
+    """Crash records from classified events, newest first, each with its core and, when the core
+    did not survive whole, the likely reason. *env*: ``parsed`` (core_pattern.parse of today's
+    pattern), ``signals`` ({name: number}), ``base_dirs(crash)`` and ``instance(crash)`` (what
+    the live host knows), ``policy`` (handlers.policy of today's handler or None) and
+    ``missing_dir``."""
+    recs = corr.correlate(events)
+    if since is not None:
+        recs = [c for c in recs if c["time"] is None or c["time"] >= since]
+    recs.sort(key=lambda c: c["time"] or 0, reverse=True)
+    names = {v: k for k, v in env["signals"].items()}
     out = []
-    for c in records:
+    for c in recs:
         if c["signal"] is None and c["signo"] is not None:
             c["signal"] = names.get(c["signo"])
         core = core_of(c, env)
         rec = {"time": c["time"], "pid": c["pid"], "comm": c["comm"], "exe": c["exe"], "unit": c["unit"],
                "signal": c["signal"], "signo": c["signo"], "sources": c["sources"], "core": core,
-               "likely_reason": None, "evidence": c["events"]}
+               "likely_reason": None, "unit_result": c["unit_result"], "evidence": c["events"]}
         if core["status"] in ("missing", "empty", "truncated"):
             rec["likely_reason"] = likely_reason(c, core, env)
         out.append(rec)
-    return {"schema": SCHEMA, "core_pattern": pattern, "read": read, "crashes": out}
+    return out

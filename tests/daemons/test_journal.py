@@ -1,0 +1,119 @@
+"""The real systemd-journald, started by hand in its own mount namespace (tmpfs over
+/run/systemd/journal, /run/log and /var/log/journal, as ../shared/reference/real-components.md
+describes), with the real systemd-coredump socket-activated inside it: crashes reads the journal
+(kernel lines imported from /dev/kmsg, systemd-coredump's structured entry, a unit result) and
+coredumpctl, and ties them to the crash -- the same kernel line from kmsg and from the journal
+being one piece of evidence. Everything is removed afterwards."""
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import lab as L
+
+JOURNALD = "/lib/systemd/systemd-journald"
+HELPER = "/lib/systemd/systemd-coredump"
+SOCKET = "/run/systemd/coredump"
+STORE = "/var/lib/systemd/coredump"
+PATTERN = f"|{HELPER} %P %u %g %s %t 9223372036854775808 %h"
+MOUNTS = ("/run/systemd/journal", "/run/log", "/var/log/journal")
+
+
+def _in_ns(pid, *cmd, **kw):
+    return subprocess.run(["nsenter", "-t", str(pid), "-m", *cmd], capture_output=True, text=True, timeout=120, **kw)
+
+
+@pytest.fixture
+def journal(saved_sysctls):
+    L.require_installed(JOURNALD, "systemd")
+    L.require_installed(HELPER, "systemd-coredump")
+    if os.path.exists(SOCKET) or os.path.exists("/run/systemd/journal/socket"):
+        pytest.skip("a journald or systemd-coredump socket already exists (a systemd host)")
+    made = [d for d in ("/run/systemd", "/run/systemd/journal", "/run/log") if not os.path.isdir(d)]
+    for d in made:
+        os.makedirs(d)
+    script = " && ".join(f"mount -t tmpfs -o mode=0755 tmpfs {m}" for m in MOUNTS) + f" && exec {JOURNALD}"
+    jd = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs, ours = [jd], []
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline and _in_ns(jd.pid, "test", "-S", "/run/systemd/journal/socket").returncode:
+            time.sleep(0.1)
+        assert _in_ns(jd.pid, "test", "-S", "/run/systemd/journal/socket").returncode == 0, "journald did not start"
+        # systemd-coredump's accepting side lives in journald's namespace, so that it logs there;
+        # its socket is bound on the shared /run/systemd, where the kernel's helper connects
+        sa = subprocess.Popen(["nsenter", "-t", str(jd.pid), "-m", "systemd-socket-activate", "--seqpacket",
+                               "--accept", "-l", SOCKET, HELPER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.insert(0, sa)
+        deadline = time.time() + 10
+        while time.time() < deadline and SOCKET not in open("/proc/1/net/unix").read():
+            time.sleep(0.05)
+        yield jd.pid, ours
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if os.path.exists(SOCKET):
+            os.unlink(SOCKET)
+        for pid in ours:
+            for f in glob.glob(f"{STORE}/core.*.{pid}.*"):
+                os.unlink(f)
+        for d in reversed(made):
+            os.rmdir(d)
+
+
+def _stored(pid, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = glob.glob(f"{STORE}/core.*.{pid}.*")
+        if m and os.path.getsize(m[0]) > 0:
+            return m[0]
+        time.sleep(0.1)
+    return None
+
+
+def test_journal_and_coredumpctl(journal):
+    jpid, ours = journal
+    L.set_sysctls({"kernel.core_pattern": PATTERN, "fs.suid_dumpable": 2, "kernel.core_pipe_limit": 16})
+    v = L.Victim({"rlimit_core": [None, None], "comm": "cdlab-journal"})
+    ours.append(v.pid)
+    try:
+        v.fault()
+        stored = _stored(v.pid)
+        assert stored
+        # what systemd would log for a service whose main process dumped (systemd is not PID 1
+        # here, so the line is handed to the real journald by systemd-cat, with systemd's tag)
+        subprocess.run(["nsenter", "-t", str(jpid), "-m", "systemd-cat", "-t", "systemd", "echo",
+                        "cdlab-journal.service: Main process exited, code=dumped, status=11/SEGV"], check=True)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            r = _in_ns(jpid, "journalctl", "-q", "-o", "json", f"COREDUMP_PID={v.pid}")
+            if r.stdout.strip():
+                break
+            time.sleep(0.2)
+        assert r.stdout.strip(), "systemd-coredump wrote no journal entry"
+        env = dict(os.environ, PYTHONPATH=L.SRC)
+        r = _in_ns(jpid, sys.executable, "-m", "coredoctor", "crashes", "--json", "--since", "10 minutes ago", env=env)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        doc = json.loads(r.stdout)
+        assert doc["read"]["journal"].startswith("read") and "coredumpctl" in doc["read"]["systemd-coredump"]
+        c = {x["pid"]: x for x in doc["crashes"]}[v.pid]
+        assert {"kmsg", "journal", "coredumpctl"} <= set(c["sources"]), c["sources"]
+        assert (c["core"]["status"], c["core"]["path"], c["core"]["handler"]) == ("present", stored, "systemd-coredump")
+        assert c["unit"] == "cdlab-journal.service", ([(x["pid"], x["unit"], x["time"]) for x in doc["crashes"]], c["time"], c["evidence"])
+        assert c["exe"] == os.path.realpath(sys.executable)
+        seg = [e for e in c["evidence"] if e["event"] == "fault"]
+        assert len(seg) == 1 and set(seg[0]["sources"]) == {"kmsg", "journal"}, seg   # one line, two places
+        assert any(e["event"] == "handler-coredump" for e in c["evidence"])
+        assert sum(1 for x in doc["crashes"] if x["pid"] == v.pid) == 1
+    finally:
+        v.close()
