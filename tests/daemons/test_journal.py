@@ -36,7 +36,9 @@ def journal(saved_sysctls):
     made = [d for d in ("/run/systemd", "/run/systemd/journal", "/run/log") if not os.path.isdir(d)]
     for d in made:
         os.makedirs(d)
-    script = " && ".join(f"mount -t tmpfs -o mode=0755 tmpfs {m}" for m in MOUNTS) + f" && exec {JOURNALD}"
+    # journald wants a cgroup hierarchy (the 6.1 guest has none mounted): only in its namespace
+    script = "(mountpoint -q /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup) && " + \
+        " && ".join(f"mount -t tmpfs -o mode=0755 tmpfs {m}" for m in MOUNTS) + f" && exec {JOURNALD}"
     jd = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs, ours = [jd], []

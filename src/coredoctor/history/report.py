@@ -252,6 +252,15 @@ def likely_reason(crash, core, env):
         t = inst["verdict"]
         return {"gate": t["blocking_gate"], "evidence": f"the running instance pid {inst['pid']}: {t['verdict']}",
                 "fix": [c for f in t.get("fixes") or [] for c in f["commands"]] or None, "instance": inst["pid"]}
+    if inst and inst.get("verdict") and inst["verdict"]["dumps"] is None and \
+            inst["verdict"].get("undecided_by") == "dumpable" and core["status"] == "missing":
+        # check could not tell dumpable 0 from 2 (no pidfd query before 6.16) and the worlds
+        # disagree: only the dumpable-0 world leaves no core, and no core is there
+        t = inst["verdict"]
+        return {"gate": "dumpable", "evidence": f"the running instance pid {inst['pid']} is dumpable 0 or 2 "
+                f"(this kernel cannot say which: {t['dumpable']['evidence']}); as 2 it would have left a core, "
+                "and none is there: 0", "fix": [c for f in t.get("fixes") or [] for c in f["commands"]] or None,
+                "instance": inst["pid"]}
     if crash["unit_result"] == "killed":
         return {"gate": None, "evidence": "systemd saw the main process killed without a core (code=killed); "
                 "the kernel logged no refusal and no running instance could be checked", "fix": None}

@@ -213,24 +213,34 @@ def crashes_report(doc):
         srcs = ",".join(sorted({s.split(":", 1)[0] for s in r["sources"]}))
         out.append(f"  {when:19}  {r['pid'] if r['pid'] is not None else '?':>7}  {(r['comm'] or '?')[:15]:15}  "
                    f"{(r['signal'] or str(r['signo'] or '?'))[:7]:7}  {r['core']['status']:9}  {srcs}")
-    details = [r for r in recs if r["core"]["status"] != "present" or r["core"].get("path")]
+    details = [r for r in recs if r["core"]["status"] != "unknown"]
     if details:
         out.append("")
     for r in details:
         core = r["core"]
         who = f"{r['comm'] or '?'}[{r['pid'] if r['pid'] is not None else '?'}]"
-        where = f" {core['path']}" if core.get("path") else ""
         size = f" ({core['size']} bytes)" if core.get("size") is not None else ""
-        out.append(f"{who}: core {core['status']}{where}{size}")
-        if core.get("why") and core["status"] != "present":
-            out.append(_wrap("  ", core["why"]))
+        if core["status"] in ("present", "truncated", "empty"):
+            out.append(f"{who}: core {core['status']}: {core.get('path')}{size}")
+        else:
+            out.append(f"{who}: core {core['status']}" + (f", expected at {core['path']}" if core.get("path") else ""))
         lr = r.get("likely_reason")
+        if core.get("why") and core["status"] != "present" and not (lr and lr.get("gate") and core["why"] in lr["evidence"]):
+            out.append(_wrap("  ", core["why"]))
         if lr:
             out.append(_wrap("  why: ", f"{lr['gate'] or 'unknown'} -- {lr['evidence']}"))
             for c in lr.get("fix") or []:
                 out.append(f"    {c}")
             if lr.get("instance"):
                 out.append(f"    coredoctor fix --pid {lr['instance']}     # plan the fix for the running instance")
+    unknown = {}
+    for r in recs:
+        if r["core"]["status"] == "unknown":
+            unknown.setdefault(r["core"].get("why") or "?", []).append(r)
+    for why, rs in unknown.items():
+        out.append("")
+        names = ", ".join("%s[%s]" % (r["comm"], r["pid"]) for r in rs[:4]) + (", ..." if len(rs) > 4 else "")
+        out.append(_wrap("", f"core unknown for {len(rs)} ({names}): {why}"))
     if absent:
         out += ["", "Not read: " + "; ".join(absent)]
     return "\n".join(out)
