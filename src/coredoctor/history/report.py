@@ -264,6 +264,10 @@ def likely_reason(crash, core, env):
     if crash["unit_result"] == "killed":
         return {"gate": None, "evidence": "systemd saw the main process killed without a core (code=killed); "
                 "the kernel logged no refusal and no running instance could be checked", "fix": None}
+    if inst and inst.get("verdict"):
+        return {"gate": None, "evidence": f"the kernel logged no refusal, and the running instance pid {inst['pid']} "
+                f"would dump now ({inst['verdict']['verdict']}): what stopped this crash's core (core_pattern, "
+                "limits, dumpability of that process) differed then", "fix": None, "instance": inst["pid"]}
     return {"gate": None, "evidence": "the kernel logged no refusal, and no running instance of the program "
             "could be checked: the silent gates (dumpable, RLIMIT_CORE, the core directory) leave no trace",
             "fix": None}
@@ -383,5 +387,9 @@ def records(events, env, since=None):
                "likely_reason": None, "unit_result": c["unit_result"], "evidence": c["events"]}
         if core["status"] in ("missing", "empty", "truncated"):
             rec["likely_reason"] = likely_reason(c, core, env)
+            inst = env["instance"](c) if rec["unit"] is None else None
+            if inst and inst.get("unit"):
+                rec["unit"] = inst["unit"]
+                rec["unit_from"] = f"the cgroup of the running instance pid {inst['pid']}"
         out.append(rec)
     return out

@@ -231,7 +231,7 @@ def crashes_report(doc):
             out.append(_wrap("  why: ", f"{lr['gate'] or 'unknown'} -- {lr['evidence']}"))
             for c in lr.get("fix") or []:
                 out.append(f"    {c}")
-            if lr.get("instance"):
+            if lr.get("instance") and lr.get("gate"):
                 out.append(f"    coredoctor fix --pid {lr['instance']}     # plan the fix for the running instance")
     unknown = {}
     for r in recs:
