@@ -36,7 +36,7 @@ import time
 from coredoctor.history.kmsg import Event
 from coredoctor.kernel.signal import SIG_KERNEL_COREDUMP
 
-__all__ = ["PATTERNS", "parse_message", "parse_apport_line", "link", "IDENTS"]
+__all__ = ["PATTERNS", "parse_message", "parse_apport_line", "link", "linked", "IDENTS"]
 
 #: signals whose default action dumps core (include/linux/signal.h SIG_KERNEL_COREDUMP_MASK), by the
 #: short names systemd prints in "status=11/SEGV"
@@ -215,21 +215,24 @@ def link(events):
     systemd-coredump's "Core file was truncated" and "dumped core." (no signal), apport's
     "..., ignoring" -- from the earlier line of the same handler process (same ident and hpid).
     Events are changed in place and returned, in order."""
+    return list(linked(events))
+
+
+def linked(events):
+    """:func:`link` for a stream of events (a generator: constant memory per handler process)."""
     last = {}
     for e in events:
         key = (e.get("ident"), e.get("hpid"))
-        if key[1] is None or not str(e.get("event", "")).startswith("handler-"):
-            continue
-        if e.get("pid") is not None:
+        if key[1] is not None and str(e.get("event", "")).startswith("handler-"):
             prev = last.get(key)
-            if prev is not None and prev["pid"] == e["pid"] and e.get("signo") is None:
-                e["signo"], e["signal"] = prev.get("signo"), prev.get("signal")
-            last[key] = e
-        elif key in last:
-            prev = last[key]
-            e["pid"] = prev["pid"]
-            if not e.get("comm"):
-                e["comm"] = prev.get("comm")
-            if e.get("signo") is None and prev.get("signo") is not None:
-                e["signo"], e["signal"] = prev["signo"], prev.get("signal")
-    return events
+            if e.get("pid") is not None:
+                if prev is not None and prev["pid"] == e["pid"] and e.get("signo") is None:
+                    e["signo"], e["signal"] = prev.get("signo"), prev.get("signal")
+                last[key] = e
+            elif prev is not None:
+                e["pid"] = prev["pid"]
+                if not e.get("comm"):
+                    e["comm"] = prev.get("comm")
+                if e.get("signo") is None and prev.get("signo") is not None:
+                    e["signo"], e["signal"] = prev["signo"], prev.get("signal")
+        yield e
