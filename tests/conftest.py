@@ -92,3 +92,34 @@ def fix_env(saved_sysctls, tmp_path, monkeypatch):
         if not crash_existed and os.path.exists("/var/crash"):
             shutil.rmtree("/var/crash", ignore_errors=True)
 
+
+
+LOUD = {"kernel.printk_ratelimit_burst": ("/proc/sys/kernel/printk_ratelimit_burst", "10000"),
+        "kernel.printk_devkmsg": ("/proc/sys/kernel/printk_devkmsg", "on")}
+
+
+@pytest.fixture
+def loud_kernel_log():
+    """The kernel rate-limits the lines crash tests look for (show_signal_msg() through
+    printk_ratelimit(): 10 per 5 s; user-space writes to /dev/kmsg through printk_devkmsg): lift
+    both for the test, and put them back."""
+    saved = {}
+    try:
+        for k, (path, value) in LOUD.items():
+            with open(path) as f:
+                saved[k] = f.read().strip()
+            if saved[k] != value:
+                try:
+                    with open(path, "w") as f:
+                        f.write(value)
+                except OSError:  # printk.devkmsg= on the kernel command line locks it
+                    pass
+        yield
+    finally:
+        for k, v in saved.items():
+            path = LOUD[k][0]
+            with open(path) as f:
+                now = f.read().strip()
+            if now != v:
+                with open(path, "w") as f:
+                    f.write(v)

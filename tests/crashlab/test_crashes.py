@@ -17,7 +17,7 @@ def crashes(*args):
     return {c["pid"]: c for c in doc["crashes"]}
 
 
-def test_present_missing_and_why(labdir):
+def test_present_missing_and_why(labdir, loud_kernel_log):
     lab, _ = labdir
     cores = L.make_cores(lab)
     L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p", "fs.suid_dumpable": 0})
@@ -45,7 +45,7 @@ def test_present_missing_and_why(labdir):
             v.close()
 
 
-def test_dropped_privileges_not_dumpable(labdir):
+def test_dropped_privileges_not_dumpable(labdir, loud_kernel_log):
     lab, _ = labdir
     cores = L.make_cores(lab)
     L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p", "fs.suid_dumpable": 0})
@@ -63,7 +63,7 @@ def test_dropped_privileges_not_dumpable(labdir):
         again.close()
 
 
-def test_missing_directory(labdir):
+def test_missing_directory(labdir, loud_kernel_log):
     lab, _ = labdir
     L.set_sysctls({"kernel.core_pattern": f"{lab}/gone/core.%e.%p", "fs.suid_dumpable": 0})
     v = L.Victim({"rlimit_core": [None, None], "comm": "cdlab-nodir"})
@@ -76,7 +76,7 @@ def test_missing_directory(labdir):
         v.close()
 
 
-def test_truncated_by_rlimit_core_and_fsize(labdir):
+def test_truncated_by_rlimit_core_and_fsize(labdir, loud_kernel_log):
     lab, _ = labdir
     cores = L.make_cores(lab)
     L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p", "fs.suid_dumpable": 0})
@@ -101,7 +101,7 @@ def test_truncated_by_rlimit_core_and_fsize(labdir):
             v.close()
 
 
-def test_relative_pattern_known_only_through_a_running_instance(labdir):
+def test_relative_pattern_known_only_through_a_running_instance(labdir, loud_kernel_log):
     lab, _ = labdir
     cwd = L.make_cores(lab, "cwd")
     L.set_sysctls({"kernel.core_pattern": "core.%p", "fs.suid_dumpable": 0})
@@ -124,7 +124,7 @@ def test_relative_pattern_known_only_through_a_running_instance(labdir):
             x.close()
 
 
-def test_reason_from_the_kernel_log(saved_sysctls):
+def test_reason_from_the_kernel_log(saved_sysctls, loud_kernel_log):
     L.set_sysctls({"kernel.core_pattern": "|/nonexistent/helper %p", "fs.suid_dumpable": 0})
     v = L.Victim({"rlimit_core": [1, None], "comm": "cdlab-rl1"})
     try:
@@ -142,3 +142,41 @@ def test_bad_arguments():
     assert r.returncode == 2 and "cannot read the time" in r.stderr and "Traceback" not in r.stderr
     r = L.coredoctor("crashes", "--log", "/nonexistent/kern.log")
     assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_syslog_files_written_by_the_test(labdir, loud_kernel_log):
+    """A real crash's kernel line, as rsyslog would have written it into a rotated, gzipped
+    kern.log (the test writes the file): one record, one line seen in two places; an older crash
+    only in a rotated plain file is found too, and --since leaves it out."""
+    import gzip
+    import time
+
+    from coredoctor.history.kmsg import read_kmsg
+    lab, _ = labdir
+    cores = L.make_cores(lab)
+    L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p", "fs.suid_dumpable": 0})
+    v = L.Victim({"rlimit_core": [0, None], "comm": "cdlab-syslog"})
+    try:
+        v.fault()
+        seg = [e for e in read_kmsg() if e["pid"] == v.pid and e["event"] == "fault"][0]
+        stamp = time.strftime("%b %e %H:%M:%S", time.localtime(seg["time"]))
+        gz = os.path.join(lab, "kern.log.2.gz")
+        with gzip.open(gz, "wt") as f:
+            f.write(f"{stamp} cdhost kernel: [ 1234.567890] {seg['line']}\n"
+                    f"{stamp} cdhost kernel: [ 1234.567891] unrelated line\n")
+        old = time.strftime("%b %e %H:%M:%S", time.localtime(time.time() - 7200))
+        plain = os.path.join(lab, "kern.log.1")
+        with open(plain, "w") as f:
+            f.write(f"{old} cdhost kernel: cdlab-old[4194301]: segfault at 0 ip 0000000000401000 sp "
+                    "00007ffc00000000 error 4 in cdlab-old[401000,1000]\n")
+        found = crashes("--log", gz, "--log", plain, "--source", "kmsg")
+        c = found[v.pid]
+        assert set(c["sources"]) == {"kmsg", f"syslog:{gz}"}, c["sources"]
+        faults = [e for e in c["evidence"] if e["event"] == "fault"]
+        assert len(faults) == 1 and set(faults[0]["sources"]) == {"kmsg", f"syslog:{gz}"}
+        assert c["core"]["status"] == "missing"
+        o = found[4194301]
+        assert o["sources"] == [f"syslog:{plain}"] and o["comm"] == "cdlab-old" and abs(o["time"] - (time.time() - 7200)) < 5
+        assert 4194301 not in crashes("--log", gz, "--log", plain, "--source", "kmsg", "--since", "10 minutes ago")
+    finally:
+        v.close()

@@ -33,7 +33,7 @@ def _events_for(pid, timeout=3.0):
     ("pipe-helper-missing", {"kernel.core_pattern": "|/nonexistent/helper %p", "fs.suid_dumpable": 0},
      {"rlimit_core": [None, None]}, "pipe-handler"),
 ])
-def test_kernel_names_the_gate_check_predicted(saved_sysctls, name, sysctl, spec, gate):
+def test_kernel_names_the_gate_check_predicted(saved_sysctls, name, sysctl, spec, gate, loud_kernel_log):
     L.set_sysctls(sysctl)
     v = L.Victim(spec)
     try:
@@ -56,7 +56,7 @@ def test_kernel_names_the_gate_check_predicted(saved_sysctls, name, sysctl, spec
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the segfault line is x86's show_signal_msg()")
-def test_segfault_line_found(saved_sysctls):
+def test_segfault_line_found(saved_sysctls, loud_kernel_log):
     L.set_sysctls({"kernel.core_pattern": "core", "fs.suid_dumpable": 0})
     v = L.Victim({"rlimit_core": [0, None]})
     try:

@@ -83,7 +83,7 @@ def _wait_in(path, needle, timeout=10):
     return False
 
 
-def test_anom_abend_from_kmsg_and_audit_log(audit, labdir):
+def test_anom_abend_from_kmsg_and_audit_log(audit, labdir, loud_kernel_log):
     lab, _ = labdir
     cores = L.make_cores(lab)
     L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p", "fs.suid_dumpable": 0})

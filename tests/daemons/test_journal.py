@@ -83,7 +83,7 @@ def _stored(pid, timeout=10):
     return None
 
 
-def test_journal_and_coredumpctl(journal):
+def test_journal_and_coredumpctl(journal, loud_kernel_log):
     jpid, ours = journal
     L.set_sysctls({"kernel.core_pattern": PATTERN, "fs.suid_dumpable": 2, "kernel.core_pipe_limit": 16})
     v = L.Victim({"rlimit_core": [None, None], "comm": "cdlab-journal"})

@@ -68,7 +68,7 @@ def _stored(pid, timeout):
     return None
 
 
-def test_systemd_coredump_listener_decides(coredump_service):
+def test_systemd_coredump_listener_decides(coredump_service, loud_kernel_log):
     start, ours = coredump_service
     L.set_sysctls({"kernel.core_pattern": _debian_pattern(), "fs.suid_dumpable": 2, "kernel.core_pipe_limit": 16})
 

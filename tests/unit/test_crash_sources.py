@@ -143,3 +143,22 @@ def test_journal_entries():
     r = recs[0]
     # the handler kept it, cut, and the file is gone now
     assert r["core"]["status"] == "missing" and "removed" in r["core"]["why"] and r["unit"] == "cd-j.service"
+
+
+def test_late_handler_and_unit_lines():
+    from coredoctor.history import daemonlog
+    seg = kmsg.parse_line("cd-late[600]: segfault at 0 ip 0000000000401000 sp 00007ffc00000000 error 4 in x[401000,1000]",
+                          2000.0)
+    other = kmsg.parse_line("cd-other[601]: segfault at 0 ip 0000000000401000 sp 00007ffc00000000 error 4 in x[1,2]",
+                            2030.0)
+    # a big core through the pipe: systemd-coredump and systemd speak 40 s after the fault
+    stored = daemonlog.parse_message("systemd-coredump", 700, "Process 600 (cd-late) of user 0 dumped core.", 2040.0)
+    unit = daemonlog.parse_message("systemd", 1, "cd-late.service: Main process exited, code=dumped, status=11/SEGV",
+                                   2040.5)
+    recs = crashes.correlate([seg, other, stored, unit])
+    assert [(r["pid"], r["unit"], r["unit_result"]) for r in recs] == [(600, "cd-late.service", "dumped"), (601, None, None)]
+    assert {e["event"] for e in recs[0]["events"]} == {"fault", "handler-stored", "unit-result"}
+    # an unrelated unit's result stays its own crash
+    lone = daemonlog.parse_message("systemd", 1, "cd-else.service: Main process exited, code=killed, status=6/ABRT", 2050.0)
+    recs = crashes.correlate([seg, other, lone])
+    assert [(r["pid"], r["unit"], r["unit_result"]) for r in recs][-1] == (None, "cd-else.service", "killed")

@@ -18,6 +18,11 @@ import time
 __all__ = ["correlate", "parse_since", "WINDOW"]
 
 WINDOW = 5.0  # seconds: events of one crash (syslog has 1 s resolution, kmsg times are estimates)
+#: what is logged only once the core has been written (a big core through a pipe takes a while):
+#: the handler's verdict, its store, systemd's unit result -- these may come this much later
+LATE_WINDOW = 300.0
+_LATE = ("handler-stored", "handler-refused", "handler-truncated", "handler-coredump", "stored-core",
+         "unit-result", "apport-report")
 
 
 def parse_since(text, now=None):
@@ -50,7 +55,20 @@ def _new(e):
 
 
 def _near(c, e):
-    return c["time"] is None or e.get("time") is None or abs(e["time"] - c["time"]) <= WINDOW
+    if c["time"] is None or e.get("time") is None:
+        return True
+    d = e["time"] - c["time"]
+    return -WINDOW <= d <= (LATE_WINDOW if e.get("event") in _LATE else WINDOW)
+
+
+def _unit_fits(c, e):
+    """A unit result without a pid belongs to a crash of that unit (or whose comm names it)."""
+    u = e.get("unit")
+    if not u:
+        return False
+    if c["unit"]:
+        return c["unit"] == u
+    return bool(c["comm"]) and u.rsplit(".", 1)[0].startswith(c["comm"][:15])
 
 
 def correlate(events):
@@ -78,6 +96,11 @@ def correlate(events):
                 and abs(c["time"] - e["time"]) <= WINDOW
                 and (not e.get("comm") or not c["comm"] or e["comm"] == c["comm"])
                 and (not e.get("unit") or not c["unit"] or e["unit"] == c["unit"])]
+        if e.get("event") in _LATE and e.get("time") is not None:
+            # a late line that names its unit: the latest earlier crash of that unit first
+            late = [c for c in crashes if c["time"] is not None and -WINDOW <= e["time"] - c["time"] <= LATE_WINDOW
+                    and _unit_fits(c, e)]
+            near = late or near
         if near:
             _add(min(near, key=lambda c: abs(c["time"] - e["time"])), e)
         elif e.get("event") in ("unit-result", "fatal-signal"):

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 
 from coredoctor import elfcore
-from coredoctor.errors import Error
+from coredoctor.errors import Error, UsageError
 from coredoctor.history import apport, audit, crashes as corr, journal, kmsg, stores
 from coredoctor.kernel import core_pattern, handlers
 
@@ -61,6 +61,11 @@ def gather(since=None, root="/", only=None, log_files=None):
 
     if log_files:  # --log FILE: classic syslog files given by hand, instead of the host's
         want.discard("syslog")
+        want.add("log")
+        try:
+            from coredoctor.history import syslog  # noqa: F401
+        except ImportError:
+            raise UsageError("--log: this build has no syslog reader (history/syslog.py)")
         take("log", lambda: _syslog_read(log_files, since))
     if root == "/":
         take("kmsg", lambda: (e for e in _linked(kmsg.read_kmsg(user=classify))
@@ -78,7 +83,7 @@ def gather(since=None, root="/", only=None, log_files=None):
         else:
             files = syslog.log_files(root=root)
             if files:
-                take("syslog", lambda: syslog.read(files, since=since))
+                take("syslog", lambda: _linked(syslog.read(files, since=since)))
             else:
                 read["syslog"] = "absent: no kern.log, syslog or messages files"
     if "audit" in want:
@@ -102,7 +107,7 @@ def gather(since=None, root="/", only=None, log_files=None):
 
 def _syslog_read(paths, since):
     from coredoctor.history import syslog
-    return syslog.read(paths, since=since)
+    return _linked(syslog.read(paths, since=since))
 
 
 # -- where the core went ---------------------------------------------------------------------
