@@ -39,9 +39,7 @@ def _env(pattern, root, **kw):
     env = {"parsed": parsed, "signals": SIGNALS, "base_dirs": lambda c: ([], []), "instance": lambda c: None,
            "policy": None, "missing_dir": None}
     if parsed["kind"] == "pipe":
-        name = handlers.identify(parsed["helper"])
-        env["policy"] = handlers.policy(name, {"apport": {"enabled": apport.enabled(root)}}, parsed["tokens"][1:],
-                                        None, 4096, None)
+        env["policy"] = report.handler_policy(parsed, {"apport": {"enabled": apport.enabled(root)}})
     env.update(kw)
     return env
 
@@ -75,6 +73,15 @@ def test_apport_reports_cores_and_log(tmp_path):
     assert d["likely_reason"]["gate"] == "handler-policy"
     assert "does not belong to a package" in d["likely_reason"]["evidence"]
     assert any(s.startswith("apport.log:") and s.endswith("apport.log.2.gz") for s in d["sources"])
+
+    # a crash apport ignored for good: its executable is under /usr/local (known from the audit record)
+    local = kmsg.parse_line('audit: type=1701 audit(1795484400.100:9): auid=0 uid=0 gid=0 ses=1 pid=4105 '
+                            'comm="cd-local" exe="/usr/local/bin/cd-local" sig=11 res=1')
+    r = {x["pid"]: x for x in report.records(events + [local], _env(APPORT, root))}[4105]
+    assert r["core"]["status"] == "missing" and r["likely_reason"]["gate"] == "handler-policy"
+    assert "does not belong to a package" in r["likely_reason"]["evidence"] and r["likely_reason"]["fix"]
+    assert [handlers.apport_likely_packaged(x) for x in ("/usr/bin/x", "/usr/local/bin/x", "/home/u/a.out", None)] == \
+        [True, False, False, None]
 
     # apport switched off: its policy now is the reason for a lost core
     _write(root, "etc/default/apport", "enabled=0\n")

@@ -155,8 +155,10 @@ def core_of(crash, env):
         if s.get("path"):
             size = _size(s["path"])
             if size is None:
+                vac = (" (systemd-coredump deletes the oldest cores to stay within MaxUse= and KeepFree= of "
+                       "coredump.conf)") if s.get("handler") == "systemd-coredump" else ""
                 return {"status": "missing", "path": s["path"], "size": None, "handler": s.get("handler"),
-                        "why": f"{s.get('handler')} stored it, and it has been removed since (vacuumed?)"}
+                        "why": f"{s.get('handler')} stored it, and it has been removed since{vac}"}
             cut = s.get("truncated") or crash.get("handler_truncated") is not None
             status = "truncated" if cut else ("empty" if size == 0 else "present")
             out = {"status": status, "path": s["path"], "size": size, "handler": s.get("handler")}
@@ -246,8 +248,9 @@ def likely_reason(crash, core, env):
     if core["status"] == "empty":
         return {"gate": "space", "evidence": f"{core['path']} is empty: the kernel created it and could "
                 "write nothing (no space, or RLIMIT_FSIZE 0)", "fix": None}
-    if env.get("policy") and env["policy"][0] == "fail":
-        st, ev, fix = env["policy"]
+    pol = env["policy"](crash) if env.get("policy") else None
+    if pol and pol[0] == "fail":
+        st, ev, fix = pol
         return {"gate": "handler-policy", "evidence": f"now: {ev}", "fix": (fix or {}).get("commands")}
     d = env.get("missing_dir")
     if d:
@@ -346,6 +349,14 @@ class _Host:
         return dirs, where
 
 
+def handler_policy(parsed, facts, page_size=4096):
+    """check's handler-policy model (kernel.handlers.policy) for one crashed program: the
+    crash's RLIMIT_CORE and size are gone, its executable may be known."""
+    name = handlers.identify(parsed["helper"])
+    return lambda crash: handlers.policy(name, facts, parsed.get("tokens", [])[1:], None, page_size, None,
+                                         exe=crash.get("exe"))
+
+
 def build(since=None, only=None, log_files=None):
     """The ``coredoctor.crashes/1`` document for the live host, newest first."""
     from coredoctor.snapshot import handlers as shandlers, sysctl
@@ -356,9 +367,7 @@ def build(since=None, only=None, log_files=None):
     host = _Host(parsed)
     pol = None
     if parsed["kind"] == "pipe" and parsed.get("helper"):
-        name = handlers.identify(parsed["helper"])
-        facts = shandlers.read_handler(parsed)
-        pol = handlers.policy(name, facts, parsed.get("tokens", [])[1:], None, os.sysconf("SC_PAGE_SIZE"), None)
+        pol = handler_policy(parsed, shandlers.read_handler(parsed), os.sysconf("SC_PAGE_SIZE"))
     missing_dir = None
     if parsed["kind"] == "file":
         exp = core_pattern.expand(parsed, {"pid": 0, "pid_ns": 0, "comm": "x", "exe": None, "signo": None,

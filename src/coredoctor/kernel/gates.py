@@ -490,7 +490,7 @@ def _g_handler_policy(w):
                                           "socket": h.get("listening")})
     soft = ((w["proc"].get("limits") or {}).get("core") or [None])[0]
     status, ev, fix = handlers.policy(name, h, tokens, soft, w["kernel"].get("page_size", 4096),
-                                      estimate_core_size(w["proc"]))
+                                      estimate_core_size(w["proc"]), exe=w["proc"].get("exe"))
     return _r(status, ev, ev if status == "fail" else None, fix)
 
 

@@ -6,7 +6,20 @@ systemd-coredump (src/coredump/ in systemd), apport (data/apport), ``|/bin/false
 by check's ``handler-policy`` gate and, later, by crash history.
 """
 
-__all__ = ["identify", "policy", "parse_size"]
+__all__ = ["identify", "policy", "parse_size", "apport_likely_packaged", "STORES"]
+
+#: where each handler keeps what it stored ({pid} is the crashed pid in the initial namespace)
+STORES = {
+    "systemd-coredump": "/var/lib/systemd/coredump/core.*.*.*.{pid}.*",   # COMM.UID.BOOT_ID.PID.USEC[.zst]
+    "apport": "/var/lib/apport/coredump/core.*.{pid}.*",                   # EXE_PATH.UID.BOOT_ID.PID.TIME
+}
+
+# apport's apport/fileutils.py likely_packaged(): packages only ship executables under these
+# prefixes; /usr/local/ and /var/lib/ never belong to one. apport ignores the crash of an
+# executable that does not belong to a package ("executable does not belong to a package,
+# ignoring") unless the user's ~/.config/apport/settings says unpackaged=true.
+_APPORT_PACKAGED = ("/bin/", "/boot", "/etc/", "/initrd", "/lib", "/sbin/", "/opt", "/usr/", "/var")
+_APPORT_NEVER = ("/usr/local/", "/var/lib/")
 
 _DISCARDERS = {"false", "true"}
 
@@ -47,8 +60,17 @@ def parse_size(v):
         return None
 
 
-def policy(name, facts, argv_tokens, rlimit_core_soft, page_size, est_size):
-    """``(status, evidence, fix)`` for what handler *name* will do with the core."""
+def apport_likely_packaged(exe):
+    """False when apport will certainly take *exe* for unpackaged (and ignore its crash); True
+    is only a guess (apport then asks dpkg); None when the executable is not known."""
+    if not exe:
+        return None
+    return exe.startswith(_APPORT_PACKAGED) and not exe.startswith(_APPORT_NEVER)
+
+
+def policy(name, facts, argv_tokens, rlimit_core_soft, page_size, est_size, exe=None):
+    """``(status, evidence, fix)`` for what handler *name* will do with the core of a process
+    running *exe* (when known)."""
     if name == "discard":
         return ("fail", "the pipe helper discards every core (core_pattern pipes to "
                 f"{argv_tokens[0] if argv_tokens else '?'}); systemd writes |/bin/false at boot when "
@@ -97,6 +119,13 @@ def policy(name, facts, argv_tokens, rlimit_core_soft, page_size, est_size):
                                           "commands": ["sed -i 's/^enabled=0/enabled=1/' /etc/default/apport",
                                                        "systemctl restart apport"],
                                           "needs_restart": False})
+        if apport_likely_packaged(exe) is False:
+            return ("fail", f"apport ignores {exe}: it does not belong to a package (apport's likely_packaged(): "
+                    "nothing under /usr/local/, /var/lib/, /home, /tmp ...), so neither report nor core is kept",
+                    {"summary": "Let apport keep crashes of unpackaged programs, or send cores elsewhere",
+                     "commands": ["printf '[main]\\nunpackaged=true\\n' >> ~/.config/apport/settings   # as the "
+                                  "crashing user", "# or: sysctl -w kernel.core_pattern=/var/crash/core.%e.%p.%t"],
+                     "needs_restart": False})
         return ("warn", "apport writes a report to /var/crash (core in /var/lib/apport/coredump only when "
                 "%c is non-zero); it ignores executables that do not belong to a package", None)
     if name == "socket-unknown":
