@@ -14,14 +14,10 @@ written), ``unknown`` (the place cannot be known: a relative pattern whose direc
 recovered, an unknown pipe helper, a socket server).
 """
 
-import glob
 import os
-import shutil
-import subprocess
 
-from coredoctor import elfcore
-from coredoctor.errors import Error, UsageError
-from coredoctor.history import apport, audit, crashes as corr, journal, kmsg, stores
+from coredoctor.errors import Error
+from coredoctor.history import apport, audit, cores, crashes as corr, daemonlog, journal, kmsg, stores, syslog
 from coredoctor.kernel import core_pattern, handlers
 
 __all__ = ["SCHEMA", "build", "gather", "records", "core_of", "likely_reason", "SOURCES"]
@@ -31,12 +27,10 @@ SOURCES = ("kmsg", "journal", "syslog", "audit", "apport", "systemd-coredump")
 
 
 def _classify(ident, pid, message, when):
-    from coredoctor.history import daemonlog
     return daemonlog.parse_message(ident, pid, message, when)
 
 
 def _linked(events):
-    from coredoctor.history import daemonlog
     return daemonlog.link(list(events))
 
 
@@ -62,11 +56,7 @@ def gather(since=None, root="/", only=None, log_files=None):
     if log_files:  # --log FILE: classic syslog files given by hand, instead of the host's
         want.discard("syslog")
         want.add("log")
-        try:
-            from coredoctor.history import syslog  # noqa: F401
-        except ImportError:
-            raise UsageError("--log: this build has no syslog reader (history/syslog.py)")
-        take("log", lambda: _syslog_read(log_files, since))
+        take("log", lambda: _linked(syslog.read(log_files, since=since)))
     if root == "/":
         take("kmsg", lambda: (e for e in _linked(kmsg.read_kmsg(user=classify))
                               if since is None or e["time"] is None or e["time"] >= since))
@@ -76,16 +66,11 @@ def gather(since=None, root="/", only=None, log_files=None):
         elif "journal" in want:
             read["journal"] = f"absent: {why}"
     if "syslog" in want:
-        try:
-            from coredoctor.history import syslog
-        except ImportError:
-            read["syslog"] = "absent: this build has no syslog reader"
+        files = syslog.log_files(root=root)
+        if files:
+            take("syslog", lambda: _linked(syslog.read(files, since=since)))
         else:
-            files = syslog.log_files(root=root)
-            if files:
-                take("syslog", lambda: _linked(syslog.read(files, since=since)))
-            else:
-                read["syslog"] = "absent: no kern.log, syslog or messages files"
+            read["syslog"] = "absent: no kern.log, syslog or messages files"
     if "audit" in want:
         files = audit.log_files(root)
         if files:
@@ -105,35 +90,7 @@ def gather(since=None, root="/", only=None, log_files=None):
     return events, read
 
 
-def _syslog_read(paths, since):
-    from coredoctor.history import syslog
-    return _linked(syslog.read(paths, since=since))
-
-
 # -- where the core went ---------------------------------------------------------------------
-
-def _match_file(path, crash):
-    """The core at *path*, if it belongs to *crash* (its pid in the ELF notes; written after
-    the crash, so an older core of a reused pid does not count)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if crash["time"] is not None and st.st_mtime < crash["time"] - 2 * corr.WINDOW:
-        return None
-    info = elfcore.inspect(path)
-    if info["pid"] is not None and info["pid"] != crash["pid"]:
-        return None
-    if info["status"] == "not-core" or info["status"] == "unreadable":
-        return {"status": "unknown", "path": path, "size": info["size"], "why": info["why"]}
-    if info["pid"] is None and info["status"] != "empty" and str(crash["pid"]) not in os.path.basename(path):
-        return None  # cut before its notes, and nothing ties it to this pid
-    out = {"status": info["status"], "path": path, "size": info["size"]}
-    if info["status"] == "truncated":
-        out["expected_size"] = info["expected_size"]
-        out["why"] = info["why"]
-    return out
-
 
 def _file_candidates(crash, parsed, signals, base_dirs):
     signo = crash.get("signo") or signals.get(crash.get("signal") or "")
@@ -150,10 +107,10 @@ def core_of(crash, env):
     """The core status of one crash record (see the module doc)."""
     for s in crash["stored"]:
         if s.get("handler") == "apport" and s.get("core") == "present" and s.get("path", "").endswith(".crash"):
-            return {"status": "present", "path": s["path"], "size": _size(s["path"]), "handler": "apport",
+            return {"status": "present", "path": s["path"], "size": env.get("size", cores.size)(s["path"]), "handler": "apport",
                     "why": "apport embedded the core in its report (CoreDump)"}
         if s.get("path"):
-            size = _size(s["path"])
+            size = env.get("size", cores.size)(s["path"])
             if size is None:
                 vac = (" (systemd-coredump deletes the oldest cores to stay within MaxUse= and KeepFree= of "
                        "coredump.conf)") if s.get("handler") == "systemd-coredump" else ""
@@ -190,10 +147,9 @@ def core_of(crash, env):
     dirs, where = env["base_dirs"](crash)
     name, cands = _file_candidates(crash, parsed, env["signals"], dirs)
     for c in cands:
-        for p in sorted(glob.glob(c.replace("*", "?*"))):
-            got = _match_file(p, crash)
-            if got:
-                return got
+        got = env.get("find", cores.find)(c.replace("*", "?*"), crash)
+        if got:
+            return got
     if not parsed["absolute"]:
         if said_none:
             return {"status": "missing", "path": name, "size": None, "why": said_none}
@@ -212,15 +168,8 @@ def _said_no_core(crash):
         r = crash["refusals"][0]
         return f"{r['source']}: {r['evidence']}"
     if crash["unit_result"] == "killed":
-        return f"systemd: the unit's main process was killed without a core (code=killed)"
+        return "systemd: the unit's main process was killed without a core (code=killed)"
     return None
-
-
-def _size(path):
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return None
 
 
 # -- why not ---------------------------------------------------------------------------------
@@ -281,74 +230,6 @@ def likely_reason(crash, core, env):
             "fix": None}
 
 
-class _Host:
-    """What the live host tells about a crashed program today (read once, cached)."""
-
-    def __init__(self, parsed):
-        from coredoctor.snapshot import proc as procmod
-        self.parsed = parsed
-        self.comms = {}
-        for pid, comm in procmod.comms().items():
-            if pid != os.getpid():
-                self.comms.setdefault(comm, []).append(pid)
-        self._inst, self._units = {}, {}
-
-    def instance(self, crash):
-        """A running process of the same program (same comm, and exe when known), with check's
-        verdict for the crash's signal: a restarted daemon has the same ids, limits and cwd."""
-        from coredoctor import snapshot
-        from coredoctor.kernel import gates
-        key = (crash.get("comm"), crash.get("exe"), crash.get("signal"))
-        if key in self._inst:
-            return self._inst[key]
-        found = None
-        for pid in self.comms.get(crash.get("comm") or "", [])[:5]:
-            if pid == crash["pid"]:
-                continue
-            try:
-                snap = snapshot.take([pid])
-            except Error:
-                continue
-            procs = {p["pid"]: p for p in snap["processes"]}
-            p = procs.get(pid)
-            if p is None or (crash.get("exe") and p.get("exe") and crash["exe"] != p["exe"]
-                             and os.path.basename(crash["exe"]) != os.path.basename(p["exe"])):
-                continue
-            t = gates.evaluate(snap, p, procs.get(p["ppid"]), crash.get("signal") or "SIGSEGV", None, procs)
-            found = {"pid": pid, "cwd": p.get("cwd"), "unit": p.get("unit"), "limits": p.get("limits"),
-                     "verdict": t}
-            break
-        self._inst[key] = found
-        return found
-
-    def unit_dir(self, unit):
-        """A unit's WorkingDirectory= from systemd, when systemd runs (else None)."""
-        if not unit or not os.path.isdir("/run/systemd/system") or shutil.which("systemctl") is None:
-            return None
-        if unit not in self._units:
-            try:
-                r = subprocess.run(["systemctl", "show", "-p", "WorkingDirectory", "--value", unit],
-                                   capture_output=True, text=True, timeout=10)
-                v = r.stdout.strip()
-                self._units[unit] = v if r.returncode == 0 and v.startswith("/") else ("/" if r.returncode == 0 else None)
-            except (OSError, subprocess.TimeoutExpired):
-                self._units[unit] = None
-        return self._units[unit]
-
-    def base_dirs(self, crash):
-        """Where a relative core name resolves, as far as it is knowable today."""
-        dirs, where = [], []
-        inst = self.instance(crash)
-        if inst and inst.get("cwd"):
-            dirs.append(inst["cwd"])
-            where.append(f"{inst['cwd']} (cwd of the running instance pid {inst['pid']})")
-        d = self.unit_dir(crash.get("unit") or (inst or {}).get("unit"))
-        if d and d not in dirs:
-            dirs.append(d)
-            where.append(f"{d} (WorkingDirectory of {crash.get('unit') or inst['unit']})")
-        return dirs, where
-
-
 def handler_policy(parsed, facts, page_size=4096):
     """check's handler-policy model (kernel.handlers.policy) for one crashed program: the
     crash's RLIMIT_CORE and size are gone, its executable may be known."""
@@ -364,7 +245,7 @@ def build(since=None, only=None, log_files=None):
     pattern = sysctl.read_sysctls().get("kernel.core_pattern") or ""
     parsed = core_pattern.parse(pattern, kernel["features"].get("socket_pattern", False))
     events, read = gather(since, only=only, log_files=log_files)
-    host = _Host(parsed)
+    host = cores.Host(parsed)
     pol = None
     if parsed["kind"] == "pipe" and parsed.get("helper"):
         pol = handler_policy(parsed, shandlers.read_handler(parsed), os.sysconf("SC_PAGE_SIZE"))

@@ -1,0 +1,128 @@
+"""
+Cores on the live host
+----------------------
+What the host shows about a past crash now: files where its core may be (checked to be an ELF
+core of that pid, written after the crash), sizes of stored cores, and a running instance of the
+same program (check's verdict on it, its cwd, limits and unit; the unit's WorkingDirectory= when
+systemd runs). The I/O half of :mod:`.report`.
+"""
+
+import glob
+import os
+import shutil
+import subprocess
+
+from coredoctor import elfcore
+from coredoctor.errors import Error
+from coredoctor.history import crashes as corr
+
+__all__ = ["find", "size", "Host"]
+
+
+def find(path_glob, crash):
+    """The first file matching *path_glob* that is this crash's core (see :func:`_match_file`)."""
+    for p in sorted(glob.glob(path_glob)):
+        got = _match_file(p, crash)
+        if got:
+            return got
+    return None
+
+
+def _match_file(path, crash):
+    """The core at *path*, if it belongs to *crash* (its pid in the ELF notes; written after
+    the crash, so an older core of a reused pid does not count)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if crash["time"] is not None and st.st_mtime < crash["time"] - 2 * corr.WINDOW:
+        return None
+    info = elfcore.inspect(path)
+    if info["pid"] is not None and info["pid"] != crash["pid"]:
+        return None
+    if info["status"] == "not-core" or info["status"] == "unreadable":
+        return {"status": "unknown", "path": path, "size": info["size"], "why": info["why"]}
+    if info["pid"] is None and info["status"] != "empty" and str(crash["pid"]) not in os.path.basename(path):
+        return None  # cut before its notes, and nothing ties it to this pid
+    out = {"status": info["status"], "path": path, "size": info["size"]}
+    if info["status"] == "truncated":
+        out["expected_size"] = info["expected_size"]
+        out["why"] = info["why"]
+    return out
+
+
+def size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
+
+
+class Host:
+    """What the live host tells about a crashed program today (read once, cached)."""
+
+    def __init__(self, parsed):
+        from coredoctor.snapshot import proc as procmod
+        self.parsed = parsed
+        self.comms = {}
+        for pid, comm in procmod.comms().items():
+            if pid != os.getpid():
+                self.comms.setdefault(comm, []).append(pid)
+        self._inst, self._units = {}, {}
+
+    def instance(self, crash):
+        """A running process of the same program (same comm, and exe when known), with check's
+        verdict for the crash's signal: a restarted daemon has the same ids, limits and cwd."""
+        from coredoctor import snapshot
+        from coredoctor.kernel import gates
+        key = (crash.get("comm"), crash.get("exe"), crash.get("signal"))
+        if key in self._inst:
+            return self._inst[key]
+        found = None
+        for pid in self.comms.get(crash.get("comm") or "", [])[:5]:
+            if pid == crash["pid"]:
+                continue
+            try:
+                snap = snapshot.take([pid])
+            except Error:
+                continue
+            procs = {p["pid"]: p for p in snap["processes"]}
+            p = procs.get(pid)
+            if p is None or (crash.get("exe") and p.get("exe") and crash["exe"] != p["exe"]
+                             and os.path.basename(crash["exe"]) != os.path.basename(p["exe"])):
+                continue
+            t = gates.evaluate(snap, p, procs.get(p["ppid"]), crash.get("signal") or "SIGSEGV", None, procs)
+            found = {"pid": pid, "cwd": p.get("cwd"), "unit": p.get("unit"), "limits": p.get("limits"),
+                     "verdict": t}
+            break
+        self._inst[key] = found
+        return found
+
+    def unit_dir(self, unit):
+        """A unit's WorkingDirectory= from systemd, when systemd runs (else None)."""
+        if not unit or not os.path.isdir("/run/systemd/system") or shutil.which("systemctl") is None:
+            return None
+        if unit not in self._units:
+            try:
+                r = subprocess.run(["systemctl", "show", "-p", "WorkingDirectory", "--value", unit],
+                                   capture_output=True, text=True, timeout=10)
+                v = r.stdout.strip()
+                self._units[unit] = v if r.returncode == 0 and v.startswith("/") else ("/" if r.returncode == 0 else None)
+            except (OSError, subprocess.TimeoutExpired):
+                self._units[unit] = None
+        return self._units[unit]
+
+    def base_dirs(self, crash):
+        """Where a relative core name resolves, as far as it is knowable today."""
+        dirs, where = [], []
+        inst = self.instance(crash)
+        if inst and inst.get("cwd"):
+            dirs.append(inst["cwd"])
+            where.append(f"{inst['cwd']} (cwd of the running instance pid {inst['pid']})")
+        d = self.unit_dir(crash.get("unit") or (inst or {}).get("unit"))
+        if d and d not in dirs:
+            dirs.append(d)
+            where.append(f"{d} (WorkingDirectory of {crash.get('unit') or inst['unit']})")
+        return dirs, where
+
+
