@@ -100,9 +100,10 @@ LOUD = {"kernel.printk_ratelimit_burst": ("/proc/sys/kernel/printk_ratelimit_bur
 
 @pytest.fixture
 def loud_kernel_log():
-    """The kernel rate-limits the lines crash tests look for (show_signal_msg() through
-    printk_ratelimit(): 10 per 5 s; user-space writes to /dev/kmsg through printk_devkmsg): lift
-    both for the test, and put them back."""
+    """The kernel rate-limits the lines crash tests look for: user-space writes to /dev/kmsg
+    (printk_devkmsg: systemd-coredump's complaints without a journal) and printk_ratelimit()
+    callers: lift both for the test, and put them back. (x86's show_signal_msg() has a state
+    of its own on current kernels: see lab.kernel_log_room().)"""
     saved = {}
     try:
         for k, (path, value) in LOUD.items():

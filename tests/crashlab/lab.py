@@ -189,3 +189,33 @@ def require_installed(path, package):
         if os.environ.get("CI"):
             pytest.fail(f"{package} is not installed: run-tests must install it")
         pytest.skip(f"{package} is not installed (apt-get install {package})")
+
+
+def kernel_log_room(needed, burst=10, window=5.0, timeout=12.0):
+    """Wait until *needed* more x86 fault lines fit in the kernel's rate limit: show_signal_msg()
+    prints through its own printk_ratelimited() state (10 lines per 5 s, not tunable), so a
+    test that looks for its crashes' lines must not follow a burst of other crashes."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        now = time.clock_gettime(time.CLOCK_MONOTONIC)
+        recent = 0
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            while True:
+                try:
+                    rec = os.read(fd, 8192)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    continue
+                if not rec:
+                    break
+                head, _, body = rec.partition(b";")
+                f = head.split(b",")
+                if len(f) > 2 and b": segfault at " in body and now - int(f[2]) / 1e6 < window + 0.3:
+                    recent += 1
+        finally:
+            os.close(fd)
+        if recent + needed <= burst - 1:
+            return
+        time.sleep(0.25)

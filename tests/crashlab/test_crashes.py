@@ -21,6 +21,7 @@ def test_present_missing_and_why(labdir, loud_kernel_log):
     lab, _ = labdir
     cores = L.make_cores(lab)
     L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p", "fs.suid_dumpable": 0})
+    L.kernel_log_room(2)
     dumps = L.Victim({"rlimit_core": [None, None], "comm": "cdlab-dumps"})
     nodump = L.Victim({"rlimit_core": [0, None], "comm": "cdlab-nodump"})
     restarted = L.Victim({"rlimit_core": [0, None], "comm": "cdlab-nodump"})  # the same program, running again
@@ -53,6 +54,7 @@ def test_dropped_privileges_not_dumpable(labdir, loud_kernel_log):
     v = L.Victim(spec)
     again = L.Victim(spec)
     try:
+        L.kernel_log_room(1)
         v.fault()
         c = crashes("--since", "10 minutes ago")[v.pid]
         assert not os.listdir(cores)
@@ -68,6 +70,7 @@ def test_missing_directory(labdir, loud_kernel_log):
     L.set_sysctls({"kernel.core_pattern": f"{lab}/gone/core.%e.%p", "fs.suid_dumpable": 0})
     v = L.Victim({"rlimit_core": [None, None], "comm": "cdlab-nodir"})
     try:
+        L.kernel_log_room(1)
         v.fault()
         c = crashes("--since", "10 minutes ago")[v.pid]
         assert c["core"]["status"] == "missing" and c["core"]["path"] == f"{lab}/gone/core.cdlab-nodir.{v.pid}"
@@ -89,6 +92,7 @@ def test_truncated_by_rlimit_core_and_fsize(labdir, loud_kernel_log):
                 spec["rlimit_core"] = [None, None]
             v, again = L.Victim(spec), L.Victim(spec)
             vs += [v, again]
+            L.kernel_log_room(1)
             v.fault()
             c = crashes("--since", "10 minutes ago")[v.pid]
             path = f"{cores}/core.cdlab-{key[7:]}.{v.pid}"
@@ -110,6 +114,7 @@ def test_relative_pattern_known_only_through_a_running_instance(labdir, loud_ker
     lone = L.Victim({"rlimit_core": [None, None], "comm": "cdlab-lone", "cwd": cwd})
     again = L.Victim(spec)
     try:
+        L.kernel_log_room(2)
         v.fault()
         lone.fault()
         found = crashes("--since", "10 minutes ago")
@@ -128,6 +133,7 @@ def test_reason_from_the_kernel_log(saved_sysctls, loud_kernel_log):
     L.set_sysctls({"kernel.core_pattern": "|/nonexistent/helper %p", "fs.suid_dumpable": 0})
     v = L.Victim({"rlimit_core": [1, None], "comm": "cdlab-rl1"})
     try:
+        L.kernel_log_room(1)
         v.fault()
         c = crashes()[v.pid]
         assert c["core"]["status"] == "missing" and "kmsg" in c["sources"]
@@ -157,6 +163,7 @@ def test_syslog_files_written_by_the_test(labdir, loud_kernel_log):
     L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p", "fs.suid_dumpable": 0})
     v = L.Victim({"rlimit_core": [0, None], "comm": "cdlab-syslog"})
     try:
+        L.kernel_log_room(1)
         v.fault()
         seg = [e for e in read_kmsg() if e["pid"] == v.pid and e["event"] == "fault"][0]
         stamp = time.strftime("%b %e %H:%M:%S", time.localtime(seg["time"]))

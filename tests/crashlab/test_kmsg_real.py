@@ -60,6 +60,7 @@ def test_segfault_line_found(saved_sysctls, loud_kernel_log):
     L.set_sysctls({"kernel.core_pattern": "core", "fs.suid_dumpable": 0})
     v = L.Victim({"rlimit_core": [0, None]})
     try:
+        L.kernel_log_room(1)
         v.fault()
         evs = [e for e in _events_for(v.pid) if e["event"] == "fault"]
         assert evs and evs[0]["signal"] == "SIGSEGV" and evs[0]["comm"].startswith("python")

@@ -91,6 +91,7 @@ def test_anom_abend_from_kmsg_and_audit_log(audit, labdir, loud_kernel_log):
     # audit on, no auditd: the kernel prints the record itself ("audit: type=1701 ...")
     v = L.Victim({"rlimit_core": [0, None], "comm": "cdlab-audit1"})
     try:
+        L.kernel_log_room(1)
         v.fault()
         time.sleep(0.3)
         c = {x["pid"]: x for x in _crashes()["crashes"]}[v.pid]
@@ -105,6 +106,7 @@ def test_anom_abend_from_kmsg_and_audit_log(audit, labdir, loud_kernel_log):
     audit()
     v = L.Victim({"rlimit_core": [None, None], "comm": "cdlab-audit2"})
     try:
+        L.kernel_log_room(1)
         v.fault()
         assert _wait_in(LOG, f"pid={v.pid} "), "no ANOM_ABEND in audit.log"
         doc = _crashes()

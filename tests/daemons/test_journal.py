@@ -89,6 +89,7 @@ def test_journal_and_coredumpctl(journal, loud_kernel_log):
     v = L.Victim({"rlimit_core": [None, None], "comm": "cdlab-journal"})
     ours.append(v.pid)
     try:
+        L.kernel_log_room(1)
         v.fault()
         stored = _stored(v.pid)
         assert stored

@@ -80,6 +80,7 @@ def test_systemd_coredump_listener_decides(coredump_service, loud_kernel_log):
         t = v.check()
         assert (t["dumps"], t["blocking_gate"]) == (False, "handler-policy"), t["verdict"]
         assert t["core_destination"]["handler"] == "systemd-coredump"
+        L.kernel_log_room(2)
         status = v.fault()
         assert os.WCOREDUMP(status)                 # what the shell would call "(core dumped)"
         assert _stored(v.pid, 3) is None            # ...and yet no core
