@@ -169,3 +169,22 @@ def test_late_handler_and_unit_lines():
     lone = daemonlog.parse_message("systemd", 1, "cd-else.service: Main process exited, code=killed, status=6/ABRT", 2050.0)
     recs = crashes.correlate([seg, other, lone])
     assert [(r["pid"], r["unit"], r["unit_result"]) for r in recs][-1] == (None, "cd-else.service", "killed")
+
+
+def test_handler_truncated_core(tmp_path):
+    from coredoctor.history import daemonlog
+    stored = tmp_path / "core.cd-t.0.b00t.900.1795484500000000.zst"
+    stored.write_bytes(b"(zstd)" * 100)
+    seg = kmsg.parse_line("cd-t[900]: segfault at 0 ip 0000000000401000 sp 00007ffc00000000 error 4 in x[401000,1000]",
+                          1795484500.2)
+    called = daemonlog.parse_message("systemd-coredump", 901, "Process 900 (cd-t) of user 0 terminated abnormally "
+                                     "with signal 11/SEGV, processing...", 1795484500.3)
+    cut = daemonlog.parse_message("systemd-coredump", 901, "Core file was truncated to 2147483648 bytes.", 1795484530.0)
+    evs = daemonlog.link([called, cut]) + [seg, {"event": "stored-core", "pid": 900, "time": 1795484500.0,
+                                                 "path": str(stored), "handler": "systemd-coredump",
+                                                 "source": "systemd-coredump:/var/lib/systemd/coredump",
+                                                 "line": f"stored core {stored}"}]
+    r = report.records(evs, _env("|/lib/systemd/systemd-coredump %P %u %g %s %t %c %h", "/"))
+    assert len(r) == 1
+    assert (r[0]["core"]["status"], r[0]["core"]["path"], r[0]["core"]["size"]) == ("truncated", str(stored), 600)
+    assert r[0]["likely_reason"]["gate"] == "handler-policy" and "2147483648" in r[0]["likely_reason"]["evidence"]

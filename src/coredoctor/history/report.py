@@ -176,11 +176,15 @@ def _said_no_core(crash):
 
 def likely_reason(crash, core, env):
     """``{"gate", "evidence", "fix"}`` for a core that did not survive (or survived cut)."""
-    kernel_refusals = [r for r in crash["refusals"] if r["gate"]]
-    if kernel_refusals:
-        r = kernel_refusals[0]
+    said = [r for r in crash["refusals"] if r["gate"]]  # the kernel's or the handler's own words
+    if said:
+        r = said[0]
         return {"gate": r["gate"], "evidence": f"{r['source']} logged: {r['evidence']}", "fix": None}
     inst = env["instance"](crash)
+    if core["status"] == "truncated" and core.get("handler"):
+        # the handler cut it (systemd-coredump: ExternalSizeMax=, ProcessSizeMax=, or KeepFree= space)
+        return {"gate": "handler-policy", "evidence": core.get("why") or f"{core['handler']} truncated the core",
+                "fix": None}
     if core["status"] == "truncated":
         lim = (inst or {}).get("limits") or {}
         exp = core.get("expected_size")
