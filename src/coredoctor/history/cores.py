@@ -11,6 +11,7 @@ import glob
 import os
 import shutil
 import subprocess
+import time
 
 from coredoctor import elfcore
 from coredoctor.errors import Error
@@ -58,6 +59,27 @@ def size(path):
         return None
 
 
+_BOOT = None
+
+
+def _start_time(pid):
+    """When *pid* started, in seconds since the epoch (``starttime`` of /proc/PID/stat, clock
+    ticks since boot), or None when it is gone."""
+    global _BOOT
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()
+    if _BOOT is None:
+        _BOOT = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    try:
+        return _BOOT + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (IndexError, ValueError):
+        return None
+
+
 class Host:
     """What the live host tells about a crashed program today (read once, cached)."""
 
@@ -71,29 +93,38 @@ class Host:
         self._inst, self._units = {}, {}
 
     def instance(self, crash):
-        """A running process of the same program (same comm, and exe when known), with check's
-        verdict for the crash's signal: a restarted daemon has the same ids, limits and cwd."""
+        """A running instance of the crashed program, with check's verdict for the crash's signal:
+        a restarted daemon has the same ids, limits and cwd. It must be the same program: the same
+        executable when a source named it, or else the same comm *and* started after the crash (a
+        restart) -- an older process that merely shares a name such as ``python`` says nothing."""
         from coredoctor import snapshot
         from coredoctor.kernel import gates
-        key = (crash.get("comm"), crash.get("exe"), crash.get("signal"))
+        cands = []
+        for pid in self.comms.get(crash.get("comm") or "", []):
+            if pid == crash["pid"]:
+                continue
+            started = _start_time(pid)
+            restarted = crash.get("time") is not None and started is not None and started >= crash["time"] - 1.0
+            if restarted or crash.get("exe"):
+                cands.append((pid, restarted))
+        key = (tuple(cands[:5]), crash.get("exe"), crash.get("signal"))
         if key in self._inst:
             return self._inst[key]
         found = None
-        for pid in self.comms.get(crash.get("comm") or "", [])[:5]:
-            if pid == crash["pid"]:
-                continue
+        for pid, restarted in cands[:5]:
             try:
                 snap = snapshot.take([pid])
             except Error:
                 continue
             procs = {p["pid"]: p for p in snap["processes"]}
             p = procs.get(pid)
-            if p is None or (crash.get("exe") and p.get("exe") and crash["exe"] != p["exe"]
-                             and os.path.basename(crash["exe"]) != os.path.basename(p["exe"])):
+            if p is None:
+                continue
+            if crash.get("exe") and crash["exe"] != p.get("exe") and not restarted:
                 continue
             t = gates.evaluate(snap, p, procs.get(p["ppid"]), crash.get("signal") or "SIGSEGV", None, procs)
             found = {"pid": pid, "cwd": p.get("cwd"), "unit": p.get("unit"), "limits": p.get("limits"),
-                     "verdict": t}
+                     "verdict": t, "restarted": restarted}
             break
         self._inst[key] = found
         return found
