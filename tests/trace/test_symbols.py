@@ -38,6 +38,7 @@ int cd_lib_call(int x) { return cd_lib_func(x); }
 PROG = r"""
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -59,6 +60,21 @@ int main(void) {
     char buf[64];
     while (fgets(buf, sizeof buf, stdin)) {
         if (!strncmp(buf, "setresuid", 9)) cd_do_setresuid();
+        if (!strncmp(buf, "fork", 4)) {
+            pid_t c = fork();
+            if (c == 0) { pause(); _exit(0); }
+            printf("child %d\n", (int)c);
+            fflush(stdout);
+            continue;
+        }
+        if (!strncmp(buf, "dlopen ", 7)) {
+            buf[strcspn(buf, "\n")] = 0;
+            void *h = dlopen(buf + 7, RTLD_NOW);
+            void *(*get)(void) = h ? (void *(*)(void))dlsym(h, "cd_lib_addr") : 0;
+            printf("plug %p\n", get ? get() : 0);
+            fflush(stdout);
+            continue;
+        }
         printf("done %d\n", cd_leaf(1) + cd_lib_call(1));
         fflush(stdout);
     }
@@ -80,7 +96,8 @@ def build(d):
     subprocess.run([*cc, "-shared", "-fPIC", "-Wl,-Ttext-segment=0x20000000", "-o", lib,
                     os.path.join(d, "lib.c")], check=True)
     link = ["-L" + d, "-lcdsym", "-Wl,-rpath," + d, "-ldl"]
-    out = {"lib": lib}
+    out = {"lib": lib, "plug": os.path.join(d, "libcdplug.so")}
+    subprocess.run([*cc, "-shared", "-fPIC", "-o", out["plug"], os.path.join(d, "lib.c")], check=True)
     for name, extra in (("pie", ["-pie", "-fPIE"]), ("nopie", ["-no-pie", "-fno-PIE"]),
                         ("rdynamic", ["-pie", "-fPIE", "-rdynamic"]), ("shifted", ["-pie", "-fPIE", "-DSHIFT"])):
         out[name] = os.path.join(d, name)
@@ -319,6 +336,29 @@ def test_capture_is_cheap_when_nothing_changed(progs, run):
     s.capture(q.pid)
     assert s.maps(q.pid) is not before
     assert s.symbolize(q.pid, [q.addrs["main"]])[0]["symbol"] == "main"
+
+
+def test_fork_child_and_library_loaded_later(progs, run):
+    """A fork child shares its parent's captured layout (capture(child, parent=) reads nothing;
+    its maps are byte-identical anyway); a library dlopen()ed after the capture is found by the
+    re-capture that an address outside every mapping triggers."""
+    p = run(progs["pie"])
+    with Symbolizer() as s:
+        s.capture(p.pid)
+        child = int(p.cmd("fork").split()[1])
+        try:
+            assert s.capture(child, parent=p.pid) and s.maps(child) is s.maps(p.pid)
+            s.forget(child)
+            assert s.capture(child) and s.maps(child) is s.maps(p.pid)
+            assert s.symbolize(child, [p.addrs["cd_leaf"] + 1])[0]["symbol"] == "cd_leaf"
+        finally:
+            os.kill(child, 9)
+        before = s.maps(p.pid)
+        plug = int(p.cmd("dlopen " + progs["plug"]).split()[1], 16)
+        assert plug
+        f, = s.symbolize(p.pid, [plug + 1])
+        assert f["module"] == os.path.realpath(progs["plug"]) and (f["symbol"], f["symoff"]) == ("cd_lib_func", "0x1")
+        assert s.maps(p.pid) is not before
 
 
 def test_deleted_and_replaced_binary(progs, run, tmp_path):

@@ -236,10 +236,19 @@ class Symbolizer:
 
     # -- the agreed interface --
 
-    def capture(self, pid):
+    def capture(self, pid, parent=None):
         """Read ``/proc/PID/maps`` and hold handles to the files it maps. Cheap when the maps did
-        not change since the last capture (of this pid or any other with the same layout).
-        Returns False when the process could not be read (gone)."""
+        not change since the last capture (of this pid or any other with the same layout): the
+        cost is then the kernel's rendering of the maps file (about 1 us per mapping).
+        Returns False when the process could not be read (gone).
+
+        *parent*: for a fork child, the parent's pid: the child takes the parent's captured
+        layout without reading anything (``dup_mmap()`` copies the address space as is); a later
+        exec needs ``capture(pid)`` again. Addresses outside the captured layout make
+        :meth:`symbolize` capture once more on its own (a library loaded since)."""
+        if parent is not None and parent in self._pids:
+            self._pids[pid] = self._pids[parent]
+            return True
         try:
             with open(f"{self.proc}/{pid}/maps", "rb") as f:
                 raw = f.read()
@@ -280,6 +289,9 @@ class Symbolizer:
             f = lay.frames.get(addr)
             if f is None:
                 f = self._resolve(lay, addr)
+                if f["module"] is None and self.capture(pid) and self._pids[pid] is not lay:
+                    lay = self._pids[pid]  # mapped since the capture (dlopen): look again
+                    f = lay.frames.get(addr) or self._resolve(lay, addr)
                 if len(lay.frames) < 65536:
                     lay.frames[addr] = f
             out.append(dict(f))
