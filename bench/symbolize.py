@@ -5,6 +5,7 @@ binary or libpython) and prints medians over alternating rounds:
   cold      new Symbolizer: capture + first symbolize (reads maps, parses the ELF files)
   capture   capture() again with unchanged maps (the tracer calls it on every fork/exec)
   fork      capture() of a fork child (maps byte-identical to a layout already seen)
+  parent=   capture(child, parent=pid): the parent's layout, nothing read
   warm      symbolize() of a stack seen before (the 10k-credential-changes/s case)
   miss      symbolize() of 3 new addresses each time (ELF already parsed)
 Usage: python3 bench/symbolize.py [rounds]
@@ -43,7 +44,7 @@ def main():
         signal.pause()
         os._exit(0)
     try:
-        res = {k: [] for k in ("cold", "capture", "fork", "warm", "miss")}
+        res = {k: [] for k in ("cold", "capture", "fork", "parent", "warm", "miss")}
         for _ in range(rounds):
             t = time.perf_counter()
             s = Symbolizer()
@@ -52,6 +53,7 @@ def main():
             res["cold"].append((time.perf_counter() - t) * 1e3)
             res["capture"].append(per_call(lambda i: s.capture(pid), 2000))
             res["fork"].append(per_call(lambda i: (s.forget(child), s.capture(child)), 2000))
+            res["parent"].append(per_call(lambda i: (s.forget(child), s.capture(child, parent=pid)), 20000))
             res["warm"].append(per_call(lambda i: s.symbolize(pid, stack), 50000))
             res["miss"].append(per_call(lambda i: s.symbolize(pid, [a + 1 + (i % 4000) for a in stack]), 4000))
             s.close()
@@ -59,7 +61,7 @@ def main():
         print(f"mappings: {len(s.maps(pid))}, rounds: {rounds}")
         m = {k: statistics.median(v) for k, v in res.items()}
         print(f"median: cold {m['cold']:.1f} ms, capture unchanged {m['capture']:.1f} us, fork child "
-              f"{m['fork']:.1f} us, warm stack {m['warm']:.2f} us, new addresses {m['miss']:.1f} us per stack")
+              f"{m['fork']:.1f} us (with parent= {m['parent']:.2f} us), warm stack {m['warm']:.2f} us, new addresses {m['miss']:.1f} us per stack")
         print(f"at 10,000 stacks/s (warm): {m['warm'] * 1e4 / 1e6 * 100:.1f}% of one CPU")
     finally:
         os.kill(child, signal.SIGKILL)

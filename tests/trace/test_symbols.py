@@ -324,6 +324,21 @@ def test_after_exit_and_for_a_pid_never_seen(progs, run):
     assert s.symbolize(pid, [addr])[0]["symbol"] is None  # forgotten, gone: nulls, no exception
 
 
+def test_without_held_handles_and_for_kernel_threads(progs, run):
+    """max_handles=0: files are opened when first symbolized, so only while the process lives
+    (a file parsed then keeps its symbols); a kernel thread (empty maps) gives nulls."""
+    p = run(progs["pie"])
+    with Symbolizer(max_handles=0) as s:
+        s.capture(p.pid)
+        assert s.symbolize(p.pid, [p.addrs["main"] + 1])[0]["symbol"] == "main"
+        pid, leaf, lib = p.pid, p.addrs["cd_leaf"] + 1, p.addrs["cd_lib_func"] + 1
+        p.stop()
+        f_exe, f_lib = s.symbolize(pid, [leaf, lib])
+        assert f_exe["symbol"] == "cd_leaf"
+        assert f_lib["symbol"] is None and f_lib["module"] == os.path.realpath(progs["lib"]) and f_lib["offset"]
+        assert s.symbolize(2, [0xffffffff81000000])[0]["symbol"] is None
+
+
 def test_capture_is_cheap_when_nothing_changed(progs, run):
     p = run(progs["pie"])
     s = Symbolizer()

@@ -185,14 +185,17 @@ def format_frame(frame):
 # --- live processes ------------------------------------------------------------------------------
 
 class _File:
-    """One mapped file (by device and inode): a handle held from capture, the parsed ELF later."""
+    """One mapped file (by device and inode): a handle held from capture, the parsed ELF later;
+    where no handle could be kept, the pid and mapping to open it from while that pid lives."""
 
-    __slots__ = ("fd", "elf", "parsed")
+    __slots__ = ("fd", "elf", "parsed", "pid", "mapping")
 
-    def __init__(self, fd):
+    def __init__(self, fd, pid, mapping):
         self.fd = fd
         self.elf = None
         self.parsed = False
+        self.pid = pid
+        self.mapping = mapping
 
 
 class _Layout:
@@ -217,7 +220,7 @@ class Symbolizer:
     unreadable process: the frames then carry nulls. ``close()`` releases the file handles.
     """
 
-    def __init__(self, proc="/proc", debug_dir=DEBUG_DIR, max_handles=512, max_layouts=4096,
+    def __init__(self, proc="/proc", debug_dir=DEBUG_DIR, max_handles=512, max_layouts=1024,
                  use_map_files=True):
         """*use_map_files* False skips ``/proc/PID/map_files`` (it needs CAP_SYS_ADMIN) and opens
         ``/proc/PID/root/PATH`` or the host path instead, each only if its inode is the
@@ -289,7 +292,8 @@ class Symbolizer:
             f = lay.frames.get(addr)
             if f is None:
                 f = self._resolve(lay, addr)
-                if f["module"] is None and self.capture(pid) and self._pids[pid] is not lay:
+                if _find(lay.maps, lay.starts, addr) is None and self.capture(pid) \
+                        and self._pids[pid] is not lay:
                     lay = self._pids[pid]  # mapped since the capture (dlopen): look again
                     f = lay.frames.get(addr) or self._resolve(lay, addr)
                 if len(lay.frames) < 65536:
@@ -336,7 +340,7 @@ class Symbolizer:
                 fd = self._open(pid, m) if self._handles < self.max_handles else None
                 if fd is not None:
                     self._handles += 1
-                f = _File(fd)
+                f = _File(fd, pid, m)
                 self._files[key] = f
             files[i] = f
         return _Layout(raw, maps, files)
@@ -376,7 +380,10 @@ class Symbolizer:
             return f.elf
         f.parsed = True
         if f.fd is None:
-            return None
+            f.fd = self._open(f.pid, f.mapping)
+            if f.fd is None:
+                return None
+            self._handles += 1
         try:
             st = os.fstat(f.fd)
             key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
