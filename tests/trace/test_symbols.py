@@ -324,19 +324,44 @@ def test_after_exit_and_for_a_pid_never_seen(progs, run):
     assert s.symbolize(pid, [addr])[0]["symbol"] is None  # forgotten, gone: nulls, no exception
 
 
-def test_without_held_handles_and_for_kernel_threads(progs, run):
-    """max_handles=0: files are opened when first symbolized, so only while the process lives
-    (a file parsed then keeps its symbols); a kernel thread (empty maps) gives nulls."""
-    p = run(progs["pie"])
+def test_without_held_handles_and_for_kernel_threads(progs, run, tmp_path):
+    """max_handles=0: files are opened when first symbolized: through map_files while the process
+    lives, afterwards only through a path whose inode is still the mapped one (an unlinked
+    binary then has no names, not wrong ones); a kernel thread (empty maps) gives nulls."""
+    exe = str(tmp_path / "prog")
+    shutil.copy(progs["pie"], exe)
     with Symbolizer(max_handles=0) as s:
+        p = run(exe)
         s.capture(p.pid)
-        assert s.symbolize(p.pid, [p.addrs["main"] + 1])[0]["symbol"] == "main"
-        pid, leaf, lib = p.pid, p.addrs["cd_leaf"] + 1, p.addrs["cd_lib_func"] + 1
+        pid, leaf = p.pid, p.addrs["cd_leaf"] + 1
         p.stop()
-        f_exe, f_lib = s.symbolize(pid, [leaf, lib])
-        assert f_exe["symbol"] == "cd_leaf"
-        assert f_lib["symbol"] is None and f_lib["module"] == os.path.realpath(progs["lib"]) and f_lib["offset"]
+        assert s.symbolize(pid, [leaf])[0]["symbol"] == "cd_leaf"  # host path, same inode
+    with Symbolizer(max_handles=0) as s:
+        shutil.copy(progs["pie"], exe)
+        p = run(exe)
+        s.capture(p.pid)
+        pid, leaf = p.pid, p.addrs["cd_leaf"] + 1
+        p.stop()
+        os.unlink(exe)
+        f, = s.symbolize(pid, [leaf])
+        assert f["symbol"] is None and f["module"] == exe and f["offset"] is not None
         assert s.symbolize(2, [0xffffffff81000000])[0]["symbol"] is None
+
+
+def test_handle_budget(progs, run):
+    """With room for 2 handles, capturing a process that maps 4 files holds at most 2 more file
+    descriptors, and every frame is still named while it lives (the others open on demand)."""
+    p = run(progs["pie"])
+    fds = len(os.listdir("/proc/self/fd"))
+    with Symbolizer(max_handles=2) as s:
+        s.capture(p.pid)
+        assert len({(m["dev"], m["inode"]) for m in s.maps(p.pid) if m["inode"]}) >= 4
+        assert len(os.listdir("/proc/self/fd")) <= fds + 2
+        names = [*OWN, "cd_lib_func", "setresuid"]
+        frames = s.symbolize(p.pid, [p.addrs[n] + 1 for n in names])
+        assert [f["symbol"] for f in frames] == names
+        assert len(os.listdir("/proc/self/fd")) <= fds + 2
+    assert len(os.listdir("/proc/self/fd")) == fds
 
 
 def test_capture_is_cheap_when_nothing_changed(progs, run):

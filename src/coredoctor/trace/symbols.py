@@ -318,6 +318,7 @@ class Symbolizer:
             if f.fd is not None:
                 os.close(f.fd)
                 f.fd = None
+        self._files.clear()
         self._handles = 0
 
     def __enter__(self):
@@ -329,6 +330,9 @@ class Symbolizer:
     # -- internals --
 
     def _new_layout(self, pid, raw):
+        # self._files holds, per (dev, inode) as maps shows them, either an open handle (which
+        # pins the inode: the number cannot name another file meanwhile) or nothing parsed yet.
+        # A file whose handle is closed leaves the table; layouts that use it keep what they had.
         maps = parse_maps(raw)
         files = {}
         for i, m in enumerate(maps):
@@ -336,14 +340,28 @@ class Symbolizer:
                 continue
             key = (m["dev"], m["inode"])
             f = self._files.get(key)
-            if f is None or (f.fd is None and not f.parsed):
-                fd = self._open(pid, m) if self._handles < self.max_handles else None
-                if fd is not None:
-                    self._handles += 1
-                f = _File(fd, pid, m)
-                self._files[key] = f
+            if f is None:
+                f = self._files[key] = _File(None, pid, m)
+            if f.fd is None:
+                f.pid, f.mapping = pid, m  # the newest process is the likeliest to live on
+                if self._handles >= self.max_handles:
+                    self._evict(key)
+                if self._handles < self.max_handles:
+                    f.fd = self._open(pid, m)
+                    if f.fd is not None:
+                        self._handles += 1
             files[i] = f
         return _Layout(raw, maps, files)
+
+    def _evict(self, keep):
+        """Close the oldest held handle (not *keep*'s) and drop its file from the table."""
+        for key, f in self._files.items():
+            if key != keep and f.fd is not None:
+                os.close(f.fd)
+                f.fd = None
+                self._handles -= 1
+                del self._files[key]
+                return
 
     def _open(self, pid, m):
         """A read-only descriptor on the file mapped at *m*, as process *pid* sees it."""
@@ -379,19 +397,19 @@ class Symbolizer:
         if f.parsed:
             return f.elf
         f.parsed = True
-        if f.fd is None:
-            f.fd = self._open(f.pid, f.mapping)
-            if f.fd is None:
-                return None
-            self._handles += 1
+        held = f.fd is not None
+        fd = f.fd if held else self._open(f.pid, f.mapping)
+        if fd is None:
+            self._drop(f)
+            return None
         try:
-            st = os.fstat(f.fd)
+            st = os.fstat(fd)
             key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
             if key in self._elves:
                 f.elf = self._elves[key]
             else:
                 try:
-                    e = read_elf(f.fd)
+                    e = read_elf(fd)
                 except _ELF_ERRORS:
                     e = None
                 if e is not None and e.supported and e.build_id:
@@ -402,10 +420,16 @@ class Symbolizer:
         except OSError:
             f.elf = None
         finally:
-            os.close(f.fd)
-            f.fd = None
-            self._handles -= 1
+            if not held:
+                os.close(fd)
+                self._drop(f)
         return f.elf
+
+    def _drop(self, f):
+        """Take a file without a held handle out of the table (see _new_layout)."""
+        for key, g in list(self._files.items()):
+            if g is f:
+                del self._files[key]
 
     def _debug_symbols(self, build_id):
         """The .symtab of ``DEBUG_DIR/.build-id/xx/rest.debug`` when it exists and carries the
