@@ -29,17 +29,36 @@ def write(path, lines, mtime, gz=False):
 # -- anchors ----------------------------------------------------------------------------------------
 
 def test_required_literals():
-    assert syslog.required_literals(r"^abc(?P<x>def)?ghi\d+jkl(?:mn|op)qr") == ["abc", "ghi", "jkl", "qr"]
-    assert syslog.required_literals(r"^a(?P<g>bc)d") == ["abcd"]
-    assert syslog.required_literals(r"(?i)abc") == [] and syslog.required_literals(r"x(?i:abc)yz") == ["x", "yz"]
+    rl = syslog.required_literals
+    assert rl(r"^abc(?P<x>def)?ghi\d+jkl(?:mn|op)qr") == [("abc",), ("ghi",), ("jklmnqr", "jklopqr")]
+    assert rl(r"^a(?P<g>bc)d") == [("abcd",)]
+    assert rl(r"(?i)abc") == [] and rl(r"x(?i:abc)yz") == [("x",), ("yz",)]
+    # small classes and alternations go on the run; an open-ended alternative ends it
+    assert rl(r": (?:[Mm]ain|Control) process") == [(": Control process", ": Main process", ": main process")]
+    assert rl(r"\] (?:general protection fault|trap int3|trap [a-z]+)x") == [("] general protection fault", "] trap "), ("x",)]
+    assert rl(r"type=(?:1701|ANOM_ABEND) (?:msg=)?audit\(") == [("type=1701 ", "type=ANOM_ABEND "), ("audit(",)]
+
+
+def test_choose_anchors_prefers_few_long_literals():
+    class P:
+        def __init__(self, rx, ident=None):
+            self.regex, self.ident = syslog.re.compile(rx), ident
+    got, none = syslog.choose_anchors([P(r"^coredump: \d+: RLIMIT_CORE is set to 1"), P(r"^coredump: \d+: pipe failed"),
+                                       P(r": (?:[Mm]ain|Control) process exited, code="), P(r"^\w+$")])
+    assert got == (" process exited, code=", "coredump: ") and [p.regex.pattern for p in none] == [r"^\w+$"]
+    # with their ident, daemon patterns can share one anchor
+    got, _ = syslog.choose_anchors([P(r"^Core file was truncated", "systemd-coredump"),
+                                    P(r"^Resource limits disable core", "systemd-coredump")])
+    assert got == ("systemd-coredump",)
 
 
 def test_every_pattern_is_guarded_by_an_anchor():
     assert syslog._UNANCHORED == []
     anchors = [a.decode() for a in syslog.ANCHORS]
     for p in tuple(kmsg.PATTERNS) + tuple(daemonlog.PATTERNS):
-        musts = syslog.required_literals(p.regex) + ([p.ident] if getattr(p, "ident", None) else [])
-        assert any(a in m for a in anchors for m in musts), p.regex.pattern
+        musts = syslog.required_literals(p.regex) + ([(p.ident,)] if getattr(p, "ident", None) else [])
+        # some required tuple of alternatives has an anchor in each alternative
+        assert any(all(any(a in alt for a in anchors) for alt in m) for m in musts), p.regex.pattern
 
 
 def _as_syslog(ident, msg, pid=None):
