@@ -16,7 +16,7 @@ older formats, and a few user-space lines (systemd unit results, systemd-coredum
 lines contain an anchor without being a crash (`code=exited` unit results, systemd-coredump's
 stack-trace lines): grep counts them, the scan must not.
 
-usage: python3 bench/crashlog_scan.py [--size 1G] [--records 100000] [--rounds 5] [--keep PATH]
+usage: python3 bench/crashlog_scan.py [--size 1G] [--records 100000] [--rounds 5] [--keep PATH] [--no-memmem]
 """
 import argparse
 import json
@@ -163,6 +163,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--chunk", type=int, default=syslog.CHUNK)
     ap.add_argument("--keep", help="write the log here and keep it (reused when it exists)")
+    ap.add_argument("--no-memmem", action="store_true", help="scan with bytes.find (COREDOCTOR_DISABLE=memmem)")
     ap.add_argument("--scan-child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.scan_child:
@@ -184,6 +185,7 @@ def main():
         grep = [shutil.which("grep") or "grep", "-c", "-E", regex, path]
         scan = [sys.executable, os.path.abspath(__file__), "--scan-child", path, "--chunk", str(a.chunk)]
         genv = dict(os.environ, LC_ALL="C")
+        senv = dict(os.environ, COREDOCTOR_DISABLE="memmem") if a.no_memmem else None
         print(f"grep gets ({len(syslog.ANCHORS)} anchors): grep -c -E '{regex}'")
         timed(["cat", path])  # warm the page cache
         rows = []
@@ -191,7 +193,7 @@ def main():
             order = [("grep", grep), ("scan", scan)] if r % 2 == 0 else [("scan", scan), ("grep", grep)]
             res = {}
             for name, cmd in order:
-                res[name] = timed(cmd, genv if name == "grep" else None)
+                res[name] = timed(cmd, genv if name == "grep" else senv)
             child = json.loads(res["scan"][1])
             rows.append((res["grep"][0], res["scan"][0], child["seconds"], child["maxrss_kib"], child["events"],
                          int(res["grep"][1].strip())))
@@ -202,6 +204,8 @@ def main():
         s = statistics.median(x[1] for x in rows)
         print(f"file {os.path.getsize(path) / 2**30:.2f} GiB, kernel {os.uname().release}, {os.cpu_count()} CPUs, "
               f"chunk {a.chunk >> 20} MiB")
+        print(f"search: {'bytes.find' if a.no_memmem else 'memmem' if syslog._MEMMEM else 'bytes.find'}; median of "
+              f"the per-round ratios {statistics.median(x[1] / x[0] for x in rows):.2f}")
         print(f"median: grep -c -E {g:.2f} s, coredoctor scan {s:.2f} s, ratio {s / g:.2f} (goal <= 3); "
               f"peak RSS {max(x[3] for x in rows) / 1024:.0f} MiB; events {rows[-1][4]} of {a.records}")
         if any(x[4] != a.records for x in rows):
