@@ -206,6 +206,18 @@ def test_memmem_is_there_and_can_be_switched_off(monkeypatch):
     assert syslog._libc_memmem() is None
 
 
+def test_user_space_records_relayed_as_kernel_lines():
+    # rsyslog's imkmsg/imklog tag every /dev/kmsg record "kernel", also those user space wrote there
+    mt = local(2026, 11, 25, 17, 0, 0)
+    e = syslog.parse_line("Nov 25 16:13:00 host kernel: [ 1737.219776] systemd-coredump[30461]: Resource limits "
+                          "disable core dumping for process 30459 (python3).", mt)
+    assert (e["event"], e["pid"], e["gate"], e["hpid"]) == ("handler-refused", 30459, "rlimit-core", 30461)
+    # a process named like a daemon that segfaults is still the kernel's fault line
+    e = syslog.parse_line("Nov 25 16:13:00 host kernel: systemd[1]: segfault at 0 ip 00007faca8785ad8 sp "
+                          "00007ffca2c646c8 error 4 in libc.so.6[167ad8,7faca8644000+156000]", mt)
+    assert (e["event"], e["pid"], e["comm"]) == ("fault", 1, "systemd")
+
+
 def test_unparseable_and_unrelated_lines():
     assert syslog.parse_line("random text with segfault at in it") is None
     assert syslog.parse_line("Foo 25 16:13:00 host kernel: " + SEGV)["time"] is None  # a crash, date unknown

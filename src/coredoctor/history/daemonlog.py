@@ -36,7 +36,7 @@ import time
 from coredoctor.history.kmsg import Event
 from coredoctor.kernel.signal import SIG_KERNEL_COREDUMP
 
-__all__ = ["PATTERNS", "parse_message", "parse_apport_line", "link", "linked", "IDENTS"]
+__all__ = ["PATTERNS", "parse_message", "parse_tagged", "parse_apport_line", "link", "linked", "IDENTS"]
 
 #: signals whose default action dumps core (include/linux/signal.h SIG_KERNEL_COREDUMP_MASK), by the
 #: short names systemd prints in "status=11/SEGV"
@@ -180,6 +180,22 @@ def parse_message(ident, pid, message, when=None, source="syslog"):
             e["gate"] = "space"
         return e
     return None
+
+
+_TAGGED = re.compile(r"^(?P<ident>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)$", re.S)
+
+
+def parse_tagged(text, when=None, source="kmsg"):
+    """Classify a record that carries its own ``ident[pid]: `` tag: what user space writes to
+    /dev/kmsg when there is no journal (systemd-coredump logs "systemd-coredump[N]: Resource limits
+    disable core dumping ..." there), and what syslog daemons then write as kernel lines."""
+    m = _TAGGED.match(text)
+    if not m or _ident_family(m.group("ident")) is None:
+        return None
+    e = parse_message(m.group("ident"), m.group("pid"), m.group("msg"), when, source=source)
+    if e is not None:
+        e["line"] = _FIRST_LINE.split(text, 1)[0].rstrip("\r")
+    return e
 
 
 # "ERROR: apport (pid 17768) Thu Apr 27 03:08:58 2023: called for pid 17767, ..." (asctime as

@@ -261,10 +261,14 @@ def parse_line(line, mtime=None, source="syslog", clock=None):
             p = _DMESG_PREFIX.match(msg)
             if p:
                 msg = msg[p.end():]
-        e = kmsg.parse_line(msg, when)
-        if e is not None:
-            e.setdefault("ref", e.get("source"))
-            e["source"] = source
+        # user space's own records in the kernel log (systemd-coredump writes there when there is no
+        # journal), relayed by the syslog daemon as kernel lines: "kernel: systemd-coredump[N]: ..."
+        e = daemonlog.parse_tagged(msg, when, source)
+        if e is None:
+            e = kmsg.parse_line(msg, when)
+            if e is not None:
+                e.setdefault("ref", e.get("source"))
+                e["source"] = source
     else:
         e = daemonlog.parse_message(ident, m.group("pid"), msg, when, source=source)
     if e is not None:
