@@ -273,6 +273,8 @@ def parse_line(line, mtime=None, source="syslog", clock=None):
         e = daemonlog.parse_message(ident, m.group("pid"), msg, when, source=source)
     if e is not None:
         e["host"] = m.group("host")
+        e.setdefault("unit", None)  # one shape for kernel and daemon events
+        e.setdefault("dumped", None)
     return e
 
 
