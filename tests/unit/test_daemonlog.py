@@ -19,7 +19,6 @@ CASES = [
     ("systemd", "foo.service: Control process exited, code=dumped, status=7/BUS",
      "unit-result", None, None, None, "SIGBUS", True),
     ("systemd", "ovs-vswitchd.service: Failed with result 'core-dump'.", "unit-result", None, None, None, None, True),
-    ("systemd", "ovs-vswitchd.service: Failed with result 'signal'.", "unit-result", None, None, None, None, False),
     ("systemd-coredump", "Process 24950 (ovs-vswitchd) of user 0 terminated abnormally with signal 11/SEGV, "
      "processing...", "handler-called", 24950, "ovs-vswitchd", None, "SIGSEGV", None),
     ("systemd-coredump", "Process 24950 (ovs-vswitchd) of user 0 dumped core.", "handler-stored", 24950,
@@ -91,6 +90,7 @@ def test_every_pattern_has_a_case():
     ("systemd", "nginx.service: Main process exited, code=killed, status=15/TERM"),   # a stop
     ("systemd", "nginx.service: Main process exited, code=exited, status=1/FAILURE"),
     ("systemd", "nginx.service: Failed with result 'exit-code'."),
+    ("systemd", "nginx.service: Failed with result 'signal'."),  # also a kill -9 by hand
     ("systemd-coredump", "Stack trace of thread 24950:"),
     ("systemd-coredump", "#0  0x00007f3499585ad8 n/a (libc.so.6 + 0x167ad8)"),
     ("sshd", "Process 1 (x) of user 0 dumped core."),  # the right words from the wrong program

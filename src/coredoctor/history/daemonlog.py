@@ -14,8 +14,8 @@ Events:
 
 ``unit-result``
     systemd saw a unit's process end by a signal: ``dumped`` True (``code=dumped``, result
-    ``core-dump``: the kernel wrote a core to the handler) or False (``code=killed``, result
-    ``signal``: no core). Only for the signals whose default action dumps core.
+    ``core-dump``: the kernel wrote a core to the handler) or False (``code=killed``: no core). Only
+    for the signals whose default action dumps core.
 ``handler-called``
     the core-dump handler was started for a crashed pid (systemd-coredump, apport).
 ``handler-stored``
@@ -60,8 +60,9 @@ PATTERNS = (
     # prefixes "UNIT: "; "main process exited" in lower case before v236
     P("systemd", "unit-result", r"^(?P<unit>\S+): (?:[Mm]ain|Control) process exited, code=(?P<code>dumped|killed), "
       r"status=(?P<signo>\d+)/(?P<signame>[A-Z0-9+]+)", "service_sigchld_event() systemd src/core/service.c"),
-    # service_enter_dead() src/core/service.c (v227+): the unit's result
-    P("systemd", "unit-result", r"^(?P<unit>\S+): Failed with result '(?P<result>core-dump|signal)'\.",
+    # service_enter_dead() src/core/service.c (v227+): the unit's result. Only 'core-dump': 'signal' is
+    # also a kill -9 by hand; the "code=killed, status=N/SIG" line above says which signal
+    P("systemd", "unit-result", r"^(?P<unit>\S+): Failed with result '(?P<result>core-dump)'\.",
       "service_enter_dead() systemd src/core/service.c (v227+)"),
     # systemd-coredump, process_kernel(): logged first, "so it is not lost" (v246+)
     P("systemd-coredump", "handler-called", _PROC + r"terminated abnormally with signal (?P<signo>\d+)/"
