@@ -200,6 +200,18 @@ def test_every_chunk_size_gives_the_same_events(tmp_path, memmem):
         assert [(e["pid"], e["time"], e["line"]) for e in got if e] == want, chunk
 
 
+@pytest.mark.parametrize("memmem", [True, False])
+def test_a_huge_line_is_cut_and_memory_stays_bounded(tmp_path, memmem, monkeypatch):
+    monkeypatch.setattr(syslog, "MAX_LINE", 64 << 10)
+    p = tmp_path / "kern.log"
+    crash = "Nov 25 16:13:00 host kernel: " + SEGV
+    p.write_bytes(b"x" * (300 << 10) + b"\n" + crash.encode() + b"\n" + b"y" * (200 << 10) + b" ]: segfault at tail")
+    with open(p, "rb") as f:
+        got = list(syslog.candidate_lines(f, 4096, memmem=memmem))
+    assert got[0] == crash.encode() and all(len(g) <= 64 << 10 for g in got)
+    assert got[-1].endswith(b"]: segfault at tail")
+
+
 def test_memmem_is_there_and_can_be_switched_off(monkeypatch):
     assert syslog._MEMMEM is not None  # glibc: on every machine this runs on
     monkeypatch.setenv("COREDOCTOR_DISABLE", "memmem")

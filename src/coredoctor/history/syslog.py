@@ -37,6 +37,7 @@ __all__ = ["LOG_NAMES", "ANCHORS", "log_files", "read", "parse_line", "required_
 LOG_NAMES = ("kern.log", "syslog", "messages", "daemon.log")
 
 CHUNK = 8 << 20  # bytes read at a time
+MAX_LINE = 1 << 20  # a longer "line" (no newline in a MiB: not a syslog file) is cut, to bound memory
 
 
 # -- anchors --------------------------------------------------------------------------------------
@@ -364,8 +365,8 @@ class _MemmemFinder:
 def candidate_lines(f, chunk_size=CHUNK, anchors=None, memmem=True):
     """The lines (bytes, without the newline) of binary file ``f`` that contain one of ``anchors``, in
     file order. Reads ``chunk_size`` bytes at a time into one buffer (memory: about the chunk size,
-    more only for a line longer than it); a line cut by a chunk's end is carried over to the next
-    chunk. ``memmem``: search with the C library's memmem() when there is one (else bytes.find)."""
+    up to :data:`MAX_LINE` more for a line longer than it; longer ones are cut); a line cut by a
+    chunk's end is carried over to the next chunk. ``memmem``: search with the C library's memmem() when there is one (else bytes.find)."""
     if anchors is None:
         anchors = __getattr__("ANCHORS")
         if __getattr__("_UNANCHORED"):  # some pattern has no literal to look for: every line
@@ -377,10 +378,14 @@ def candidate_lines(f, chunk_size=CHUNK, anchors=None, memmem=True):
     have = 0  # bytes of buf in use (the carried-over start of a line, then what was read)
     try:
         while True:
-            if have == len(buf):  # a line longer than the buffer: grow it
+            if have == len(buf) and have >= MAX_LINE:  # no syslog line is this long: cut it here
+                piece = bytes(buf[:have]) + b"\n"
+                yield from _find_lines(piece, len(piece), anchors, piece.find)
+                have = 0
+            elif have == len(buf):  # a line longer than the buffer: grow it
                 if finder:
                     finder.release()
-                buf.extend(bytearray(len(buf)))
+                buf.extend(bytearray(min(len(buf), MAX_LINE)))
                 if finder:
                     finder = _MemmemFinder(buf)
             with memoryview(buf) as mv:
