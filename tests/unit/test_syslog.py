@@ -230,6 +230,14 @@ def test_user_space_records_relayed_as_kernel_lines():
     assert (e["event"], e["pid"], e["comm"]) == ("fault", 1, "systemd")
 
 
+@pytest.mark.parametrize("comm,pid", [("my prog", 2115), ("kworker/0:1", 77), ("a: b/c", 5)])
+def test_fatal_signal_of_a_comm_with_spaces_and_slashes(comm, pid):
+    # found by bench/crashlog_scan.py: "%s/%d: potentially ..." prints the comm as it is
+    e = syslog.parse_line(f"Nov 20 00:00:00 host kernel: [ 1234.750000] {comm}/{pid}: potentially unexpected "
+                          "fatal signal 11.", local(2026, 11, 25, 17, 0, 0))
+    assert (e["event"], e["pid"], e["comm"], e["signo"]) == ("fatal-signal", pid, comm, 11)
+
+
 def test_unparseable_and_unrelated_lines():
     assert syslog.parse_line("random text with segfault at in it") is None
     assert syslog.parse_line("Foo 25 16:13:00 host kernel: " + SEGV)["time"] is None  # a crash, date unknown
