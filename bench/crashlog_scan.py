@@ -38,14 +38,14 @@ from coredoctor.history import syslog  # noqa: E402
 
 MON = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
-CRASHES = [  # (weight, template): {p} pid, {c} comm, {u} uptime, {t} audit time
+CRASHES = [  # (weight, template): {p} pid, {c} comm, {e} executable, {n} unit name, {u} uptime, {t} audit time
     (30, "kernel: [{u}] {c}[{p}]: segfault at 0 ip 00007f3499585ad8 sp 00007ffda54d0ab8 error 4 in "
          "libc.so.6[167ad8,7f3499444000+156000] likely on CPU 1 (core 1, socket 0)"),
     (8, "kernel: [{u}] traps: {c}[{p}] general protection fault ip:7f3a12b4c0de sp:7ffc8b2e1a40 error:0 in "
         "libfoo.so.1[7f3a12b00000+60000]"),
     (4, "kernel: [{u}] traps: {c}[{p}] trap divide error ip:55d0c3a0113e sp:7ffd1b8 error:0 in {c}[55d0c3a00000+2000]"),
     (12, "kernel: [{u}] {c}/{p}: potentially unexpected fatal signal 11."),
-    (4, "kernel: [{u}] /usr/bin/{c}: {c}: potentially unexpected fatal signal 6."),
+    (4, "kernel: [{u}] {e}: {c}: potentially unexpected fatal signal 6."),  # 6.x: %pD (basename), comm
     (12, 'kernel: [{u}] audit: type=1701 audit({t}:{p}): auid=4294967295 uid=0 gid=0 ses=4294967295 '
          'subj=unconfined pid={p} comm="{c}" exe="/usr/sbin/{c}" sig=11 res=1'),
     (5, "kernel: [{u}] coredump: {p}({c}): RLIMIT_CORE is set to 1, aborting core"),
@@ -58,8 +58,8 @@ CRASHES = [  # (weight, template): {p} pid, {c} comm, {u} uptime, {t} audit time
     (2, "kernel: [{u}] Process {p}({c}) has RLIMIT_CORE set to 1"),
     (2, "kernel: [{u}] Pid {p}({c}) over core_pipe_limit"),
     (2, "kernel: [{u}] Core dump to |/usr/lib/systemd/systemd-coredump pipe failed"),
-    (2, "systemd[1]: {c}.service: Main process exited, code=dumped, status=11/SEGV"),
-    (1, "systemd[1]: {c}.service: Main process exited, code=killed, status=6/ABRT"),
+    (2, "systemd[1]: {n}.service: Main process exited, code=dumped, status=11/SEGV"),
+    (1, "systemd[1]: {n}.service: Main process exited, code=killed, status=6/ABRT"),
     (2, "systemd-coredump[{h}]: Process {p} ({c}) of user 0 dumped core."),
 ]
 
@@ -86,7 +86,7 @@ NOISE = [  # ordinary lines; the first group holds no anchor
     "postfix/qmgr[{p}]: 4F2A81C0D2: removed",
 ]
 NEAR = [  # contain an anchor, are no crash
-    "systemd[1]: {c}.service: Main process exited, code=exited, status=0/SUCCESS",
+    "systemd[1]: {n}.service: Main process exited, code=exited, status=0/SUCCESS",
     "systemd-coredump[{h}]: Stack trace of thread {p}:",
     "systemd-coredump[{h}]: #0  0x00007f3499585ad8 raise (libc.so.6 + 0x3cad8)",
 ]
@@ -115,7 +115,9 @@ def generate(path, size, records, seed=1):
             for j in range(200):
                 k = i * 200 + j
                 p = 1000 + k % 4000000
-                kw = dict(p=p, c=COMMS[k % len(COMMS)], u=f"{(now - t0) + 1234.5:12.6f}", t=f"{now:.3f}", h=p + 1)
+                c = COMMS[k % len(COMMS)]
+                kw = dict(p=p, c=c, e=c.replace(" ", "_"), n=c.replace(" ", "-"), u=f"{(now - t0) + 1234.5:12.6f}",
+                          t=f"{now:.3f}", h=p + 1)
                 if n_crash < records and k % every == every // 2:
                     block.append(head + ctpl[chosen[n_crash]].format(**kw))
                     n_crash += 1
