@@ -16,7 +16,7 @@ older formats, and a few user-space lines (systemd unit results, systemd-coredum
 lines contain an anchor without being a crash (`code=exited` unit results, systemd-coredump's
 stack-trace lines): grep counts them, the scan must not.
 
-usage: python3 bench/crashlog_scan.py [--size 1G] [--records 100000] [--rounds 5] [--keep PATH]
+usage: python3 bench/crashlog_scan.py [--size 1G] [--records 100000] [--rounds 5] [--keep PATH] [--no-memmem]
 """
 import argparse
 import json
@@ -38,14 +38,14 @@ from coredoctor.history import syslog  # noqa: E402
 
 MON = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
-CRASHES = [  # (weight, template): {p} pid, {c} comm, {u} uptime, {t} audit time
+CRASHES = [  # (weight, template): {p} pid, {c} comm, {e} executable, {n} unit name, {u} uptime, {t} audit time
     (30, "kernel: [{u}] {c}[{p}]: segfault at 0 ip 00007f3499585ad8 sp 00007ffda54d0ab8 error 4 in "
          "libc.so.6[167ad8,7f3499444000+156000] likely on CPU 1 (core 1, socket 0)"),
     (8, "kernel: [{u}] traps: {c}[{p}] general protection fault ip:7f3a12b4c0de sp:7ffc8b2e1a40 error:0 in "
         "libfoo.so.1[7f3a12b00000+60000]"),
     (4, "kernel: [{u}] traps: {c}[{p}] trap divide error ip:55d0c3a0113e sp:7ffd1b8 error:0 in {c}[55d0c3a00000+2000]"),
     (12, "kernel: [{u}] {c}/{p}: potentially unexpected fatal signal 11."),
-    (4, "kernel: [{u}] /usr/bin/{c}: {c}: potentially unexpected fatal signal 6."),
+    (4, "kernel: [{u}] {e}: {c}: potentially unexpected fatal signal 6."),  # 6.x: %pD (basename), comm
     (12, 'kernel: [{u}] audit: type=1701 audit({t}:{p}): auid=4294967295 uid=0 gid=0 ses=4294967295 '
          'subj=unconfined pid={p} comm="{c}" exe="/usr/sbin/{c}" sig=11 res=1'),
     (5, "kernel: [{u}] coredump: {p}({c}): RLIMIT_CORE is set to 1, aborting core"),
@@ -58,8 +58,8 @@ CRASHES = [  # (weight, template): {p} pid, {c} comm, {u} uptime, {t} audit time
     (2, "kernel: [{u}] Process {p}({c}) has RLIMIT_CORE set to 1"),
     (2, "kernel: [{u}] Pid {p}({c}) over core_pipe_limit"),
     (2, "kernel: [{u}] Core dump to |/usr/lib/systemd/systemd-coredump pipe failed"),
-    (2, "systemd[1]: {c}.service: Main process exited, code=dumped, status=11/SEGV"),
-    (1, "systemd[1]: {c}.service: Main process exited, code=killed, status=6/ABRT"),
+    (2, "systemd[1]: {n}.service: Main process exited, code=dumped, status=11/SEGV"),
+    (1, "systemd[1]: {n}.service: Main process exited, code=killed, status=6/ABRT"),
     (2, "systemd-coredump[{h}]: Process {p} ({c}) of user 0 dumped core."),
 ]
 
@@ -86,7 +86,7 @@ NOISE = [  # ordinary lines; the first group holds no anchor
     "postfix/qmgr[{p}]: 4F2A81C0D2: removed",
 ]
 NEAR = [  # contain an anchor, are no crash
-    "systemd[1]: {c}.service: Main process exited, code=exited, status=0/SUCCESS",
+    "systemd[1]: {n}.service: Main process exited, code=exited, status=0/SUCCESS",
     "systemd-coredump[{h}]: Stack trace of thread {p}:",
     "systemd-coredump[{h}]: #0  0x00007f3499585ad8 raise (libc.so.6 + 0x3cad8)",
 ]
@@ -115,7 +115,9 @@ def generate(path, size, records, seed=1):
             for j in range(200):
                 k = i * 200 + j
                 p = 1000 + k % 4000000
-                kw = dict(p=p, c=COMMS[k % len(COMMS)], u=f"{(now - t0) + 1234.5:12.6f}", t=f"{now:.3f}", h=p + 1)
+                c = COMMS[k % len(COMMS)]
+                kw = dict(p=p, c=c, e=c.replace(" ", "_"), n=c.replace(" ", "-"), u=f"{(now - t0) + 1234.5:12.6f}",
+                          t=f"{now:.3f}", h=p + 1)
                 if n_crash < records and k % every == every // 2:
                     block.append(head + ctpl[chosen[n_crash]].format(**kw))
                     n_crash += 1
@@ -163,6 +165,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--chunk", type=int, default=syslog.CHUNK)
     ap.add_argument("--keep", help="write the log here and keep it (reused when it exists)")
+    ap.add_argument("--no-memmem", action="store_true", help="scan with bytes.find (COREDOCTOR_DISABLE=memmem)")
     ap.add_argument("--scan-child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.scan_child:
@@ -184,6 +187,7 @@ def main():
         grep = [shutil.which("grep") or "grep", "-c", "-E", regex, path]
         scan = [sys.executable, os.path.abspath(__file__), "--scan-child", path, "--chunk", str(a.chunk)]
         genv = dict(os.environ, LC_ALL="C")
+        senv = dict(os.environ, COREDOCTOR_DISABLE="memmem") if a.no_memmem else None
         print(f"grep gets ({len(syslog.ANCHORS)} anchors): grep -c -E '{regex}'")
         timed(["cat", path])  # warm the page cache
         rows = []
@@ -191,7 +195,7 @@ def main():
             order = [("grep", grep), ("scan", scan)] if r % 2 == 0 else [("scan", scan), ("grep", grep)]
             res = {}
             for name, cmd in order:
-                res[name] = timed(cmd, genv if name == "grep" else None)
+                res[name] = timed(cmd, genv if name == "grep" else senv)
             child = json.loads(res["scan"][1])
             rows.append((res["grep"][0], res["scan"][0], child["seconds"], child["maxrss_kib"], child["events"],
                          int(res["grep"][1].strip())))
@@ -202,6 +206,8 @@ def main():
         s = statistics.median(x[1] for x in rows)
         print(f"file {os.path.getsize(path) / 2**30:.2f} GiB, kernel {os.uname().release}, {os.cpu_count()} CPUs, "
               f"chunk {a.chunk >> 20} MiB")
+        print(f"search: {'bytes.find' if a.no_memmem else 'memmem' if syslog._MEMMEM else 'bytes.find'}; median of "
+              f"the per-round ratios {statistics.median(x[1] / x[0] for x in rows):.2f}")
         print(f"median: grep -c -E {g:.2f} s, coredoctor scan {s:.2f} s, ratio {s / g:.2f} (goal <= 3); "
               f"peak RSS {max(x[3] for x in rows) / 1024:.0f} MiB; events {rows[-1][4]} of {a.records}")
         if any(x[4] != a.records for x in rows):

@@ -3,6 +3,7 @@ which does not consume them) go to two files of ours in both line formats, and m
 log socket (not /dev/log) go to a third. A real segfault must then be found in the files by
 syslog.read() with the right pid and signal; daemon lines sent by logger(1) as systemd-coredump and
 systemd would send them must come back classified."""
+import glob
 import os
 import shutil
 import signal
@@ -131,3 +132,56 @@ def test_daemon_lines_through_rsyslog(rsyslog):
     assert evs[1]["signal"] == "SIGSEGV" and evs[1]["hpid"] == 4321  # linked to the line before
     assert evs[1]["stack"][0] == "Stack trace of thread 4242:"  # rsyslog wrote the newlines as #012
     assert all(abs(e["time"] - time.time()) < 60 for e in evs)
+
+
+HELPER = "/lib/systemd/systemd-coredump"
+SOCKET = "/run/systemd/coredump"
+
+
+@pytest.fixture
+def coredump_listener(saved_sysctls):
+    """The real systemd-coredump behind a socket we activate by hand (no systemd as PID 1 here); its
+    own messages go to /dev/kmsg, as they do wherever there is no journal."""
+    L.require_installed(HELPER, "systemd-coredump")
+    if os.path.exists(SOCKET):
+        pytest.skip(f"{SOCKET} already exists (a systemd host): this test runs systemd-coredump by hand")
+    made_run = not os.path.isdir("/run/systemd")
+    os.makedirs("/run/systemd", exist_ok=True)
+    p = subprocess.Popen(["systemd-socket-activate", "--seqpacket", "--accept", "-l", SOCKET, HELPER],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids = []
+    try:
+        _wait_for(lambda: SOCKET in open("/proc/1/net/unix").read(), 10)
+        yield pids
+    finally:
+        p.kill()  # the systemd-socket-activate we started
+        p.wait()
+        if os.path.exists(SOCKET):  # ours: it did not exist before
+            os.unlink(SOCKET)
+        for pid in pids:
+            for f in glob.glob(f"/var/lib/systemd/coredump/core.*.{pid}.*"):
+                os.unlink(f)
+        if made_run:
+            os.rmdir("/run/systemd")
+
+
+def test_real_systemd_coredump_lines_through_rsyslog(coredump_listener, rsyslog):
+    """systemd-coredump refuses a core for RLIMIT_CORE=0 (%c in the pattern) and says so in the kernel
+    log; rsyslogd writes it as a kernel line; syslog.read gives the crashed pid and the gate."""
+    L.set_sysctls({"kernel.core_pattern": f"|{HELPER} %P %u %g %s %t %c %h", "fs.suid_dumpable": 0,
+                   "kernel.core_pipe_limit": 16})
+    v = L.Victim({"rlimit_core": [0, None]})
+    coredump_listener.append(v.pid)
+    try:
+        v.fault()
+    finally:
+        v.close()
+    path = os.path.join(rsyslog, "daemon.log")  # the records' facility is daemon
+
+    def found():
+        return [e for e in syslog.read([path]) if e["pid"] == v.pid] if os.path.exists(path) else []
+    evs = _wait_for(found, 15)
+    assert [(e["event"], e["gate"]) for e in evs] == [("handler-refused", "rlimit-core")], evs
+    assert evs[0]["comm"].startswith("python") and evs[0]["ident"] == "systemd-coredump"
+    assert evs[0]["hpid"] not in (None, v.pid) and abs(evs[0]["time"] - time.time()) < 60
+    assert not glob.glob(f"/var/lib/systemd/coredump/core.*.{v.pid}.*")  # and indeed nothing was stored

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from coredoctor.history.daemonlog import IDENTS, PATTERNS, link, parse_apport_line, parse_message
+from coredoctor.history.daemonlog import IDENTS, PATTERNS, link, parse_apport_line, parse_message, parse_tagged
 
 # ident, message, event, pid, comm, gate, signal, dumped
 CASES = [
@@ -19,7 +19,6 @@ CASES = [
     ("systemd", "foo.service: Control process exited, code=dumped, status=7/BUS",
      "unit-result", None, None, None, "SIGBUS", True),
     ("systemd", "ovs-vswitchd.service: Failed with result 'core-dump'.", "unit-result", None, None, None, None, True),
-    ("systemd", "ovs-vswitchd.service: Failed with result 'signal'.", "unit-result", None, None, None, None, False),
     ("systemd-coredump", "Process 24950 (ovs-vswitchd) of user 0 terminated abnormally with signal 11/SEGV, "
      "processing...", "handler-called", 24950, "ovs-vswitchd", None, "SIGSEGV", None),
     ("systemd-coredump", "Process 24950 (ovs-vswitchd) of user 0 dumped core.", "handler-stored", 24950,
@@ -91,6 +90,7 @@ def test_every_pattern_has_a_case():
     ("systemd", "nginx.service: Main process exited, code=killed, status=15/TERM"),   # a stop
     ("systemd", "nginx.service: Main process exited, code=exited, status=1/FAILURE"),
     ("systemd", "nginx.service: Failed with result 'exit-code'."),
+    ("systemd", "nginx.service: Failed with result 'signal'."),  # also a kill -9 by hand
     ("systemd-coredump", "Stack trace of thread 24950:"),
     ("systemd-coredump", "#0  0x00007f3499585ad8 n/a (libc.so.6 + 0x167ad8)"),
     ("sshd", "Process 1 (x) of user 0 dumped core."),  # the right words from the wrong program
@@ -154,3 +154,19 @@ def test_link_systemd_coredump_by_handler_pid():
     assert [(e["pid"], e["comm"], e["signal"]) for e in evs] == [
         (24950, "ovs-vswitchd", "SIGSEGV"), (None, None, None), (24950, "ovs-vswitchd", "SIGSEGV"),
         (24950, "ovs-vswitchd", "SIGSEGV")]
+
+
+def test_tagged_records_from_the_kernel_log():
+    # /dev/kmsg records written by the real systemd-coredump 252 on this machine (no journald)
+    e = parse_tagged("systemd-coredump[30461]: Resource limits disable core dumping for process 30459 (python3).",
+                     when=5.0)
+    assert (e["event"], e["pid"], e["comm"], e["gate"], e["hpid"], e["source"], e["time"]) == \
+        ("handler-refused", 30459, "python3", "rlimit-core", 30461, "kmsg", 5.0)
+    assert e["line"].startswith("systemd-coredump[30461]: Resource limits")
+    e = parse_tagged("systemd-coredump[23341]: Failed to connect to coredump service: No such file or directory")
+    assert (e["event"], e["gate"], e["detail"]) == ("handler-refused", "handler-policy", "No such file or directory")
+    assert parse_tagged("systemd[1]: nginx.service: Main process exited, code=dumped, status=6/ABRT")["dumped"] is True
+    # the kernel's own lines look tagged too, and are not ours
+    assert parse_tagged("python3[30454]: segfault at 0 ip 00007faca8785ad8 sp 00007ffca2c646c8 error 4") is None
+    assert parse_tagged("systemd[1]: segfault at 0 ip 00007faca8785ad8 sp 00007ffca2c646c8 error 4") is None
+    assert parse_tagged("no tag here") is None

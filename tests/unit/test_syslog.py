@@ -29,17 +29,36 @@ def write(path, lines, mtime, gz=False):
 # -- anchors ----------------------------------------------------------------------------------------
 
 def test_required_literals():
-    assert syslog.required_literals(r"^abc(?P<x>def)?ghi\d+jkl(?:mn|op)qr") == ["abc", "ghi", "jkl", "qr"]
-    assert syslog.required_literals(r"^a(?P<g>bc)d") == ["abcd"]
-    assert syslog.required_literals(r"(?i)abc") == [] and syslog.required_literals(r"x(?i:abc)yz") == ["x", "yz"]
+    rl = syslog.required_literals
+    assert rl(r"^abc(?P<x>def)?ghi\d+jkl(?:mn|op)qr") == [("abc",), ("ghi",), ("jklmnqr", "jklopqr")]
+    assert rl(r"^a(?P<g>bc)d") == [("abcd",)]
+    assert rl(r"(?i)abc") == [] and rl(r"x(?i:abc)yz") == [("x",), ("yz",)]
+    # small classes and alternations go on the run; an open-ended alternative ends it
+    assert rl(r": (?:[Mm]ain|Control) process") == [(": Control process", ": Main process", ": main process")]
+    assert rl(r"\] (?:general protection fault|trap int3|trap [a-z]+)x") == [("] general protection fault", "] trap "), ("x",)]
+    assert rl(r"type=(?:1701|ANOM_ABEND) (?:msg=)?audit\(") == [("type=1701 ", "type=ANOM_ABEND "), ("audit(",)]
+
+
+def test_choose_anchors_prefers_few_long_literals():
+    class P:
+        def __init__(self, rx, ident=None):
+            self.regex, self.ident = syslog.re.compile(rx), ident
+    got, none = syslog.choose_anchors([P(r"^coredump: \d+: RLIMIT_CORE is set to 1"), P(r"^coredump: \d+: pipe failed"),
+                                       P(r": (?:[Mm]ain|Control) process exited, code="), P(r"^\w+$")])
+    assert got == (" process exited, code=", "coredump: ") and [p.regex.pattern for p in none] == [r"^\w+$"]
+    # with their ident, daemon patterns can share one anchor
+    got, _ = syslog.choose_anchors([P(r"^Core file was truncated", "systemd-coredump"),
+                                    P(r"^Resource limits disable core", "systemd-coredump")])
+    assert got == ("systemd-coredump",)
 
 
 def test_every_pattern_is_guarded_by_an_anchor():
     assert syslog._UNANCHORED == []
     anchors = [a.decode() for a in syslog.ANCHORS]
     for p in tuple(kmsg.PATTERNS) + tuple(daemonlog.PATTERNS):
-        musts = syslog.required_literals(p.regex) + ([p.ident] if getattr(p, "ident", None) else [])
-        assert any(a in m for a in anchors for m in musts), p.regex.pattern
+        musts = syslog.required_literals(p.regex) + ([(p.ident,)] if getattr(p, "ident", None) else [])
+        # some required tuple of alternatives has an anchor in each alternative
+        assert any(all(any(a in alt for a in anchors) for alt in m) for m in musts), p.regex.pattern
 
 
 def _as_syslog(ident, msg, pid=None):
@@ -181,10 +200,42 @@ def test_every_chunk_size_gives_the_same_events(tmp_path, memmem):
         assert [(e["pid"], e["time"], e["line"]) for e in got if e] == want, chunk
 
 
+@pytest.mark.parametrize("memmem", [True, False])
+def test_a_huge_line_is_cut_and_memory_stays_bounded(tmp_path, memmem, monkeypatch):
+    monkeypatch.setattr(syslog, "MAX_LINE", 64 << 10)
+    p = tmp_path / "kern.log"
+    crash = "Nov 25 16:13:00 host kernel: " + SEGV
+    p.write_bytes(b"x" * (300 << 10) + b"\n" + crash.encode() + b"\n" + b"y" * (200 << 10) + b" ]: segfault at tail")
+    with open(p, "rb") as f:
+        got = list(syslog.candidate_lines(f, 4096, memmem=memmem))
+    assert got[0] == crash.encode() and all(len(g) <= 64 << 10 for g in got)
+    assert got[-1].endswith(b"]: segfault at tail")
+
+
 def test_memmem_is_there_and_can_be_switched_off(monkeypatch):
     assert syslog._MEMMEM is not None  # glibc: on every machine this runs on
     monkeypatch.setenv("COREDOCTOR_DISABLE", "memmem")
     assert syslog._libc_memmem() is None
+
+
+def test_user_space_records_relayed_as_kernel_lines():
+    # rsyslog's imkmsg/imklog tag every /dev/kmsg record "kernel", also those user space wrote there
+    mt = local(2026, 11, 25, 17, 0, 0)
+    e = syslog.parse_line("Nov 25 16:13:00 host kernel: [ 1737.219776] systemd-coredump[30461]: Resource limits "
+                          "disable core dumping for process 30459 (python3).", mt)
+    assert (e["event"], e["pid"], e["gate"], e["hpid"]) == ("handler-refused", 30459, "rlimit-core", 30461)
+    # a process named like a daemon that segfaults is still the kernel's fault line
+    e = syslog.parse_line("Nov 25 16:13:00 host kernel: systemd[1]: segfault at 0 ip 00007faca8785ad8 sp "
+                          "00007ffca2c646c8 error 4 in libc.so.6[167ad8,7faca8644000+156000]", mt)
+    assert (e["event"], e["pid"], e["comm"]) == ("fault", 1, "systemd")
+
+
+@pytest.mark.parametrize("comm,pid", [("my prog", 2115), ("kworker/0:1", 77), ("a: b/c", 5)])
+def test_fatal_signal_of_a_comm_with_spaces_and_slashes(comm, pid):
+    # found by bench/crashlog_scan.py: "%s/%d: potentially ..." prints the comm as it is
+    e = syslog.parse_line(f"Nov 20 00:00:00 host kernel: [ 1234.750000] {comm}/{pid}: potentially unexpected "
+                          "fatal signal 11.", local(2026, 11, 25, 17, 0, 0))
+    assert (e["event"], e["pid"], e["comm"], e["signo"]) == ("fatal-signal", pid, comm, 11)
 
 
 def test_unparseable_and_unrelated_lines():

@@ -14,8 +14,8 @@ Events:
 
 ``unit-result``
     systemd saw a unit's process end by a signal: ``dumped`` True (``code=dumped``, result
-    ``core-dump``: the kernel wrote a core to the handler) or False (``code=killed``, result
-    ``signal``: no core). Only for the signals whose default action dumps core.
+    ``core-dump``: the kernel wrote a core to the handler) or False (``code=killed``: no core). Only
+    for the signals whose default action dumps core.
 ``handler-called``
     the core-dump handler was started for a crashed pid (systemd-coredump, apport).
 ``handler-stored``
@@ -36,7 +36,7 @@ import time
 from coredoctor.history.kmsg import Event
 from coredoctor.kernel.signal import SIG_KERNEL_COREDUMP
 
-__all__ = ["PATTERNS", "parse_message", "parse_apport_line", "link", "linked", "IDENTS"]
+__all__ = ["PATTERNS", "parse_message", "parse_tagged", "parse_apport_line", "link", "linked", "IDENTS"]
 
 #: signals whose default action dumps core (include/linux/signal.h SIG_KERNEL_COREDUMP_MASK), by the
 #: short names systemd prints in "status=11/SEGV"
@@ -60,8 +60,9 @@ PATTERNS = (
     # prefixes "UNIT: "; "main process exited" in lower case before v236
     P("systemd", "unit-result", r"^(?P<unit>\S+): (?:[Mm]ain|Control) process exited, code=(?P<code>dumped|killed), "
       r"status=(?P<signo>\d+)/(?P<signame>[A-Z0-9+]+)", "service_sigchld_event() systemd src/core/service.c"),
-    # service_enter_dead() src/core/service.c (v227+): the unit's result
-    P("systemd", "unit-result", r"^(?P<unit>\S+): Failed with result '(?P<result>core-dump|signal)'\.",
+    # service_enter_dead() src/core/service.c (v227+): the unit's result. Only 'core-dump': 'signal' is
+    # also a kill -9 by hand; the "code=killed, status=N/SIG" line above says which signal
+    P("systemd", "unit-result", r"^(?P<unit>\S+): Failed with result '(?P<result>core-dump)'\.",
       "service_enter_dead() systemd src/core/service.c (v227+)"),
     # systemd-coredump, process_kernel(): logged first, "so it is not lost" (v246+)
     P("systemd-coredump", "handler-called", _PROC + r"terminated abnormally with signal (?P<signo>\d+)/"
@@ -180,6 +181,22 @@ def parse_message(ident, pid, message, when=None, source="syslog"):
             e["gate"] = "space"
         return e
     return None
+
+
+_TAGGED = re.compile(r"^(?P<ident>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)$", re.S)
+
+
+def parse_tagged(text, when=None, source="kmsg"):
+    """Classify a record that carries its own ``ident[pid]: `` tag: what user space writes to
+    /dev/kmsg when there is no journal (systemd-coredump logs "systemd-coredump[N]: Resource limits
+    disable core dumping ..." there), and what syslog daemons then write as kernel lines."""
+    m = _TAGGED.match(text)
+    if not m or _ident_family(m.group("ident")) is None:
+        return None
+    e = parse_message(m.group("ident"), m.group("pid"), m.group("msg"), when, source=source)
+    if e is not None:
+        e["line"] = _FIRST_LINE.split(text, 1)[0].rstrip("\r")
+    return e
 
 
 # "ERROR: apport (pid 17768) Thu Apr 27 03:08:58 2023: called for pid 17767, ..." (asctime as

@@ -30,7 +30,7 @@ PATTERNS = (
     P("fault", r"^traps: (?P<comm>.+?)\[(?P<pid>\d+)\] (?P<trap>general protection fault|trap int3|trap divide error|"
       r"trap invalid opcode|trap [a-z ]+?)(?: ip| in |:|$)", "show_signal() arch/x86/kernel/traps.c"),
     # print-fatal-signals: "%s/%d: potentially..." (up to 6.x), "%pD: %s: potentially..." (newer, no pid)
-    P("fatal-signal", r"^(?P<comm>[^/\s]+)/(?P<pid>\d+): potentially unexpected fatal signal (?P<signo>\d+)\.",
+    P("fatal-signal", r"^(?P<comm>.+)/(?P<pid>\d+): potentially unexpected fatal signal (?P<signo>\d+)\.",
       "print_fatal_signal() kernel/signal.c"),
     P("fatal-signal", r"^(?P<exe>\S+): (?P<comm>.+?): potentially unexpected fatal signal (?P<signo>\d+)\.",
       "print_fatal_signal() kernel/signal.c (6.x: %pD, no pid)"),

@@ -37,73 +37,164 @@ __all__ = ["LOG_NAMES", "ANCHORS", "log_files", "read", "parse_line", "required_
 LOG_NAMES = ("kern.log", "syslog", "messages", "daemon.log")
 
 CHUNK = 8 << 20  # bytes read at a time
+MAX_LINE = 1 << 20  # a longer "line" (no newline in a MiB: not a syslog file) is cut, to bound memory
 
 
 # -- anchors --------------------------------------------------------------------------------------
 
+_MAX_ALTS = 16  # alternatives followed through [Mm] and (?:a|b) before giving up on a run
+
+
+def _minimal(alts):
+    """Drop alternatives that contain another: a line holding the longer one holds the shorter."""
+    alts = set(alts)
+    return tuple(sorted(a for a in alts if not any(b != a and b in a for b in alts)))
+
+
 def required_literals(regex):
-    """The literal runs that every match of ``regex`` (a compiled pattern or its source) contains:
-    consecutive literal characters at the top level of the pattern or inside groups that are not
-    optional, repeated or alternatives."""
+    """What every match of ``regex`` (a compiled pattern or its source) must contain, as a list of
+    tuples of alternatives: each match contains at least one string of every tuple. Literal runs are
+    followed through groups, small character classes (``[Mm]ain``) and alternations
+    (``(?:1701|ANOM_ABEND)``); optional or repeated parts end a run."""
     if isinstance(regex, str):
         regex = re.compile(regex)
     if regex.flags & re.IGNORECASE:
         return []
-    runs, cur = [], []
+    runs = []
 
-    def walk(items):
+    def flush(cur):
+        m = _minimal(cur)
+        if m and all(m):
+            runs.append(m)
+        return [""]
+
+    def lead(items):
+        """The literal alternatives a sequence starts with, and whether that is all of it."""
+        cur = [""]
         for op, av in items:
             if op is _sre_c.LITERAL:
-                cur.append(chr(av))
-            elif op is _sre_c.SUBPATTERN and not av[1] & re.IGNORECASE:  # (?i:...) is not literal
-                walk(av[-1])
-            elif op is _sre_c.AT:  # ^ and $ match no characters: a run goes on across them
+                cur = [c + chr(av) for c in cur]
+            elif op is _sre_c.IN and av and all(o is _sre_c.LITERAL for o, _ in av) and len(cur) * len(av) <= _MAX_ALTS:
+                cur = [c + chr(x) for c in cur for _, x in av]
+            elif op is _sre_c.SUBPATTERN and not av[1] & re.IGNORECASE:
+                sub, whole = lead(av[-1])
+                cur = [c + x for c in cur for x in sub] if len(cur) * len(sub) <= _MAX_ALTS else cur
+                if not whole or len(cur) * len(sub) > _MAX_ALTS:
+                    return cur, False
+            elif op is _sre_c.AT:
                 continue
             else:
-                if cur:
-                    runs.append("".join(cur))
-                    cur.clear()
+                return cur, False
+        return cur, True
 
-    walk(_sre_p.parse(regex.pattern))
-    if cur:
-        runs.append("".join(cur))
+    def walk(items, cur):
+        for op, av in items:
+            if op is _sre_c.LITERAL:
+                cur = [c + chr(av) for c in cur]
+            elif op is _sre_c.AT:  # ^ and $ match no characters: a run goes on across them
+                continue
+            elif op is _sre_c.SUBPATTERN and not av[1] & re.IGNORECASE:  # (?i:...) is not literal
+                cur = walk(av[-1], cur)
+            elif op in (_sre_c.IN, _sre_c.BRANCH):
+                alts, whole = lead([(op, av)]) if op is _sre_c.IN else (None, None)
+                if op is _sre_c.BRANCH:
+                    leads = [lead(b) for b in av[1]]
+                    alts = [x for a, _ in leads for x in a]
+                    whole = all(w for _, w in leads)
+                if alts is None or len(cur) * len(alts) > _MAX_ALTS or (op is _sre_c.IN and alts == [""]):
+                    cur = flush(cur)
+                    continue
+                cur = [c + x for c in cur for x in alts]
+                if not whole:
+                    cur = flush(cur)
+            else:
+                cur = flush(cur)
+        return cur
+
+    flush(walk(_sre_p.parse(regex.pattern), [""]))
     return runs
 
 
-def choose_anchors(patterns, min_len=5):
-    """A small set of literals such that every pattern's matches contain one of them. Candidates for a
-    pattern are its required literals (:func:`required_literals`) of at least ``min_len`` characters
-    (else its longest one) and, for :mod:`.daemonlog` patterns, the ident it is logged under (a syslog
-    line is only classified by them when it carries that ident). Greedy: the candidate that covers the
-    most still uncovered patterns, weighted by its length (longer literals are rarer), first.
+def _common_substring(strs):
+    """The longest string that is part of every one of ``strs``."""
+    first = min(strs, key=len)
+    for n in range(len(first), 0, -1):
+        for k in range(len(first) - n + 1):
+            sub = first[k:k + n]
+            if all(sub in x for x in strs):
+                return sub
+    return ""
+
+
+def _search_cost(literal):
+    """The relative time of one search pass for ``literal`` through a buffer: a fixed part and a part
+    that shrinks with its length (skip-based search). Fitted to bytes.find() and memmem() over a
+    syslog-format kernel log (bench/crashlog_scan.py): 6 bytes ~3.5x, 40 bytes ~1.2x the fixed part."""
+    return 1.0 + 32.0 / len(literal)
+
+
+def choose_anchors(patterns, min_len=8):
+    """A small set of literals such that every pattern's matches contain one of them.
+
+    Candidates for a pattern are its required literals (:func:`required_literals`, tuples of
+    alternatives) whose alternatives have at least ``min_len`` characters (else its longest one), the
+    longest part common to a tuple's alternatives, and, for :mod:`.daemonlog` patterns, the ident it
+    is logged under (a syslog line is only classified by them when it carries that ident). A pattern
+    is covered when, for one of its candidates, every alternative contains a chosen anchor. Greedy:
+    the candidate with the most newly covered patterns per cost of its search passes
+    (:func:`_search_cost`: longer literals are found faster, and are rarer in the text) first.
     Returns (anchors, unanchored patterns)."""
-    cands, unanchored = {}, []
+    cands, unanchored = [], []
     for p in patterns:
         runs = required_literals(p.regex)
-        c = [r for r in runs if len(r) >= min_len] or ([max(runs, key=len)] if runs else [])
+        c = [r for r in runs if min(map(len, r)) >= min_len]
+        if not c and runs:
+            c = [max(runs, key=lambda r: min(map(len, r)))]
+        for r in list(c):
+            common = _common_substring(r) if len(r) > 1 else ""
+            if len(common) >= min_len:
+                c.append((common,))
         if getattr(p, "ident", None):
-            c.append(p.ident)
+            c.append((p.ident,))
         if c:
-            cands[id(p)] = set(c)
+            cands.append(c)
         else:
             unanchored.append(p)
-    def covers(c, cs):  # a line holding a required literal holds every part of it
-        return any(c in x for x in cs)
+    alts = {a for cs in cands for cand in cs for a in cand}
+    contains = {a: frozenset(x for x in alts if a in x) for a in alts}  # anchor -> the strings it finds
 
-    every = {c for cs in cands.values() for c in cs}
-    chosen, left = [], dict(cands)
+    def covered(cs, found):
+        return any(all(a in found for a in cand) for cand in cs)
+
+    chosen, found = set(), set()
+    left = list(cands)
     while left:
-        count = {c: sum(1 for cs in left.values() if covers(c, cs)) for c in every}
-        best = max(count, key=lambda c: (count[c] * len(c), len(c), c))
-        chosen.append(best)
-        left = {k: cs for k, cs in left.items() if not covers(best, cs)}
+        every = sorted({cand for cs in left for cand in cs})
+
+        def score(cand):
+            f = found.union(*(contains[a] for a in cand))
+            gain = sum(1 for cs in left if covered(cs, f))
+            return gain / sum(_search_cost(a) for a in cand)
+        best = max(every, key=score)
+        chosen.update(best)
+        found.update(*(contains[a] for a in best))
+        left = [cs for cs in left if not covered(cs, found)]
     return tuple(sorted(chosen)), unanchored
 
 
-_ALL_PATTERNS = tuple(kmsg.PATTERNS) + tuple(daemonlog.PATTERNS)
-_ANCHOR_STRS, _UNANCHORED = choose_anchors(_ALL_PATTERNS)
-#: literal byte strings: a line that contains none of them cannot be a crash line
-ANCHORS = tuple(a.encode() for a in _ANCHOR_STRS)
+_LAZY = {}
+
+
+def __getattr__(name):
+    """``ANCHORS`` -- literal byte strings: a line that contains none of them cannot be a crash line
+    (from the patterns of :mod:`.kmsg` and :mod:`.daemonlog`, worked out on first use) -- and
+    ``_UNANCHORED``, the patterns without a literal to look for."""
+    if name in ("ANCHORS", "_UNANCHORED"):
+        if not _LAZY:
+            strs, unanchored = choose_anchors(tuple(kmsg.PATTERNS) + tuple(daemonlog.PATTERNS))
+            _LAZY.update(ANCHORS=tuple(a.encode() for a in strs), _UNANCHORED=unanchored)
+        return _LAZY[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- lines ----------------------------------------------------------------------------------------
@@ -171,14 +262,20 @@ def parse_line(line, mtime=None, source="syslog", clock=None):
             p = _DMESG_PREFIX.match(msg)
             if p:
                 msg = msg[p.end():]
-        e = kmsg.parse_line(msg, when)
-        if e is not None:
-            e.setdefault("ref", e.get("source"))
-            e["source"] = source
+        # user space's own records in the kernel log (systemd-coredump writes there when there is no
+        # journal), relayed by the syslog daemon as kernel lines: "kernel: systemd-coredump[N]: ..."
+        e = daemonlog.parse_tagged(msg, when, source)
+        if e is None:
+            e = kmsg.parse_line(msg, when)
+            if e is not None:
+                e.setdefault("ref", e.get("source"))
+                e["source"] = source
     else:
         e = daemonlog.parse_message(ident, m.group("pid"), msg, when, source=source)
     if e is not None:
         e["host"] = m.group("host")
+        e.setdefault("unit", None)  # one shape for kernel and daemon events
+        e.setdefault("dumped", None)
     return e
 
 
@@ -265,13 +362,15 @@ class _MemmemFinder:
         self._view = None
 
 
-def candidate_lines(f, chunk_size=CHUNK, anchors=ANCHORS, memmem=True):
+def candidate_lines(f, chunk_size=CHUNK, anchors=None, memmem=True):
     """The lines (bytes, without the newline) of binary file ``f`` that contain one of ``anchors``, in
     file order. Reads ``chunk_size`` bytes at a time into one buffer (memory: about the chunk size,
-    more only for a line longer than it); a line cut by a chunk's end is carried over to the next
-    chunk. ``memmem``: search with the C library's memmem() when there is one (else bytes.find)."""
-    if _UNANCHORED and anchors is ANCHORS:  # some pattern has no literal to look for: every line
-        anchors = (b"",)
+    up to :data:`MAX_LINE` more for a line longer than it; longer ones are cut); a line cut by a
+    chunk's end is carried over to the next chunk. ``memmem``: search with the C library's memmem() when there is one (else bytes.find)."""
+    if anchors is None:
+        anchors = __getattr__("ANCHORS")
+        if __getattr__("_UNANCHORED"):  # some pattern has no literal to look for: every line
+            anchors = (b"",)
     if b"" in anchors:
         memmem = False
     buf = bytearray(chunk_size)
@@ -279,10 +378,14 @@ def candidate_lines(f, chunk_size=CHUNK, anchors=ANCHORS, memmem=True):
     have = 0  # bytes of buf in use (the carried-over start of a line, then what was read)
     try:
         while True:
-            if have == len(buf):  # a line longer than the buffer: grow it
+            if have == len(buf) and have >= MAX_LINE:  # no syslog line is this long: cut it here
+                piece = bytes(buf[:have]) + b"\n"
+                yield from _find_lines(piece, len(piece), anchors, piece.find)
+                have = 0
+            elif have == len(buf):  # a line longer than the buffer: grow it
                 if finder:
                     finder.release()
-                buf.extend(bytearray(len(buf)))
+                buf.extend(bytearray(min(len(buf), MAX_LINE)))
                 if finder:
                     finder = _MemmemFinder(buf)
             with memoryview(buf) as mv:
