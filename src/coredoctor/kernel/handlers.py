@@ -6,13 +6,7 @@ systemd-coredump (src/coredump/ in systemd), apport (data/apport), ``|/bin/false
 by check's ``handler-policy`` gate and, later, by crash history.
 """
 
-__all__ = ["identify", "policy", "parse_size", "apport_likely_packaged", "STORES"]
-
-#: where each handler keeps what it stored ({pid} is the crashed pid in the initial namespace)
-STORES = {
-    "systemd-coredump": "/var/lib/systemd/coredump/core.*.*.*.{pid}.*",   # COMM.UID.BOOT_ID.PID.USEC[.zst]
-    "apport": "/var/lib/apport/coredump/core.*.{pid}.*",                   # EXE_PATH.UID.BOOT_ID.PID.TIME
-}
+__all__ = ["identify", "policy", "parse_size", "apport_likely_packaged"]
 
 # apport's apport/fileutils.py likely_packaged(): packages only ship executables under these
 # prefixes; /usr/local/ and /var/lib/ never belong to one. apport ignores the crash of an
