@@ -72,6 +72,7 @@ def _segfault_logged_by_kernel(tries=3):
     """Fault a victim for real; the kernel's segfault line is rate-limited (printk_ratelimit(): 10 in
     5 s), so try again after the window when the kernel did not print it."""
     for _ in range(tries):
+        L.kernel_log_room(1)
         v = L.Victim({"rlimit_core": [0, None]})
         try:
             v.fault()
