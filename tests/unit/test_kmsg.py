@@ -51,3 +51,35 @@ def test_unrelated_lines_and_dmesg_prefix():
     e = parse_dmesg_line("[ 5307.616353] python[15609]: segfault at 0 ip 00007f3499585ad8 sp 00007ffda54d0ab8 "
                          "error 4 in libc.so.6[167ad8,7f3499444000+156000]", boot_time=1000.0)
     assert e["pid"] == 15609 and abs(e["time"] - 6307.616353) < 1e-6
+
+
+# print_fatal_signal() and the show_regs() line after it, as 6.1 (Debian 12, qemu) and 6.18 print them
+TASK_LINES = {
+    "6.1": ["potentially unexpected fatal signal 11.",
+            "CPU: 1 PID: 134 Comm: python3 Not tainted 6.1.0-56-amd64 #1  Debian 6.1.192-2"],
+    "6.18": ["python3.11: my prog: potentially unexpected fatal signal 11.",
+             "CPU: 0 UID: 0 PID: 20252 Comm: my prog Not tainted 6.18.44-fc-v669 #1 PREEMPT(none) "],
+}
+
+
+@pytest.mark.parametrize("kernel,pid,comm", [("6.1", 134, "python3"), ("6.18", 20252, "my prog")])
+def test_fatal_signal_takes_pid_from_the_task_context_line(kernel, pid, comm):
+    from coredoctor.history.kmsg import join_task_context
+    evs = list(join_task_context([parse_line(l, 100.0) for l in TASK_LINES[kernel]]))
+    assert [(e["event"], e["pid"], e["comm"], e["signo"]) for e in evs] == [("fatal-signal", pid, comm, 11)]
+
+
+def test_task_context_alone_or_late_names_no_crash():
+    from coredoctor.history.kmsg import join_task_context
+    oops = parse_line("CPU: 0 PID: 7 Comm: kworker/0:1 Tainted: G        W  6.1.0 #1", 50.0)
+    assert oops["event"] == "task-context"
+    assert list(join_task_context([oops])) == []
+    bare = parse_line("potentially unexpected fatal signal 6.", 100.0)
+    late = parse_line("CPU: 1 PID: 99 Comm: other Not tainted 6.1.0 #1", 105.0)
+    fault = parse_line("a.out[5]: segfault at 0 ip 0000000000401136 sp 00007ffd1b8 error 4", 100.1)
+    # a fault line between them, or a context line seconds later: the pid stays unknown
+    out = list(join_task_context([bare, fault, parse_line("CPU: 1 PID: 5 Comm: a.out Not tainted x", 100.2)]))
+    assert [(e["event"], e["pid"]) for e in out] == [("fatal-signal", None), ("fault", 5)]
+    bare = parse_line("potentially unexpected fatal signal 6.", 100.0)
+    out = list(join_task_context([bare, late]))
+    assert [(e["event"], e["pid"]) for e in out] == [("fatal-signal", None)]

@@ -109,7 +109,7 @@ def read(since=None, directory=None, classify=None, journalctl="journalctl"):
         cmd += [f"--since=@{int(since)}"]
     cmd += _MATCHES
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    try:
+    def events():
         for raw in p.stdout:
             try:
                 entry = json.loads(raw)
@@ -118,6 +118,8 @@ def read(since=None, directory=None, classify=None, journalctl="journalctl"):
             e = parse_entry(entry, classify)
             if e is not None:
                 yield e
+    try:
+        yield from kmsg.join_task_context(events())
     finally:
         if p.poll() is None:
             p.kill()

@@ -12,7 +12,7 @@ import os
 import re
 import time
 
-__all__ = ["PATTERNS", "parse_line", "read_kmsg", "Event"]
+__all__ = ["PATTERNS", "parse_line", "read_kmsg", "join_task_context", "Event"]
 
 
 class P:
@@ -34,6 +34,14 @@ PATTERNS = (
       "print_fatal_signal() kernel/signal.c"),
     P("fatal-signal", r"^(?P<exe>\S+): (?P<comm>.+?): potentially unexpected fatal signal (?P<signo>\d+)\.",
       "print_fatal_signal() kernel/signal.c (6.x: %pD, no pid)"),
+    # 5.x-6.1 print neither pid nor comm ("potentially unexpected fatal signal 11."); the task is on
+    # show_regs()' next line, which :func:`join_task_context` joins to it
+    P("fatal-signal", r"^potentially unexpected fatal signal (?P<signo>\d+)\.",
+      "print_fatal_signal() kernel/signal.c (no pid: see the next CPU/PID/Comm line)"),
+    # dump_stack_print_info() lib/dump_stack.c: "CPU: %d PID: %d Comm: %.20s %s%s %s %.*s" (6.12+ adds
+    # "UID: %u"); only meaningful right after a pid-less fatal-signal line
+    P("task-context", r"^CPU: \d+ (?:UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<comm>.{1,20}?) (?:Not tainted|Tainted: )",
+      "dump_stack_print_info() lib/dump_stack.c"),
     # audit ANOM_ABEND: audit_core_dumps() runs before every dump gate
     # (audit_log_untrustedstring(): comm/exe quoted, or hex when they hold a space, quote or control byte)
     P("audit-abend", r"type=(?:1701|ANOM_ABEND) (?:msg=)?audit\((?P<atime>[\d.]+):(?P<serial>\d+)\):.*? pid=(?P<pid>\d+) "
@@ -110,6 +118,34 @@ def _untrusted(v):
         return v
 
 
+def join_task_context(events, window=1.0):
+    """Give a pid-less ``fatal-signal`` event the pid (and comm) of the ``task-context`` line that
+    print_fatal_signal()'s show_regs() prints right after it (5.x-6.1: the line names neither; 6.x
+    ``%pD: comm:`` names no pid). ``task-context`` events are consumed: alone (an oops, a WARN) they
+    say nothing about a crash. *events* in log order, from one log."""
+    pending = None
+    for e in events:
+        if e["event"] == "task-context":
+            if pending is not None and (pending.get("time") is None or e.get("time") is None
+                                        or abs(e["time"] - pending["time"]) <= window):
+                pending["pid"] = e["pid"]
+                pending["comm"] = pending.get("comm") or e["comm"]
+                pending["line"] = f"{pending['line']} / {e['line']}"
+            if pending is not None:
+                yield pending
+                pending = None
+            continue
+        if pending is not None:
+            yield pending
+            pending = None
+        if e["event"] == "fatal-signal" and e.get("pid") is None:
+            pending = e
+        else:
+            yield e
+    if pending is not None:
+        yield pending
+
+
 _DMESG_PREFIX = re.compile(r"^\[\s*(?P<ts>\d+\.\d+)\]\s?")
 
 
@@ -161,4 +197,4 @@ def read_kmsg(path="/dev/kmsg", user=None):
                 out.append(e)
     finally:
         os.close(fd)
-    return out
+    return list(join_task_context(out))

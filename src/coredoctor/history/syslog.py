@@ -441,7 +441,7 @@ def read(paths=None, since=None, root="/", chunk_size=CHUNK):
         if since is not None and st.st_mtime < since:
             continue
         log = _ROT.match(os.path.basename(path)).group("base")
-        for e in daemonlog.linked(_file_events(path, st.st_mtime, chunk_size)):
+        for e in daemonlog.linked(kmsg.join_task_context(_file_events(path, st.st_mtime, chunk_size))):
             if since is not None and e["time"] is not None and e["time"] < since:
                 continue
             if seen is not None and seen.setdefault(hash((e["time"], e["line"])), log) != log:
