@@ -174,6 +174,17 @@ class SocketSink:
             pass
 
 
+def end(p, timeout=10):
+    """End a process we started (a subprocess.Popen), by its pid: SIGTERM, SIGKILL if it is still
+    there after *timeout* seconds; reaped either way."""
+    p.terminate()
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
 def make_cores(labroot, name="cores"):
     """A sticky, world-writable directory for cores (like /tmp): every victim may dump into it."""
     d = os.path.join(labroot, name)

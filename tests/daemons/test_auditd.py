@@ -49,12 +49,7 @@ def audit(saved_sysctls):
         yield start
     finally:
         for p in daemons:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            L.end(p)
         subprocess.run([AUDITCTL, "-e", before.get("enabled", "0")], check=False, capture_output=True)
         for p in [LOG] + [f"{LOG}.{i}" for i in range(1, 10)]:
             if p in saved:

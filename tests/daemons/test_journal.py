@@ -4,7 +4,6 @@ describes), with the real systemd-coredump socket-activated inside it: crashes r
 (kernel lines imported from /dev/kmsg, systemd-coredump's structured entry, a unit result) and
 coredumpctl, and ties them to the crash -- the same kernel line from kmsg and from the journal
 being one piece of evidence. Everything is removed afterwards."""
-import glob
 import json
 import os
 import subprocess
@@ -13,13 +12,11 @@ import time
 
 import pytest
 
+import coredumpd as CD
 import lab as L
 
 JOURNALD = "/lib/systemd/systemd-journald"
-HELPER = "/lib/systemd/systemd-coredump"
-SOCKET = "/run/systemd/coredump"
-STORE = "/var/lib/systemd/coredump"
-PATTERN = f"|{HELPER} %P %u %g %s %t 9223372036854775808 %h"
+PATTERN = f"|{CD.HELPER} %P %u %g %s %t 9223372036854775808 %h"
 MOUNTS = ("/run/systemd/journal", "/run/log", "/var/log/journal")
 
 
@@ -30,57 +27,34 @@ def _in_ns(pid, *cmd, **kw):
 @pytest.fixture
 def journal(saved_sysctls):
     L.require_installed(JOURNALD, "systemd")
-    L.require_installed(HELPER, "systemd-coredump")
-    if os.path.exists(SOCKET) or os.path.exists("/run/systemd/journal/socket"):
-        pytest.skip("a journald or systemd-coredump socket already exists (a systemd host)")
-    made = [d for d in ("/run/systemd", "/run/systemd/journal", "/run/log") if not os.path.isdir(d)]
-    for d in made:
-        os.makedirs(d)
-    # journald wants a cgroup hierarchy (the 6.1 guest has none mounted): only in its namespace
-    script = "(mountpoint -q /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup) && " + \
-        " && ".join(f"mount -t tmpfs -o mode=0755 tmpfs {m}" for m in MOUNTS) + f" && exec {JOURNALD}"
-    jd = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    procs, ours = [jd], []
-    try:
-        deadline = time.time() + 10
-        while time.time() < deadline and _in_ns(jd.pid, "test", "-S", "/run/systemd/journal/socket").returncode:
-            time.sleep(0.1)
-        assert _in_ns(jd.pid, "test", "-S", "/run/systemd/journal/socket").returncode == 0, "journald did not start"
-        # systemd-coredump's accepting side lives in journald's namespace, so that it logs there;
-        # its socket is bound on the shared /run/systemd, where the kernel's helper connects
-        sa = subprocess.Popen(["nsenter", "-t", str(jd.pid), "-m", "systemd-socket-activate", "--seqpacket",
-                               "--accept", "-l", SOCKET, HELPER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.insert(0, sa)
-        deadline = time.time() + 10
-        while time.time() < deadline and SOCKET not in open("/proc/1/net/unix").read():
-            time.sleep(0.05)
-        yield jd.pid, ours
-    finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        if os.path.exists(SOCKET):
-            os.unlink(SOCKET)
-        for pid in ours:
-            for f in glob.glob(f"{STORE}/core.*.{pid}.*"):
-                os.unlink(f)
-        for d in reversed(made):
-            os.rmdir(d)
-
-
-def _stored(pid, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        m = glob.glob(f"{STORE}/core.*.{pid}.*")
-        if m and os.path.getsize(m[0]) > 0:
-            return m[0]
-        time.sleep(0.1)
-    return None
+    if os.path.exists("/run/systemd/journal/socket"):
+        pytest.skip("a journald socket already exists (a systemd host)")
+    with CD.service() as cd:  # skips where systemd-coredump's socket exists; /run/systemd is there now
+        made, jd = [], None
+        try:
+            for d in ("/run/systemd/journal", "/run/log"):
+                if not os.path.isdir(d):
+                    os.makedirs(d)
+                    made.append(d)
+            # journald wants a cgroup hierarchy (the 6.1 guest has none mounted): only in its namespace
+            script = "(mountpoint -q /sys/fs/cgroup || mount -t cgroup2 cgroup2 /sys/fs/cgroup) && " + \
+                " && ".join(f"mount -t tmpfs -o mode=0755 tmpfs {m}" for m in MOUNTS) + f" && exec {JOURNALD}"
+            jd = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.time() + 10
+            while time.time() < deadline and _in_ns(jd.pid, "test", "-S", "/run/systemd/journal/socket").returncode:
+                time.sleep(0.1)
+            assert _in_ns(jd.pid, "test", "-S", "/run/systemd/journal/socket").returncode == 0, "journald did not start"
+            # systemd-coredump's accepting side lives in journald's namespace, so that it logs there;
+            # its socket is bound on the shared /run/systemd, where the kernel's helper connects
+            cd.start(ns_pid=jd.pid)
+            yield jd.pid, cd.ours
+        finally:
+            cd.stop()  # the listener before journald, whose namespace it is in
+            if jd is not None:
+                L.end(jd)
+            for d in reversed(made):
+                os.rmdir(d)
 
 
 def test_journal_and_coredumpctl(journal, loud_kernel_log):
@@ -91,7 +65,7 @@ def test_journal_and_coredumpctl(journal, loud_kernel_log):
     try:
         L.kernel_log_room(1)
         v.fault()
-        stored = _stored(v.pid)
+        stored = CD.stored(v.pid)
         assert stored
         # what systemd would log for a service whose main process dumped (systemd is not PID 1
         # here, so the line is handed to the real journald by systemd-cat, with systemd's tag)

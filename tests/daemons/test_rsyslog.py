@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+import coredumpd as CD
 import lab as L
 from coredoctor.history import syslog
 from coredoctor.history.kmsg import read_kmsg
@@ -135,41 +136,19 @@ def test_daemon_lines_through_rsyslog(rsyslog):
     assert all(abs(e["time"] - time.time()) < 60 for e in evs)
 
 
-HELPER = "/lib/systemd/systemd-coredump"
-SOCKET = "/run/systemd/coredump"
-
-
 @pytest.fixture
 def coredump_listener(saved_sysctls):
     """The real systemd-coredump behind a socket we activate by hand (no systemd as PID 1 here); its
     own messages go to /dev/kmsg, as they do wherever there is no journal."""
-    L.require_installed(HELPER, "systemd-coredump")
-    if os.path.exists(SOCKET):
-        pytest.skip(f"{SOCKET} already exists (a systemd host): this test runs systemd-coredump by hand")
-    made_run = not os.path.isdir("/run/systemd")
-    os.makedirs("/run/systemd", exist_ok=True)
-    p = subprocess.Popen(["systemd-socket-activate", "--seqpacket", "--accept", "-l", SOCKET, HELPER],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pids = []
-    try:
-        _wait_for(lambda: SOCKET in open("/proc/1/net/unix").read(), 10)
-        yield pids
-    finally:
-        p.kill()  # the systemd-socket-activate we started
-        p.wait()
-        if os.path.exists(SOCKET):  # ours: it did not exist before
-            os.unlink(SOCKET)
-        for pid in pids:
-            for f in glob.glob(f"/var/lib/systemd/coredump/core.*.{pid}.*"):
-                os.unlink(f)
-        if made_run:
-            os.rmdir("/run/systemd")
+    with CD.service() as cd:
+        cd.start()
+        yield cd.ours
 
 
 def test_real_systemd_coredump_lines_through_rsyslog(coredump_listener, rsyslog):
     """systemd-coredump refuses a core for RLIMIT_CORE=0 (%c in the pattern) and says so in the kernel
     log; rsyslogd writes it as a kernel line; syslog.read gives the crashed pid and the gate."""
-    L.set_sysctls({"kernel.core_pattern": f"|{HELPER} %P %u %g %s %t %c %h", "fs.suid_dumpable": 0,
+    L.set_sysctls({"kernel.core_pattern": f"|{CD.HELPER} %P %u %g %s %t %c %h", "fs.suid_dumpable": 0,
                    "kernel.core_pipe_limit": 16})
     v = L.Victim({"rlimit_core": [0, None]})
     coredump_listener.append(v.pid)
@@ -185,4 +164,4 @@ def test_real_systemd_coredump_lines_through_rsyslog(coredump_listener, rsyslog)
     assert [(e["event"], e["gate"]) for e in evs] == [("handler-refused", "rlimit-core")], evs
     assert evs[0]["comm"].startswith("python") and evs[0]["ident"] == "systemd-coredump"
     assert evs[0]["hpid"] not in (None, v.pid) and abs(evs[0]["time"] - time.time()) < 60
-    assert not glob.glob(f"/var/lib/systemd/coredump/core.*.{v.pid}.*")  # and indeed nothing was stored
+    assert not glob.glob(f"{CD.STORE}/core.*.{v.pid}.*")  # and indeed nothing was stored

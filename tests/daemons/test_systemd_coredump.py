@@ -1,20 +1,14 @@
 """The real systemd-coredump (Debian's pattern from its own 50-coredump.conf), socket-activated by
 hand as ../shared/reference/real-components.md describes: check's handler-policy gate and the
 canary's search of its store, against what the handler really keeps."""
-import glob
 import json
 import os
 import re
-import subprocess
-import time
 
 import pytest
 
+import coredumpd as CD
 import lab as L
-
-HELPER = "/lib/systemd/systemd-coredump"
-SOCKET = "/run/systemd/coredump"
-STORE = "/var/lib/systemd/coredump"
 
 
 def _debian_pattern():
@@ -23,49 +17,13 @@ def _debian_pattern():
             m = re.search(r"^kernel\.core_pattern\s*=\s*(.+)$", open(p).read(), re.M)
             if m:
                 return m.group(1).strip()
-    return f"|{HELPER} %P %u %g %s %t 9223372036854775808 %h"
+    return f"|{CD.HELPER} %P %u %g %s %t 9223372036854775808 %h"
 
 
 @pytest.fixture
 def coredump_service(saved_sysctls):
-    L.require_installed(HELPER, "systemd-coredump")
-    if os.path.exists(SOCKET):
-        pytest.skip(f"{SOCKET} already exists (a systemd host): this test runs systemd-coredump by hand")
-    made_run = not os.path.isdir("/run/systemd")
-    os.makedirs("/run/systemd", exist_ok=True)
-    procs = []
-
-    def start():
-        p = subprocess.Popen(["systemd-socket-activate", "--seqpacket", "--accept", "-l", SOCKET, HELPER],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(p)
-        deadline = time.time() + 10
-        while time.time() < deadline and SOCKET not in open("/proc/1/net/unix").read():
-            time.sleep(0.05)
-    ours = []
-    try:
-        yield start, ours
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-        if os.path.exists(SOCKET):  # ours: it did not exist before
-            os.unlink(SOCKET)
-        for pid in ours:
-            for f in glob.glob(f"{STORE}/core.*.{pid}.*"):
-                os.unlink(f)
-        if made_run:
-            os.rmdir("/run/systemd")
-
-
-def _stored(pid, timeout):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        m = glob.glob(f"{STORE}/core.*.{pid}.*")
-        if m and os.path.getsize(m[0]) > 0:
-            return m[0]
-        time.sleep(0.1)
-    return None
+    with CD.service() as cd:
+        yield cd.start, cd.ours
 
 
 def test_systemd_coredump_listener_decides(coredump_service, loud_kernel_log):
@@ -83,7 +41,7 @@ def test_systemd_coredump_listener_decides(coredump_service, loud_kernel_log):
         L.kernel_log_room(2)
         status = v.fault()
         assert os.WCOREDUMP(status)                 # what the shell would call "(core dumped)"
-        assert _stored(v.pid, 3) is None            # ...and yet no core
+        assert CD.stored(v.pid, 3) is None          # ...and yet no core
     finally:
         v.close()
 
@@ -97,7 +55,7 @@ def test_systemd_coredump_listener_decides(coredump_service, loud_kernel_log):
         t = v.check()
         assert (t["dumps"], t["blocking_gate"]) == (True, None), t["verdict"]
         v.fault()
-        stored = _stored(v.pid, 10)
+        stored = CD.stored(v.pid, 10)
         assert stored
     finally:
         v.close()
@@ -121,4 +79,4 @@ def test_systemd_coredump_listener_decides(coredump_service, loud_kernel_log):
     rep = json.loads(r.stdout)
     ours.append(rep["pid"])
     assert r.returncode == 0 and rep["dumped"], r.stdout + r.stderr
-    assert rep["core"]["path"].startswith(f"{STORE}/core.cd-canary.") and rep["core"]["removed"]
+    assert rep["core"]["path"].startswith(f"{CD.STORE}/core.cd-canary.") and rep["core"]["removed"]
