@@ -1,0 +1,162 @@
+"""
+tracefs events
+--------------
+Pure parsing of the text tracefs prints in ``trace``/``trace_pipe`` into event dicts. The line
+layout (``kernel/trace/trace_output.c``, with ``options/record-tgid``)::
+
+    <comm>-<pid> (<tgid>) [<cpu>] <flags> <secs>.<usecs>: <event>: <body>
+
+syscall events print as ``sys_NAME(arg: val, ...)`` and ``sys_NAME -> 0xRET``
+(``print_syscall_enter()``/``print_syscall_exit()`` in kernel/trace/trace_syscalls.c; values in
+hex, 0 may print as ``0``). With ``options/userstacktrace`` every event is followed by a
+``<user stack trace>`` event and `` =>  <addr>`` lines (``trace_user_stack_print()``), which
+:class:`Parser` folds into the preceding event's ``ustack``.
+"""
+
+import re
+
+__all__ = ["Parser", "parse_line", "parse_kv", "signed_ret"]
+
+_HEAD = re.compile(r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*(?P<tgid>[-\d]+)\)\s+)?\[(?P<cpu>\d+)\]\s+"
+                   r"(?:(?P<flags>[^\s\d][^\s]*)\s+)?(?P<ts>\d+\.\d+):\s(?P<rest>.*)$")
+_SYS_ENTER = re.compile(r"^sys_(?P<name>\w+)\((?P<args>.*)\)$")
+_SYS_EXIT = re.compile(r"^sys_(?P<name>\w+) -> (?P<ret>0x[0-9a-fA-F]+|-?\d+)$")
+_KV = re.compile(r"(\w+)=(\S*)")
+_STACK = re.compile(r"^\s*=>\s+(?:(?P<obj>\S+)\[\+0x(?P<off>[0-9a-f]+)\]\s+)?<(?P<addr>[0-9a-fA-F]+)>")
+
+
+def signed_ret(v):
+    """A syscall return value printed as unsigned hex -> the signed long it is."""
+    v = int(v, 16) if v.startswith("0x") else int(v)
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _num(v):
+    v = v.strip()
+    if v.startswith("0x"):
+        return int(v, 16)
+    try:
+        return int(v, 16)  # print_syscall_enter() prints hex; 0 may come without its 0x
+    except ValueError:
+        return v
+
+
+#: tracepoint fields printed with %lx (include/trace/events/signal.h)
+HEX_FIELDS = ("sa_handler", "sa_flags")
+
+
+def parse_kv(body):
+    """``sig=11 errno=0 comm=x`` -> {"sig": 11, "errno": 0, "comm": "x"} (numbers as int)."""
+    out = {}
+    for k, v in _KV.findall(body):
+        if k in HEX_FIELDS and re.fullmatch(r"[0-9a-fA-F]+", v):
+            out[k] = int(v, 16)
+        elif re.fullmatch(r"-?\d+", v):
+            out[k] = int(v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_line(line):
+    """One event line -> dict, or None for lines that are not events (headers, blanks).
+
+    Keys: ``comm pid tgid cpu ts name`` plus, per kind: syscall enter ``kind="enter", syscall,
+    args`` (list of ints in the kernel's order) and ``argnames``; syscall exit ``kind="exit",
+    syscall, ret`` (signed); tracepoints ``kind="tp"`` with the fields of their ``key=value`` body.
+    """
+    m = _HEAD.match(line)
+    if not m:
+        return None
+    tgid = m.group("tgid")
+    ev = {"comm": m.group("comm").strip(), "pid": int(m.group("pid")),
+          "tgid": int(tgid) if tgid and tgid.lstrip("-").isdigit() and int(tgid) > 0 else None,
+          "cpu": int(m.group("cpu")), "ts": float(m.group("ts"))}
+    rest = m.group("rest").rstrip()
+    if rest.startswith("sys_"):
+        full, name, body = rest, rest.split("(", 1)[0].split(" ", 1)[0], ""
+    else:
+        name, _, body = rest.partition(": ")
+        name = name.rstrip(":")
+        full = None
+    ev["name"] = name
+    se = _SYS_ENTER.match(full) if full else None
+    if se:
+        argnames, args = [], []
+        for part in se.group("args").split(", "):
+            if not part:
+                continue
+            k, _, v = part.partition(": ")
+            argnames.append(k.strip())
+            args.append(_num(v))
+        ev.update(kind="enter", syscall=se.group("name"), args=args, argnames=argnames)
+        return ev
+    sx = _SYS_EXIT.match(full) if full else None
+    if sx:
+        ev.update(kind="exit", syscall=sx.group("name"), ret=signed_ret(sx.group("ret")))
+        return ev
+    if name == "<user stack trace>":
+        ev.update(kind="ustack")
+        return ev
+    ev.update(kind="tp", fields=parse_kv(body))
+    return ev
+
+
+class Parser:
+    """Feed text (any chunking); get complete events with their user stack folded in.
+
+    An event is held back until the next event line arrives, so that the stack lines that
+    follow it can be attached (``ev["ustack"]``: a list of ints, innermost first). Call
+    :meth:`flush` at the end.
+    """
+
+    def __init__(self):
+        self._rest = ""
+        self._pending = None
+        self.unparsed = 0
+
+    def feed(self, text, drained=False):
+        """*drained*: the reader emptied the kernel's buffer, so the last event is complete
+        (the kernel writes an event's stack right after it) and is returned too."""
+        out = []
+        data = self._rest + text
+        lines = data.split("\n")
+        self._rest = lines.pop()
+        for line in lines:
+            self._line(line, out)
+        if drained and not self._rest and self._pending is not None:
+            out.append(self._pending)
+            self._pending = None
+        return out
+
+    def _line(self, line, out):
+        if not line or line.startswith("#"):
+            return
+        if line.lstrip().startswith("=>"):
+            m = _STACK.match(line)
+            if m and self._pending is not None:
+                addr = int(m.group("addr"), 16)
+                if addr:
+                    self._pending.setdefault("ustack", []).append(addr)
+            return
+        ev = parse_line(line)
+        if ev is None:
+            self.unparsed += 1
+            return
+        if ev["kind"] == "ustack":
+            if self._pending is not None and self._pending["pid"] == ev["pid"]:
+                self._pending.setdefault("ustack", [])
+            return
+        if self._pending is not None:
+            out.append(self._pending)
+        self._pending = ev
+
+    def flush(self):
+        out = []
+        if self._rest:
+            self._line(self._rest, out)
+            self._rest = ""
+        if self._pending is not None:
+            out.append(self._pending)
+            self._pending = None
+        return out
