@@ -73,7 +73,12 @@ class Predictor:
         return True
 
     def __call__(self, p, t, signame, how):
-        if p.snap is None and not self.refresh(p):
+        stale = False
+        if p.snap is None or p.snap_dirty:
+            # it may still be alive (dumping) now: read it; else use the last reading
+            if not self.refresh(p):
+                stale = p.snap is not None
+        if p.snap is None:
             return {"dumps": None, "blocking_gate": None,
                     "verdict": "no prediction: the process could not be read before it died"}
         snap = p.snap
@@ -99,7 +104,11 @@ class Predictor:
         entry["tracer_pid"] = 0
         procs = dict(procs)
         procs[p.tgid] = entry
-        return self.gates.evaluate(snap, entry, procs.get(entry.get("ppid")), signame, how, procs)
+        res = self.gates.evaluate(snap, entry, procs.get(entry.get("ppid")), signame, how, procs)
+        res["read_at"] = snap.get("taken_at")
+        if stale:
+            res["stale"] = True
+        return res
 
 
 def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, buffer_kb=None,
@@ -144,7 +153,7 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
             emit({"event": "notice", "what": "removed tracefs instances left by killed runs: "
                                              + ", ".join(inst.stale_removed)})
         predictor = Predictor()
-        direct = {}
+        direct = {child: None} if child else {}
         tracker = Tracker(predict=predictor, symbolizer=Symbolizer() if Symbolizer else None,
                           clock_offset=offset or 0.0, direct_children=direct,
                           on_fork=(lambda c: inst.follow([c])) if names else None,
@@ -235,12 +244,12 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
 
 def _refresh(tracker, predictor, budget=3):
     """Re-read a few changed processes so a prediction is ready before they die (at most every
-    half second each)."""
+    quarter second each)."""
     now = time.monotonic()
     for p in list(tracker.procs.values()):
         if budget <= 0:
             break
-        if p.snap_dirty and not p.exited and now - p.snap_at > 0.5:
+        if p.snap_dirty and not p.exited and now - p.snap_at > 0.25:
             predictor.refresh(p)
             p.snap_at = now
             budget -= 1

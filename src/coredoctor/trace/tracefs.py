@@ -32,6 +32,9 @@ DEFAULT_PATH = "/sys/kernel/tracing"
 #: syscalls that change credentials or dumpability (enter and exit events are enabled)
 SYSCALLS = ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
             "setgroups", "capset", "prctl", "execve", "execveat", "unshare", "setns")
+#: syscalls that change other inputs of the gate model (limits, umask, cwd): only their entry is
+#: recorded, to re-read the process so a prediction is fresh when it dies
+INVALIDATORS = ("prlimit64", "setrlimit", "umask", "chdir", "fchdir")
 #: tracepoints: process lifetime and signals
 TRACEPOINTS = ("sched/sched_process_fork", "sched/sched_process_exec", "sched/sched_process_exit",
                "signal/signal_deliver", "signal/signal_generate")
@@ -41,6 +44,8 @@ EVENT_FILTERS = {
     "syscalls/sys_enter_prctl": "option == 4 || option == 8",
     # fatal-by-default or core-dumping signals only (not SIGCHLD/SIGWINCH/...)
     "signal/signal_generate": "sig == 9",
+    # prlimit64(pid, resource, NULL, old): a read, not a change
+    "syscalls/sys_enter_prlimit64": "new_rlim != 0",
 }
 
 
@@ -179,6 +184,7 @@ class Instance:
         for s in SYSCALLS:
             for kind in ("enter", "exit"):
                 evs.append(f"syscalls/sys_{kind}_{s}")
+        evs += [f"syscalls/sys_enter_{s}" for s in INVALIDATORS]
         return evs + list(TRACEPOINTS)
 
     def setup(self, pids=(), names=()):

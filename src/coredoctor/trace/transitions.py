@@ -38,6 +38,8 @@ DEFAULT_IGNORED = ("SIGCHLD", "SIGCONT", "SIGURG", "SIGWINCH")
 STOP_SIGNALS = ("SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU")
 CRED_SYSCALLS = ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
                  "setgroups", "capset", "unshare", "setns")
+#: syscalls whose only effect that matters here is on the gate model's other inputs
+INVALIDATORS = ("prlimit64", "setrlimit", "umask", "chdir", "fchdir")
 ID_SYSCALLS = ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid")
 
 
@@ -159,7 +161,13 @@ class Tracker:
             kind = ev.get("kind")
             if kind == "enter":
                 t = self._task(ev)
-                if t is not None:
+                if t is None:
+                    continue
+                if ev["syscall"] in INVALIDATORS:
+                    p = self.procs.get(t.tgid)
+                    if p is not None:
+                        p.snap_dirty = True
+                else:
                     t.pending[ev["syscall"]] = ev
             elif kind == "exit":
                 self._sys_exit(ev)
@@ -213,9 +221,14 @@ class Tracker:
         before = t.creds
         new, rule, note = C.apply_syscall(name, args, before, ret)
         if new is None:
+            # capset/setns: what changed is not in the arguments. capset never changes ids, so
+            # only the capability sets are taken from the kernel (read now: maybe later values)
             kc = self.k.read_creds(t.tgid, t.tid)
-            new = _model_creds(kc) if kc else dict(before)
-            new["keep_caps"] = before.get("keep_caps", False)
+            new = dict(before, uid=list(before["uid"]), gid=list(before["gid"]))
+            if kc:
+                new["cap_prm"], new["cap_eff"] = kc["cap_prm"], kc["cap_eff"]
+                if rule != "capset":
+                    new["uid"], new["gid"] = list(kc["uid"]), list(kc["gid"])
         t.creds = new
         if rule in ("setgroups", "capset", "unshare", "unshare-userns"):
             if rule == "setgroups":
@@ -370,7 +383,8 @@ class Tracker:
             if pr:
                 r["predicted"] = pr.get("dumps")
                 r["prediction"] = {"blocking_gate": pr.get("blocking_gate"), "verdict": pr.get("verdict"),
-                                   "undecided_by": pr.get("undecided_by")}
+                                   "undecided_by": pr.get("undecided_by"), "read_at": pr.get("read_at"),
+                                   "stale": bool(pr.get("stale"))}
                 r["destination"] = pr.get("core_destination")
         p.fatal = r
         self.counts["fatal_signals"] += 1
@@ -465,8 +479,11 @@ class Tracker:
     def _settle(self, p, now, final):
         """The outcome of an exited process's fatal signal; None while it is not known yet."""
         st, src = None, None
-        if p.tgid in self.direct and self.direct[p.tgid] is not None:
-            st, src = self.direct[p.tgid], "waitpid"
+        if p.tgid in self.direct:  # our own child: its waitpid() status is exact
+            if self.direct[p.tgid] is None and not final:
+                return None
+            if self.direct[p.tgid] is not None:
+                st, src = self.direct[p.tgid], "waitpid"
         if st is None and p.pidfd is not None:
             st = self.k.exit_status(p.pidfd)
             src = "pidfd PIDFD_INFO_EXIT" if st is not None else None
