@@ -21,6 +21,7 @@ _HEAD = re.compile(r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*(?P<tgid>[-\d]+)\)
                    r"(?:(?P<flags>[^\s\d][^\s]*)\s+)?(?P<ts>\d+\.\d+):\s(?P<rest>.*)$")
 _SYS_ENTER = re.compile(r"^sys_(?P<name>\w+)\((?P<args>.*)\)$")
 _SYS_EXIT = re.compile(r"^sys_(?P<name>\w+) -> (?P<ret>0x[0-9a-fA-F]+|-?\d+)$")
+_ARGS = re.compile(r"(\w+): ([0-9a-fA-Fx]+)")
 _KV = re.compile(r"(\w+)=(\S*)")
 _STACK = re.compile(r"^\s*=>\s+(?:(?P<obj>\S+)\[\+0x(?P<off>[0-9a-f]+)\]\s+)?<(?P<addr>[0-9a-fA-F]+)>")
 
@@ -32,8 +33,7 @@ def signed_ret(v):
 
 
 def _num(v):
-    v = v.strip()
-    if v.startswith("0x"):
+    if v[:2] == "0x":
         return int(v, 16)
     try:
         return int(v, 16)  # print_syscall_enter() prints hex; 0 may come without its 0x
@@ -80,21 +80,21 @@ def parse_line(line):
         name = name.rstrip(":")
         full = None
     ev["name"] = name
-    se = _SYS_ENTER.match(full) if full else None
-    if se:
-        argnames, args = [], []
-        for part in se.group("args").split(", "):
-            if not part:
-                continue
-            k, _, v = part.partition(": ")
-            argnames.append(k.strip())
-            args.append(_num(v))
-        ev.update(kind="enter", syscall=se.group("name"), args=args, argnames=argnames)
-        return ev
-    sx = _SYS_EXIT.match(full) if full else None
-    if sx:
-        ev.update(kind="exit", syscall=sx.group("name"), ret=signed_ret(sx.group("ret")))
-        return ev
+    if full is not None:
+        if full[-1] == ")":
+            i = full.find("(")
+            pairs = _ARGS.findall(full, i + 1)
+            ev["kind"] = "enter"
+            ev["syscall"] = full[4:i]
+            ev["args"] = [_num(v) for _, v in pairs]
+            ev["argnames"] = [k for k, _ in pairs]
+            return ev
+        i = full.find(" -> ")
+        if i > 0:
+            ev["kind"] = "exit"
+            ev["syscall"] = full[4:i]
+            ev["ret"] = signed_ret(full[i + 4:])
+            return ev
     if name == "<user stack trace>":
         ev.update(kind="ustack")
         return ev
@@ -130,22 +130,27 @@ class Parser:
         return out
 
     def _line(self, line, out):
-        if not line or line.startswith("#"):
+        if not line or line[0] == "#":
             return
-        if line.lstrip().startswith("=>"):
-            m = _STACK.match(line)
-            if m and self._pending is not None:
-                addr = int(m.group("addr"), 16)
+        if line.endswith(">") and line.lstrip().startswith("=>"):
+            if self._pending is not None:
+                i = line.rfind("<")
+                try:
+                    addr = int(line[i + 1:-1], 16)
+                except ValueError:
+                    return
                 if addr:
                     self._pending.setdefault("ustack", []).append(addr)
+            return
+        if line.endswith(": <user stack trace>"):
+            if self._pending is not None:
+                self._pending.setdefault("ustack", [])
             return
         ev = parse_line(line)
         if ev is None:
             self.unparsed += 1
             return
         if ev["kind"] == "ustack":
-            if self._pending is not None and self._pending["pid"] == ev["pid"]:
-                self._pending.setdefault("ustack", [])
             return
         if self._pending is not None:
             out.append(self._pending)

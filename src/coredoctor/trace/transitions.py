@@ -110,6 +110,7 @@ class Tracker:
         self.on_fork = on_fork
         self.on_exit = on_exit
         self.finished = []  # tgids whose exit outcome is pending
+        self._sd_value = None
         self.counts = {"events": 0, "dumpable_changes": 0, "cred_changes": 0, "fatal_signals": 0}
 
     # --- attaching --------------------------------------------------------------------------
@@ -182,6 +183,12 @@ class Tracker:
                 elif name == "sched_process_exit":
                     self._exit(ev)
 
+    def _sd(self):
+        """fs.suid_dumpable, read once per batch of events (the value commit_creds() copies)."""
+        if self._sd_value is None:
+            self._sd_value = self.k.suid_dumpable()
+        return self._sd_value
+
     def _wall(self, ts):
         return round(ts + self.clock_offset, 6)
 
@@ -235,7 +242,7 @@ class Tracker:
                 return self._cred_record(p, t, enter, ev, before, new, rule,
                                          "supplementary groups only: dumpable is left alone")
             return None
-        sd = self.k.suid_dumpable()
+        sd = self._sd()
         if rule == "setns-userns":
             kd = self.k.read_dumpable(t.tgid, None, self.use_pidfd, p.pidfd) or {}
             return self._record(p, t, enter, ev, "privilege-change", rule, before, new, kd.get("value"),
@@ -340,7 +347,7 @@ class Tracker:
                 self.sym.capture(t.tgid)
             except Exception:
                 pass
-        sd = self.k.suid_dumpable()
+        sd = self._sd()
         # would_dump() on an unreadable binary is left to the kernel's confirmation: 6.18 was seen
         # to leave such a process dumpable (see kernel/dumpable.py)
         v, why = C.exec_dumpable(before, after, sd)
@@ -414,6 +421,7 @@ class Tracker:
         """Confirm pending transitions from the kernel and settle exited processes' outcomes.
         Returns the records now complete, in time order."""
         out = []
+        self._sd_value = None
         for p in list(self.procs.values()):
             if not p.unconfirmed:
                 continue
