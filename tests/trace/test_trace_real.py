@@ -16,10 +16,11 @@ def _confirmed(r):
     """The kernel's confirmation agrees (pidfd: exact; /proc ownership: 'consistent')."""
     c = r["confirmed"]
     assert c["agrees"] is True, r
-    if c["source"] == "proc-owner":
-        assert r["after"] in c["candidates"]
+    if c["source"] in ("proc-owner", "ptrace-access") and c["value"] is None:  # no pidfd query (< 6.16)
+        assert r["after"] in c["candidates"] and c["candidates"] == [0, 2], r
+        assert "cannot tell 0 from 2" in c["note"]
     else:
-        assert c["source"] == "pidfd" and c["value"] == r["after"], r
+        assert c["source"] in ("pidfd", "ptrace-access") and c["value"] == r["after"], r
 
 
 def _core_of(cores, pid):
@@ -157,7 +158,10 @@ def test_grandchild_outcome_without_waitpid(cores):
     else:
         assert f["dumped"] is True and f["outcome_source"] in ("pidfd PIDFD_INFO_EXIT",
                                                                "/proc/PID/stat exit_code of the zombie")
-    assert f["predicted"] is True
+    if f["predicted"] is None:  # it changed RLIMIT_CORE and died before it could be read again
+        assert f["prediction"]["stale"] is True and "no prediction" in f["prediction"]["verdict"]
+    else:
+        assert f["predicted"] is True
 
 
 def test_pid_and_name_modes(cores):

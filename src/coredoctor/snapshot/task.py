@@ -18,7 +18,7 @@ from coredoctor.kernel import dumpable as dmod
 from coredoctor.snapshot import pidfd as pidfdmod
 
 __all__ = ["read_creds", "read_dumpable", "suid_dumpable", "open_pidfd", "exit_status",
-           "zombie_dumpcore", "zombie_status", "PF_DUMPCORE"]
+           "zombie_dumpcore", "zombie_status", "self_dumpable", "PF_DUMPCORE"]
 
 PROC = os.environ.get("COREDOCTOR_PROCFS", "/proc")
 #: include/linux/sched.h: "dumped core" (set by coredump_wait() once the dump starts)
@@ -97,9 +97,50 @@ def read_dumpable(pid, creds=None, use_pidfd=True, pfd=None):
     cands, ev = dmod.from_proc_owner(c["owner"][0], c["owner"][1], c["uid"][1], c["gid"][1])
     cands = sorted(cands)
     if cands == [0, 1, 2]:
+        r = _ptrace_probe(pid, c)
+        if r is not None:
+            return r
         return {"value": None, "candidates": cands, "source": "unknown", "evidence": ev}
     return {"value": cands[0] if len(cands) == 1 else None, "candidates": cands, "source": "proc-owner",
             "evidence": ev}
+
+
+def _ptrace_probe(pid, c):
+    """root:root processes on kernels without the pidfd query: a forked root probe without
+    CAP_SYS_PTRACE asks kcmp() (snapshot/ptrace.py); only where a refusal can mean nothing but
+    dumpable != 1 (same ids, permitted capabilities within ours, same user namespace)."""
+    from coredoctor.snapshot import ptrace
+    if "ptrace" in {x.strip() for x in os.environ.get("COREDOCTOR_DISABLE", "").split(",")}:
+        return None
+    if set(c["uid"][:3]) != {0} or set(c["gid"][:3]) != {0}:
+        return None
+    mine = read_creds(os.getpid())
+    if mine is None or c.get("cap_prm", 0) & ~mine.get("cap_prm", 0):
+        return None
+    try:
+        if os.readlink(f"{PROC}/{pid}/ns/user") != os.readlink("/proc/self/ns/user"):
+            return None
+    except OSError:
+        return None
+    r = ptrace.probe_root_dumpable([pid]).get(pid)
+    if r is True:
+        return {"value": 1, "candidates": [1], "source": "ptrace-access",
+                "evidence": "a root probe without CAP_SYS_PTRACE may access it (__ptrace_may_access(): dumpable == 1)"}
+    if r is False:
+        return {"value": None, "candidates": [0, 2], "source": "ptrace-access",
+                "evidence": "a root probe without CAP_SYS_PTRACE is refused (__ptrace_may_access(): "
+                            "dumpable != 1); 0 and 2 look alike"}
+    return None
+
+
+def self_dumpable():
+    """prctl(PR_GET_DUMPABLE) of the calling process: exact on every kernel (what fork copies)."""
+    import ctypes
+    try:
+        v = ctypes.CDLL(None, use_errno=True).prctl(3, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        return None
+    return v if v in (0, 1, 2) else None
 
 
 def suid_dumpable():

@@ -69,7 +69,7 @@ class Predictor:
             return False
         except OSError:
             return False
-        p.snap, p.snap_at, p.snap_dirty = s, time.monotonic(), False
+        p.snap, p.snap_at, p.snap_dirty, p.snap_urgent = s, time.monotonic(), False, False
         return True
 
     def __call__(self, p, t, signame, how):
@@ -106,8 +106,11 @@ class Predictor:
         procs[p.tgid] = entry
         res = self.gates.evaluate(snap, entry, procs.get(entry.get("ppid")), signame, how, procs)
         res["read_at"] = snap.get("taken_at")
-        if stale:
+        if stale:  # changed (limits, umask, cwd, ...) since it was read: no guess
             res["stale"] = True
+            res["verdict"] = ("no prediction: it changed its limits, umask or cwd after it was last read, "
+                              "and it was gone before it could be read again; the last reading said: "
+                              + str(res.get("verdict")))
         return res
 
 
@@ -158,8 +161,14 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
                           clock_offset=offset or 0.0, direct_children=direct,
                           on_fork=(lambda c: inst.follow([c])) if names else None,
                           on_exit=(lambda c: inst.unfollow([c])) if names else None)
+        from coredoctor.snapshot import task as task_io
+        mine = task_io.self_dumpable()
         for p in watch:
-            r = tracker.attach(p, _tids(p) or [p])
+            over = None
+            if p == child and mine is not None:  # fork copied our own flag, which prctl() tells exactly
+                over = {"value": mine, "candidates": [mine], "source": "prctl(PR_GET_DUMPABLE) of the tracer "
+                        "that forked it", "evidence": "fork copies the dumpable flag"}
+            r = tracker.attach(p, _tids(p) or [p], dumpable_override=over)
             if r is not None:
                 emit(r)
             if tracker.procs.get(p) is not None:
@@ -249,7 +258,7 @@ def _refresh(tracker, predictor, budget=3):
     for p in list(tracker.procs.values()):
         if budget <= 0:
             break
-        if p.snap_dirty and not p.exited and now - p.snap_at > 0.25:
+        if p.snap_dirty and not p.exited and (p.snap_urgent or now - p.snap_at > 0.25):
             predictor.refresh(p)
             p.snap_at = now
             budget -= 1

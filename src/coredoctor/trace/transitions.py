@@ -86,6 +86,7 @@ class Proc:
         self.snap = None
         self.snap_at = 0.0
         self.snap_dirty = True
+        self.snap_urgent = False
         self.unconfirmed = []
         self.fatal = None
         self.exe = None
@@ -167,7 +168,7 @@ class Tracker:
                 if ev["syscall"] in INVALIDATORS:
                     p = self.procs.get(t.tgid)
                     if p is not None:
-                        p.snap_dirty = True
+                        p.snap_dirty = p.snap_urgent = True
                 else:
                     t.pending[ev["syscall"]] = ev
             elif kind == "exit":
@@ -388,7 +389,7 @@ class Tracker:
             except Exception as e:  # noqa: BLE001 -- a prediction failure must not stop the trace
                 pr = {"dumps": None, "blocking_gate": None, "verdict": f"no prediction: {e}"}
             if pr:
-                r["predicted"] = pr.get("dumps")
+                r["predicted"] = None if pr.get("stale") else pr.get("dumps")
                 r["prediction"] = {"blocking_gate": pr.get("blocking_gate"), "verdict": pr.get("verdict"),
                                    "undecided_by": pr.get("undecided_by"), "read_at": pr.get("read_at"),
                                    "stale": bool(pr.get("stale"))}
