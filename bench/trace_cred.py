@@ -37,7 +37,6 @@ int main(int argc,char**argv){
         if(setresuid(-1, (i&1)?0:65534, -1)!=0){perror("setresuid");return 1;}
         for(long j=0;j<work;j++) x+=j*i;
     }
-    if(setresuid(-1,0,-1)!=0) return 1;
     printf("%.6f\n", now()-t0);
     return 0;
 }
@@ -55,6 +54,29 @@ def build(d):
 def untraced(exe, n, work):
     r = subprocess.run([exe, str(n), str(work)], capture_output=True, text=True, check=True)
     return float(r.stdout)
+
+
+def kernel_only(exe, n, work, userstack=True):
+    """The same workload with the instance's events enabled but nobody reading: the kernel's own
+    cost of recording (the ring buffer is large enough to hold every event)."""
+    sys.path.insert(0, SRC)
+    from coredoctor.trace import tracefs
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)
+        os.dup2(os.open(os.path.join(os.path.dirname(exe), "ko.out"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
+        os.execv(exe, [exe, str(n), str(work)])
+    os.close(r)
+    with tracefs.Instance(userstack=userstack, buffer_kb=65536) as inst:
+        inst.setup(pids=[pid])
+        os.write(w, b"g")
+        os.close(w)
+        os.waitpid(pid, 0)
+        st = inst.stats()
+    with open(os.path.join(os.path.dirname(exe), "ko.out")) as f:
+        return float(f.read()), st
 
 
 def traced(exe, n, work, out):
@@ -89,19 +111,22 @@ def main():
         print(f"workload: {n} setresuid() calls, {work} loop iterations between them, "
               f"{n / base:,.0f} changes/s untraced; {os.cpu_count()} CPUs, kernel {os.uname().release}")
         out = os.path.join(d, "trace.jsonl")
-        ratios, rows = [], []
+        ratios, kratios, rows = [], [], []
         for i in range(a.rounds):
             u = untraced(exe, n, work)
+            k, kst = kernel_only(exe, n, work)
             t, got, summ = traced(exe, n, work, out)
             ratios.append(t / u)
+            kratios.append(k / u)
             rows.append((u, t, got, summ))
-            print(f"round {i + 1}: untraced {u:.3f} s, traced {t:.3f} s ({(t / u - 1) * 100:+.1f}%), "
-                  f"transitions recorded {got}/{n + 1}, ring buffer overrun {summ['buffer']['overrun']}, "
-                  f"dropped {summ['buffer']['dropped_events']}, events read {summ['events']}")
-        med = statistics.median(ratios)
-        lost = [n + 1 - got for _, _, got, _ in rows]
-        print(f"median slowdown {(med - 1) * 100:+.1f}% (goal <= 10%); transitions lost: "
-              f"max {max(lost)} of {n + 1} per round (goal 0)")
+            print(f"round {i + 1}: untraced {u:.3f} s | recording only {k:.3f} s ({(k / u - 1) * 100:+.1f}%, "
+                  f"{kst['entries']} entries) | coredoctor trace {t:.3f} s ({(t / u - 1) * 100:+.1f}%), "
+                  f"transitions {got}/{n}, overrun {summ['buffer']['overrun']}, "
+                  f"dropped {summ['buffer']['dropped_events']}, events read {summ['events']}", flush=True)
+        lost = [n - got for _, _, got, _ in rows]
+        print(f"median slowdown: coredoctor trace {(statistics.median(ratios) - 1) * 100:+.1f}% (goal <= 10%), "
+              f"kernel recording alone {(statistics.median(kratios) - 1) * 100:+.1f}%; transitions lost: "
+              f"max {max(lost)} of {n} per round (goal 0); load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -110,3 +110,13 @@ def test_setgroups_capset_unshare_setns():
     new, rule, _ = C.apply_syscall("unshare", [C.CLONE_NEWUSER], USER, 0)
     assert rule == "unshare-userns" and C.commit_creds(USER, new, 0)[0] is False
     assert C.apply_syscall("setns", [3, C.CLONE_NEWUSER], USER, 0)[1] == "setns-userns"
+
+
+def test_exec_creds():
+    suid = {"setuid": True, "setgid": False, "uid": 0, "gid": 0, "fcaps": False}
+    new = C.exec_creds(dict(USER, uid=[1000, 1000, 7, 1000]), suid, cap_bnd=0xFF)
+    assert new["uid"] == [1000, 0, 0, 0] and new["cap_prm"] == 0xFF
+    plain = C.exec_creds(dict(USER, uid=[1000, 1000, 7, 1000]), dict(suid, setuid=False))
+    assert plain["uid"] == [1000, 1000, 1000, 1000] and plain["cap_prm"] == 0  # saved := effective
+    assert C.exec_creds(USER, dict(suid, fcaps=True)) is None
+    assert C.exec_creds(ROOT, dict(suid, setuid=False))["cap_prm"] == ROOT["cap_prm"]

@@ -16,7 +16,7 @@ across that range except where a rule says otherwise).
 """
 
 __all__ = ["RULES", "CAP_SETGID", "CAP_SETUID", "INVALID_ID", "PR_SET_DUMPABLE", "PR_SET_KEEPCAPS",
-           "CLONE_NEWUSER", "apply_syscall", "commit_creds", "prctl_set_dumpable", "exec_dumpable",
+           "CLONE_NEWUSER", "apply_syscall", "commit_creds", "prctl_set_dumpable", "exec_creds", "exec_dumpable",
            "normalize_id", "ids_name"]
 
 CAP_SETGID = 6
@@ -116,7 +116,8 @@ def _has_cap(creds, cap):
 
 def _copy(creds):
     return {"uid": list(creds["uid"]), "gid": list(creds["gid"]), "cap_prm": int(creds.get("cap_prm") or 0),
-            "cap_eff": int(creds.get("cap_eff") or 0), "keep_caps": bool(creds.get("keep_caps"))}
+            "cap_eff": int(creds.get("cap_eff") or 0), "keep_caps": bool(creds.get("keep_caps")),
+            "cap_bnd": creds.get("cap_bnd")}
 
 
 def _fix_setuid(old, new):
@@ -230,6 +231,33 @@ def prctl_set_dumpable(option, arg2, ret):
         return None
     a = int(arg2)
     return a if a in (0, 1) else None
+
+
+def exec_creds(pre, exe, cap_bnd=None):
+    """The credentials exec gives (bprm_fill_uid(), cap_bprm_creds_from_file()): a set-uid/set-gid
+    binary sets the effective, saved and fs id to its owner/group; saved and fs ids follow the
+    effective ones in any case. Root (euid 0 after exec) gets the bounding set as permitted
+    capabilities, anyone else none (ambient capabilities and file capabilities are not
+    modelled: None is returned for a file with capabilities, to be read from the kernel).
+    The set-id bits are ignored on nosuid mounts and under no_new_privs; the kernel's answer,
+    read afterwards, shows that."""
+    if exe is not None and exe.get("fcaps"):
+        return None
+    new = {"uid": list(pre["uid"]), "gid": list(pre["gid"]), "cap_prm": int(pre.get("cap_prm") or 0),
+           "cap_eff": int(pre.get("cap_eff") or 0), "keep_caps": False}
+    if exe is not None and exe.get("setuid"):
+        new["uid"][1] = exe["uid"]
+    if exe is not None and exe.get("setgid"):
+        new["gid"][1] = exe["gid"]
+    new["uid"][2] = new["uid"][3] = new["uid"][1]
+    new["gid"][2] = new["gid"][3] = new["gid"][1]
+    if new["uid"][1] == 0 or new["uid"][0] == 0:
+        if pre["uid"][1] != 0 and pre["uid"][0] != 0:
+            new["cap_prm"] = int(cap_bnd if cap_bnd is not None else (1 << 41) - 1)
+        new["cap_eff"] = new["cap_prm"] if new["uid"][1] == 0 else 0
+    else:
+        new["cap_prm"] = new["cap_eff"] = 0
+    return new
 
 
 def exec_dumpable(pre, post, suid_dumpable, unreadable=False):

@@ -18,7 +18,7 @@ from coredoctor.kernel import dumpable as dmod
 from coredoctor.snapshot import pidfd as pidfdmod
 
 __all__ = ["read_creds", "read_dumpable", "suid_dumpable", "open_pidfd", "exit_status",
-           "zombie_dumpcore", "zombie_status", "self_dumpable", "PF_DUMPCORE"]
+           "zombie_dumpcore", "zombie_status", "self_dumpable", "exe_facts", "PF_DUMPCORE"]
 
 PROC = os.environ.get("COREDOCTOR_PROCFS", "/proc")
 #: include/linux/sched.h: "dumped core" (set by coredump_wait() once the dump starts)
@@ -65,6 +65,8 @@ def read_creds(pid, tid=None):
             out["comm"] = v.strip()
         elif k == "PPid":
             out["ppid"] = int(v)
+        elif k == "CapBnd":
+            out["cap_bnd"] = int(v.strip(), 16)
     if "uid" not in out or "gid" not in out:
         return None
     out.setdefault("cap_prm", 0)
@@ -131,6 +133,24 @@ def _ptrace_probe(pid, c):
                 "evidence": "a root probe without CAP_SYS_PTRACE is refused (__ptrace_may_access(): "
                             "dumpable != 1); 0 and 2 look alike"}
     return None
+
+
+def exe_facts(path, root_pid=None):
+    """Set-id bits, owner and file capabilities of an executable (as exec will see it, through
+    the process's root when *root_pid* is given), or None when it cannot be read."""
+    import stat as st_mod
+    p = f"{PROC}/{root_pid}/root{path}" if root_pid and path.startswith("/") else path
+    try:
+        st = os.stat(p)
+    except OSError:
+        return None
+    try:
+        fcaps = bool(os.getxattr(p, "security.capability"))
+    except OSError:
+        fcaps = False
+    return {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid,
+            "setuid": bool(st.st_mode & st_mod.S_ISUID),
+            "setgid": bool(st.st_mode & st_mod.S_ISGID and st.st_mode & st_mod.S_IXGRP), "fcaps": fcaps}
 
 
 def self_dumpable():

@@ -337,8 +337,14 @@ class Tracker:
         if p is None:
             return
         before = t.creds
-        kc = self.k.read_creds(t.tgid)
-        after = _model_creds(kc) if kc else dict(before)
+        # the new credentials from the binary's set-id bits (reading /proc now could show
+        # later changes: daemons drop privileges right after exec)
+        exe = self.k.exe_facts(f.get("filename") or "", t.tgid) if f.get("filename") else None
+        after = C.exec_creds(before, exe, before.get("cap_bnd"))
+        if after is None:  # file capabilities: only the kernel knows
+            kc = self.k.read_creds(t.tgid)
+            after = _model_creds(kc) if kc else dict(before)
+        after["cap_bnd"] = before.get("cap_bnd")
         t.creds = after
         p.comm = ev.get("comm") or p.comm
         p.exe = f.get("filename")
@@ -544,4 +550,5 @@ class Tracker:
 
 def _model_creds(c):
     return {"uid": list(c["uid"]), "gid": list(c["gid"]), "cap_prm": int(c.get("cap_prm") or 0),
-            "cap_eff": int(c.get("cap_eff") or 0), "keep_caps": bool(c.get("keep_caps"))}
+            "cap_eff": int(c.get("cap_eff") or 0), "keep_caps": bool(c.get("keep_caps")),
+            "cap_bnd": c.get("cap_bnd")}
