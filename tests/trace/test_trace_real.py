@@ -161,7 +161,7 @@ def test_grandchild_outcome_without_waitpid(cores):
     if f["predicted"] is None:  # it changed RLIMIT_CORE and died before it could be read again
         assert f["prediction"]["stale"] is True and "no prediction" in f["prediction"]["verdict"]
     else:
-        assert f["predicted"] is True
+        assert f["predicted"] is True, f
 
 
 def test_pid_and_name_modes(cores):

@@ -57,7 +57,7 @@ def test_any_chunking_gives_the_same_events():
 def test_odd_lines():
     assert parse_line("# tracer: nop") is None
     e = parse_line("  <...>-12    [000] d..2.   1.000001: signal_deliver: sig=9 errno=0 code=0 sa_handler=0 sa_flags=0")
-    assert e["comm"] == "<...>" and e["pid"] == 12 and e["tgid"] is None
+    assert e["comm"] is None and e["pid"] == 12 and e["tgid"] is None
     e = parse_line(" my-prog-name-5 (    5) [001] .....   2.5: sys_setuid(uid: 0x3e8)")
     assert e["comm"] == "my-prog-name" and e["args"] == [1000]
     assert signed_ret("0xfffffffffffffff2") == -14

@@ -89,6 +89,8 @@ def parse_line(line):
         rest = rest[c + 2:].rstrip()
     except (ValueError, IndexError):
         return None
+    if comm == "<...>":  # not in the kernel's saved_cmdlines: unknown here (the tracker knows it)
+        comm = None
     ev = {"comm": comm, "pid": pid, "tgid": tgid, "cpu": cpu, "ts": ts}
     if rest.startswith("sys_"):
         full, name, body = rest, rest.split("(", 1)[0].split(" ", 1)[0], ""

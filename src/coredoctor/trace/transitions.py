@@ -346,8 +346,8 @@ class Tracker:
             after = _model_creds(kc) if kc else dict(before)
         after["cap_bnd"] = before.get("cap_bnd")
         t.creds = after
-        p.comm = ev.get("comm") or p.comm
         p.exe = f.get("filename")
+        p.comm = ev.get("comm") or (os.path.basename(p.exe)[:15] if p.exe else p.comm)
         if self.sym is not None:
             try:
                 self.sym.forget(t.tgid)
@@ -364,7 +364,7 @@ class Tracker:
             return  # an ordinary exec of a dumpable process: nothing to say
         enter = {"ts": ev["ts"], "syscall": "execve", "args": [p.exe], "argnames": ["filename"],
                  "ustack": ev.get("ustack")}
-        exit_ev = {"syscall": "execve", "ret": 0, "comm": ev.get("comm")}
+        exit_ev = {"syscall": "execve", "ret": 0, "comm": p.comm}
         self._record(p, t, enter, exit_ev, "exec", "exec", before, after, v, why, sd=sd)
         p.unconfirmed[-1][0]["args"] = [p.exe]
 
