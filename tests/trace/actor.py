@@ -5,7 +5,7 @@ coredoctor trace can confirm each from the kernel, then waits or faults.
 
 Steps: ``core`` (RLIMIT_CORE unlimited), ``setresgid:r,e,s``, ``setresuid:r,e,s``,
 ``setgroups:`` (empty list), ``setfsuid:N``, ``prctl:N`` (PR_SET_DUMPABLE), ``sleep:S``,
-``fault`` (a NULL read: a real SIGSEGV), ``exit``.
+``waitfile:PATH``, ``fault`` (a NULL read: a real SIGSEGV), ``exit``.
 """
 import ctypes
 import os
@@ -21,10 +21,9 @@ def main():
     time.sleep(PAUSE)
     for step in sys.argv[1:]:
         name, _, arg = step.partition(":")
-        vals = [int(x) for x in arg.split(",")] if arg and name != "sleep" else []
+        vals = [int(x) for x in arg.split(",")] if arg and name not in ("sleep", "waitfile") else []
         if name == "core":
             resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-            continue
         if name == "setresgid":
             os.setresgid(*vals)
         elif name == "setresuid":
@@ -37,6 +36,10 @@ def main():
             libc.prctl(4, vals[0], 0, 0, 0)
         elif name == "sleep":
             time.sleep(float(arg))
+            continue
+        elif name == "waitfile":  # until the test says the tracer is ready
+            while not os.path.exists(arg):
+                time.sleep(0.05)
             continue
         elif name == "fault":
             sys.stdout.flush()

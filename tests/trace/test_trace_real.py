@@ -3,6 +3,7 @@ privileges gives the transitions the kernel made (confirmed from the kernel afte
 returned), and a fault afterwards gives a fatal-signal event whose ``dumped`` is what the kernel
 did (checked independently: the core file is there or not)."""
 import glob
+import json
 import os
 import subprocess
 
@@ -161,7 +162,7 @@ def test_grandchild_outcome_without_waitpid(cores):
     if f["predicted"] is None:  # it changed RLIMIT_CORE and died before it could be read again
         assert f["prediction"]["stale"] is True and "no prediction" in f["prediction"]["verdict"]
     else:
-        assert f["predicted"] is True, f
+        assert f["predicted"] is True, (f, f["prediction"])
 
 
 def test_pid_and_name_modes(cores):
@@ -169,13 +170,27 @@ def test_pid_and_name_modes(cores):
     import time
     L.write_sysctl("fs.suid_dumpable", "0")
     env = dict(T.env(), ACTOR_PAUSE="1.0")
-    p = subprocess.Popen(T.actor("sleep:1.5", f"setresgid:-1,{NOBODY},-1", "exit"), env=env,
+    go = os.path.join(os.path.dirname(cores), "go")
+    p = subprocess.Popen(T.actor(f"waitfile:{go}", f"setresgid:-1,{NOBODY},-1", "exit"), env=env,
                          stdout=subprocess.DEVNULL)
+    out = os.path.join(os.path.dirname(cores), "pid.jsonl")
+    tr = subprocess.Popen([T.PY, "-m", "coredoctor", "trace", "--json", "-o", out, "--pid", str(p.pid)],
+                          env=T.env(), stderr=subprocess.PIPE, text=True)
     try:
-        rc, recs, err, _ = T.trace(["--pid", str(p.pid), "--duration", "6"])
-        assert rc == 0, err
+        deadline = time.time() + 60
+        while time.time() < deadline and not (os.path.exists(out) and '"attach"' in open(out).read()):
+            time.sleep(0.05)
+        open(go, "w").close()
+        p.wait(30)
+        _, err = tr.communicate(timeout=60)  # ends by itself: every --pid is gone
+        assert tr.returncode == 0, err
     finally:
-        p.wait(10)
+        p.kill()
+        p.wait()
+        tr.kill()
+        tr.wait()
+    with open(out) as f:
+        recs = [json.loads(line) for line in f]
     ch = T.of(recs, "dumpable-change", pid=p.pid)
     assert [(r["syscall"], r["before"], r["after"]) for r in ch] == [("setresgid", 1, 0)], recs
     _confirmed(ch[0])

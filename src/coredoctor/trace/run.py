@@ -73,11 +73,9 @@ class Predictor:
         return True
 
     def __call__(self, p, t, signame, how):
-        stale = False
-        if p.snap is None or p.snap_dirty:
-            # it may still be alive (dumping) now: read it; else use the last reading
-            if not self.refresh(p):
-                stale = p.snap is not None
+        # never re-read a process that got its fatal signal: it is dying (its mm, files and root
+        # go away in do_exit()), so its /proc view is partial. The last reading before it counts.
+        stale = p.snap_dirty and p.snap is not None and p.snap_urgent
         if p.snap is None:
             return {"dumps": None, "blocking_gate": None,
                     "verdict": "no prediction: the process could not be read before it died"}
