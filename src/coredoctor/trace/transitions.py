@@ -52,16 +52,27 @@ def signal_name(signo):
         return f"SIG{signo}"
 
 
+_RULE_CACHE = {}
+
+
 def _rule(rid):
-    r = C.RULES.get(rid) or {}
-    return {"id": rid, "kernel": r.get("kernel"), "file": r.get("file"), "versions": r.get("versions")}
+    if rid not in _RULE_CACHE:  # records share one citation object per rule (never mutated)
+        r = C.RULES.get(rid) or {}
+        _RULE_CACHE[rid] = {"id": rid, "kernel": r.get("kernel"), "file": r.get("file"), "versions": r.get("versions")}
+    return _RULE_CACHE[rid]
 
 
 def _pub_creds(c):
+    """The published form of a model credential set; cached on it (a set is never changed after
+    it was published: every syscall makes a new one)."""
     if c is None:
         return None
-    return {"uid": list(c["uid"]), "gid": list(c["gid"]), "cap_prm": f"{int(c.get('cap_prm') or 0):016x}",
-            "cap_eff": f"{int(c.get('cap_eff') or 0):016x}"}
+    pub = c.get("_pub")
+    if pub is None:
+        pub = {"uid": list(c["uid"]), "gid": list(c["gid"]), "cap_prm": f"{int(c.get('cap_prm') or 0):016x}",
+               "cap_eff": f"{int(c.get('cap_eff') or 0):016x}"}
+        c["_pub"] = pub
+    return pub
 
 
 def _show_args(name, args):
@@ -233,6 +244,7 @@ class Tracker:
             # only the capability sets are taken from the kernel (read now: maybe later values)
             kc = self.k.read_creds(t.tgid, t.tid)
             new = dict(before, uid=list(before["uid"]), gid=list(before["gid"]))
+            new.pop("_pub", None)
             if kc:
                 new["cap_prm"], new["cap_eff"] = kc["cap_prm"], kc["cap_eff"]
                 if rule != "capset":
