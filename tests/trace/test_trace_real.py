@@ -210,3 +210,49 @@ def test_pid_and_name_modes(cores):
     ch = T.of(recs, "dumpable-change", syscall="prctl")
     assert [(r["comm"], r["pid"], r["before"], r["after"]) for r in ch] == [(name, starter.pid, 1, 0)], recs
     _confirmed(ch[0])
+
+
+def test_unit_mode(cores):
+    """--unit: the processes of a unit, found through their real cgroup."""
+    import time
+    import pytest
+    root = next((r for r in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+                 if os.path.exists(os.path.join(r, "cgroup.procs")) and os.access(r, os.W_OK)), None)
+    if root is None:
+        pytest.skip("no writable cgroup hierarchy is mounted")
+    L.write_sysctl("fs.suid_dumpable", "0")
+    unit = "coredoctor-trace-test.service"
+    cg = os.path.join(root, "system.slice", unit)
+    made_slice = not os.path.exists(os.path.dirname(cg))
+    os.makedirs(cg)
+    go = os.path.join(os.path.dirname(cores), "go-unit")
+    p = subprocess.Popen(T.actor(f"waitfile:{go}", "prctl:0", "exit"), env=T.env(), stdout=subprocess.DEVNULL)
+    out = os.path.join(os.path.dirname(cores), "unit.jsonl")
+    tr = None
+    try:
+        with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+            f.write(str(p.pid))
+        tr = subprocess.Popen([T.PY, "-m", "coredoctor", "trace", "--json", "-o", out, "--unit", unit],
+                              env=T.env(), stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and not (os.path.exists(out) and '"attach"' in open(out).read()):
+            time.sleep(0.05)
+        open(go, "w").close()
+        p.wait(30)
+        _, err = tr.communicate(timeout=60)
+        assert tr.returncode == 0, err
+    finally:
+        p.kill()
+        p.wait()
+        if tr is not None:
+            tr.kill()
+            tr.wait()
+        os.rmdir(cg)
+        if made_slice:
+            os.rmdir(os.path.dirname(cg))
+    with open(out) as f:
+        recs = [json.loads(line) for line in f]
+    assert [r["pid"] for r in T.of(recs, "attach")] == [p.pid]
+    ch = T.of(recs, "dumpable-change", pid=p.pid)
+    assert [(r["syscall"], r["before"], r["after"]) for r in ch] == [("prctl", 1, 0)], recs
+    _confirmed(ch[0])

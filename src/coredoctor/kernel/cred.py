@@ -104,10 +104,9 @@ RULES = {
 
 
 def normalize_id(v):
-    """A syscall argument as the kernel's uid_t: -1 (printed 0xffffffff or 0xffffffffffffffff)
-    -> INVALID_ID."""
-    v = int(v) & 0xFFFFFFFFFFFFFFFF
-    return INVALID_ID if v in (INVALID_ID, 0xFFFFFFFFFFFFFFFF) else v & 0xFFFFFFFF
+    """A syscall argument as the kernel's uid_t: the low 32 bits (-1 prints as 0xffffffff or
+    0xffffffffffffffff; either is INVALID_ID, "unchanged")."""
+    return v & 0xFFFFFFFF
 
 
 def _has_cap(creds, cap):

@@ -77,7 +77,7 @@ def _pub_creds(c):
 
 def _show_args(name, args):
     if name in ID_SYSCALLS:
-        return [-1 if C.normalize_id(a) == C.INVALID_ID else C.normalize_id(a) for a in args]
+        return [-1 if a & 0xFFFFFFFF == 0xFFFFFFFF else a & 0xFFFFFFFF for a in args]
     return list(args)
 
 
