@@ -17,11 +17,8 @@ import re
 
 __all__ = ["Parser", "parse_line", "parse_kv", "signed_ret"]
 
-_SYS_ENTER = re.compile(r"^sys_(?P<name>\w+)\((?P<args>.*)\)$")
-_SYS_EXIT = re.compile(r"^sys_(?P<name>\w+) -> (?P<ret>0x[0-9a-fA-F]+|-?\d+)$")
 _ARGS = re.compile(r"(\w+): ([0-9a-fA-Fx]+)")
 _KV = re.compile(r"(\w+)=(\S*)")
-_STACK = re.compile(r"^\s*=>\s+(?:(?P<obj>\S+)\[\+0x(?P<off>[0-9a-f]+)\]\s+)?<(?P<addr>[0-9a-fA-F]+)>")
 
 
 def signed_ret(v):
