@@ -36,7 +36,10 @@ def test_ovs_privilege_drop_under_trace(ovs, tmp_path):
     mine = [x for x in recs if x.get("event") == "dumpable-change" and x.get("comm") == "ovs-vswitchd"
             and x["syscall"] in ("setresgid", "setresuid")]
     assert [x["syscall"] for x in mine][:2] == ["setresgid", "setresuid"], \
-        [(x.get("comm"), x.get("syscall")) for x in recs if x.get("event") == "dumpable-change"]
+        [(x.get("comm"), x.get("pid"), x.get("syscall"), x.get("before"), x.get("after"))
+         for x in recs if x.get("event") in ("dumpable-change", "cred-change", "attach")
+         and x.get("comm") not in ("ovsdb-tool", "touch", "ovs-ctl", "sh", "unshare")] + \
+        [x for x in recs if x.get("event") in ("summary", "notice")] + [r.stderr[-1500:]]
     gid_drop, uid_drop = mine[0], mine[1]
     assert (gid_drop["before"], gid_drop["after"], gid_drop["changed"]) == (1, 0, True), gid_drop
     assert gid_drop["suid_dumpable"] == 0 and gid_drop["cause"] == "privilege-change"
