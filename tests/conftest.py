@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.join(HERE, "daemons"))
 
 import lab as L  # noqa: E402
 
-ROOT_DIRS = ("crashlab", "daemons")
+ROOT_DIRS = ("crashlab", "daemons", "trace")
 LOCK = "/run/lock/coredoctor-tests.lock"
 
 

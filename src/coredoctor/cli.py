@@ -21,6 +21,16 @@ undecided), 2 bad usage or no such target.
 """
 
 
+TRACE_EPILOG = """\
+examples:
+  sudo coredoctor trace -- ovs-ctl --ovs-user=openvswitch start    run a command under trace
+  sudo coredoctor trace --name ovs-vswitchd              also processes not started yet
+  sudo coredoctor trace --pid 24441 --unit nginx.service --json
+
+exit status: the command's, with -- CMD; otherwise 0 (2 bad usage, 130 interrupted).
+"""
+
+
 def _parser():
     p = argparse.ArgumentParser(prog="coredoctor", description="Why would a crash leave no core dump, "
                                 "and what exactly to change so that it does.",
@@ -74,6 +84,20 @@ def _parser():
     k.add_argument("--keep", action="store_true", help="keep the canary's core")
     k.add_argument("--json", action="store_true", help="machine-readable output (coredoctor.canary/1)")
 
+    tr = sub.add_parser("trace", help="watch, live, every change of a process's dumpable flag and every "
+                        "fatal signal (tracefs; -- CMD runs a command under trace)",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=TRACE_EPILOG)
+    tr.add_argument("-p", "--pid", type=int, action="append", default=[], help="a pid (repeatable)")
+    tr.add_argument("--name", action="append", default=[], help="processes of this name, also ones not "
+                    "started yet (repeatable)")
+    tr.add_argument("--unit", action="append", default=[], help="the processes of a systemd unit (repeatable)")
+    tr.add_argument("--json", action="store_true", help="one JSON object per line")
+    tr.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    tr.add_argument("-o", "--output", metavar="FILE", help="write the trace here (default: stdout; "
+                    "stderr when a command runs, so its own output passes through)")
+    tr.add_argument("--no-stack", action="store_true", help="no user-space stacks (options/userstacktrace)")
+    tr.add_argument("command", nargs="*", help="-- CMD [ARGS...]: run CMD under trace")
+
     e = sub.add_parser("explain-flags", help="decode an mm->flags value (decimal or 0x hex)")
     e.add_argument("value")
     e.add_argument("--json", action="store_true")
@@ -96,6 +120,8 @@ def main(argv=None):
             return cmd_fix(args)
         if args.cmd == "crashes":
             return cmd_crashes(args)
+        if args.cmd == "trace":
+            return cmd_trace(args)
         p.print_help()
         return 2
     except Error as e:
@@ -417,3 +443,56 @@ def cmd_crashes(args):
     print(json.dumps(doc, indent=2) if args.json else rtext.crashes_report(doc))
     return 0
 
+
+def cmd_trace(args):
+    _need_root("coredoctor trace")
+    import json
+    from coredoctor.render import trace as rtrace
+    from coredoctor.trace import run as trun
+    cmd = list(args.command)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError("--duration must be positive")
+    pids = list(args.pid)
+    for pid in pids:
+        if pid <= 0 or not os.path.isdir(f"/proc/{pid}"):
+            raise UsageError(f"no such process: pid {pid}")
+    if args.unit:
+        found = _scan_names([], args.unit)
+        for u in args.unit:
+            if not found.get(u):
+                raise UsageError(f"no unit {u!r} is running")
+            pids.extend(found[u])
+    for n in args.name:
+        if not n or "\n" in n:
+            raise UsageError(f"not a process name: {n!r}")
+    if not (pids or args.name or cmd):
+        raise UsageError("name what to trace: -- CMD, --pid PID, --name NAME or --unit UNIT")
+    if args.output:
+        try:
+            out = open(args.output, "w", buffering=1)
+        except OSError as e:
+            raise UsageError(f"cannot write {args.output}: {e.strerror}")
+    else:
+        out = sys.stderr if cmd else sys.stdout
+
+    def emit(r):
+        if args.json:
+            out.write(json.dumps(r, separators=(",", ":")) + "\n")
+        else:
+            text = rtrace.line(r)
+            if text is None:
+                return
+            out.write(text + "\n")
+        out.flush()
+
+    what = " ".join(cmd) if cmd else ", ".join([f"pid {p}" for p in pids] + [f"name {n}" for n in args.name])
+    if not args.json:
+        out.write(f"coredoctor trace: watching {what}: dumpable transitions and fatal signals (Ctrl-C stops)\n")
+    try:
+        return trun.run(pids=pids, names=args.name, cmd=cmd or None, duration=args.duration, emit=emit,
+                        userstack=not args.no_stack)
+    finally:
+        if args.output:
+            out.close()

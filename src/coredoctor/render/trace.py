@@ -1,0 +1,99 @@
+"""Text rendering of ``coredoctor trace`` records: a compact timeline, one line per event
+(and one indented line for the stack of a transition)."""
+
+import time
+
+from coredoctor.trace.symbols import format_frame
+
+__all__ = ["line"]
+
+
+def _t(ts):
+    if not ts:
+        return "        -      "
+    return time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1e6):06d}"
+
+
+def _ids(c):
+    u, g = c["uid"], c["gid"]
+    return f"uid {'/'.join(map(str, u))} gid {'/'.join(map(str, g))}"
+
+
+def _delta(before, after):
+    parts = []
+    for k in ("uid", "gid"):
+        if before[k] != after[k]:
+            parts.append(f"{k} {'/'.join(map(str, before[k]))} -> {'/'.join(map(str, after[k]))}")
+    return ", ".join(parts) or "ids unchanged"
+
+
+def _stack(stack):
+    if not stack:
+        return None
+    return "at " + " <- ".join(format_frame(f) if isinstance(f, dict) else str(f) for f in stack[:4])
+
+
+def _confirmed(c):
+    if not c:
+        return ""
+    if c.get("agrees") is True:
+        v = c.get("value")
+        return f"  [kernel agrees: {c['source']}{'' if v is None else ' ' + str(v)}]"
+    if c.get("agrees") is False:
+        return f"  [KERNEL DISAGREES: {c['source']} says {c.get('value', c.get('candidates'))}]"
+    return "  [not confirmed]"
+
+
+def _dv(v, cands=None):
+    if v is None:
+        return "/".join(map(str, cands)) if cands else "?"
+    return str(v)
+
+
+def line(r):
+    """One record -> text (possibly two lines), or None for records not shown."""
+    ev = r.get("event")
+    who = f"{r.get('comm')}[{r.get('pid')}]" if r.get("tid") in (None, r.get("pid")) else \
+        f"{r.get('comm')}[{r.get('pid')}/{r.get('tid')}]"
+    if ev == "attach":
+        c = r.get("creds")
+        return (f"{_t(time.time())}  {who}  attached: {_ids(c) if c else 'credentials unknown'}, "
+                f"dumpable={_dv(r.get('dumpable'), r.get('dumpable_candidates'))} ({r.get('dumpable_source')})")
+    if ev in ("dumpable-change", "cred-change"):
+        call = f"{r['syscall']}({', '.join(map(str, r.get('args') or []))})"
+        if r["syscall"] == "execve":
+            call = f"execve({(r.get('args') or ['?'])[0]})"
+        elif r["syscall"] == "prctl":
+            call = f"prctl(PR_SET_DUMPABLE, {r['after']})"
+        ids = _delta(r["creds_before"], r["creds_after"]) if r.get("creds_before") and r.get("creds_after") else ""
+        if ev == "cred-change":
+            return f"{_t(r.get('time'))}  {who}  {call}  {ids}; dumpable stays {_dv(r.get('dumpable'))}" + \
+                _confirmed(r.get("confirmed"))
+        arrow = "->" if r.get("changed") is not False else "=>"
+        sd = f" (fs.suid_dumpable={r['suid_dumpable']})" if r.get("suid_dumpable") is not None and \
+            r["cause"] != "prctl" else ""
+        head = (f"{_t(r.get('time'))}  {who}  {call}  {ids + ';  ' if ids and ids != 'ids unchanged' else ''}"
+                f"dumpable {_dv(r.get('before'), r.get('before_candidates'))} {arrow} {_dv(r.get('after'))}{sd}  "
+                f"{r['cause']}" + _confirmed(r.get("confirmed")))
+        st = _stack(r.get("stack"))
+        return head + (f"\n{'':17}{st}" if st else "")
+    if ev == "fatal-signal":
+        pred = {True: "core", False: "NO core", None: "undecided"}[r.get("predicted")]
+        gate = (r.get("prediction") or {}).get("blocking_gate")
+        if r.get("predicted") is False and gate:
+            pred += f" ({gate})"
+        got = {True: "core written", False: "no core", None: "outcome unknown"}[r.get("dumped")]
+        agree = {True: "  agrees", False: "  PREDICTION WRONG", None: ""}[r.get("agrees")]
+        dest = r.get("destination") or {}
+        where = f" -> {dest.get('path')}" if r.get("dumped") and dest.get("path") else ""
+        return (f"{_t(r.get('time'))}  {who}  {r['signal']} ({r['how']}, "
+                f"{'dumps' if r['dumps_by_default'] else 'no core'} by default)  predicted: {pred}; "
+                f"kernel: {got}{where} [{r.get('outcome_source') or r.get('outcome_note') or '-'}]{agree}")
+    if ev == "exit":
+        return None
+    if ev == "notice":
+        return f"note: {r['what']}"
+    if ev == "summary":
+        return (f"{r['dumpable_changes']} dumpable transition(s), {r['cred_changes']} other credential "
+                f"change(s), {r['fatal_signals']} fatal signal(s); {r['events']} events, {r['lost']} lost")
+    return None

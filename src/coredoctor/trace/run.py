@@ -1,0 +1,259 @@
+"""
+The tracer's main loop
+----------------------
+Sets up the private tracefs instance, starts ``-- CMD`` (held until the kernel filters are in
+place), attaches to the watched processes, then reads ``trace_pipe`` in large non-blocking
+reads, feeds the events through :class:`~coredoctor.trace.transitions.Tracker` and writes each
+completed record. It ends when the command exits (with its exit code), after ``--duration``,
+when every watched pid has exited (pids only), or on SIGINT/SIGTERM -- and removes its instance
+in every one of those cases.
+"""
+
+import copy
+import os
+import signal
+import time
+
+from coredoctor.errors import Error, UsageError
+from coredoctor.trace import events as E
+from coredoctor.trace import tracefs
+from coredoctor.trace.transitions import Tracker
+
+from coredoctor.trace.symbols import Symbolizer
+
+__all__ = ["run", "Stop"]
+
+READ_SIZE = 1 << 20
+
+
+class Stop(Exception):
+    """SIGTERM: leave the loop and clean up, as for Ctrl-C."""
+
+
+def _on_term(signum, frame):
+    raise Stop()
+
+
+def _tids(pid):
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
+def _clock(inst):
+    """Use the instance's ``mono`` trace clock (CLOCK_MONOTONIC) so event times map to wall time."""
+    try:
+        inst._write("trace_clock", "mono")
+        return time.time() - time.monotonic()
+    except OSError:
+        return None
+
+
+class Predictor:
+    """The gate model's answer for a process at the moment it gets a fatal signal: the latest
+    snapshot of it, with the dumpable flag and credentials the trace followed since."""
+
+    def __init__(self):
+        from coredoctor import snapshot
+        from coredoctor.kernel import gates
+        self.snapshot, self.gates = snapshot, gates
+
+    def refresh(self, p):
+        try:
+            s = self.snapshot.take([p.tgid], strict=True)
+        except Error:
+            return False
+        except OSError:
+            return False
+        p.snap, p.snap_at, p.snap_dirty, p.snap_urgent = s, time.monotonic(), False, False
+        return True
+
+    def __call__(self, p, t, signame, how):
+        # never re-read a process that got its fatal signal: it is dying (its mm, files and root
+        # go away in do_exit()), so its /proc view is partial. The last reading before it counts.
+        stale = p.snap_dirty and p.snap is not None and p.snap_urgent
+        if p.snap is None:
+            return {"dumps": None, "blocking_gate": None,
+                    "verdict": "no prediction: the process could not be read before it died"}
+        snap = p.snap
+        procs = {q["pid"]: q for q in snap["processes"]}
+        entry = procs.get(p.tgid)
+        if entry is None:  # a fork child not read yet: its parent's facts, which fork copied
+            src = procs.get(snap["targets"][0]) if snap["targets"] else None
+            if src is None:
+                return None
+            entry = dict(copy.deepcopy(src), pid=p.tgid, ppid=src["pid"])
+        else:
+            entry = copy.deepcopy(entry)
+        d = p.dumpable
+        entry["dumpable"] = {"value": d.get("value"), "candidates": list(d.get("candidates") or [0, 1, 2]),
+                             "source": d.get("source") if d.get("source") != "model" else "trace",
+                             "evidence": "followed by coredoctor trace"}
+        entry["creds"] = dict(entry["creds"], uid=list(t.creds["uid"]), gid=list(t.creds["gid"]),
+                              cap_eff=f"{t.creds.get('cap_eff', 0):016x}", cap_prm=f"{t.creds.get('cap_prm', 0):016x}")
+        # the kernel delivered it to SIG_DFL: whatever the masks said, the default action runs
+        bit = 1 << (snap["kernel"]["signals"].get(signame, 1) - 1)
+        entry["sig"] = {k: (f"{int(v, 16) & ~bit:016x}" if v else v) for k, v in (entry.get("sig") or {}).items()}
+        entry.pop("thread_blocked", None)
+        entry["tracer_pid"] = 0
+        procs = dict(procs)
+        procs[p.tgid] = entry
+        res = self.gates.evaluate(snap, entry, procs.get(entry.get("ppid")), signame, how, procs)
+        res["read_at"] = snap.get("taken_at")
+        if stale:  # changed (limits, umask, cwd, ...) since it was read: no guess
+            res["stale"] = True
+            res["verdict"] = ("no prediction: it changed its limits, umask or cwd after it was last read, "
+                              "and it was gone before it could be read again; the last reading said: "
+                              + str(res.get("verdict")))
+        return res
+
+
+def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, buffer_kb=None,
+        stats_out=None):
+    """Trace; *emit* gets each record (a dict). Returns the exit code (the command's, with CMD)."""
+    pids = sorted(set(pids))
+    if not (pids or names or cmd):
+        raise UsageError("name what to trace: -- CMD, --pid PID, --name NAME or --unit UNIT")
+    old_term = signal.signal(signal.SIGTERM, _on_term)
+    old_hup = signal.signal(signal.SIGHUP, _on_term)
+    inst = None
+    child = None
+    go_w = None
+    rc = 0
+    try:
+        try:
+            inst = tracefs.Instance(userstack=userstack, buffer_kb=buffer_kb or 8192)
+        except tracefs.TracefsError as e:
+            raise UsageError(str(e))
+        offset = _clock(inst)
+        if cmd:
+            go_r, go_w = os.pipe()
+            child = os.fork()
+            if child == 0:  # pragma: no cover - the child
+                try:
+                    os.close(go_w)
+                    os.read(go_r, 1)
+                    os.close(go_r)
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+                    os.execvp(cmd[0], cmd)
+                except OSError as e:
+                    os.write(2, f"coredoctor trace: cannot run {cmd[0]}: {e.strerror}\n".encode())
+                os._exit(127)
+            os.close(go_r)
+        watch = list(pids) + ([child] if child else [])
+        tids = sorted({t for p in watch for t in (_tids(p) or [p])})
+        inst.setup(pids=tids, names=names)
+        for ev in inst.missing:
+            emit({"event": "notice", "what": f"{ev} is not offered by this kernel: not traced"})
+        if inst.stale_removed:
+            emit({"event": "notice", "what": "removed tracefs instances left by killed runs: "
+                                             + ", ".join(inst.stale_removed)})
+        predictor = Predictor()
+        direct = {child: None} if child else {}
+        tracker = Tracker(predict=predictor, symbolizer=Symbolizer(),
+                          clock_offset=offset or 0.0, direct_children=direct,
+                          on_fork=(lambda c: inst.follow([c])) if names else None,
+                          on_exit=(lambda c: inst.unfollow([c])) if names else None)
+        from coredoctor.snapshot import task as task_io
+        mine = task_io.self_dumpable()
+        for p in watch:
+            over = None
+            if p == child and mine is not None:  # fork copied our own flag, which prctl() tells exactly
+                over = {"value": mine, "candidates": [mine], "source": "prctl(PR_GET_DUMPABLE) of the tracer "
+                        "that forked it", "evidence": "fork copies the dumpable flag"}
+            r = tracker.attach(p, _tids(p) or [p], dumpable_override=over)
+            if r is not None:
+                emit(r)
+            if tracker.procs.get(p) is not None:
+                predictor.refresh(tracker.procs[p])
+        if names:
+            from coredoctor.snapshot import proc as procmod
+            for pid, comm in procmod.comms().items():
+                if comm in [n[:15] for n in names] and pid != os.getpid() and pid not in tracker.procs:
+                    r = tracker.attach(pid, _tids(pid) or [pid])
+                    if r is not None:
+                        emit(r)
+                        predictor.refresh(tracker.procs[pid])
+        parser = E.Parser()
+        inst.open_pipe()
+        if go_w is not None:
+            os.write(go_w, b"g")
+            os.close(go_w)
+            go_w = None
+        start = time.monotonic()
+        child_status = None
+        while True:
+            text, drained = inst.read(timeout=0.1, size=READ_SIZE)
+            if text:
+                tracker.handle(parser.feed(text, drained=drained))
+            for r in tracker.confirm():
+                emit(r)
+            if child and child_status is None:
+                wpid, st = os.waitpid(child, os.WNOHANG)
+                if wpid == child:
+                    child_status = st
+                    direct[child] = st
+            if child_status is not None:
+                break
+            if duration is not None and time.monotonic() - start >= duration:
+                break
+            if not cmd and not names and pids and not any(
+                    os.path.exists(f"/proc/{p}") for p in list(tracker.procs) + pids):
+                break
+            _refresh(tracker, predictor)
+        # drain: the kernel may still hold events of the last moments
+        idle = 0
+        while idle < 2:
+            text, drained = inst.read(timeout=0.05, size=READ_SIZE)
+            if text:
+                tracker.handle(parser.feed(text, drained=drained))
+                idle = 0
+            else:
+                idle += 1
+        tracker.handle(parser.flush())
+        deadline = time.monotonic() + 1.5
+        while tracker.finished and time.monotonic() < deadline:
+            for r in tracker.confirm():
+                emit(r)
+            time.sleep(0.05)
+        for r in tracker.confirm(final=True):
+            emit(r)
+        st = inst.stats()
+        summary = {"event": "summary", "events": tracker.counts["events"],
+                   "dumpable_changes": tracker.counts["dumpable_changes"],
+                   "cred_changes": tracker.counts["cred_changes"], "fatal_signals": tracker.counts["fatal_signals"],
+                   "lost": st["overrun"] + st["dropped_events"] + st["commit_overrun"], "buffer": st,
+                   "unparsed_lines": parser.unparsed}
+        emit(summary)
+        if stats_out is not None:
+            stats_out.update(summary)
+        if child_status is not None:
+            rc = os.waitstatus_to_exitcode(child_status) if hasattr(os, "waitstatus_to_exitcode") else \
+                (os.WEXITSTATUS(child_status) if os.WIFEXITED(child_status) else -os.WTERMSIG(child_status))
+            if rc < 0:
+                rc = 128 - rc
+    except (KeyboardInterrupt, Stop):
+        rc = 130
+    finally:
+        if go_w is not None:
+            os.close(go_w)
+        if inst is not None:
+            inst.close()
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGHUP, old_hup)
+    return rc
+
+
+def _refresh(tracker, predictor, budget=3):
+    """Re-read a few changed processes so a prediction is ready before they die (at most every
+    quarter second each)."""
+    now = time.monotonic()
+    for p in list(tracker.procs.values()):
+        if budget <= 0:
+            break
+        if p.snap_dirty and not p.exited and (p.snap_urgent or now - p.snap_at > 0.25):
+            predictor.refresh(p)
+            p.snap_at = now
+            budget -= 1

@@ -1,0 +1,331 @@
+"""
+tracefs
+-------
+A private tracefs instance (``instances/coredoctor-<pid>``, Documentation/trace/ftrace.rst
+"Instances") with kernel-side filters, so that only the watched processes' events are
+recorded and nothing of the host's own tracing changes.
+
+- tracefs is found in /proc/self/mounts (``/sys/kernel/tracing``, or ``tracing/`` under a
+  debugfs mount); when it is nowhere, it is mounted at /sys/kernel/tracing and unmounted again
+  by :meth:`Instance.close`.
+- processes: ``set_event_pid`` with ``options/event-fork`` (children follow in the kernel), or,
+  for names (processes not started yet), an event filter ``comm == "NAME"`` on every event
+  OR'ed with ``common_pid == N`` for the descendants seen so far.
+- ``options/userstacktrace`` adds user-space return addresses to each event;
+  ``options/record-tgid`` the thread-group id.
+- instances left by a killed tracer (``coredoctor-<pid>`` whose pid is dead) are removed by
+  :func:`remove_stale` at the start of the next run.
+"""
+
+import errno
+import os
+import re
+import select
+import subprocess
+import time
+
+__all__ = ["find_tracefs", "Instance", "remove_stale", "PREFIX", "SYSCALLS", "TRACEPOINTS", "TracefsError"]
+
+PREFIX = "coredoctor-"
+DEFAULT_PATH = "/sys/kernel/tracing"
+
+#: syscalls that change credentials or dumpability (enter and exit events are enabled)
+SYSCALLS = ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
+            "setgroups", "capset", "prctl", "execve", "execveat", "unshare", "setns")
+#: syscalls that change other inputs of the gate model (limits, umask, cwd): only their entry is
+#: recorded, to re-read the process so a prediction is fresh when it dies
+INVALIDATORS = ("prlimit64", "setrlimit", "umask", "chdir", "fchdir")
+#: tracepoints: process lifetime and signals
+TRACEPOINTS = ("sched/sched_process_fork", "sched/sched_process_exec", "sched/sched_process_exit",
+               "signal/signal_deliver", "signal/signal_generate")
+#: kernel-side pre-filters on single events (fewer events for the common noisy cases)
+EVENT_FILTERS = {
+    # PR_SET_DUMPABLE and PR_SET_KEEPCAPS only (prctl(PR_SET_NAME) etc. are frequent)
+    "syscalls/sys_enter_prctl": "option == 4 || option == 8",
+    # fatal-by-default or core-dumping signals only (not SIGCHLD/SIGWINCH/...)
+    "signal/signal_generate": "sig == 9",
+    # prlimit64(pid, resource, NULL, old): a read, not a change
+    "syscalls/sys_enter_prlimit64": "new_rlim != 0",
+}
+
+
+class TracefsError(Exception):
+    pass
+
+
+def _mounts():
+    try:
+        with open("/proc/self/mounts") as f:
+            return [line.split() for line in f]
+    except OSError:
+        return []
+
+
+def find_tracefs():
+    """Path of a mounted tracefs, or None."""
+    for fields in _mounts():
+        if len(fields) >= 3 and fields[2] == "tracefs":
+            return fields[1].replace("\\040", " ")
+    for fields in _mounts():
+        if len(fields) >= 3 and fields[2] == "debugfs" and os.path.isdir(os.path.join(fields[1], "tracing",
+                                                                                        "instances")):
+            return os.path.join(fields[1], "tracing")
+    return None
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def remove_stale(root):
+    """Remove ``coredoctor-<pid>`` instances whose pid is dead; returns their names."""
+    removed = []
+    d = os.path.join(root, "instances")
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return removed
+    for name in names:
+        m = re.fullmatch(re.escape(PREFIX) + r"(\d+)", name)
+        if not m or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            os.rmdir(os.path.join(d, name))
+            removed.append(name)
+        except OSError:
+            pass
+    return removed
+
+
+def _quote(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Instance:
+    """One private instance; use as a context manager (removed on exit, also on exceptions)."""
+
+    def __init__(self, root=None, name=None, buffer_kb=4096, userstack=True, mount_path=DEFAULT_PATH):
+        self.mounted = None
+        self.root = root or find_tracefs()
+        if self.root is None:
+            self.root = self._mount(mount_path)
+        self.stale_removed = remove_stale(self.root)
+        self.name = name or f"{PREFIX}{os.getpid()}"
+        self.path = os.path.join(self.root, "instances", self.name)
+        self.fd = None
+        self.missing = []
+        self.enabled = []
+        self.names = []
+        self.pids = []
+        self.mode = None
+        try:
+            os.mkdir(self.path)
+        except FileExistsError:
+            raise TracefsError(f"tracefs instance {self.path} already exists")
+        except OSError as e:
+            self._unmount()
+            raise TracefsError(f"cannot create a tracefs instance in {self.root}/instances: {e.strerror}")
+        try:
+            self._write("buffer_size_kb", str(buffer_kb))
+            self._write("tracing_on", "0")
+            self.options = {}
+            for opt, val in (("record-tgid", 1), ("event-fork", 1), ("userstacktrace", 1 if userstack else 0),
+                             ("overwrite", 0), ("sym-userobj", 0)):
+                self.options[opt] = self._option(opt, val)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- plumbing ---------------------------------------------------------------------------
+    def _mount(self, path):
+        os.makedirs(path, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tracefs", "nodev", path], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise TracefsError(f"tracefs is not mounted and mounting it at {path} failed: "
+                               f"{(r.stderr or r.stdout).strip()}")
+        self.mounted = path
+        return path
+
+    def _unmount(self):
+        if self.mounted:
+            subprocess.run(["umount", self.mounted], capture_output=True)
+            self.mounted = None
+
+    def _write(self, rel, value, append=False):
+        fd = os.open(os.path.join(self.path, rel), os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC))
+        try:
+            os.write(fd, value.encode() if value else b"\n")
+        finally:
+            os.close(fd)
+
+    def _read(self, rel):
+        with open(os.path.join(self.path, rel)) as f:
+            return f.read()
+
+    def _option(self, opt, val):
+        try:
+            self._write(f"options/{opt}", str(val))
+            return True
+        except OSError:
+            return False
+
+    def exists(self, event):
+        return os.path.isdir(os.path.join(self.path, "events", event))
+
+    # --- setup ------------------------------------------------------------------------------
+    def event_list(self):
+        evs = []
+        for s in SYSCALLS:
+            for kind in ("enter", "exit"):
+                evs.append(f"syscalls/sys_{kind}_{s}")
+        evs += [f"syscalls/sys_enter_{s}" for s in INVALIDATORS]
+        return evs + list(TRACEPOINTS)
+
+    def setup(self, pids=(), names=()):
+        """Enable the events for *pids* (followed by the kernel with event-fork) or, when *names*
+        are given, for processes of those names (and *pids*) by event filter."""
+        self.names = list(names)
+        self.pids = sorted(set(pids))
+        self.mode = "filter" if self.names else "pid"
+        for ev in self.event_list():
+            if not self.exists(ev):
+                self.missing.append(ev)
+        if self.mode == "pid":
+            self._write("set_event_pid", " ".join(map(str, self.pids)) if self.pids else "")
+        self._apply_filters()
+        for ev in self.event_list():
+            if ev in self.missing:
+                continue
+            self._write(f"events/{ev}/enable", "1")
+            self.enabled.append(ev)
+        self._write("tracing_on", "1")
+
+    def _filter_for(self, ev):
+        parts = []
+        if self.mode == "filter":
+            who = [f"comm == {_quote(n[:15])}" for n in self.names]
+            who += [f"common_pid == {p}" for p in self.pids[-200:]]
+            parts.append("(" + " || ".join(who) + ")")
+        if ev in EVENT_FILTERS:
+            parts.append("(" + EVENT_FILTERS[ev] + ")")
+        return " && ".join(parts)
+
+    def _apply_filters(self):
+        for ev in self.event_list():
+            if ev in self.missing:
+                continue
+            f = self._filter_for(ev)
+            if f:
+                try:
+                    self._write(f"events/{ev}/filter", f)
+                except OSError as e:
+                    raise TracefsError(f"the kernel refused the filter {f!r} on {ev}: {e.strerror}")
+
+    def follow(self, pids):
+        """Name mode: also record these pids (children of watched processes)."""
+        if self.mode != "filter":
+            return
+        new = [p for p in pids if p not in self.pids]
+        if new:
+            self.pids = sorted(set(self.pids) | set(new))
+            self._apply_filters()
+
+    def unfollow(self, pids):
+        if self.mode != "filter":
+            return
+        gone = set(pids) & set(self.pids)
+        if gone:
+            self.pids = [p for p in self.pids if p not in gone]
+            self._apply_filters()
+
+    # --- reading ----------------------------------------------------------------------------
+    def open_pipe(self):
+        self.fd = os.open(os.path.join(self.path, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
+        self._poll = select.poll()
+        self._poll.register(self.fd, select.POLLIN)
+
+    def read(self, timeout=0.1, size=1 << 20):
+        """Whatever the kernel has (up to *size* bytes), waiting at most *timeout* seconds for
+        the first byte. Returns ``(text, drained)``; *drained* is True when the buffer was
+        emptied. (trace_pipe hands out at most a page per read(): tracing_read_pipe().)"""
+        if self.fd is None:
+            self.open_pipe()
+        chunks, n = [], 0
+        waited = False
+        while n < size:
+            try:
+                b = os.read(self.fd, 65536)
+            except BlockingIOError:
+                if chunks or waited or not timeout:
+                    return b"".join(chunks).decode("utf-8", "replace"), True
+                waited = True
+                try:
+                    self._poll.poll(int(timeout * 1000))
+                except InterruptedError:
+                    pass
+                continue
+            if not b:
+                return b"".join(chunks).decode("utf-8", "replace"), True
+            chunks.append(b)
+            n += len(b)
+        return b"".join(chunks).decode("utf-8", "replace"), False
+
+    def stats(self):
+        """Sum of the per-CPU ring-buffer counters: entries, overrun, commit overrun, dropped events."""
+        tot = {"entries": 0, "overrun": 0, "commit_overrun": 0, "dropped_events": 0}
+        base = os.path.join(self.path, "per_cpu")
+        try:
+            cpus = os.listdir(base)
+        except OSError:
+            return tot
+        for c in cpus:
+            try:
+                with open(os.path.join(base, c, "stats")) as f:
+                    for line in f:
+                        k, _, v = line.partition(":")
+                        k = k.strip().replace(" ", "_")
+                        if k in tot:
+                            tot[k] += int(v.split()[0])
+            except (OSError, ValueError):
+                continue
+        return tot
+
+    # --- teardown ---------------------------------------------------------------------------
+    def close(self):
+        try:
+            if os.path.isdir(self.path):
+                try:
+                    self._write("tracing_on", "0")
+                except OSError:
+                    pass
+            if self.fd is not None:
+                try:
+                    os.close(self.fd)
+                except OSError:
+                    pass
+                self.fd = None
+            for i in range(50):
+                try:
+                    os.rmdir(self.path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if e.errno != errno.EBUSY:
+                        break
+                    time.sleep(0.02)
+        finally:
+            self._unmount()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

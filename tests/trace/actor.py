@@ -1,0 +1,54 @@
+"""A traced actor: performs credential steps given as arguments, pausing between them so that
+coredoctor trace can confirm each from the kernel, then waits or faults.
+
+    actor.py core setresgid:-1,65534,-1 setfsuid:65534 prctl:0 fault
+
+Steps: ``core`` (RLIMIT_CORE unlimited), ``setresgid:r,e,s``, ``setresuid:r,e,s``,
+``setgroups:`` (empty list), ``setfsuid:N``, ``prctl:N`` (PR_SET_DUMPABLE), ``sleep:S``,
+``waitfile:PATH``, ``fault`` (a NULL read: a real SIGSEGV), ``exit``.
+"""
+import ctypes
+import os
+import resource
+import sys
+import time
+
+libc = ctypes.CDLL(None, use_errno=True)
+PAUSE = float(os.environ.get("ACTOR_PAUSE", "0.3"))
+
+
+def main():
+    time.sleep(PAUSE)
+    for step in sys.argv[1:]:
+        name, _, arg = step.partition(":")
+        vals = [int(x) for x in arg.split(",")] if arg and name not in ("sleep", "waitfile") else []
+        if name == "core":
+            resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        if name == "setresgid":
+            os.setresgid(*vals)
+        elif name == "setresuid":
+            os.setresuid(*vals)
+        elif name == "setgroups":
+            os.setgroups(vals)
+        elif name == "setfsuid":
+            libc.setfsuid(vals[0])
+        elif name == "prctl":
+            libc.prctl(4, vals[0], 0, 0, 0)
+        elif name == "sleep":
+            time.sleep(float(arg))
+            continue
+        elif name == "waitfile":  # until the test says the tracer is ready
+            while not os.path.exists(arg):
+                time.sleep(0.05)
+            continue
+        elif name == "fault":
+            sys.stdout.flush()
+            ctypes.string_at(0)
+        elif name == "exit":
+            sys.exit(vals[0] if vals else 0)
+        print(f"did {step}", flush=True)
+        time.sleep(PAUSE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,258 @@
+"""coredoctor trace against real processes and the running kernel: each way of dropping
+privileges gives the transitions the kernel made (confirmed from the kernel after the syscall
+returned), and a fault afterwards gives a fatal-signal event whose ``dumped`` is what the kernel
+did (checked independently: the core file is there or not)."""
+import glob
+import json
+import os
+import subprocess
+
+import lab as L
+import tracelab as T
+
+NOBODY = 65534
+
+
+def _confirmed(r):
+    """The kernel's confirmation agrees (pidfd: exact; /proc ownership: 'consistent')."""
+    c = r["confirmed"]
+    assert c["agrees"] is True, r
+    if c["source"] in ("proc-owner", "ptrace-access") and c["value"] is None:  # no pidfd query (< 6.16)
+        assert r["after"] in c["candidates"] and c["candidates"] == [0, 2], r
+        assert "cannot tell 0 from 2" in c["note"]
+    else:
+        assert c["source"] in ("pidfd", "ptrace-access") and c["value"] == r["after"], r
+
+
+def _core_of(cores, pid):
+    return glob.glob(os.path.join(cores, f"core.{pid}"))
+
+
+def _fatal(recs, cores):
+    fs = T.of(recs, "fatal-signal")
+    assert len(fs) == 1, recs
+    f = fs[0]
+    assert f["signal"] == "SIGSEGV" and f["how"] == "fault" and f["dumps_by_default"] is True
+    on_disk = bool(_core_of(cores, f["pid"]))
+    assert f["dumped"] is on_disk, (f, os.listdir(cores))
+    assert f["outcome_source"] == "waitpid"  # the command is the tracer's own child
+    assert f["predicted"] is on_disk and f["agrees"] is True, f
+    return f
+
+
+def test_setresgid_only(cores):
+    L.write_sysctl("fs.suid_dumpable", "0")
+    rc, recs, err, _ = T.trace([], T.actor("core", f"setresgid:-1,{NOBODY},-1", "fault"))
+    assert rc == 139, err
+    att = T.of(recs, "attach")[0]
+    assert att["dumpable"] == 1
+    ch = T.of(recs, "dumpable-change")
+    assert [(r["syscall"], r["args"], r["before"], r["after"], r["cause"]) for r in ch] == \
+        [("setresgid", [-1, NOBODY, -1], 1, 0, "privilege-change")], ch
+    r = ch[0]
+    assert r["suid_dumpable"] == 0 and r["changed"] is True and r["pid"] == att["pid"]
+    assert r["creds_before"]["gid"] == [0, 0, 0, 0] and r["creds_after"]["gid"] == [0, NOBODY, 0, NOBODY]
+    assert r["creds_after"]["uid"] == [0, 0, 0, 0]
+    assert r["stack"] and all(isinstance(a, (str, dict)) for a in r["stack"])
+    assert r["rule"]["kernel"] == "__sys_setresgid()"
+    _confirmed(r)
+    f = _fatal(recs, cores)
+    assert f["dumped"] is False and f["prediction"]["blocking_gate"] == "dumpable"
+    summ = T.of(recs, "summary")[0]
+    assert summ["lost"] == 0
+
+
+def test_full_drop_with_suid_dumpable_2_dumps(cores):
+    L.write_sysctl("fs.suid_dumpable", "2")
+    rc, recs, err, _ = T.trace([], T.actor("core", "setgroups:", f"setresgid:{NOBODY},{NOBODY},{NOBODY}",
+                                           f"setresuid:{NOBODY},{NOBODY},{NOBODY}", "fault"))
+    assert rc == 139, err
+    ch = T.of(recs, "dumpable-change")
+    assert [(r["syscall"], r["before"], r["after"]) for r in ch] == [("setresgid", 1, 2), ("setresuid", 2, 2)], ch
+    assert ch[1]["changed"] is False and ch[1]["creds_after"]["uid"] == [NOBODY] * 4
+    assert ch[1]["creds_after"]["cap_prm"] == "0" * 16  # cap_emulate_setxuid(): the drop clears them
+    for r in ch:
+        _confirmed(r)
+    assert [r["syscall"] for r in T.of(recs, "cred-change")] == ["setgroups"]
+    f = _fatal(recs, cores)
+    assert f["dumped"] is True and f["dumpable"] == 2
+
+
+def test_setfsuid_and_ignored_setfsuid(cores):
+    L.write_sysctl("fs.suid_dumpable", "0")
+    # setfsuid(-1) is ignored by the kernel (it only returns the old fsuid): no transition
+    rc, recs, err, _ = T.trace([], T.actor("core", f"setfsuid:{NOBODY}", "setfsuid:-1", "prctl:1", "fault"))
+    assert rc == 139, err
+    ch = T.of(recs, "dumpable-change")
+    assert [(r["syscall"], r["before"], r["after"], r["cause"]) for r in ch] == \
+        [("setfsuid", 1, 0, "privilege-change"), ("prctl", 0, 1, "prctl")], ch
+    assert ch[0]["creds_after"]["uid"] == [0, 0, 0, NOBODY]
+    for r in ch:
+        _confirmed(r)
+    f = _fatal(recs, cores)
+    assert f["dumped"] is True  # prctl(PR_SET_DUMPABLE, 1) made it dumpable again
+
+
+def test_prctl_0_1_and_invalid_2(cores):
+    L.write_sysctl("fs.suid_dumpable", "0")
+    rc, recs, err, _ = T.trace([], T.actor("core", "prctl:0", "prctl:2", "prctl:1", "prctl:0", "fault"))
+    assert rc == 139, err
+    ch = T.of(recs, "dumpable-change")
+    # prctl(PR_SET_DUMPABLE, 2) is EINVAL: nothing changes, nothing is reported
+    assert [(r["args"][:2], r["before"], r["after"]) for r in ch] == \
+        [([4, 0], 1, 0), ([4, 1], 0, 1), ([4, 0], 1, 0)], ch
+    for r in ch:
+        assert r["cause"] == "prctl" and r["suid_dumpable"] is None
+        _confirmed(r)
+    f = _fatal(recs, cores)
+    assert f["dumped"] is False
+
+
+def test_exec_of_setuid_binary(cores, labdir):
+    d, _ = labdir
+    L.write_sysctl("fs.suid_dumpable", "0")
+    src = os.path.join(d, "suid.c")
+    exe = os.path.join(d, "suid-fault")
+    with open(src, "w") as f:
+        f.write("#include <stdio.h>\n#include <unistd.h>\n#include <sys/resource.h>\n"
+                "int main(void){struct rlimit r={RLIM_INFINITY,RLIM_INFINITY}; setrlimit(RLIMIT_CORE,&r);"
+                "printf(\"uid %d euid %d\\n\",(int)getuid(),(int)geteuid()); fflush(stdout);"
+                "usleep(400000); return *(volatile int*)0;}\n")
+    subprocess.run(["gcc", "-O0", "-o", exe, src], check=True)
+    os.chown(exe, 0, 0)
+    os.chmod(exe, 0o4755)
+    # setpriv drops to nobody (1 -> 0), execs sh (an ordinary exec: 0 -> 1), sh execs the
+    # set-uid-root binary (euid 65534 -> 0: dumpable := fs.suid_dumpable = 0)
+    cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "sh", "-c",
+           f"sleep 0.4; exec {exe}"]
+    rc, recs, err, out = T.trace([], cmd)
+    assert rc == 139, err
+    ch = T.of(recs, "dumpable-change")
+    execs = [r for r in ch if r["syscall"] == "execve"]
+    drops = [r for r in ch if r["syscall"] in ("setresgid", "setresuid", "setgid", "setuid", "setregid", "setreuid")]
+    assert drops and drops[0]["before"] == 1 and drops[0]["after"] == 0, ch
+    assert [(r["args"][0], r["before"], r["after"]) for r in execs] == \
+        [("/usr/bin/sh", 0, 1), (exe, 1, 0)] or [(os.path.basename(r["args"][0]), r["before"], r["after"])
+                                               for r in execs] == [("sh", 0, 1), ("suid-fault", 1, 0)], execs
+    last = execs[-1]
+    assert last["cause"] == "exec" and last["creds_after"]["uid"] == [NOBODY, 0, 0, 0]
+    assert "set-id" in last["why"]
+    _confirmed(last)
+    f = _fatal(recs, cores)
+    assert f["dumped"] is False and f["comm"] == "suid-fault"
+
+
+def test_grandchild_outcome_without_waitpid(cores):
+    """The faulting process is not the tracer's child: its outcome comes from the kernel's
+    pidfd (PIDFD_INFO_EXIT, 6.15+) or its zombie's /proc/PID/stat -- or is null with a reason."""
+    L.write_sysctl("fs.suid_dumpable", "0")
+    cmd = ["sh", "-c", f"{T.PY} {T.ACTOR} core fault; sleep 0.5; exit 3"]
+    rc, recs, err, _ = T.trace([], cmd)
+    assert rc == 3, err
+    fs = T.of(recs, "fatal-signal")
+    assert len(fs) == 1, recs
+    f = fs[0]
+    on_disk = bool(_core_of(cores, f["pid"]))
+    assert on_disk
+    if f["dumped"] is None:
+        assert f["outcome_source"] is None and "reaped" in f["outcome_note"]
+    else:
+        assert f["dumped"] is True and f["outcome_source"] in ("pidfd PIDFD_INFO_EXIT",
+                                                               "/proc/PID/stat exit_code of the zombie")
+    if f["predicted"] is None:  # it changed RLIMIT_CORE and died before it could be read again
+        assert f["prediction"]["stale"] is True and "no prediction" in f["prediction"]["verdict"]
+    else:
+        assert f["predicted"] is True, (f, f["prediction"])
+
+
+def test_pid_and_name_modes(cores):
+    """--pid attaches to a running process; --name also catches one started after the tracer."""
+    import time
+    L.write_sysctl("fs.suid_dumpable", "0")
+    env = dict(T.env(), ACTOR_PAUSE="1.0")
+    go = os.path.join(os.path.dirname(cores), "go")
+    p = subprocess.Popen(T.actor(f"waitfile:{go}", f"setresgid:-1,{NOBODY},-1", "exit"), env=env,
+                         stdout=subprocess.DEVNULL)
+    out = os.path.join(os.path.dirname(cores), "pid.jsonl")
+    tr = subprocess.Popen([T.PY, "-m", "coredoctor", "trace", "--json", "-o", out, "--pid", str(p.pid)],
+                          env=T.env(), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (os.path.exists(out) and '"attach"' in open(out).read()):
+            time.sleep(0.05)
+        open(go, "w").close()
+        p.wait(30)
+        _, err = tr.communicate(timeout=60)  # ends by itself: every --pid is gone
+        assert tr.returncode == 0, err
+    finally:
+        p.kill()
+        p.wait()
+        tr.kill()
+        tr.wait()
+    with open(out) as f:
+        recs = [json.loads(line) for line in f]
+    ch = T.of(recs, "dumpable-change", pid=p.pid)
+    assert [(r["syscall"], r["before"], r["after"]) for r in ch] == [("setresgid", 1, 0)], recs
+    _confirmed(ch[0])
+    # --name: the process starts 1 s after the tracer; its comm is set by exec
+    name = "cdtrace-actor"
+    link = os.path.join(os.path.dirname(cores), name)
+    os.symlink(T.PY, link)
+    starter = subprocess.Popen(["sh", "-c", f"sleep 1; exec {link} {T.ACTOR} prctl:0 exit"],
+                               stdout=subprocess.DEVNULL, env=env)
+    t0 = time.time()
+    try:
+        rc, recs, err, _ = T.trace(["--name", name, "--duration", "5"])
+        assert rc == 0, err
+    finally:
+        starter.wait(10)
+    assert time.time() - t0 >= 4.5
+    ch = T.of(recs, "dumpable-change", syscall="prctl")
+    assert [(r["comm"], r["pid"], r["before"], r["after"]) for r in ch] == [(name, starter.pid, 1, 0)], recs
+    _confirmed(ch[0])
+
+
+def test_unit_mode(cores):
+    """--unit: the processes of a unit, found through their real cgroup."""
+    import time
+    import pytest
+    root = next((r for r in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+                 if os.path.exists(os.path.join(r, "cgroup.procs")) and os.access(r, os.W_OK)), None)
+    if root is None:
+        pytest.skip("no writable cgroup hierarchy is mounted")
+    L.write_sysctl("fs.suid_dumpable", "0")
+    unit = "coredoctor-trace-test.service"
+    cg = os.path.join(root, "system.slice", unit)
+    made_slice = not os.path.exists(os.path.dirname(cg))
+    os.makedirs(cg)
+    go = os.path.join(os.path.dirname(cores), "go-unit")
+    p = subprocess.Popen(T.actor(f"waitfile:{go}", "prctl:0", "exit"), env=T.env(), stdout=subprocess.DEVNULL)
+    out = os.path.join(os.path.dirname(cores), "unit.jsonl")
+    tr = None
+    try:
+        with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+            f.write(str(p.pid))
+        tr = subprocess.Popen([T.PY, "-m", "coredoctor", "trace", "--json", "-o", out, "--unit", unit],
+                              env=T.env(), stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and not (os.path.exists(out) and '"attach"' in open(out).read()):
+            time.sleep(0.05)
+        open(go, "w").close()
+        p.wait(30)
+        _, err = tr.communicate(timeout=60)
+        assert tr.returncode == 0, err
+    finally:
+        p.kill()
+        p.wait()
+        if tr is not None:
+            tr.kill()
+            tr.wait()
+        os.rmdir(cg)
+        if made_slice:
+            os.rmdir(os.path.dirname(cg))
+    with open(out) as f:
+        recs = [json.loads(line) for line in f]
+    assert [r["pid"] for r in T.of(recs, "attach")] == [p.pid]
+    ch = T.of(recs, "dumpable-change", pid=p.pid)
+    assert [(r["syscall"], r["before"], r["after"]) for r in ch] == [("prctl", 1, 0)], recs
+    _confirmed(ch[0])
