@@ -26,8 +26,10 @@ __all__ = ["run", "Stop"]
 READ_SIZE = 1 << 20
 
 
-class Stop(Exception):
-    """SIGTERM: leave the loop and clean up, as for Ctrl-C."""
+class Stop(BaseException):
+    """SIGTERM: leave the loop and clean up, as for Ctrl-C. A BaseException, like
+    KeyboardInterrupt, so that the best-effort ``except Exception`` around symbolizing and
+    predicting cannot swallow it (seen under the slow 6.1 guest: a SIGTERM during attach)."""
 
 
 def _on_term(signum, frame):
