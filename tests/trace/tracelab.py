@@ -1,6 +1,7 @@
 """Helpers for the trace tests: run coredoctor trace, read its JSON lines, check tracefs."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -39,7 +40,22 @@ def trace(args, cmd=None, out=None, timeout=120, stdin=None):
     argv = [PY, "-m", "coredoctor", "trace", "--json", "-o", out, *args]
     if cmd:
         argv += ["--", *cmd]
-    r = subprocess.run(argv, capture_output=True, text=True, env=env(), timeout=timeout, input=stdin)
+    # its own session, so that on a timeout the tracer *and* the traced command (which holds the
+    # output pipes) are ended: subprocess.run would kill only the tracer and then wait forever
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
+                         start_new_session=True)
+    try:
+        so, se = p.communicate(input=stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)  # the group we made: the tracer and what it runs
+        so, se = p.communicate(timeout=30)
+        got = open(out).read()[-3000:] if os.path.exists(out) else ""
+        if os.path.exists(out):
+            os.unlink(out)
+        raise AssertionError(f"coredoctor trace {args} {cmd} did not end within {timeout} s; "
+                             f"stderr: {se[-2000:]!r}; records so far: {got}")
+    r = subprocess.CompletedProcess(argv, p.returncode, so, se)
     try:
         with open(out) as f:
             recs = [json.loads(line) for line in f if line.strip()]
