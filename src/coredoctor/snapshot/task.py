@@ -16,6 +16,7 @@ import struct
 
 from coredoctor.kernel import dumpable as dmod
 from coredoctor.snapshot import pidfd as pidfdmod
+from coredoctor.snapshot.proc import _read  # one small-file reader for /proc
 
 __all__ = ["read_creds", "read_dumpable", "suid_dumpable", "open_pidfd", "exit_status",
            "zombie_dumpcore", "zombie_status", "self_dumpable", "exe_facts", "PF_DUMPCORE"]
@@ -23,14 +24,6 @@ __all__ = ["read_creds", "read_dumpable", "suid_dumpable", "open_pidfd", "exit_s
 PROC = os.environ.get("COREDOCTOR_PROCFS", "/proc")
 #: include/linux/sched.h: "dumped core" (set by coredump_wait() once the dump starts)
 PF_DUMPCORE = 0x00000200
-
-
-def _read(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return os.read(fd, 8192).decode("utf-8", "replace")
-    finally:
-        os.close(fd)
 
 
 def read_creds(pid, tid=None):
