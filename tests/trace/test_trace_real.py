@@ -142,6 +142,32 @@ def test_exec_of_setuid_binary(cores, labdir):
     assert f["dumped"] is False and f["comm"] == "suid-fault"
 
 
+def test_names_a_daemon_that_drops_within_its_first_time_slice(cores, labdir):
+    """tracefs prints each line under the comm its saved_cmdlines cache held for the pid when
+    the line is read, refreshed only at a context switch. A child of sh that execs, drops
+    privileges and then computes without sleeping is printed as "sh" for as long as it runs
+    (how OVS's drop went missing from a CI run). The records must name it as the kernel does."""
+    d, _ = labdir
+    L.write_sysctl("fs.suid_dumpable", "0")
+    src, exe = os.path.join(d, "spin.c"), os.path.join(d, "spin-drop")
+    with open(src, "w") as f:
+        f.write("#define _GNU_SOURCE\n#include <unistd.h>\n#include <time.h>\n#include <sys/resource.h>\n"
+                "static double now(void){struct timespec t; clock_gettime(CLOCK_MONOTONIC,&t);"
+                "return t.tv_sec+t.tv_nsec/1e9;}\n"
+                "int main(void){struct rlimit r={RLIM_INFINITY,RLIM_INFINITY}; setrlimit(RLIMIT_CORE,&r);"
+                f"setresgid({NOBODY},{NOBODY},{NOBODY}); setresuid({NOBODY},{NOBODY},{NOBODY});"
+                "double t0=now(); while(now()-t0<1.5); return *(volatile int*)0;}\n")
+    subprocess.run(["gcc", "-O0", "-o", exe, src], check=True)
+    rc, recs, err, _ = T.trace([], ["sh", "-c", f"{exe}; exit $?"])
+    assert rc == 139, err
+    ch = T.of(recs, "dumpable-change")
+    assert [(r["comm"], r["syscall"], r["before"], r["after"]) for r in ch] == \
+        [("spin-drop", "setresgid", 1, 0), ("spin-drop", "setresuid", 0, 0)], ch
+    fs = T.of(recs, "fatal-signal")
+    assert [(f["comm"], f["signal"], f["dumped"]) for f in fs] == [("spin-drop", "SIGSEGV", False)], fs
+    assert not _core_of(cores, fs[0]["pid"])
+
+
 def test_grandchild_outcome_without_waitpid(cores):
     """The faulting process is not the tracer's child: its outcome comes from the kernel's
     pidfd (PIDFD_INFO_EXIT, 6.15+) or its zombie's /proc/PID/stat -- or is null with a reason."""

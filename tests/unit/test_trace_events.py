@@ -106,3 +106,66 @@ def test_tracker_on_recorded_61_events():
     fs = [r for r in out if r["event"] == "fatal-signal"]
     assert len(fs) == 1 and fs[0]["signal"] == "SIGSEGV" and fs[0]["how"] == "kill"
     assert fs[0]["dumped"] is False and fs[0]["outcome_source"].startswith("/proc/PID/stat")
+
+
+class DaemonKernel:
+    """A root daemon started by a shell script, read back after it dropped to uid/gid 990."""
+
+    def __init__(self):
+        self.comm = {100: "ovs-ctl", 101: "ovs-vswitchd"}
+
+    def read_creds(self, pid, tid=None):
+        if pid not in self.comm:
+            return None
+        ids = [0] * 4 if pid == 100 else [990] * 4
+        return {"uid": ids, "gid": ids, "cap_prm": 0, "cap_eff": 0, "owner": [0, 0], "tgid": pid,
+                "comm": self.comm[pid]}
+
+    def read_dumpable(self, pid, creds=None, use_pidfd=True, pfd=None):
+        return {"value": 1 if pid == 100 else 0, "candidates": [1 if pid == 100 else 0], "source": "pidfd",
+                "evidence": "synthetic"}
+
+    def suid_dumpable(self):
+        return 0
+
+    def open_pidfd(self, pid):
+        return None
+
+    def exe_facts(self, path, pid=None):
+        return {"mode": 0o100755, "uid": 0, "gid": 0, "setuid": False, "setgid": False, "fcaps": False}
+
+
+def test_names_come_from_the_kernels_fields_not_the_stale_header():
+    """tracefs prints each line's comm from its saved_cmdlines cache, refreshed only at a context
+    switch: a child that execs and drops privileges within one time slice is printed under the
+    shell's name. The records must still name the daemon (seen in CI with the real OVS)."""
+    text = "".join(line + "\n" for line in (
+        " ovs-ctl-100 (  100) [000] .....   5.000100: sched_process_fork: comm=ovs-ctl pid=100 "
+        "child_comm=ovs-ctl child_pid=101",
+        " ovs-ctl-101 (  101) [001] .....   5.000200: sched_process_exec: filename=/usr/sbin/ovs-vswitchd "
+        "pid=101 old_pid=101",
+        " ovs-ctl-101 (  101) [001] .....   5.000300: sys_setresgid(rgid: 0x3de, egid: 0x3de, sgid: 0x3de)",
+        " ovs-ctl-101 (  101) [001] .....   5.000301: sys_setresgid -> 0x0",
+        " ovs-ctl-101 (  101) [001] .....   5.000400: sys_setresuid(ruid: 0x3de, euid: 0x3de, suid: 0x3de)",
+        " ovs-ctl-101 (  101) [001] .....   5.000401: sys_setresuid -> 0x0",
+    ))
+    p = Parser()
+    evs = p.feed(text) + p.flush()
+    assert p.unparsed == 0 and [e["comm"] for e in evs] == ["ovs-ctl"] * 6
+    tr = Tracker(kernel=DaemonKernel(), use_pidfd=False)
+    tr.attach(100)
+    tr.handle(evs)
+    out = [r for r in tr.confirm(final=True) if r["event"] == "dumpable-change"]
+    assert [(r["comm"], r["pid"], r["syscall"], r["before"], r["after"]) for r in out] == [
+        ("ovs-vswitchd", 101, "setresgid", 1, 0), ("ovs-vswitchd", 101, "setresuid", 0, 0)]
+    assert out[1]["confirmed"]["agrees"] is True
+
+
+def test_a_task_first_seen_mid_run_is_named_by_proc():
+    k = DaemonKernel()
+    tr = Tracker(kernel=k, use_pidfd=False)
+    p = Parser()
+    evs = p.feed(" <...>-101 (  101) [001] .....   5.0003: sys_setresuid(ruid: 0x3de, euid: 0x3de, suid: 0x3de)\n"
+                 " <...>-101 (  101) [001] .....   5.0004: sys_setresuid -> 0x0\n") + p.flush()
+    tr.handle(evs)
+    assert tr.tasks[101].comm == "ovs-vswitchd"

@@ -40,8 +40,9 @@ TRACEPOINTS = ("sched/sched_process_fork", "sched/sched_process_exec", "sched/sc
                "signal/signal_deliver", "signal/signal_generate")
 #: kernel-side pre-filters on single events (fewer events for the common noisy cases)
 EVENT_FILTERS = {
-    # PR_SET_DUMPABLE and PR_SET_KEEPCAPS only (prctl(PR_SET_NAME) etc. are frequent)
-    "syscalls/sys_enter_prctl": "option == 4 || option == 8",
+    # PR_SET_DUMPABLE, PR_SET_KEEPCAPS and PR_SET_NAME only (the rest are frequent and beside
+    # the point; PR_SET_NAME keeps the tracker's comm true)
+    "syscalls/sys_enter_prctl": "option == 4 || option == 8 || option == 15",
     # fatal-by-default or core-dumping signals only (not SIGCHLD/SIGWINCH/...)
     "signal/signal_generate": "sig == 9",
     # prlimit64(pid, resource, NULL, old): a read, not a change

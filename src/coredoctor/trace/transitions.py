@@ -18,6 +18,13 @@ Records (dicts, one per line in ``--json``):
   "predicted", "dumped", "exit_status", "outcome_source", "agrees", "destination", "stack", "time"}``;
 - ``{"event": "attach", "pid", "comm", "creds", "dumpable"}`` and ``{"event": "exit", ...}``.
 
+Names (``comm``) come from the kernel's own fields -- ``child_comm`` of sched_process_fork, the
+basename of sched_process_exec's filename (what begin_new_exec() gives __set_task_comm()), and
+/proc at attach, after prctl(PR_SET_NAME) and at each confirmation -- not from the comm tracefs
+prints before each line. That one is looked up when the line is *read*, in the saved_cmdlines
+cache, which is refreshed only at the task's next context switch: a daemon that execs and drops
+privileges within one time slice is printed under its parent's old name.
+
 All kernel reads go through the *kernel* object (by default :mod:`coredoctor.snapshot.task`)
 and predictions through *predict*, so the state machine itself runs on recorded events too.
 """
@@ -40,6 +47,7 @@ CRED_SYSCALLS = ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setre
                  "setgroups", "capset", "unshare", "setns")
 #: syscalls whose only effect that matters here is on the gate model's other inputs
 INVALIDATORS = ("prlimit64", "setrlimit", "umask", "chdir", "fchdir")
+PR_SET_NAME = 15  # include/uapi/linux/prctl.h
 ID_SYSCALLS = ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid")
 
 
@@ -81,12 +89,22 @@ def _show_args(name, args):
     return list(args)
 
 
-class Task:
-    __slots__ = ("tid", "tgid", "creds", "pending")
+def _exec_comm(filename):
+    """The comm begin_new_exec() sets: kbasename(bprm->filename), cut to TASK_COMM_LEN - 1. None
+    for an fexecve()/execveat(AT_EMPTY_PATH) path (/dev/fd/N): the kernel then names the task
+    after the file's dentry (6.14+) or "N", so only /proc can tell."""
+    if not filename or filename.startswith("/dev/fd/"):
+        return None
+    return os.path.basename(filename)[:15] or None
 
-    def __init__(self, tid, tgid, creds):
+
+class Task:
+    __slots__ = ("tid", "tgid", "creds", "pending", "comm")
+
+    def __init__(self, tid, tgid, creds, comm=None):
         self.tid, self.tgid, self.creds = tid, tgid, creds
         self.pending = {}
+        self.comm = comm
 
 
 class Proc:
@@ -135,7 +153,7 @@ class Tracker:
         self.procs[tgid] = p
         for tid in tids or [tgid]:
             tc = c if tid == tgid else (self.k.read_creds(tgid, tid) or c)
-            self.tasks[tid] = Task(tid, tgid, _model_creds(tc))
+            self.tasks[tid] = Task(tid, tgid, _model_creds(tc), tc.get("comm"))
         if p.pidfd is None and self.use_pidfd:
             p.pidfd = self.k.open_pidfd(tgid)
         d = dumpable_override or self.k.read_dumpable(tgid, c, self.use_pidfd, p.pidfd)
@@ -162,7 +180,7 @@ class Tracker:
         c = self.k.read_creds(tgid, ev["pid"])
         if c is None:
             return None
-        t = Task(ev["pid"], tgid, _model_creds(c))
+        t = Task(ev["pid"], tgid, _model_creds(c), c.get("comm") or ev.get("comm"))
         self.tasks[ev["pid"]] = t
         return t
 
@@ -213,6 +231,21 @@ class Tracker:
                 pass
         return [f"{a:#x}" for a in addrs]
 
+    def _comm(self, t, ev=None):
+        """The task's name: the tracker's own, else the printed one (a task first seen here)."""
+        if t.comm is None and ev is not None and ev.get("comm"):
+            t.comm = ev["comm"]
+        return t.comm
+
+    def _renamed(self, t):
+        """prctl(PR_SET_NAME) returned: the new name is in user memory, so ask /proc."""
+        kc = self.k.read_creds(t.tgid, t.tid)
+        if kc and kc.get("comm"):
+            t.comm = kc["comm"]
+            p = self.procs.get(t.tgid)
+            if p is not None and t.tid == t.tgid:
+                p.comm = t.comm
+
     def _sys_exit(self, ev):
         t = self.tasks.get(ev["pid"])
         if t is None:
@@ -224,9 +257,12 @@ class Tracker:
         if p is None:
             return None
         name, args, ret = ev["syscall"], enter.get("args") or [], ev["ret"]
-        if ev.get("comm"):
-            p.comm = ev["comm"]
+        self._comm(t, ev)
         if name == "prctl":
+            if args and args[0] == PR_SET_NAME:
+                if ret == 0:
+                    self._renamed(t)
+                return None
             if args and args[0] == C.PR_SET_KEEPCAPS and ret == 0 and len(args) > 1:
                 t.creds["keep_caps"] = bool(args[1])
                 return None
@@ -272,7 +308,7 @@ class Tracker:
         prev = p.dumpable.get("value")
         prev_c = p.dumpable.get("candidates")
         r = {"event": "dumpable-change", "time": self._wall(enter["ts"]), "pid": t.tgid, "tid": t.tid,
-             "comm": ev.get("comm") or p.comm, "syscall": enter.get("syscall") or ev.get("syscall"),
+             "comm": t.comm or p.comm, "syscall": enter.get("syscall") or ev.get("syscall"),
              "args": _show_args(ev.get("syscall"), enter.get("args") or []),
              "argnames": enter.get("argnames") or [], "ret": ev.get("ret"),
              "creds_before": _pub_creds(before), "creds_after": _pub_creds(after_creds),
@@ -293,7 +329,7 @@ class Tracker:
 
     def _cred_record(self, p, t, enter, ev, before, after, rule, why):
         r = {"event": "cred-change", "time": self._wall(enter["ts"]), "pid": t.tgid, "tid": t.tid,
-             "comm": ev.get("comm") or p.comm, "syscall": ev.get("syscall"),
+             "comm": t.comm or p.comm, "syscall": ev.get("syscall"),
              "args": _show_args(ev.get("syscall"), enter.get("args") or []),
              "argnames": enter.get("argnames") or [], "ret": ev.get("ret"),
              "creds_before": _pub_creds(before), "creds_after": _pub_creds(after), "dumpable": p.dumpable.get("value"),
@@ -310,20 +346,23 @@ class Tracker:
         if parent is None or not isinstance(child, int):
             return
         creds = dict(parent.creds, uid=list(parent.creds["uid"]), gid=list(parent.creds["gid"]))
+        creds.pop("_pub", None)
         ptgid = parent.tgid
+        # the kernel's own copy of the name (the header's comm may be a stale cache entry)
+        comm = f.get("child_comm") or parent.comm
         # a thread (CLONE_THREAD) or a process? /proc tells while the child lives
         kc = self.k.read_creds(child)
         tgid = kc.get("tgid", child) if kc else child
         if tgid != child:  # a new thread of the same process
-            self.tasks[child] = Task(child, tgid, creds)
+            self.tasks[child] = Task(child, tgid, creds, comm)
             return
         pp = self.procs.get(ptgid)
-        p = Proc(child, f.get("child_comm") or (pp.comm if pp else None))
+        p = Proc(child, comm or (pp.comm if pp else None))
         if pp is not None:
             p.dumpable = dict(pp.dumpable)  # fork copies mm->flags' dumpable bits
             p.snap, p.snap_dirty = pp.snap, True
         self.procs[child] = p
-        self.tasks[child] = Task(child, child, creds)
+        self.tasks[child] = Task(child, child, creds, comm)
         if self.use_pidfd:
             p.pidfd = self.k.open_pidfd(child)
         if self.sym is not None:
@@ -359,7 +398,11 @@ class Tracker:
         after["cap_bnd"] = before.get("cap_bnd")
         t.creds = after
         p.exe = f.get("filename")
-        p.comm = ev.get("comm") or (os.path.basename(p.exe)[:15] if p.exe else p.comm)
+        comm = _exec_comm(p.exe)
+        if comm is None:  # fexecve(): the kernel's name for it is in /proc
+            kc = self.k.read_creds(t.tgid)
+            comm = (kc or {}).get("comm") or ev.get("comm") or t.comm
+        t.comm = p.comm = comm
         if self.sym is not None:
             try:
                 self.sym.forget(t.tgid)
@@ -397,7 +440,7 @@ class Tracker:
         code = f.get("code", 0)
         how = "fault" if isinstance(code, int) and code > 0 else "kill"
         r = {"event": "fatal-signal", "time": self._wall(ev["ts"]), "pid": t.tgid, "tid": t.tid,
-             "comm": ev.get("comm") or p.comm, "signal": name, "signo": signo, "code": code, "how": how,
+             "comm": self._comm(t, ev) or p.comm, "signal": name, "signo": signo, "code": code, "how": how,
              "dumps_by_default": name in SIG_KERNEL_COREDUMP, "dumpable": p.dumpable.get("value"),
              "predicted": None, "dumped": None, "exit_status": None, "outcome_source": None, "agrees": None,
              "destination": None, "stack": self._stack(ev, t.tgid)}
@@ -475,6 +518,9 @@ class Tracker:
         kc = self.k.read_creds(p.tgid, tid)
         if kc is None:
             return {"agrees": None, "source": None, "note": "the task exited before it could be read"}
+        t = self.tasks.get(tid)
+        if t is not None and kc.get("comm"):
+            t.comm = kc["comm"]  # a rename the trace could not see (a write to /proc/PID/comm)
         want = r["creds_after"]
         if want and (kc["uid"] != want["uid"] or kc["gid"] != want["gid"]):
             return {"agrees": None, "source": None,
