@@ -14,11 +14,8 @@ RUNNER = os.path.realpath(os.environ.get("COREDOCTOR_OLDKERNEL",
                                          os.path.join(os.path.dirname(ROOT), "shared", "oldkernel", "run-on-6.1.sh")))
 
 
-# Not in the guest: the fallback tests (they switch off a fast path 6.1 does not have), and one trace
-# test whose prediction under fs.suid_dumpable=2 came out wrong in 2 of 6 guest runs while the core
-# was written (a timing-dependent re-read under qemu's emulation; not understood yet, see the
-# session note). It runs on the host kernel every time.
-GUEST_DESELECT = "not fallback and not test_full_drop_with_suid_dumpable_2_dumps"
+# Not in the guest: the fallback tests (they switch off a fast path 6.1 does not have).
+GUEST_DESELECT = "not fallback"
 
 
 @pytest.mark.skipif(os.environ.get("COREDOCTOR_IN_GUEST") == "1", reason="already inside the 6.1 guest")

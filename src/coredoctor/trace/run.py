@@ -56,29 +56,60 @@ class Predictor:
     """The gate model's answer for a process at the moment it gets a fatal signal: the latest
     snapshot of it, with the dumpable flag and credentials the trace followed since."""
 
-    def __init__(self):
+    def __init__(self, mono=True):
         from coredoctor import snapshot
         from coredoctor.kernel import gates
         self.snapshot, self.gates = snapshot, gates
+        self.mono = mono  # event times are CLOCK_MONOTONIC (trace_clock "mono"): comparable
 
     def refresh(self, p):
+        """Read *p* again. A reading that finds it dumping core (``CoreDumping: 1`` in
+        /proc/PID/status, 4.15+: the signal came before this loop saw it) is thrown away: it
+        would find the core file being written and call it in the way."""
+        start = time.monotonic()
         try:
             s = self.snapshot.take([p.tgid], strict=True)
         except Error:
             return False
         except OSError:
             return False
+        me = next((q for q in s["processes"] if q["pid"] == p.tgid), None)
+        if me is not None and me.get("core_dumping"):
+            p.dying = True
+            return False
+        if p.snap is not None:
+            p.prev_snap, p.prev_window = p.snap, p.snap_window
         p.snap, p.snap_at, p.snap_dirty, p.snap_urgent = s, time.monotonic(), False, False
+        p.snap_window = (start, p.snap_at)
         return True
 
-    def __call__(self, p, t, signame, how):
+    def _before(self, p, ts):
+        """The latest reading made wholly before the fatal signal at trace time *ts*: the
+        reader may have read the process after the signal (its events are read in batches),
+        while the kernel was writing its core (seen under 6.1 in qemu: "core.N already
+        exists")."""
+        if ts is None or not self.mono:
+            return p.snap, None
+        for snap, window in ((p.snap, p.snap_window), (p.prev_snap, p.prev_window)):
+            if snap is not None and (window is None or window[1] <= ts):
+                return snap, window
+        return None, None
+
+    def __call__(self, p, t, signame, how, ts=None):
         # never re-read a process that got its fatal signal: it is dying (its mm, files and root
         # go away in do_exit()), so its /proc view is partial. The last reading before it counts.
-        stale = p.snap_dirty and p.snap is not None and p.snap_urgent
         if p.snap is None:
             return {"dumps": None, "blocking_gate": None,
                     "verdict": "no prediction: the process could not be read before it died"}
-        snap = p.snap
+        snap, window = self._before(p, ts)
+        if snap is None:
+            return {"dumps": None, "blocking_gate": None,
+                    "verdict": "no prediction: it was last read after its fatal signal had come (while "
+                               "it was dying), and no earlier reading is kept"}
+        if window is not None:  # did it change its limits, umask or cwd after that reading began?
+            stale = p.invalidated_at is not None and window[0] < p.invalidated_at <= ts
+        else:
+            stale = p.snap_dirty and p.snap_urgent
         procs = {q["pid"]: q for q in snap["processes"]}
         entry = procs.get(p.tgid)
         if entry is None:  # a fork child not read yet: its parent's facts, which fork copied
@@ -152,7 +183,7 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
         if inst.stale_removed:
             emit({"event": "notice", "what": "removed tracefs instances left by killed runs: "
                                              + ", ".join(inst.stale_removed)})
-        predictor = Predictor()
+        predictor = Predictor(mono=offset is not None)
         direct = {child: None} if child else {}
         tracker = Tracker(predict=predictor, symbolizer=Symbolizer(),
                           clock_offset=offset or 0.0, direct_children=direct,
@@ -255,7 +286,7 @@ def _refresh(tracker, predictor, budget=3):
     for p in list(tracker.procs.values()):
         if budget <= 0:
             break
-        if p.snap_dirty and not p.exited and (p.snap_urgent or now - p.snap_at > 0.25):
+        if p.snap_dirty and not p.exited and not p.dying and (p.snap_urgent or now - p.snap_at > 0.25):
             predictor.refresh(p)
             p.snap_at = now
             budget -= 1

@@ -116,6 +116,10 @@ class Proc:
         self.snap_at = 0.0
         self.snap_dirty = True
         self.snap_urgent = False
+        self.snap_window = None  # (start, end) of that reading, time.monotonic()
+        self.prev_snap = self.prev_window = None  # the reading before it
+        self.invalidated_at = None  # trace time of the last setrlimit/umask/chdir entry
+        self.dying = False  # found dumping core: not read again
         self.unconfirmed = []
         self.fatal = None
         self.exe = None
@@ -198,6 +202,7 @@ class Tracker:
                     p = self.procs.get(t.tgid)
                     if p is not None:
                         p.snap_dirty = p.snap_urgent = True
+                        p.invalidated_at = ev["ts"]
                 else:
                     t.pending[ev["syscall"]] = ev
             elif kind == "exit":
@@ -360,7 +365,8 @@ class Tracker:
         p = Proc(child, comm or (pp.comm if pp else None))
         if pp is not None:
             p.dumpable = dict(pp.dumpable)  # fork copies mm->flags' dumpable bits
-            p.snap, p.snap_dirty = pp.snap, True
+            p.snap, p.snap_dirty, p.snap_window = pp.snap, True, pp.snap_window
+            p.invalidated_at = pp.invalidated_at  # fork copies limits, umask and cwd
         self.procs[child] = p
         self.tasks[child] = Task(child, child, creds, comm)
         if self.use_pidfd:
@@ -446,7 +452,7 @@ class Tracker:
              "destination": None, "stack": self._stack(ev, t.tgid)}
         if self.predict is not None:
             try:
-                pr = self.predict(p, t, name, how)
+                pr = self.predict(p, t, name, how, ts=ev["ts"])
             except Exception as e:  # noqa: BLE001 -- a prediction failure must not stop the trace
                 pr = {"dumps": None, "blocking_gate": None, "verdict": f"no prediction: {e}"}
             if pr:
