@@ -202,3 +202,41 @@ def test_syslog_files_written_by_the_test(labdir, loud_kernel_log):
         assert 4194301 not in crashes("--log", gz, "--log", plain, "--source", "kmsg", "--since", "10 minutes ago")
     finally:
         v.close()
+
+
+def test_after_the_seeds_fix_the_old_crash_is_judged_by_its_own_time(labdir, fix_env, loud_kernel_log):
+    """The seed's story, after `coredoctor fix --apply`: the daemon that lost its core dropped
+    privileges under fs.suid_dumpable=0; the restarted one did so under 2 and is dumpable now.
+    Judged by today's sysctls the old crash would have no reason; the fix journal says what
+    fs.suid_dumpable was then."""
+    lab, _ = labdir
+    cores = L.make_cores(lab)
+    L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p", "fs.suid_dumpable": 0})
+    spec = dict({"rlimit_core": [None, None], "comm": "cdlab-seed"}, **DROP)
+    v = L.Victim(spec)
+    again = restarted = None
+    try:
+        L.kernel_log_room(1)
+        v.fault()
+        time.sleep(1.1)  # the fix comes after the crash, in whole seconds of the kernel log too
+        again = L.Victim(spec)
+        r = L.coredoctor("fix", "--pid", str(again.pid), "--apply", "--json")
+        assert r.returncode == 0, r.stderr
+        done = json.loads(r.stdout)
+        assert done["applied"] and L.read_sysctl("fs.suid_dumpable") == "2"
+        again.close()
+        again = None
+        restarted = L.Victim(spec)  # started after the fix: dumpable 2
+        assert restarted.check()["dumps"] is True
+        c = crashes("--since", "10 minutes ago")[v.pid]
+        assert not os.listdir(cores) and c["core"]["status"] == "missing"
+        assert "core_pattern" not in c["core"]  # the pattern did not change: no note about it
+        lr = c["likely_reason"]
+        assert (lr["gate"], lr["fixed_by"], lr["instance"]) == ("dumpable", done["id"], restarted.pid), lr
+        assert "fs.suid_dumpable was 0" in lr["evidence"]
+        text = L.coredoctor("crashes", "--since", "10 minutes ago").stdout
+        assert f"already changed since by fix {done['id']}" in text, text
+    finally:
+        for x in (v, again, restarted):
+            if x:
+                x.close()

@@ -188,3 +188,36 @@ def test_handler_truncated_core(tmp_path):
     assert len(r) == 1
     assert (r[0]["core"]["status"], r[0]["core"]["path"], r[0]["core"]["size"]) == ("truncated", str(stored), 600)
     assert r[0]["likely_reason"]["gate"] == "handler-policy" and "2147483648" in r[0]["likely_reason"]["evidence"]
+
+
+def test_a_crash_before_a_fix_is_looked_for_under_the_pattern_of_its_time(tmp_path):
+    """kernel.core_pattern changed by a fix after the crash: its core is looked for where the
+    pattern then put it (and found), and the record says which pattern and which fix."""
+    from coredoctor.history import sysctl_history
+    old_dir = tmp_path / "old"
+    old_dir.mkdir()
+    seg = "cd-old[4242]: segfault at 0 ip 0000000000401000 sp 00007ffc00000000 error 4 in cd-old[401000,1000]"
+    e = dict(kmsg.parse_line(seg, T0), source="kmsg")
+    assert e["pid"] == 4242 and e["time"] == T0, e
+    core = old_dir / "core.4242"
+    core.write_bytes(b"\x7fELF" + b"\0" * 60)
+    entries = [{"id": "20261125T013700-abc123", "created": T0 + 60, "state": "applied",
+                "actions": [{"action": {"kind": "sysctl", "key": "kernel.core_pattern", "value": "/var/crash/core.%p"},
+                             "prior": {"value": f"{old_dir}/core.%p"}, "done": True}]}]
+    hist = sysctl_history.changes(entries, "kernel.core_pattern")
+    seen = []
+
+    def find(glob_, crash):
+        seen.append(glob_)
+        return {"status": "present", "path": str(core), "size": 64} if glob_.startswith(str(old_dir)) else None
+    env = _env("/var/crash/core.%p", "/", find=find,
+               then=lambda c: {"kernel.core_pattern": sysctl_history.value_at(hist, c["time"], "/var/crash/core.%p")},
+               pattern_env=lambda p: {"parsed": core_pattern.parse(p), "policy": None, "missing_dir": None})
+    r = report.records([e], env)[0]
+    assert seen == [f"{old_dir}/core.4242"]
+    assert r["core"]["status"] == "present" and r["core"]["core_pattern"] == f"{old_dir}/core.%p"
+    assert "20261125T013700-abc123" in r["core"]["pattern_note"] and "/var/crash/core.%p" in r["core"]["pattern_note"]
+    # a crash after the fix: today's pattern, no note
+    later = dict(e, time=T0 + 120, pid=4343)
+    r2 = report.records([later], env)[0]
+    assert "core_pattern" not in r2["core"] and r2["core"]["path"] == "/var/crash/core.4343"

@@ -15,9 +15,11 @@ recovered, an unknown pipe helper, a socket server).
 """
 
 import os
+import time
 
 from coredoctor.errors import Error
 from coredoctor.history import apport, audit, cores, crashes as corr, daemonlog, journal, kmsg, stores, syslog
+from coredoctor.history import sysctl_history
 from coredoctor.kernel import core_pattern, handlers
 
 __all__ = ["SCHEMA", "build", "gather", "records", "core_of", "likely_reason", "SOURCES"]
@@ -157,8 +159,10 @@ def core_of(crash, env):
         return {"status": "unknown", "path": name, "size": None,
                 "why": "the pattern is relative: the core went to the crashed process's cwd, which is "
                        f"not known{looked}"}
+    then = " (the core_pattern in force then, from the fix journal)" if env.get("pattern_then") else \
+        " (today's core_pattern)"
     return {"status": "missing", "path": cands[0] if cands else name, "size": None,
-            "why": said_none or "no ELF core of this pid there (today's core_pattern)"}
+            "why": said_none or "no ELF core of this pid there" + then}
 
 
 def _said_no_core(crash):
@@ -213,6 +217,20 @@ def likely_reason(crash, core, env):
         t = inst["verdict"]
         return {"gate": t["blocking_gate"], "evidence": f"the running instance pid {inst['pid']}: {t['verdict']}",
                 "fix": [c for f in t.get("fixes") or [] for c in f["commands"]] or None, "instance": inst["pid"]}
+    sdt = env.get("suid_dumpable_then")
+    if sdt and sdt["value"] == "0" and inst and inst.get("verdict"):
+        # the seed's case after its fix: the restarted daemon is dumpable 2 now, because it
+        # changed credentials under fs.suid_dumpable=2; the crashed one did so under 0
+        d = inst["verdict"].get("dumpable") or {}
+        now = "2" if d.get("value") == 2 else ("0 or 2" if d.get("value") is None and 2 in (d.get("candidates") or [])
+                                               else None)
+        if now:
+            ch = sdt["change"]
+            return {"gate": "dumpable", "evidence": f"the running instance pid {inst['pid']} is dumpable {now} now: it "
+                    "changed credentials, and commit_creds() set its flag to fs.suid_dumpable; at this crash "
+                    f"fs.suid_dumpable was 0 (fix {ch['fix']} {ch['how']} it to {ch['after']} at {_when(ch['time'])}), "
+                    "so the crashed process had been made dumpable 0 the same way",
+                    "fix": None, "instance": inst["pid"], "fixed_by": ch["fix"]}
     if inst and inst.get("verdict") and inst["verdict"]["dumps"] is None and \
             inst["verdict"].get("undecided_by") == "dumpable" and core["status"] == "missing":
         # check could not tell dumpable 0 from 2 (no pidfd query before 6.16) and the worlds
@@ -242,14 +260,15 @@ def handler_policy(parsed, facts, page_size=4096):
                                          exe=crash.get("exe"))
 
 
-def build(since=None, only=None, log_files=None):
-    """The ``coredoctor.crashes/1`` document for the live host, newest first."""
-    from coredoctor.snapshot import handlers as shandlers, sysctl
-    kernel = sysctl.read_kernel()
-    pattern = sysctl.read_sysctls().get("kernel.core_pattern") or ""
+def _when(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def pattern_env(pattern, kernel):
+    """``{"parsed", "policy", "missing_dir"}`` for a core_pattern: its parse, the handler's
+    policy for a pipe, and its directory when that is absolute and missing now."""
+    from coredoctor.snapshot import handlers as shandlers
     parsed = core_pattern.parse(pattern, kernel["features"].get("socket_pattern", False))
-    events, read = gather(since, only=only, log_files=log_files)
-    host = cores.Host(parsed)
     pol = None
     if parsed["kind"] == "pipe" and parsed.get("helper"):
         pol = handler_policy(parsed, shandlers.read_handler(parsed), os.sysconf("SC_PAGE_SIZE"))
@@ -260,9 +279,42 @@ def build(since=None, only=None, log_files=None):
         d = os.path.dirname(core_pattern.render(exp["parts"]))
         if exp["absolute"] and d and "*" not in d and not os.path.isdir(d):
             missing_dir = d
-    env = {"parsed": parsed, "signals": kernel["signals"], "base_dirs": host.base_dirs,
-           "instance": host.instance, "policy": pol, "missing_dir": missing_dir}
+    return {"parsed": parsed, "policy": pol, "missing_dir": missing_dir}
+
+
+HISTORY_KEYS = ("kernel.core_pattern", "fs.suid_dumpable")
+
+
+def build(since=None, only=None, log_files=None):
+    """The ``coredoctor.crashes/1`` document for the live host, newest first."""
+    from coredoctor.fix import journal as fix_journal
+    from coredoctor.snapshot import sysctl
+    kernel = sysctl.read_kernel()
+    now = sysctl.read_sysctls()
+    pattern = now.get("kernel.core_pattern") or ""
+    events, read = gather(since, only=only, log_files=log_files)
+    penv = pattern_env(pattern, kernel)
+    host = cores.Host(penv["parsed"])
+    hist = {k: sysctl_history.changes(fix_journal.list_all(), k) for k in HISTORY_KEYS}
+    env = dict(penv, signals=kernel["signals"], base_dirs=host.base_dirs, instance=host.instance,
+               then=lambda crash: {k: sysctl_history.value_at(hist[k], crash.get("time"), str(now.get(k, "")))
+                                   for k in HISTORY_KEYS},
+               pattern_env=lambda p: pattern_env(p, kernel))
     return {"schema": SCHEMA, "core_pattern": pattern, "read": read, "crashes": records(events, env, since)}
+
+
+def _env_then(c, env):
+    """The environment to judge crash *c* in: today's, or with the core_pattern and
+    fs.suid_dumpable the fix journal says were in force at its time."""
+    then = env["then"](c) if env.get("then") else {}
+    cenv = env
+    pat, ch = then.get("kernel.core_pattern", (None, None))
+    if ch is not None:
+        cenv = dict(env, **env["pattern_env"](pat), pattern_then={"value": pat, "change": ch})
+    sd, sch = then.get("fs.suid_dumpable", (None, None))
+    if sch is not None:
+        cenv = dict(cenv, suid_dumpable_then={"value": sd, "change": sch})
+    return cenv
 
 
 def records(events, env, since=None):
@@ -280,12 +332,21 @@ def records(events, env, since=None):
     for c in recs:
         if c["signal"] is None and c["signo"] is not None:
             c["signal"] = names.get(c["signo"])
-        core = core_of(c, env)
+        cenv = _env_then(c, env)
+        core = core_of(c, cenv)
+        pt = cenv.get("pattern_then")
+        if pt:
+            ch = pt["change"]
+            core["core_pattern"] = pt["value"]
+            core["pattern_note"] = (f"kernel.core_pattern was {pt['value']!r} at this crash: fix {ch['fix']} "
+                                    f"{ch['how']} it to {ch['after']!r} at {_when(ch['time'])}")
+            if core["status"] == "unknown" and core.get("why"):
+                core["why"] += f" ({core['pattern_note']})"
         rec = {"time": c["time"], "pid": c["pid"], "comm": c["comm"], "exe": c["exe"], "unit": c["unit"],
                "signal": c["signal"], "signo": c["signo"], "sources": c["sources"], "core": core,
                "likely_reason": None, "unit_result": c["unit_result"], "evidence": c["events"]}
         if core["status"] in ("missing", "empty", "truncated"):
-            rec["likely_reason"] = likely_reason(c, core, env)
+            rec["likely_reason"] = likely_reason(c, core, cenv)
             inst = env["instance"](c) if rec["unit"] is None else None
             if inst and inst.get("unit"):
                 rec["unit"] = inst["unit"]

@@ -227,11 +227,15 @@ def crashes_report(doc):
         lr = r.get("likely_reason")
         if core.get("why") and core["status"] != "present" and not (lr and lr.get("gate") and core["why"] in lr["evidence"]):
             out.append(_wrap("  ", core["why"]))
+        if core.get("pattern_note"):
+            out.append(_wrap("  ", core["pattern_note"]))
         if lr:
             out.append(_wrap("  why: ", f"{lr['gate'] or 'unknown'} -- {lr['evidence']}"))
             for c in lr.get("fix") or []:
                 out.append(f"    {c}")
-            if lr.get("instance") and lr.get("gate"):
+            if lr.get("fixed_by"):
+                out.append(f"    already changed since by fix {lr['fixed_by']} (coredoctor fix --list)")
+            elif lr.get("instance") and lr.get("gate"):
                 out.append(f"    coredoctor fix --pid {lr['instance']}     # plan the fix for the running instance")
     unknown = {}
     for r in recs:

@@ -1,0 +1,51 @@
+"""
+Sysctl history
+--------------
+What ``kernel.core_pattern`` and ``fs.suid_dumpable`` were at the moment of an old crash, as far
+as coredoctor's own fix journal (:mod:`coredoctor.fix.journal`) tells: every ``fix --apply``
+recorded each live value before it changed it, and every rollback put it back at a known time.
+
+Without this, ``crashes`` judges every old crash by today's values. After the seed's fix
+(``fs.suid_dumpable`` 0 -> 2, a relative pattern made absolute) that would look for the old
+crash's core under the new pattern and find the restarted daemon dumpable now -- and so miss
+the very reason its core was lost. Changes made by other means leave no record here: a value
+is said to come from the journal, never guessed.
+
+Pure: the journal entries come in as dicts.
+"""
+
+__all__ = ["changes", "value_at"]
+
+
+def changes(entries, key):
+    """``[{"time", "before", "after", "fix", "how"}]`` for sysctl *key*, oldest first: each
+    applied action (at the fix's time) and each rollback of one (at the rollback's time)."""
+    out = []
+    for e in entries or []:
+        for rec in e.get("actions") or []:
+            a, prior = rec.get("action") or {}, rec.get("prior") or {}
+            if a.get("kind") != "sysctl" or a.get("key") != key or "value" not in prior:
+                continue
+            if not rec.get("done"):
+                continue  # journaled, not known to have been carried out (failed, or apply was killed)
+            before, after = str(prior["value"]), str(a.get("value"))
+            if e.get("created") is not None:
+                out.append({"time": float(e["created"]), "before": before, "after": after, "fix": e.get("id"),
+                            "how": "applied"})
+            if e.get("state") == "rolled-back" and e.get("rolled_back") is not None:
+                out.append({"time": float(e["rolled_back"]), "before": after, "after": before, "fix": e.get("id"),
+                            "how": "rolled back"})
+    out.sort(key=lambda c: c["time"])
+    return [c for c in out if c["before"] != c["after"]]
+
+
+def value_at(chs, when, today):
+    """``(value, change)``: the value in force at *when* (epoch seconds) -- the ``before`` of the
+    first journaled change after it -- and that change; ``(today, None)`` when no journaled
+    change came after *when* (or *when* is unknown)."""
+    if when is None:
+        return today, None
+    for c in chs:
+        if c["time"] > when:
+            return c["before"], c
+    return today, None
