@@ -227,7 +227,9 @@ def test_after_the_seeds_fix_the_old_crash_is_judged_by_its_own_time(labdir, fix
         again.close()
         again = None
         restarted = L.Victim(spec)  # started after the fix: dumpable 2
-        assert restarted.check()["dumps"] is True
+        t = restarted.check()
+        # exact with the pidfd query (6.16+); before it, /proc ownership says "0 or 2"
+        assert t["dumps"] is True or t["dumpable"]["candidates"] == [0, 2], t["dumpable"]
         c = crashes("--since", "10 minutes ago")[v.pid]
         assert not os.listdir(cores) and c["core"]["status"] == "missing"
         assert "core_pattern" not in c["core"]  # the pattern did not change: no note about it
