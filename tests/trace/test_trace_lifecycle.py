@@ -11,9 +11,15 @@ import pytest
 import tracelab as T
 
 
+def _default_sigint():
+    # a shell starts background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN:
+    # the tracer must get SIGINT as a terminal's Ctrl-C gives it, whatever started this pytest
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args):
     p = subprocess.Popen([T.PY, "-m", "coredoctor", "trace", "--json", *args], env=T.env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     name = f"coredoctor-{p.pid}"
     deadline = time.time() + 20
     while time.time() < deadline and name not in T.instances():
