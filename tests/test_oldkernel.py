@@ -29,8 +29,8 @@ def test_suites_under_debian12_kernel_6_1():
         if os.environ.get("CI"):
             pytest.fail(f"{RUNNER} is missing: CI must run the 6.1 crash lab")
         pytest.skip(f"no 6.1 runner at {RUNNER} (set COREDOCTOR_OLDKERNEL)")
-    # faulthandler_timeout: a test still running after 240 s prints every thread's stack (one
-    # guest run hung once, in a session that could not see where; a test takes seconds there)
+    # faulthandler_timeout: a test still running after 240 s prints every thread's stack (a test
+    # takes seconds there; for a guest that goes silent altogether see _run_guest)
     cmd = (f"export COREDOCTOR_IN_GUEST=1; uname -r; cat /proc/sys/kernel/core_modes 2>/dev/null; "
            f"cd {ROOT} && {sys.executable} -m pytest -q -p no:cacheprovider -o faulthandler_timeout=240 -k '{GUEST_DESELECT}' "
            "tests/crashlab tests/daemons tests/trace tests/unit tests/test_cli.py tests/test_vanishing.py "

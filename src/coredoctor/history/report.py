@@ -228,7 +228,7 @@ def likely_reason(crash, core, env):
             ch = sdt["change"]
             return {"gate": "dumpable", "evidence": f"the running instance pid {inst['pid']} is dumpable {now} now: it "
                     "changed credentials, and commit_creds() set its flag to fs.suid_dumpable; at this crash "
-                    f"fs.suid_dumpable was 0 (fix {ch['fix']} {ch['how']} it to {ch['after']} at {_when(ch['time'])}), "
+                    f"fs.suid_dumpable was 0 ({_changed(ch)} to {ch['after']} at {_when(ch['time'])}), "
                     "so the crashed process had been made dumpable 0 the same way",
                     "fix": None, "instance": inst["pid"], "fixed_by": ch["fix"]}
     if inst and inst.get("verdict") and inst["verdict"]["dumps"] is None and \
@@ -262,6 +262,10 @@ def handler_policy(parsed, facts, page_size=4096):
 
 def _when(t):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _changed(ch):
+    return f"fix {ch['fix']} changed it" if ch["how"] == "applied" else f"the rollback of fix {ch['fix']} put it back"
 
 
 def pattern_env(pattern, kernel):
@@ -338,8 +342,8 @@ def records(events, env, since=None):
         if pt:
             ch = pt["change"]
             core["core_pattern"] = pt["value"]
-            core["pattern_note"] = (f"kernel.core_pattern was {pt['value']!r} at this crash: fix {ch['fix']} "
-                                    f"{ch['how']} it to {ch['after']!r} at {_when(ch['time'])}")
+            core["pattern_note"] = (f"kernel.core_pattern was {pt['value']!r} at this crash: {_changed(ch)} "
+                                    f"to {ch['after']!r} at {_when(ch['time'])}")
             if core["status"] == "unknown" and core.get("why"):
                 core["why"] += f" ({core['pattern_note']})"
         rec = {"time": c["time"], "pid": c["pid"], "comm": c["comm"], "exe": c["exe"], "unit": c["unit"],
