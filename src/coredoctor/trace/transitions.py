@@ -242,9 +242,11 @@ class Tracker:
             t.comm = ev["comm"]
         return t.comm
 
-    def _renamed(self, t):
-        """prctl(PR_SET_NAME) returned: the new name is in user memory, so ask /proc."""
-        kc = self.k.read_creds(t.tgid, t.tid)
+    def _renamed(self, t, kc=None):
+        """Take the task's name from /proc (*kc*, or read now): after prctl(PR_SET_NAME), whose
+        new name is in user memory, and at each confirmation (a write to /proc/PID/comm is not
+        traced). The leader's name is the process's."""
+        kc = kc or self.k.read_creds(t.tgid, t.tid)
         if kc and kc.get("comm"):
             t.comm = kc["comm"]
             p = self.procs.get(t.tgid)
@@ -351,7 +353,6 @@ class Tracker:
         if parent is None or not isinstance(child, int):
             return
         creds = dict(parent.creds, uid=list(parent.creds["uid"]), gid=list(parent.creds["gid"]))
-        creds.pop("_pub", None)
         ptgid = parent.tgid
         # the kernel's own copy of the name (the header's comm may be a stale cache entry)
         comm = f.get("child_comm") or parent.comm
@@ -525,8 +526,8 @@ class Tracker:
         if kc is None:
             return {"agrees": None, "source": None, "note": "the task exited before it could be read"}
         t = self.tasks.get(tid)
-        if t is not None and kc.get("comm"):
-            t.comm = kc["comm"]  # a rename the trace could not see (a write to /proc/PID/comm)
+        if t is not None:
+            self._renamed(t, kc)
         want = r["creds_after"]
         if want and (kc["uid"] != want["uid"] or kc["gid"] != want["gid"]):
             return {"agrees": None, "source": None,
