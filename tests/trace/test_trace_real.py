@@ -13,9 +13,21 @@ import tracelab as T
 NOBODY = 65534
 
 
-def _confirmed(r):
-    """The kernel's confirmation agrees (pidfd: exact; /proc ownership: 'consistent')."""
+def _confirmed(r, nxt=None):
+    """The kernel's confirmation agrees (pidfd: exact; /proc ownership: 'consistent'). Where a
+    later change *nxt* follows, the tracer may have seen both in one batch, or read the kernel
+    only after it (a slow machine: the 6.1 guest under TCG): then it must say so, and what it
+    read must be *nxt*'s."""
     c = r["confirmed"]
+    if nxt is not None and c["agrees"] is None:
+        if c["note"].startswith("not read: the process changed again"):  # both in one batch
+            return
+        assert c["note"].startswith(f"the process changed again ({nxt['syscall']} at {nxt['time']})"), r
+        if "creds" in c:
+            assert c["creds"]["uid"] == nxt["creds_after"]["uid"], (r, nxt)
+        else:
+            assert nxt["after"] in c["candidates"], (r, nxt)
+        return
     assert c["agrees"] is True, r
     if c["source"] in ("proc-owner", "ptrace-access") and c["value"] is None:  # no pidfd query (< 6.16)
         assert r["after"] in c["candidates"] and c["candidates"] == [0, 2], r
@@ -72,8 +84,8 @@ def test_full_drop_with_suid_dumpable_2_dumps(cores):
     assert [(r["syscall"], r["before"], r["after"]) for r in ch] == [("setresgid", 1, 2), ("setresuid", 2, 2)], ch
     assert ch[1]["changed"] is False and ch[1]["creds_after"]["uid"] == [NOBODY] * 4
     assert ch[1]["creds_after"]["cap_prm"] == "0" * 16  # cap_emulate_setxuid(): the drop clears them
-    for r in ch:
-        _confirmed(r)
+    for r, nxt in zip(ch, ch[1:] + [None]):
+        _confirmed(r, nxt)
     assert [r["syscall"] for r in T.of(recs, "cred-change")] == ["setgroups"]
     f = _fatal(recs, cores)
     assert f["dumped"] is True and f["dumpable"] == 2
@@ -88,8 +100,8 @@ def test_setfsuid_and_ignored_setfsuid(cores):
     assert [(r["syscall"], r["before"], r["after"], r["cause"]) for r in ch] == \
         [("setfsuid", 1, 0, "privilege-change"), ("prctl", 0, 1, "prctl")], ch
     assert ch[0]["creds_after"]["uid"] == [0, 0, 0, NOBODY]
-    for r in ch:
-        _confirmed(r)
+    for r, nxt in zip(ch, ch[1:] + [None]):
+        _confirmed(r, nxt)
     f = _fatal(recs, cores)
     assert f["dumped"] is True  # prctl(PR_SET_DUMPABLE, 1) made it dumpable again
 
@@ -102,9 +114,9 @@ def test_prctl_0_1_and_invalid_2(cores):
     # prctl(PR_SET_DUMPABLE, 2) is EINVAL: nothing changes, nothing is reported
     assert [(r["args"][:2], r["before"], r["after"]) for r in ch] == \
         [([4, 0], 1, 0), ([4, 1], 0, 1), ([4, 0], 1, 0)], ch
-    for r in ch:
+    for r, nxt in zip(ch, ch[1:] + [None]):
         assert r["cause"] == "prctl" and r["suid_dumpable"] is None
-        _confirmed(r)
+        _confirmed(r, nxt)
     f = _fatal(recs, cores)
     assert f["dumped"] is False
 

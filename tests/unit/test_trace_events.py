@@ -169,3 +169,101 @@ def test_a_task_first_seen_mid_run_is_named_by_proc():
                  " <...>-101 (  101) [001] .....   5.0004: sys_setresuid -> 0x0\n") + p.flush()
     tr.handle(evs)
     assert tr.tasks[101].comm == "ovs-vswitchd"
+
+
+class PrctlKernel:
+    """A root process whose dumpable flag is whatever the test last set: the kernel as read at
+    confirmation time, which may already be past the events handled so far."""
+
+    def __init__(self):
+        self.dumpable = 1
+        self.uid = [0] * 4
+
+    def read_creds(self, pid, tid=None):
+        if pid != 300:
+            return None
+        return {"uid": list(self.uid), "gid": [0] * 4, "cap_prm": 0, "cap_eff": 0, "owner": [0, 0], "tgid": 300,
+                "comm": "actor"}
+
+    def read_dumpable(self, pid, creds=None, use_pidfd=True, pfd=None):
+        return {"value": self.dumpable, "candidates": [self.dumpable], "source": "pidfd", "evidence": "test"}
+
+    def suid_dumpable(self):
+        return 0
+
+    def open_pidfd(self, pid):
+        return None
+
+
+def _syscall(ts, name, args, tid=300):
+    p = Parser()
+    a = ", ".join(f"a{i}: {v:#x}" for i, v in enumerate(args))
+    return p.feed(f" actor-{tid} (  300) [000] .....   {ts:.6f}: sys_{name}({a})\n"
+                  f" actor-{tid} (  300) [000] .....   {ts + 1e-6:.6f}: sys_{name} -> 0x0\n") + p.flush()
+
+
+def _changes(recs):
+    return [(r["args"][:2], r["after"], r["confirmed"]["agrees"]) for r in recs if r["event"] == "dumpable-change"]
+
+
+def test_a_disagreement_explained_by_a_later_change_is_not_called_one():
+    """The kernel is read after each batch: a task that changed again meanwhile shows the later
+    value (seen in the 6.1 guest: prctl 0 read after prctl 1). Held, then explained, in order."""
+    import time
+    k = PrctlKernel()
+    tr = Tracker(kernel=k, use_pidfd=False)
+    tr.attach(300)
+    t0 = time.monotonic() - 0.5  # event times: before the kernel is read
+    tr.handle(_syscall(t0, "prctl", [4, 0]))
+    k.dumpable = 1  # prctl(PR_SET_DUMPABLE, 1) ran before the kernel was read, its events not yet
+    assert tr.confirm() == []  # held: neither emitted nor called a disagreement
+    tr.handle(_syscall(t0 + 0.001, "prctl", [4, 1]))
+    out = tr.confirm()
+    assert _changes(out) == [([4, 0], 0, None), ([4, 1], 1, True)]
+    note = out[0]["confirmed"]["note"]
+    assert note.startswith("the process changed again (prctl at ") and "the kernel shows dumpable 1" in note
+    from coredoctor.render.trace import line
+    assert line(out[0]).endswith("[not confirmed: it changed again before the kernel was read]")
+    assert line(out[1]).endswith("[kernel agrees: pidfd 1]")
+
+
+def test_a_disagreement_nothing_explains_stands_once_the_buffer_was_emptied(monkeypatch):
+    import time
+    from coredoctor.trace import transitions
+    monkeypatch.setattr(transitions, "HOLD", 0.0)
+    k = PrctlKernel()
+    tr = Tracker(kernel=k, use_pidfd=False)
+    tr.attach(300)
+    t0 = time.monotonic() - 0.5
+    tr.handle(_syscall(t0, "prctl", [4, 0]))
+    k.dumpable = 1
+    assert tr.confirm() == []
+    tr.drained(t0 - 1)  # a drain that began before the read proves nothing
+    assert tr.confirm() == []
+    # a change traced after the read (its trace time is later) does not explain what was read
+    tr.handle(_syscall(time.monotonic() + 0.5, "prctl", [4, 1]))
+    tr.drained(time.monotonic())
+    out = tr.confirm()
+    assert _changes(out) == [([4, 0], 0, False), ([4, 1], 1, True)]
+    assert out[0]["confirmed"]["note"] == "the kernel shows dumpable 1; no later change of the process was traced"
+    assert "mismatch" not in out[0]["confirmed"]
+    from coredoctor.render.trace import line
+    assert line(out[0]).endswith("[KERNEL DISAGREES (pidfd): the kernel shows dumpable 1; no later change of "
+                                 "the process was traced]")
+
+
+def test_a_credential_mismatch_is_explained_only_by_the_same_task():
+    import time
+    k = PrctlKernel()
+    tr = Tracker(kernel=k, use_pidfd=False)
+    tr.attach(300, tids=[300, 301])
+    t0 = time.monotonic() - 0.5
+    tr.handle(_syscall(t0, "setresuid", [0, 65534, 0]))
+    k.uid = [0, 0, 0, 0]  # the task went back to euid 0: its setresuid is still in the buffer
+    assert tr.confirm() == []
+    tr.handle(_syscall(t0 + 0.001, "setresuid", [0, 65534, 0], tid=301))  # another thread's
+    assert [r for r in tr.confirm() if r["tid"] == 300] == []
+    out = tr.confirm(final=True)
+    first = [r for r in out if r["tid"] == 300][0]
+    assert first["confirmed"]["agrees"] is False and first["confirmed"]["creds"]["uid"] == [0, 0, 0, 0]
+    assert first["confirmed"]["note"].startswith("the kernel shows uid [0, 0, 0, 0]")

@@ -40,7 +40,9 @@ def _confirmed(c):
         v = c.get("value")
         return f"  [kernel agrees: {c['source']}{'' if v is None else ' ' + str(v)}]"
     if c.get("agrees") is False:
-        return f"  [KERNEL DISAGREES: {c['source']} says {c.get('value', c.get('candidates'))}]"
+        return f"  [KERNEL DISAGREES ({c.get('source')}): {c.get('note') or c.get('value')}]"
+    if (c.get("note") or "").startswith("the process changed again"):
+        return "  [not confirmed: it changed again before the kernel was read]"
     return "  [not confirmed]"
 
 

@@ -185,7 +185,7 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
                                              + ", ".join(inst.stale_removed)})
         predictor = Predictor(mono=offset is not None)
         direct = {child: None} if child else {}
-        tracker = Tracker(predict=predictor, symbolizer=Symbolizer(),
+        tracker = Tracker(predict=predictor, symbolizer=Symbolizer(), mono=offset is not None,
                           clock_offset=offset or 0.0, direct_children=direct,
                           on_fork=(lambda c: inst.follow([c])) if names else None,
                           on_exit=(lambda c: inst.unfollow([c])) if names else None)
@@ -218,9 +218,12 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
         start = time.monotonic()
         child_status = None
         while True:
+            began = time.monotonic()
             text, drained = inst.read(timeout=0.1, size=READ_SIZE)
             if text:
                 tracker.handle(parser.feed(text, drained=drained))
+            if drained:
+                tracker.drained(began)
             for r in tracker.confirm():
                 emit(r)
             if child and child_status is None:

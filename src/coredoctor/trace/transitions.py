@@ -48,6 +48,9 @@ CRED_SYSCALLS = ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setre
 #: syscalls whose only effect that matters here is on the gate model's other inputs
 INVALIDATORS = ("prlimit64", "setrlimit", "umask", "chdir", "fchdir")
 PR_SET_NAME = 15  # include/uapi/linux/prctl.h
+#: how long a disagreement with the kernel is held, at least, for a later change to explain it
+#: (seconds; a task preempted between changing and its syscall's exit event is in between)
+HOLD = 0.25
 ID_SYSCALLS = ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid")
 
 
@@ -120,7 +123,9 @@ class Proc:
         self.prev_snap = self.prev_window = None  # the reading before it
         self.invalidated_at = None  # trace time of the last setrlimit/umask/chdir entry
         self.dying = False  # found dumping core: not read again
-        self.unconfirmed = []
+        self.unconfirmed = []  # (record, tid, trace ts) not yet read from the kernel
+        self.held = []  # records the kernel disagreed with, until a later change explains it or not
+        self.after_held = []  # records confirmed meanwhile: kept back to keep the order
         self.fatal = None
         self.exe = None
         self.exited = False
@@ -132,8 +137,9 @@ class Tracker:
     return the records that are complete."""
 
     def __init__(self, kernel=task_io, predict=None, symbolizer=None, clock_offset=0.0, direct_children=None,
-                 use_pidfd=True, on_fork=None, on_exit=None):
+                 use_pidfd=True, on_fork=None, on_exit=None, mono=True):
         self.k = kernel
+        self.mono = mono  # event times are CLOCK_MONOTONIC, comparable with time.monotonic()
         self.predict = predict
         self.sym = symbolizer
         self.clock_offset = clock_offset
@@ -145,6 +151,7 @@ class Tracker:
         self.on_exit = on_exit
         self.finished = []  # tgids whose exit outcome is pending
         self._sd_value = None
+        self.drained_from = None  # see drained()
         self.counts = {"events": 0, "dumpable_changes": 0, "cred_changes": 0, "fatal_signals": 0}
 
     # --- attaching --------------------------------------------------------------------------
@@ -331,7 +338,7 @@ class Tracker:
                       "source": "model"}
         p.snap_dirty = True
         self.counts["dumpable_changes"] += 1
-        p.unconfirmed.append((r, t.tid))
+        p.unconfirmed.append((r, t.tid, enter["ts"]))
         return None
 
     def _cred_record(self, p, t, enter, ev, before, after, rule, why):
@@ -343,7 +350,7 @@ class Tracker:
              "rule": _rule(rule), "why": why, "stack": self._stack(enter, t.tgid), "confirmed": None}
         self.counts["cred_changes"] += 1
         p.snap_dirty = True
-        p.unconfirmed.append((r, t.tid))
+        p.unconfirmed.append((r, t.tid, enter["ts"]))
         return None
 
     def _fork(self, ev):
@@ -486,32 +493,58 @@ class Tracker:
             self.on_exit(tgid)
 
     # --- after each batch -------------------------------------------------------------------
+    def drained(self, started):
+        """The reader emptied the trace buffer in a read that began at *started*
+        (time.monotonic()): every event from before then has been handled."""
+        if self.drained_from is None or started > self.drained_from:
+            self.drained_from = started
+
     def confirm(self, final=False):
         """Confirm pending transitions from the kernel and settle exited processes' outcomes.
-        Returns the records now complete, in time order."""
+        Returns the records now complete, in time order.
+
+        The kernel is read after each batch, so a task may have changed again in between. A
+        record the kernel disagrees with is held until that is known: a later change of the
+        same process traced before the read explains it (``agrees`` None, "changed again");
+        if the buffer was emptied after the read (:meth:`drained`) and none came, the
+        disagreement stands (``agrees`` False)."""
         out = []
         self._sd_value = None
+        now = time.monotonic()
         for p in list(self.procs.values()):
-            if not p.unconfirmed:
+            if not (p.unconfirmed or p.held):
                 continue
             last_by_tid = {}
-            for i, (r, tid) in enumerate(p.unconfirmed):
+            for i, (r, tid, ts) in enumerate(p.unconfirmed):
                 last_by_tid[tid] = i
-            for i, (r, tid) in enumerate(p.unconfirmed):
+            for i, (r, tid, ts) in enumerate(p.unconfirmed):
                 if last_by_tid[tid] != i or p.exited:
                     r["confirmed"] = {"agrees": None, "source": None,
                                       "note": "not read: the process changed again or exited before "
                                               "the kernel could be asked"}
                 else:
-                    r["confirmed"] = self._confirm_one(p, r, tid)
-                out.append(r)
+                    res = self._confirm_one(p, r, tid)
+                    if res.get("agrees") is False and not final:
+                        p.held.append({"record": r, "tid": tid, "res": res, "ts": ts, "read": time.monotonic()})
+                        continue
+                    r["confirmed"] = self._settled(res)
+                p.after_held.append(r)
+            if p.held:
+                self._resolve_held(p, final, now)
             p.unconfirmed = []
+            if not p.held:
+                out.extend(p.after_held)
+                p.after_held = []
         now = time.monotonic()
         for tgid in list(self.finished):
             p = self.procs.get(tgid)
             if p is None:
                 self.finished.remove(tgid)
                 continue
+            if p.held:  # its exit has been handled, so every event before it has been too
+                self._resolve_held(p, True, now)
+            out.extend(p.after_held)
+            p.after_held = []
             done = self._settle(p, now, final)
             if done is not None:
                 self.finished.remove(tgid)
@@ -520,6 +553,42 @@ class Tracker:
                 self._drop(p)
         out.sort(key=lambda r: r.get("time") or 0)
         return out
+
+    def _resolve_held(self, p, final, now):
+        """Settle *p*'s held records: explained by a later change of the process that was
+        traced before the kernel was read, or, once nothing more can come, a disagreement."""
+        keep = []
+        for h in p.held:
+            r, res = h["record"], h["res"]
+            # the dumpable flag is the process's (any thread's change explains it), credentials
+            # are the task's own
+            mine = (lambda tid: tid == h["tid"]) if "creds" in res else (lambda tid: True)
+            later = [(lr, ts) for lr, tid, ts in p.unconfirmed
+                     if mine(tid) and ts > h["ts"] and (not self.mono or ts <= h["read"])]
+            later += [(q["record"], q["ts"]) for q in p.held
+                      if mine(q["tid"]) and h["ts"] < q["ts"] and (not self.mono or q["ts"] <= h["read"])]
+            if later:
+                lr, _ = min(later, key=lambda x: x[1])
+                res["agrees"] = None
+                res["note"] = (f"the process changed again ({lr.get('syscall')} at {lr.get('time')}) "
+                               "before the kernel was read: " + res.pop("mismatch"))
+                r["confirmed"] = res
+                p.after_held.append(r)
+            elif final or p.exited or (self.drained_from is not None and self.drained_from > h["read"]
+                                       and now - h["read"] >= HOLD):
+                r["confirmed"] = self._settled(res)
+                p.after_held.append(r)
+            else:
+                keep.append(h)
+        p.held = keep
+
+    @staticmethod
+    def _settled(res):
+        """A confirmation as emitted: a disagreement nothing explains says what the kernel showed."""
+        m = res.pop("mismatch", None)
+        if res.get("agrees") is False and m:
+            res["note"] = m + "; no later change of the process was traced"
+        return res
 
     def _confirm_one(self, p, r, tid):
         kc = self.k.read_creds(p.tgid, tid)
@@ -530,9 +599,9 @@ class Tracker:
             self._renamed(t, kc)
         want = r["creds_after"]
         if want and (kc["uid"] != want["uid"] or kc["gid"] != want["gid"]):
-            return {"agrees": None, "source": None,
-                    "note": f"the kernel shows uid {kc['uid']} gid {kc['gid']}: the task changed its "
-                            "credentials again before it could be read"}
+            return {"agrees": False, "source": "/proc/PID/task/TID/status", "value": None,
+                    "creds": {"uid": kc["uid"], "gid": kc["gid"]},
+                    "mismatch": f"the kernel shows uid {kc['uid']} gid {kc['gid']}"}
         kd = self.k.read_dumpable(p.tgid, kc, self.use_pidfd, p.pidfd)
         if not kd:
             return {"agrees": None, "source": None, "note": "the process exited before it could be read"}
@@ -552,7 +621,9 @@ class Tracker:
             res["agrees"] = after in kd["candidates"]
             if kd["value"] is None and res["agrees"]:
                 res["note"] = "consistent, but /proc ownership cannot tell 0 from 2"
-        if kd.get("value") is not None and p.dumpable.get("source") == "model":
+            elif not res["agrees"]:
+                res["mismatch"] = f"the kernel shows dumpable {_cands(kd)}"
+        if res["agrees"] is not False and kd.get("value") is not None and p.dumpable.get("source") == "model":
             p.dumpable = {"value": kd["value"], "candidates": [kd["value"]], "source": kd["source"]}
         return res
 
@@ -611,6 +682,11 @@ class Tracker:
             except Exception:
                 pass
         self.procs.pop(p.tgid, None)
+
+
+def _cands(kd):
+    v = kd.get("value")
+    return str(v) if v is not None else " or ".join(map(str, kd.get("candidates") or []))
 
 
 def _model_creds(c):
