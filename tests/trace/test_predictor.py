@@ -82,3 +82,45 @@ def test_the_latest_reading_made_wholly_before_the_signal_counts():
     assert pred._before(p, 2.2) == (p.prev_snap, (1.0, 1.5))  # the newer one was still being read
     assert pred._before(p, 1.2) == (None, None)
     assert Predictor(mono=False)._before(p, 1.2) == (p.snap, None)  # no comparable clock: the latest
+
+
+DROPPER = ("import ctypes, os, resource, sys\n"
+           "resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,) * 2)\n"
+           "print('ready', flush=True)\n"
+           "sys.stdin.read(1)\n"
+           "os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)\n"
+           "print('dropped', flush=True)\n"
+           "sys.stdin.read(1)\n"
+           "ctypes.string_at(0)\n")
+
+
+def test_a_reading_made_before_a_drop_under_suid_dumpable_2_still_predicts(cores):
+    """Read while still root and dumpable=1; then it drops to nobody under fs.suid_dumpable=2 and
+    faults before it is read again (the 6.1 guest is that slow). The flag the trace followed (2)
+    sends the core to the host's root as fsuid 0: the reading must already hold the facts of
+    that view, or the prediction is "no facts"."""
+    L.write_sysctl("fs.suid_dumpable", "2")
+    victim = subprocess.Popen([sys.executable, "-c", DROPPER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert victim.stdout.readline() == b"ready\n"
+        pred = Predictor()
+        p = Proc(victim.pid, "python")
+        p.dumpable = {"value": 1, "candidates": [1], "source": "model"}
+        assert pred.refresh(p) is True
+        victim.stdin.write(b"x")
+        victim.stdin.flush()
+        assert victim.stdout.readline() == b"dropped\n"
+        p.dumpable = {"value": 2, "candidates": [2], "source": "model"}  # commit_creds(): suid_dumpable
+        nobody = [65534] * 4
+        res = pred(p, Task(victim.pid, victim.pid, {"uid": nobody, "gid": nobody}), "SIGSEGV", "fault",
+                   ts=time.monotonic())
+        victim.stdin.write(b"x")
+        victim.stdin.flush()
+        st = victim.wait(timeout=30)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
+    on_disk = os.path.exists(os.path.join(cores, f"core.{victim.pid}"))
+    assert st == -11 and on_disk  # the kernel: it dumped (as root, into the sticky directory)
+    assert res["dumps"] is True, res["verdict"]

@@ -128,12 +128,11 @@ def _ptrace_fallback(procs, kernel):
 
 def _destination_facts(snap, proc, signo):
     dest = {}
-    cands = list(proc["dumpable"]["candidates"])
-    if 0 in cands and 2 not in cands:
-        cands.append(2)  # where a dumpable=2 fix would send the core (check's follow-on fixes)
-    for v in cands:
-        if v == 0:
-            continue
+    # both views whatever the flag is now: where a dumpable=2 fix would send the core (check's
+    # follow-on fixes), and where it goes after the process changes its flag (trace predicts on
+    # this reading with the flag it followed since: a drop under suid_dumpable=2 moves the open
+    # to the host's root)
+    for v in (1, 2):
         view = gates.destination_views(snap, proc, signo, v)
         if view is None or view[2] is None:
             continue
