@@ -246,10 +246,27 @@ def test_a_disagreement_nothing_explains_stands_once_the_buffer_was_emptied(monk
     out = tr.confirm()
     assert _changes(out) == [([4, 0], 0, False), ([4, 1], 1, True)]
     assert out[0]["confirmed"]["note"] == "the kernel shows dumpable 1; no later change of the process was traced"
+    assert out[1]["before"] == 0  # the model's value when prctl(1) came, not the reading's
+    assert tr.procs[300].dumpable["source"] == "pidfd"  # confirmed since
     assert "mismatch" not in out[0]["confirmed"]
     from coredoctor.render.trace import line
     assert line(out[0]).endswith("[KERNEL DISAGREES (pidfd): the kernel shows dumpable 1; no later change of "
                                  "the process was traced]")
+
+
+def test_an_unexplained_disagreement_leaves_the_kernels_value_for_what_follows(monkeypatch):
+    import time
+    from coredoctor.trace import transitions
+    monkeypatch.setattr(transitions, "HOLD", 0.0)
+    k = PrctlKernel()
+    tr = Tracker(kernel=k, use_pidfd=False)
+    tr.attach(300)
+    tr.handle(_syscall(time.monotonic() - 0.5, "prctl", [4, 0]))
+    k.dumpable = 1  # the model said 0: a path the rules do not know
+    assert tr.confirm() == []
+    tr.drained(time.monotonic())
+    assert _changes(tr.confirm()) == [([4, 0], 0, False)]
+    assert tr.procs[300].dumpable == {"value": 1, "candidates": [1], "source": "pidfd"}
 
 
 def test_a_credential_mismatch_is_explained_only_by_the_same_task():

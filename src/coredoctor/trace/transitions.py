@@ -577,6 +577,10 @@ class Tracker:
             elif final or p.exited or (self.drained_from is not None and self.drained_from > h["read"]
                                        and now - h["read"] >= HOLD):
                 r["confirmed"] = self._settled(res)
+                newer = any(x.get("time", 0) > r["time"] for x in p.after_held) or \
+                    any(ts > h["ts"] for _r, _t, ts in p.unconfirmed)
+                if res.get("value") is not None and not newer:  # the kernel is the judge from now on
+                    p.dumpable = {"value": res["value"], "candidates": [res["value"]], "source": res["source"]}
                 p.after_held.append(r)
             else:
                 keep.append(h)
