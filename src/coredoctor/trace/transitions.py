@@ -562,11 +562,10 @@ class Tracker:
             r, res = h["record"], h["res"]
             # the dumpable flag is the process's (any thread's change explains it), credentials
             # are the task's own
-            mine = (lambda tid: tid == h["tid"]) if "creds" in res else (lambda tid: True)
-            later = [(lr, ts) for lr, tid, ts in p.unconfirmed
-                     if mine(tid) and ts > h["ts"] and (not self.mono or ts <= h["read"])]
-            later += [(q["record"], q["ts"]) for q in p.held
-                      if mine(q["tid"]) and h["ts"] < q["ts"] and (not self.mono or q["ts"] <= h["read"])]
+            changes = p.unconfirmed + [(q["record"], q["tid"], q["ts"]) for q in p.held]
+            later = [(lr, ts) for lr, tid, ts in changes
+                     if ("creds" not in res or tid == h["tid"]) and ts > h["ts"]
+                     and (not self.mono or ts <= h["read"])]
             if later:
                 lr, _ = min(later, key=lambda x: x[1])
                 res["agrees"] = None
