@@ -284,3 +284,22 @@ def test_a_credential_mismatch_is_explained_only_by_the_same_task():
     first = [r for r in out if r["tid"] == 300][0]
     assert first["confirmed"]["agrees"] is False and first["confirmed"]["creds"]["uid"] == [0, 0, 0, 0]
     assert first["confirmed"]["note"].startswith("the kernel shows uid [0, 0, 0, 0]")
+
+
+EV = " actor-300 (  300) [000] .....   5.000100: sys_setresgid(rgid: 0xffffffff, egid: 0xfffe, sgid: 0xffffffff)\n"
+STACK = " actor-300 (  300) [000] .....   5.000101: <user stack trace>\n =>  <00007f135b1f0884>\n"
+
+
+def test_an_event_read_before_its_stack_waits_one_drained_read_for_it():
+    """The kernel commits an event's user stack as its own entry right after it: a reader that
+    empties the buffer in between must not emit the event stackless (seen in the 6.1 guest)."""
+    p = Parser(userstack=True)
+    assert p.feed(EV, drained=True) == []  # kept: its stack may not be committed yet
+    out = p.feed(STACK, drained=True)
+    assert [(e["syscall"], e["ustack"]) for e in out] == [("setresgid", [0x7F135B1F0884])]
+    # a stack that never comes: the event is given out at the next drained read
+    assert p.feed(EV, drained=True) == []
+    out = p.feed("", drained=True)
+    assert [e["syscall"] for e in out] == ["setresgid"] and "ustack" not in out[0]
+    # without user stacks recorded, nothing waits
+    assert [e["syscall"] for e in Parser().feed(EV, drained=True)] == ["setresgid"]

@@ -209,7 +209,7 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
                     if r is not None:
                         emit(r)
                         predictor.refresh(tracker.procs[pid])
-        parser = E.Parser()
+        parser = E.Parser(userstack=inst.options.get("userstacktrace") and userstack)
         inst.open_pipe()
         if go_w is not None:
             os.write(go_w, b"g")
@@ -220,7 +220,7 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
         while True:
             began = time.monotonic()
             text, drained = inst.read(timeout=0.1, size=READ_SIZE)
-            if text:
+            if text or drained:  # an empty drained read may complete an event kept for its stack
                 tracker.handle(parser.feed(text, drained=drained))
             if drained:
                 tracker.drained(began)
