@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 
@@ -39,6 +40,8 @@ def test_suites_under_debian12_kernel_6_1():
     print(out[-6000:])
     for note in stalls:
         print(note)
+        # shown in the warnings summary of a passing run too: how often the guest stalls
+        warnings.warn(f"the 6.1 guest stalled and was run again: {note.strip()[:1500]}")
     assert out.startswith("6.1."), out[-3000:]  # the guest's stdout comes first
     assert rc == 0, out[-6000:] + "".join(stalls)
     assert " passed" in out and " failed" not in out
