@@ -183,6 +183,11 @@ class Parser:
         self._pending = ev
         self._waited = False
 
+    @property
+    def holding(self):
+        """An event is still kept back (waiting for its stack): not everything read was given out."""
+        return self._pending is not None
+
     def flush(self):
         out = []
         if self._rest:

@@ -222,7 +222,7 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
             text, drained = inst.read(timeout=0.1, size=READ_SIZE)
             if text or drained:  # an empty drained read may complete an event kept for its stack
                 tracker.handle(parser.feed(text, drained=drained))
-            if drained:
+            if drained and not parser.holding:  # every event from before *began* is handled
                 tracker.drained(began)
             for r in tracker.confirm():
                 emit(r)
