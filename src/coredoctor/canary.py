@@ -155,7 +155,8 @@ def run(spec, evaluate, keep=False, timeout=30.0):
         "like": spec.get("like"),
         "predicted": {"dumps": predicted["dumps"], "blocking_gate": predicted["blocking_gate"],
                       "verdict": predicted["verdict"], "dumpable": predicted["dumpable"]["value"],
-                      "core_destination": predicted["core_destination"]},
+                      "core_destination": predicted["core_destination"],
+                      "reasons": predicted.get("reasons") or [], "outcome": _outcome(predicted)},
         "signaled": os.WIFSIGNALED(status), "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
         "wcoredump": bool(os.WIFSIGNALED(status) and os.WCOREDUMP(status)),
         "dumped": dumped if core is not None or predicted["core_destination"]["kind"] == "file" else None,
@@ -167,6 +168,11 @@ def run(spec, evaluate, keep=False, timeout=30.0):
         os.unlink(core["path"])
         core["removed"] = True
     return report
+
+
+def _outcome(t):
+    from coredoctor.kernel import reasons
+    return reasons.outcome(t)
 
 
 def _find_core(predicted, pid, started):

@@ -258,17 +258,13 @@ def cmd_check(args):
         sig = normalize_signal(args.signal, snap["kernel"]["signals"])
     except ValueError as e:
         raise UsageError(str(e))
-    procs = {p["pid"]: p for p in snap["processes"]}
-    results = []
-    for pid in pids:
-        p = procs[pid]
-        try:
-            results.append(gates.evaluate(snap, p, procs.get(p.get("ppid")), sig, args.how, procs))
-        except (KeyError, TypeError, ValueError) as e:
-            if args.from_file:
-                from coredoctor.errors import SnapshotError
-                raise SnapshotError(f"{args.from_file}: snapshot is corrupt ({e.__class__.__name__}: {e})")
-            raise
+    try:
+        results = gates.evaluate_targets(snap, pids, sig, args.how)
+    except (KeyError, TypeError, ValueError) as e:
+        if args.from_file:
+            from coredoctor.errors import SnapshotError
+            raise SnapshotError(f"{args.from_file}: snapshot is corrupt ({e.__class__.__name__}: {e})")
+        raise
     if not results:
         raise UsageError("no process to check")
     if args.json:
@@ -350,6 +346,7 @@ def cmd_fix(args):
         entries = journal.list_all()
         doc = {"schema": "coredoctor.fix/1", "fixes": [
             {"id": e["id"], "created": e.get("created"), "state": e.get("state"), "target": e.get("target"),
+             "targets": actions.entry_targets(e),
              "actions": [dict(r["action"], done=r.get("done"), error=r.get("error")) for r in e.get("actions", [])]}
             for e in entries]}
         print(json.dumps(doc, indent=2) if args.json else rtext.fix_list(doc["fixes"]))
@@ -357,24 +354,13 @@ def cmd_fix(args):
     if args.rollback:
         entry, notes = actions.rollback(args.rollback)
         doc = {"schema": "coredoctor.fix/1", "id": entry["id"], "state": entry["state"],
-               "restored": [actions.describe(r["action"]) for r in reversed(entry["actions"])], "notes": notes}
+               "restored": [actions.describe(r["action"]) for r in reversed(entry["actions"])
+                            if not r.get("reported")], "notes": notes}
         print(json.dumps(doc, indent=2) if args.json else rtext.fix_rollback(doc))
         return 0
-    doc, plans, targets = _plan_fix(args)
+    doc, targets = _plan_fix(args)
     if args.apply:
-        if doc["refused"]:
-            raise UsageError("refused: " + "; ".join(doc["refused"]))
-        if not doc["actions"]:
-            doc["applied"] = False
-            doc["id"] = None
-        else:
-            fix_id = journal.new_id()
-            merged = dict(plans[0], actions=doc["actions"], needs_restart=doc["needs_restart"],
-                          security=doc["security"], warnings=doc["warnings"], manual=doc["manual"])
-            entry = actions.apply(fix_id, targets[0], merged)
-            doc["id"] = fix_id
-            doc["applied"] = True
-            doc["errors"] = [r["error"] for r in entry["actions"] if r.get("error")]
+        actions.apply_document(doc, targets)
     print(json.dumps(doc, indent=2) if args.json else rtext.fix_plan(doc))
     return 0
 
@@ -387,44 +373,11 @@ def _plan_fix(args):
     pids = _resolve_live(args)
     if pids is None:
         raise UsageError("fix takes targets (a name, a pid or a unit), not --all")
-    snap = snapshot.take(pids, signal=_live_signal(args.signal))
-    procs = {p["pid"]: p for p in snap["processes"]}
-    existing = {}
-    for path in [fplan.SYSCTL_FILE] + [f"/etc/systemd/system/{p.get('unit')}.d/90-coredoctor-{n}.conf"
-                                       for p in procs.values() if p.get("unit") for n in ("core", "umask")]:
-        try:
-            with open(path) as f:
-                existing[path] = f.read()
-        except OSError:
-            pass
-    targets, plans = [], []
-    for pid in snap["targets"]:
-        t = gates.evaluate(snap, procs[pid], procs.get(procs[pid]["ppid"]), _live_signal(args.signal), args.how, procs)
-        targets.append(t)
-    wanted = {"fs.suid_dumpable": "2"}
-    found = conflicts.find(fplan.SYSCTL_FILE, wanted)
-    running = set(procmod.comms().values())
-    for t in targets:
-        plans.append(fplan.plan(snap, t, found, existing, running))
-    doc = {"schema": "coredoctor.fix/1", "id": None, "applied": False,
-           "targets": [{"pid": t["pid"], "comm": t["comm"], "unit": t["unit"], "dumps": t["dumps"],
-                        "blocking_gate": t["blocking_gate"], "verdict": t["verdict"]} for t in targets],
-           "actions": [], "needs_restart": [], "conflicts": found, "security": [], "warnings": [], "manual": [],
-           "refused": []}
-    seen = set()
-    for p in plans:
-        for a in p["actions"]:
-            key = (a["kind"], a.get("key") or a.get("path") or a.get("pid"))
-            if key not in seen:
-                seen.add(key)
-                doc["actions"].append(a)
-        for k in ("needs_restart", "security", "warnings", "manual", "refused"):
-            for x in p[k]:
-                if x not in doc[k]:
-                    doc[k].append(x)
-    from coredoctor.fix.plan import ORDER
-    doc["actions"].sort(key=lambda a: ORDER.get(a["kind"] if a["kind"] != "sysctl" else f"sysctl:{a['key']}", 5))
-    return doc, plans, targets
+    sig = _live_signal(args.signal)
+    snap = snapshot.take(pids, signal=sig)
+    targets = gates.evaluate_targets(snap, snap["targets"], sig, args.how)
+    found = conflicts.find(fplan.SYSCTL_FILE, {"fs.suid_dumpable": "2"})
+    return fplan.document(snap, targets, found, running=set(procmod.comms().values())), targets
 
 
 def cmd_crashes(args):

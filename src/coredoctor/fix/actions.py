@@ -15,8 +15,9 @@ import time
 
 from coredoctor.errors import Error, UsageError
 from coredoctor.fix import journal
+from coredoctor.kernel.remedies import REPORTED_KINDS
 
-__all__ = ["apply", "rollback"]
+__all__ = ["apply", "apply_document", "rollback", "rollback_entry", "describe", "entry_targets"]
 
 _SYSCTL_PATH = {"kernel.core_pattern": "/proc/sys/kernel/core_pattern", "fs.suid_dumpable": "/proc/sys/fs/suid_dumpable"}
 _RES = {"core": resource.RLIMIT_CORE, "fsize": resource.RLIMIT_FSIZE}
@@ -41,7 +42,9 @@ def _capture(a):
             return {"value": f.read().rstrip("\n")}
     if k == "mkdir":
         return {"existed": os.path.exists(a["path"])}
-    if k == "file":
+    if k in REPORTED_KINDS:
+        return None  # reported, not applied: nothing to restore
+    if k in ("file", "dropin"):
         prior = {"existed": os.path.exists(a["path"]), "created_dirs": []}
         d = os.path.dirname(a["path"])
         while d and not os.path.exists(d):
@@ -72,7 +75,7 @@ def _do(a):
         if not os.path.isdir(a["path"]):
             os.makedirs(a["path"], exist_ok=True)
             os.chmod(a["path"], int(a["mode"], 8))
-    elif k == "file":
+    elif k in ("file", "dropin"):
         os.makedirs(os.path.dirname(a["path"]), exist_ok=True)
         journal.atomic_write(a["path"], a["content"].encode(), int(a["mode"], 8), 0, 0)
         if a.get("after") == "systemctl daemon-reload" and _systemd_running():
@@ -93,7 +96,9 @@ def _undo(a, prior):
                 os.rmdir(a["path"])
             except OSError:
                 return f"kept {a['path']}: it is not empty (cores may be in it)"
-    elif k == "file":
+    elif k in REPORTED_KINDS or prior is None:
+        return None
+    elif k in ("file", "dropin"):
         if prior["existed"]:
             journal.atomic_write(a["path"], base64.b64decode(prior["bytes"]), prior["mode"], prior["uid"], prior["gid"])
         elif os.path.lexists(a["path"]):
@@ -111,7 +116,7 @@ def _undo(a, prior):
         try:
             resource.prlimit(a["pid"], _RES[a["resource"]], (prior["soft"], prior["hard"]))
         except OSError as e:
-            return f"could not restore RLIMIT_CORE of pid {a['pid']}: {e.strerror}"
+            return f"could not restore RLIMIT_{a['resource'].upper()} of pid {a['pid']}: {e.strerror}"
     return None
 
 
@@ -119,16 +124,34 @@ def _systemd_running():
     return os.path.isdir("/run/systemd/system")
 
 
-def apply(fix_id, target, plan):
-    """Apply *plan*, journaling first; returns the journal entry."""
-    entry = {"id": fix_id, "created": time.time(), "state": "applying",
-             "target": {"pid": target["pid"], "comm": target["comm"], "exe": target["exe"], "unit": target["unit"],
-                        "starttime": _starttime(target["pid"])},
-             "plan": {k: plan[k] for k in ("needs_restart", "security", "warnings", "manual")},
+def _target_rec(t):
+    return {"pid": t["pid"], "comm": t["comm"], "exe": t.get("exe"), "unit": t.get("unit"),
+            "starttime": _starttime(t["pid"])}
+
+
+def entry_targets(entry):
+    """The targets of a journal entry (entries written before multi-target journaling have one)."""
+    return entry.get("targets") or ([entry["target"]] if entry.get("target") else [])
+
+
+def apply(fix_id, targets, plan):
+    """Apply *plan* for *targets* (a list; one target dict is accepted too), journaling first:
+    every target and every record, applied ones with their prior state; records a person does
+    (restart, manual, daemon-option) are journaled as reported, not applied. Returns the entry."""
+    if isinstance(targets, dict):
+        targets = [targets]
+    recs = [_target_rec(t) for t in targets]
+    entry = {"id": fix_id, "created": time.time(), "state": "applying", "target": recs[0] if recs else None,
+             "targets": recs,
+             "plan": {k: plan.get(k, []) for k in ("needs_restart", "security", "warnings", "manual")},
              "actions": []}
     journal.save(entry)
     pause = float(os.environ.get("COREDOCTOR_TEST_APPLY_PAUSE", "0") or 0)  # tests: a window to kill -9 in
-    for a in plan["actions"]:
+    for a in list(plan["actions"]) + list(plan.get("reported") or []):
+        if a["kind"] in REPORTED_KINDS:
+            entry["actions"].append({"action": a, "prior": None, "done": False, "reported": True})
+            journal.save(entry)
+            continue
         rec = {"action": a, "prior": _capture(a), "done": False}
         entry["actions"].append(rec)
         journal.save(entry)
@@ -152,6 +175,20 @@ def apply(fix_id, target, plan):
     return entry
 
 
+def apply_document(doc, targets):
+    """Apply the plan of a coredoctor.fix/1 *doc* (from :func:`coredoctor.fix.plan.document`) and
+    record the outcome in it: ``id``, ``applied``, ``errors``."""
+    if doc["refused"]:
+        raise UsageError("refused: " + "; ".join(doc["refused"]))
+    if not doc["actions"]:
+        doc.update(applied=False, id=None)
+        return doc
+    fix_id = journal.new_id()
+    entry = apply(fix_id, targets, doc)
+    doc.update(id=fix_id, applied=True, errors=[r["error"] for r in entry["actions"] if r.get("error")])
+    return doc
+
+
 def raise_apply_error(entry, rec, a, e):
     entry["state"] = "failed"
     rec["error"] = f"{e.strerror or e}"
@@ -165,6 +202,8 @@ def rollback_entry(entry):
     notes = []
     # reverse order: the persisted file first, suid_dumpable before core_pattern (the safe order)
     for rec in reversed(entry["actions"]):
+        if rec.get("reported"):
+            continue
         n = _undo(rec["action"], rec["prior"])
         if n:
             notes.append(n)
@@ -190,8 +229,16 @@ def _describe(a):
         return f"mkdir -m {a['mode']} {a['path']}"
     if k == "file":
         return f"write {a['path']}"
+    if k == "dropin":
+        return f"write {a['path']} (then {a.get('after') or 'systemctl daemon-reload'})"
     if k == "prlimit":
-        return f"prlimit --pid {a['pid']} --{a['resource']}=unlimited:unlimited"
+        soft, hard = a.get("value") or [None, None]
+        lim = lambda v: "unlimited" if v is None else str(v)  # noqa: E731
+        return f"prlimit --pid {a['pid']} --{a['resource']}={lim(soft)}:{lim(hard)}"
+    if k == "restart":
+        return f"restart (by hand): {a.get('command')}"
+    if k in ("manual", "daemon-option"):
+        return f"by hand: {a.get('text')}"
     return k
 
 

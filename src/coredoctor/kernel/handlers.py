@@ -6,6 +6,8 @@ systemd-coredump (src/coredump/ in systemd), apport (data/apport), ``|/bin/false
 by check's ``handler-policy`` gate and, later, by crash history.
 """
 
+from coredoctor.kernel import remedies as R
+
 __all__ = ["identify", "policy", "parse_size", "apport_likely_packaged"]
 
 # apport's apport/fileutils.py likely_packaged(): packages only ship executables under these
@@ -64,16 +66,17 @@ def apport_likely_packaged(exe):
 
 def policy(name, facts, argv_tokens, rlimit_core_soft, page_size, est_size, exe=None):
     """``(status, evidence, fix)`` for what handler *name* will do with the core of a process
-    running *exe* (when known)."""
+    running *exe* (when known). *fix* is None or ``{"summary", "actions", "commands"}`` (records of
+    :mod:`.remedies`, rendered), with ``limit``/``pattern`` set when the process's own RLIMIT_CORE
+    or an absolute core_pattern is (also) the remedy: those need the process's facts."""
     if name == "discard":
         return ("fail", "the pipe helper discards every core (core_pattern pipes to "
                 f"{argv_tokens[0] if argv_tokens else '?'}); systemd writes |/bin/false at boot when "
                 "systemd-coredump is not installed (systemd issue #25831)",
-                {"summary": "Send cores somewhere: install systemd-coredump, or set an absolute core_pattern",
-                 "commands": ["apt-get install systemd-coredump   # or:",
-                              "mkdir -p /var/crash && chmod 1777 /var/crash",
-                              "sysctl -w kernel.core_pattern=/var/crash/core.%e.%p.%t"],
-                 "needs_restart": False})
+                _fix("Send cores somewhere: install systemd-coredump, or set an absolute core_pattern",
+                     [R.manual("install systemd-coredump (or let fix set an absolute core_pattern)",
+                               "a helper that exits drops every core",
+                               ["apt-get install systemd-coredump   # or:"])], pattern=True))
     if name == "systemd-coredump":
         sc = facts.get("systemd_coredump") or {}
         conf = sc.get("conf") or {}
@@ -88,8 +91,7 @@ def policy(name, facts, argv_tokens, rlimit_core_soft, page_size, est_size, exe=
         if "%c" in argv_tokens and rlimit_core_soft is not None and rlimit_core_soft < page_size:
             return ("fail", f"systemd-coredump receives RLIMIT_CORE through %c ({rlimit_core_soft}) and "
                     "refuses: \"Resource limits disable core dumping for process\"",
-                    {"summary": "Raise RLIMIT_CORE of the process (systemd-coredump honours %c)",
-                     "commands": [], "needs_restart": False})
+                    _fix("Raise RLIMIT_CORE of the process (systemd-coredump honours %c)", [], limit=True))
         if sc.get("socket") is None and sc.get("socket_known") is False:
             return ("unknown", "/proc/1/net/unix could not be read: cannot tell whether systemd-coredump's "
                     "socket /run/systemd/coredump is listening", None)
@@ -97,8 +99,9 @@ def policy(name, facts, argv_tokens, rlimit_core_soft, page_size, est_size, exe=
             return ("fail", "nothing listens on /run/systemd/coredump: systemd-coredump will log "
                     "\"Failed to connect to coredump service\" and the core is lost (the kernel still "
                     "reports \"core dumped\")",
-                    {"summary": "Start the systemd-coredump socket",
-                     "commands": ["systemctl enable --now systemd-coredump.socket"], "needs_restart": False})
+                    _fix("Start the systemd-coredump socket",
+                         [R.manual("start the systemd-coredump socket", "systemd-coredump hands each core to it",
+                                   ["systemctl enable --now systemd-coredump.socket"])]))
         if psm is not None and est_size and est_size > psm:
             return ("warn", f"the process uses at least {est_size} bytes, more than systemd-coredump's "
                     f"ProcessSizeMax ({conf.get('ProcessSizeMax', '2G')}): the core will not be stored",
@@ -109,17 +112,18 @@ def policy(name, facts, argv_tokens, rlimit_core_soft, page_size, est_size, exe=
         ap = facts.get("apport") or {}
         if ap.get("enabled") is False:
             return ("fail", "apport is disabled (/etc/default/apport enabled=0) but still in core_pattern: "
-                    "it drops the core", {"summary": "Enable apport or set another core_pattern",
-                                          "commands": ["sed -i 's/^enabled=0/enabled=1/' /etc/default/apport",
-                                                       "systemctl restart apport"],
-                                          "needs_restart": False})
+                    "it drops the core", _fix("Enable apport or set another core_pattern", [R.daemon_option(
+                        "apport", "enable apport (/etc/default/apport enabled=1)", "a disabled apport drops cores",
+                        ["sed -i 's/^enabled=0/enabled=1/' /etc/default/apport", "systemctl restart apport"])]))
         if apport_likely_packaged(exe) is False:
             return ("fail", f"apport ignores {exe}: it does not belong to a package (apport's likely_packaged(): "
                     "nothing under /usr/local/, /var/lib/, /home, /tmp ...), so neither report nor core is kept",
-                    {"summary": "Let apport keep crashes of unpackaged programs, or send cores elsewhere",
-                     "commands": ["printf '[main]\\nunpackaged=true\\n' >> ~/.config/apport/settings   # as the "
-                                  "crashing user", "# or: sysctl -w kernel.core_pattern=/var/crash/core.%e.%p.%t"],
-                     "needs_restart": False})
+                    _fix("Let apport keep crashes of unpackaged programs, or send cores elsewhere", [R.daemon_option(
+                        "apport", "let apport keep crashes of unpackaged programs (unpackaged=true in the crashing "
+                        "user's ~/.config/apport/settings), or send cores elsewhere",
+                        "apport ignores executables that no package owns",
+                        ["printf '[main]\\nunpackaged=true\\n' >> ~/.config/apport/settings   # as the "
+                         "crashing user", "# or: sysctl -w kernel.core_pattern=/var/crash/core.%e.%p.%t"])]))
         return ("warn", "apport writes a report to /var/crash (core in /var/lib/apport/coredump only when "
                 "%c is non-zero); it ignores executables that do not belong to a package", None)
     if name == "socket-unknown":
@@ -129,8 +133,19 @@ def policy(name, facts, argv_tokens, rlimit_core_soft, page_size, est_size, exe=
             "what it keeps is up to the helper", None)
 
 
+_PATTERN_CMDS = ["mkdir -p /var/crash && chmod 1777 /var/crash",
+                 "sysctl -w kernel.core_pattern=/var/crash/core.%e.%p.%t"]
+
+
+def _fix(summary, actions, limit=False, pattern=False):
+    cmds = [c for a in actions for c in R.commands(a)] + (_PATTERN_CMDS if pattern else [])
+    return {"summary": summary, "actions": actions, "commands": cmds, "needs_restart": False,
+            "limit": limit, "pattern": pattern}
+
+
 def _sc_fix(setting):
-    return {"summary": f"Let systemd-coredump keep cores ({setting})",
-            "commands": ["mkdir -p /etc/systemd/coredump.conf.d",
-                         "printf '%s\\n' '[Coredump]' '" + setting + "' > /etc/systemd/coredump.conf.d/90-coredoctor.conf"],
-            "needs_restart": False}
+    return _fix(f"Let systemd-coredump keep cores ({setting})", [R.daemon_option(
+        "systemd-coredump", f"{setting} in /etc/systemd/coredump.conf.d/90-coredoctor.conf",
+        "systemd-coredump reads its configuration at each crash",
+        ["mkdir -p /etc/systemd/coredump.conf.d",
+         "printf '%s\\n' '[Coredump]' '" + setting + "' > /etc/systemd/coredump.conf.d/90-coredoctor.conf"])])

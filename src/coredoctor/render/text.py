@@ -8,6 +8,8 @@ commands to fix.
 import shutil
 import textwrap
 
+from coredoctor.kernel import reasons
+
 __all__ = ["target_report", "summary_table", "explain_flags", "canary_report", "fix_plan", "fix_list",
            "fix_rollback", "crashes_report"]
 
@@ -69,7 +71,7 @@ def summary_table(targets, skipped=None):
     def rows(title, ts):
         out.extend(["", title])
         for t in ts:
-            reason = t["verdict"].split(" -- ", 1)[-1]
+            reason = reasons.reason_text(t) if "reasons" in t else t["verdict"]
             out.append(_cut(f"  {t['pid']:>7} {t['comm']:<16} {reason}", w))
 
     for gate, ts in sorted(by_gate.items(), key=lambda kv: -len(kv[1])):
@@ -120,7 +122,7 @@ def canary_report(r):
                 f"handler {p['core_destination'].get('handler')} keeps cores where coredoctor cannot check")
     else:
         what = f"left no core (died by signal {r['signal']}, WCOREDUMP={int(r['wcoredump'])})"
-    lines = [f"{who}: a real SIGSEGV {what}.", f"  check predicted: {p['verdict'].split(': ', 1)[-1]}"]
+    lines = [f"{who}: a real SIGSEGV {what}.", f"  check predicted: {p.get('outcome') or p['verdict']}"]
     if r["agrees"] is False:
         lines.insert(0, "MODEL MISMATCH: the kernel did not do what check predicted. This is a bug in "
                         "coredoctor's model: please report it with the output of 'coredoctor snapshot --all'.")

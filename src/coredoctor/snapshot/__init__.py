@@ -13,7 +13,7 @@ import time
 
 from coredoctor.errors import AccessDenied, NoSuchProcess, SnapshotError
 from coredoctor.kernel import core_pattern, gates
-from coredoctor.snapshot import fs, handlers, proc as procmod, ptrace, sysctl
+from coredoctor.snapshot import fs, handlers, own, proc as procmod, ptrace, sysctl
 
 __all__ = ["take", "load", "dump", "SCHEMA", "disabled_features"]
 
@@ -75,6 +75,7 @@ def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
     snap = {"schema": SCHEMA, "taken_at": time.time(), "kernel": kernel, "sysctl": sysctls,
             "targets": targets, "skipped": skipped, "processes": [procs[p] for p in sorted(procs)]}
     snap["handler"] = handlers.read_handler(parsed)
+    snap["own_files"], snap["own_dirs"] = own.read(procs[p].get("unit") for p in targets)
     snap["paths"] = {}
     signo = kernel["signals"].get(signal, 11)
     if parsed["kind"] == "file":

@@ -1,0 +1,226 @@
+"""
+The evaluator
+-------------
+Runs the gate table over a snapshot for one process. When a fact is not known exactly
+(dumpability 0 or 2 on a kernel without the pidfd query) the gates are evaluated once per
+possible value ("world") and the worlds are merged: an answer is given only when every world
+agrees, otherwise ``dumps`` is ``None`` with the reason. The result is the ``targets[]`` entry
+of coredoctor.check/1: gate results, reason records (composed into ``verdict`` by
+:mod:`.reasons`) and fixes (records of :mod:`.remedies`).
+"""
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, reasons, remedies as R
+from coredoctor.kernel.signal import FAULT_SIGNALS, SIG_KERNEL_COREDUMP, normalize_signal
+from coredoctor.kernel.table import GATE_IDS, GATES, on_branch
+from coredoctor.kernel.world import expand, make_world, parsed_pattern
+
+__all__ = ["evaluate", "evaluate_targets"]
+
+Target = Dict[str, Any]
+Result = Dict[str, Any]
+
+
+def _run(w: Dict[str, Any], full: bool = False) -> List[Result]:
+    """Gate results in order. The kernel stops at the first blocking failure; with *full* the
+    later gates are still evaluated (marked ``reached: False``) so that several possible worlds
+    can be compared gate by gate."""
+    results = []
+    stopped = False
+    for g in GATES:
+        if not on_branch(g, w["kind"]):
+            continue
+        r = g.predicate(w)
+        if r is None:
+            continue
+        r = dict(r, id=g.id, kernel_ref=g.kernel_ref, reached=not stopped)
+        if r.get("reason"):
+            r["reason"] = dict(r["reason"], gate=g.id)
+        results.append(r)
+        if r["status"] == "fail" and g.blocking:
+            if not full:
+                break  # the kernel stops here; later gates are not reached
+            stopped = True
+    return results
+
+
+def _outcome(results: List[Result]) -> Tuple[Optional[bool], Optional[str]]:
+    for r in results:
+        if r["status"] == "fail" and r["reached"]:
+            return False, r["id"]
+    if any(r["status"] == "unknown" and r["reached"] for r in results):
+        return None, None
+    return True, None
+
+
+def _destination(snap: Dict[str, Any], proc: Dict[str, Any], dumpable_value: int, signo: Optional[int],
+                 exp: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    parsed = parsed_pattern(snap)
+    if exp is None:
+        exp = expand(snap, proc, signo, dumpable_value, parsed)
+    if parsed["kind"] == "pipe":
+        return {"kind": "pipe", "path": " ".join(core_pattern.render(a) for a in exp["argv"]),
+                "handler": handlers.identify(parsed["helper"])}
+    if parsed["kind"] == "socket":
+        return {"kind": "socket", "path": parsed["path"], "handler": handlers.identify(parsed["path"])}
+    path = core_pattern.render(exp["parts"])
+    if not exp["absolute"]:
+        cwd = proc.get("cwd") or "."
+        path = (cwd.rstrip("/") + "/" + path) if cwd else path
+    return {"kind": "file", "path": path, "handler": None}
+
+
+def _reason_of(r: Result) -> Dict[str, Any]:
+    return r.get("reason") or reasons.reason(r["id"], "text", text=r["evidence"])
+
+
+def evaluate(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[str, Any]] = None,
+             signal: str = "SIGSEGV", how: Optional[str] = None,
+             by_pid: Optional[Dict[int, Dict[str, Any]]] = None) -> Target:
+    """Evaluate every gate for *proc* and return the target's verdict (the ``targets[]`` entry of
+    the ``coredoctor.check/1`` contract). *by_pid* (pid -> process entry of *snap*) may be passed
+    in when many targets of one snapshot are evaluated."""
+    k = snap["kernel"]
+    if signal not in SIG_KERNEL_COREDUMP:  # canonical names pass through (aliases: the CLI normalizes)
+        signal = normalize_signal(signal, k["signals"])
+    if how is None:
+        how = "fault" if signal in FAULT_SIGNALS else "kill"
+    d = proc.get("dumpable") or {}
+    cands = d.get("candidates") or [0, 1, 2]
+    if by_pid is None:
+        by_pid = {p["pid"]: p for p in snap["processes"]}
+    info = dmod.infer_cause(proc, lambda p: by_pid.get(p.get("ppid")), snap["sysctl"].get("fs.suid_dumpable"),
+                            d.get("value"))
+    worlds = []
+    for v in cands:
+        w = make_world(snap, proc, parent, signal, how, v, info)
+        res = _run(w, full=len(cands) > 1)
+        worlds.append((v, w, res, _outcome(res)))
+    dumps_set = {o[0] for _, _, _, o in worlds}
+    dumps = dumps_set.pop() if len(dumps_set) == 1 else None
+    gates = _merge([(v, [r for r in res if r["reached"]]) for v, _, res, _ in worlds])
+    blocking = None
+    if dumps is False:
+        # a gate that fails whatever the unknown value is names the cause best; else the earliest
+        failing = [{r["id"] for r in res if r["status"] == "fail"} for _, _, res, _ in worlds]
+        common = [gid for gid in GATE_IDS if all(gid in f for f in failing)]
+        blocking = common[0] if common else min((o[1] for _, _, _, o in worlds), key=GATE_IDS.index)
+    fixes = _fixes(snap, proc, parent, signal, how, cands, info, worlds, dumps, blocking)
+    signo = k["signals"].get(signal)
+    dest_value = d.get("value") if d.get("value") is not None else max(cands)
+    cause, cause_ev = info["cause"], info["evidence"]
+    target = {
+        "pid": proc["pid"], "comm": proc.get("comm"), "exe": proc.get("exe"), "unit": proc.get("unit"),
+        "signal": signal, "how": how,
+        "dumps": dumps, "blocking_gate": blocking,
+        "core_destination": _destination(snap, proc, dest_value, signo,
+                                         next((w["exp"] for v, w, _, _ in worlds if v == dest_value), None)),
+        "dumpable": {"value": d.get("value"), "source": d.get("source", "unknown"), "cause": cause,
+                     "evidence": d.get("evidence", "") + (f"; {cause_ev}" if cause_ev and cause else ""),
+                     "candidates": cands},
+        "gates": gates,
+        "fixes": [R.public_fix(f) for f in fixes],
+    }
+    target["reasons"] = _reasons(target, worlds, dumps, blocking)
+    target["verdict"] = reasons.verdict(target)
+    if dumps is None:
+        target["undecided_by"] = next((g["id"] for g in gates if g["status"] == "unknown"), None)
+    return target
+
+
+def evaluate_targets(snap: Dict[str, Any], pids: List[int], signal: str = "SIGSEGV",
+                     how: Optional[str] = None) -> List[Target]:
+    """:func:`evaluate` for each of *pids* (processes of *snap*)."""
+    procs = {p["pid"]: p for p in snap["processes"]}
+    return [evaluate(snap, procs[pid], procs.get(procs[pid].get("ppid")), signal, how, procs) for pid in pids]
+
+
+def _fixes(snap, proc, parent, signal, how, cands, info, worlds, dumps, blocking):
+    fixes, seen = [], set()
+
+    def add(f, summary=None):
+        s = summary or f["summary"]
+        if s not in seen:
+            seen.add(s)
+            fixes.append(dict(f, summary=s))
+
+    for _, _, res, _ in worlds:
+        for r in res:
+            if r["status"] in ("fail", "warn") or (r["status"] == "unknown" and dumps is None):
+                for f in r.get("fixes") or []:
+                    add(f)
+    if blocking == "dumpable" and dmod.SUID_DUMP_ROOT not in cands:
+        # what the process would meet once fs.suid_dumpable=2 is in force after a restart
+        w2 = make_world(snap, proc, parent, signal, how, dmod.SUID_DUMP_ROOT, info)
+        for r in _run(w2):
+            if r["status"] == "fail" and r["id"] not in ("dumpable", "suid-path"):
+                for f in r.get("fixes") or []:
+                    add(f, f"Then, for the restarted process (dumped as root): {f['summary']} "
+                           f"({r['id']}: {r['evidence']})")
+    # what is in place already is left out: check shows, and fix plans, what is still to do
+    facts = R.facts_of(snap)
+    out = []
+    for f in fixes:
+        acts = [a for a in f["actions"] if not R.settled(a, facts)]
+        if acts or not f["actions"]:
+            out.append(dict(f, actions=acts))
+    return out
+
+
+def _reasons(t: Target, worlds, dumps, blocking) -> List[Dict[str, Any]]:
+    if dumps is True:
+        return []
+    if dumps is False:
+        rs = []
+        for _, _, res, o in worlds:
+            for r in res:
+                if r["id"] == blocking and r["status"] == "fail":
+                    rs.append(_reason_of(r))
+                    break
+            else:
+                rs.extend(_reason_of(r) for r in res if r["id"] == o[1])
+        return reasons.dedup(rs)
+    d = t["dumpable"]
+    if d["value"] is None and len(d["candidates"]) > 1:
+        return [reasons.reason("dumpable", "dumpable-candidates", candidates=d["candidates"], evidence=d["evidence"])]
+    g = next((g for g in t["gates"] if g["status"] == "unknown"), None)
+    return [reasons.reason(g["id"], "text", text=g["evidence"])] if g else []
+
+
+def _merge(world_results):
+    """One gate list for the target: identical results merge; differing ones become 'unknown'
+    with each world's answer in the evidence."""
+    if len(world_results) == 1:
+        return [_public(r) for r in world_results[0][1]]
+    order = []
+    by_id = {}
+    for v, res in world_results:
+        for r in res:
+            if r["id"] not in by_id:
+                by_id[r["id"]] = {}
+                order.append(r["id"])
+            by_id[r["id"]][v] = r
+    out = []
+    for gid in sorted(order, key=GATE_IDS.index):
+        rs = by_id[gid]
+        vals = list(rs.values())
+        if len(rs) == len(world_results) and len({(r["status"], r["evidence"]) for r in vals}) == 1:
+            out.append(_public(vals[0]))
+            continue
+        statuses = {r["status"] for r in vals}
+        status = statuses.pop() if len(statuses) == 1 else "unknown"
+        ev = "; ".join(f"if dumpable={v}: {r['status']} -- {r['evidence']}" for v, r in sorted(rs.items()))
+        missing = [v for v, _ in world_results if v not in rs]
+        if missing:
+            ev += "; " + "; ".join(f"if dumpable={v}: not reached" for v in missing)
+        m = _public(vals[0])
+        m.update(status=status, evidence=ev)
+        out.append(m)
+    return out
+
+
+def _public(r):
+    fix = r.get("fixes") or []
+    return {"id": r["id"], "status": r["status"], "evidence": r["evidence"], "kernel_ref": r["kernel_ref"],
+            "fix": "; ".join(f["summary"] for f in fix) if fix else None}

@@ -1,0 +1,427 @@
+"""
+Gate predicates
+---------------
+One function per gate of :mod:`coredoctor.kernel.table`: ``predicate(world)`` returns None
+(no facts to judge by) or a result ``{"status", "evidence", "reason"?, "fixes"?}``: status
+pass/fail/warn/unknown, the evidence (what was seen), a reason record
+(:mod:`.reasons`) for the verdict sentence, and the remedies (:mod:`.remedies`). The evaluator
+calls a predicate only on its gate's branch, so predicates do not check the branch.
+"""
+
+import shlex
+import stat
+from typing import Any, Dict, List, Optional
+
+from coredoctor import programs
+from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, namei, remedies as R
+from coredoctor.kernel.reasons import reason, who
+from coredoctor.kernel.signal import FAULT_SIGNALS, disposition
+from coredoctor.kernel.world import dump_cred, estimate_core_size, limit_text, who_values
+
+Result = Dict[str, Any]
+World = Dict[str, Any]
+
+
+def _r(status: str, evidence: str, why: Optional[Dict[str, Any]] = None,
+       fixes: Optional[List[Dict[str, Any]]] = None) -> Result:
+    d: Result = {"status": status, "evidence": evidence}
+    if why:
+        d["reason"] = why
+    if fixes:
+        d["fixes"] = [f for f in fixes if f]
+    return d
+
+
+def _text(s: str) -> Dict[str, Any]:
+    return reason(None, "text", text=s)
+
+
+def _facts(w: World) -> Dict[str, Any]:
+    if "facts" not in w:
+        w["facts"] = R.facts_of(w["snap"])
+    return w["facts"]
+
+
+# --------------------------------------------------------------------------- shared remedies
+
+
+def _pattern_actions(w: World, *extra: str) -> List[Dict[str, Any]]:
+    """An absolute core_pattern in a sticky world-writable /var/crash, persisted."""
+    return [R.mkdir(R.DEFAULT_DIR, "1777", "where the cores go (sticky like /tmp: each core is a 0600 file of "
+                    "its owner)", risk="a world-writable (sticky) directory: any user may create files there"),
+            R.sysctl("kernel.core_pattern", R.DEFAULT_PATTERN, "an absolute core name in a directory every "
+                     "process can write; %p and %t keep one crash from overwriting another"),
+            R.sysctl_persist({"kernel.core_pattern": R.DEFAULT_PATTERN, **{k: v for k, v in extra}}, _facts(w))]
+
+
+def _pattern_fix(w: World, why: str) -> Dict[str, Any]:
+    return R.fix(f"Point kernel.core_pattern at a writable directory ({why})", _pattern_actions(w))
+
+
+def _limit_actions(w: World, resource: str = "core") -> List[Dict[str, Any]]:
+    proc = w["proc"]
+    acts = [R.prlimit(proc["pid"], resource, f"RLIMIT_{resource.upper()} of the running process "
+                      "(takes effect at once)")]
+    if resource != "core":
+        return acts
+    if proc.get("unit"):
+        acts.append(R.dropin(proc["unit"], "core", ["[Service]", "LimitCORE=infinity"],
+                             "LimitCORE= for the next start of the unit"))
+    else:
+        acts.append(R.manual("make RLIMIT_CORE persistent where the program is started ('ulimit -c unlimited' "
+                             "in its start script, or /etc/security/limits.d for login sessions)",
+                             "a live limit is lost when the process is started again",
+                             ["# persist: 'ulimit -c unlimited' in the script that starts it, or "
+                              "'* soft core unlimited' in /etc/security/limits.d/ for login sessions"]))
+    return acts
+
+
+def _limit_fix(w: World) -> Dict[str, Any]:
+    return R.fix("Raise RLIMIT_CORE of the running process (takes effect now) and where it comes from",
+                 _limit_actions(w))
+
+
+def _restart(w: World, why: str) -> Dict[str, Any]:
+    return R.restart(w["proc"], why)
+
+
+# --------------------------------------------------------------------------- gates
+
+
+def signal(w: World) -> Result:
+    proc, k = w["proc"], w["kernel"]
+    nspid = proc.get("nspid") or [proc["pid"]]
+    status, ev = disposition(w["signal"], w["how"], k["signals"], proc.get("sig") or {},
+                             proc.get("thread_blocked"), proc.get("tracer_pid", 0),
+                             ns_init=len(nspid) > 1 and nspid[-1] == 1, global_init=proc["pid"] == 1)
+    if status == "unknown" and ev.endswith("(handler)"):
+        known = programs.reraising_handler(proc.get("exe"), w["signal"])
+        if known:
+            status, ev = "pass", f"{w['signal']} has a handler installed (SigCgt), known to re-raise: {known}"
+    fixes = None
+    if status == "fail" and w["signal"] in FAULT_SIGNALS and w["how"] == "kill":
+        fixes = [R.fix("A real fault still dumps; only kill-sent signals are dropped this way",
+                       [R.manual("a real fault still dumps; only kill-sent signals are dropped this way",
+                                 "the signal's disposition is the program's own choice")])]
+    return _r(status, ev, _text(ev) if status in ("fail", "unknown") else None, fixes)
+
+
+def kernel_config(w: World) -> Result:
+    if not w["kernel"]["features"].get("coredump", True):
+        return _r("fail", "/proc/sys/kernel/core_pattern does not exist: the kernel is built without "
+                  "CONFIG_COREDUMP, so vfs_coredump() is an empty stub", reason(None, "no-coredump-config"))
+    return _r("pass", "core dumps are built in (kernel.core_pattern exists)")
+
+
+def dumpable(w: World) -> Result:
+    v = w["dumpable"]
+    d = w["proc"].get("dumpable") or {}
+    if v == dmod.SUID_DUMP_DISABLE:
+        info = w["cause_info"]
+        cause, cev = info["cause"], info["evidence"]
+        why = reason(None, "not-dumpable", cause=cause, via=info.get("via"), origin=info.get("origin"),
+                     origin_comm=info.get("origin_comm"), to=info.get("to"), suid_dumpable_now=w["sysctl"].get(
+                         "fs.suid_dumpable"), **{"from": info.get("from")})
+        return _r("fail", f"dumpable=0 ({d.get('evidence')}); cause {cause}: {cev}", why, [_dumpable_fix(w, cause)])
+    if v == dmod.SUID_DUMP_ROOT:
+        return _r("pass", f"dumpable=2 (SUID_DUMP_ROOT; {d.get('source', 'unknown')}): it dumps as root, only to "
+                  "an absolute path or a pipe/socket")
+    return _r("pass", f"dumpable=1 ({d.get('evidence')})")
+
+
+_SUID2_RISK = ("fs.suid_dumpable=2 is host-wide: every process that changed credentials (set-id programs, "
+               "privilege-dropping daemons) will dump too, as root-owned 0600 files; cores can hold secrets "
+               "(keys, passwords, session data)")
+
+
+def _dumpable_fix(w: World, cause: str) -> Dict[str, Any]:
+    proc = w["proc"]
+    if cause == "prctl":
+        extra = risk = None
+        if proc.get("comm") in programs.DELIBERATELY_UNDUMPABLE:
+            extra = f" ({proc.get('comm')} does this on purpose: its memory holds secrets)"
+            risk = f"{proc.get('comm')} makes itself non-dumpable on purpose: its memory holds secrets"
+        return R.fix("The program disabled dumping itself" + (extra or "") + "; enable it in the program's "
+                     "own configuration, or take a core of the live process with gcore",
+                     [R.manual("the program turned dumping off itself (prctl(PR_SET_DUMPABLE, 0)); no sysctl "
+                               "changes that: enable dumps in its own configuration, or take a live core with "
+                               "gcore", "prctl(PR_SET_DUMPABLE, 0) is the program's own decision",
+                               [f"gcore -o /var/crash/core.{shlex.quote(str(proc.get('comm')))} {proc['pid']}"
+                                "   # needs gdb and CAP_SYS_PTRACE"], risk=risk)])
+    parsed = w["parsed"]
+    acts: List[Dict[str, Any]] = []
+    if parsed["kind"] == "file" and not parsed["absolute"]:
+        acts += _pattern_actions(w, ("fs.suid_dumpable", "2"))[:2]
+        persist = {"kernel.core_pattern": R.DEFAULT_PATTERN, "fs.suid_dumpable": "2"}
+    else:
+        if parsed["kind"] == "file":
+            dirpath, _ = core_pattern.split_dir(core_pattern.expand(parsed, {})["parts"])
+            if dirpath and dirpath.startswith("/") and _facts(w)["dirs"].get(dirpath) is False:
+                acts.append(R.mkdir(dirpath, "1777", "the pattern's directory"))
+        persist = {"fs.suid_dumpable": "2"}
+    switch = programs.own_switch(proc.get("exe"))
+    if switch:
+        acts.append(R.daemon_option(str(proc.get("comm")), f"alternative with a smaller blast radius: {switch}",
+                                    "the daemon's own switch keeps only this program dumpable"))
+    acts += [R.sysctl("fs.suid_dumpable", 2, "processes that changed credentials dump again, as root",
+                      risk=_SUID2_RISK),
+             R.sysctl_persist(persist, _facts(w)),
+             _restart(w, "its dumpable flag was copied at its privilege change; only a restart re-reads "
+                         "fs.suid_dumpable")]
+    return R.fix("Set fs.suid_dumpable=2 (cores of such processes are written as root, mode 0600, only to an "
+                 "absolute path or a pipe/socket; they may hold secrets), then restart the process: the flag "
+                 "is copied at the moment of the privilege change", acts)
+
+
+def rlimit_core(w: World) -> Result:
+    proc, kind = w["proc"], w["kind"]
+    soft, hard = ((proc.get("limits") or {}).get("core") or [None, None])
+    lim = f"RLIMIT_CORE soft {limit_text(soft)} (hard {limit_text(hard)})"
+    if kind == "pipe":
+        if soft == 1:
+            return _r("fail", f"{lim}: 1 marks a recursive crash of a pipe helper (umh_pipe_setup()), so the "
+                      "kernel aborts (\"RLIMIT_CORE is set to 1, aborting core\")",
+                      reason(None, "rlimit-core-one"), [_limit_fix(w)])
+        return _r("pass", f"{lim}: ignored in pipe mode (cprm.limit = RLIM_INFINITY); the helper may read it via %c")
+    if kind == "socket":
+        return _r("pass", f"{lim}: ignored completely in socket mode")
+    page = w["kernel"].get("page_size", 4096)
+    if soft is not None and soft < page:
+        return _r("fail", f"{lim} is below binfmt->min_coredump ({page} bytes): the file branch gives up "
+                  "silently", reason(None, "rlimit-core-below-page", soft=soft, page=page), [_limit_fix(w)])
+    est = estimate_core_size(proc)
+    if soft is not None and est and soft < est:
+        return _r("warn", f"{lim} is less than the process's anonymous memory (~{est} bytes): the core will "
+                  "be truncated", fixes=[_limit_fix(w)])
+    return _r("pass", lim)
+
+
+def suid_path(w: World) -> Optional[Result]:
+    if w["dumpable"] != dmod.SUID_DUMP_ROOT:
+        return None
+    if w["exp"]["absolute"]:
+        return _r("pass", "dumpable=2 and the core name is absolute")
+    name = core_pattern.render(w["exp"]["parts"])
+    return _r("fail", f"dumpable=2 and the core name {name!r} is not absolute: \"can only dump core to a "
+              "fully qualified path, skipping core dump\"",
+              reason(None, "suid-relative", pattern=w["sysctl"].get("kernel.core_pattern")),
+              [R.fix("Use an absolute core_pattern (or a pipe) for processes in dump mode 2", _pattern_actions(w))])
+
+
+def core_dir(w: World) -> Optional[Result]:
+    key, base, d, _ = w["view"]
+    if d is None:
+        return _r("unknown", "the directory part of the core name depends on a value known only at crash time "
+                  f"({core_pattern.render(w['exp']['parts'])})")
+    facts = (w["snap"].get("paths") or {}).get(key)
+    if facts is None:
+        return _r("unknown", f"the snapshot has no facts about {d} as this process sees it")
+    where = "the host root (dumpable=2 opens from init_task's root)" if base == "/" else (
+        "its cwd" if key.startswith("cwd:") else "its root")
+    shown = d if d.startswith("/") else (f"{w['proc'].get('cwd')}/{d}" if d != "." else (w["proc"].get("cwd") or "."))
+    if not facts.get("exists"):
+        err = facts.get("error")
+        if err in ("ENOENT", "ENOTDIR", "ELOOP"):
+            fix = (R.fix(f"Create {shown}", [R.mkdir(shown, "1777", "the pattern's directory")])
+                   if d.startswith("/") else _pattern_fix(w, "the relative directory is missing"))
+            return _r("fail", f"{shown} (from {where}) cannot be reached: {err} at {facts.get('missing', d)}; "
+                      "the open fails silently", reason(None, "dir-missing", dir=shown), [fix])
+        return _r("unknown", f"could not read {shown}: {err}")
+    cred = dump_cred(w)
+    wv = who_values(w)
+    for comp in facts["walk"][:-1]:
+        if not namei.may_access(comp, cred, namei.MAY_EXEC):
+            return _r("fail", f"{who(wv)} may not search {comp['path']} (mode {stat.filemode(comp['mode'])} "
+                      f"{comp['uid']}:{comp['gid']}): EACCES, silent",
+                      reason(None, "dir-unreachable", dir=shown, component=comp["path"], who=wv),
+                      [_pattern_fix(w, "the process cannot reach the current one")])
+    last = facts["walk"][-1]
+    if not namei.may_access(last, cred, namei.MAY_WRITE | namei.MAY_EXEC):
+        why = reason(None, "dir-not-writable", dir=shown, who=wv)
+        if not d.startswith("/") and (w["proc"].get("cwd") == "/"):
+            why = reason(None, "cwd-root-not-writable", who=wv)
+        return _r("fail", f"{shown} (mode {stat.filemode(last['mode'])} {last['uid']}:{last['gid']}) is not "
+                  f"writable and searchable by {who(wv)}: the open fails with EACCES, silently",
+                  why, [_pattern_fix(w, "the current one is not writable by the process")])
+    if (facts.get("fs") or {}).get("readonly"):
+        return _r("fail", f"{shown} is on a read-only filesystem: EROFS, silent",
+                  reason(None, "dir-readonly", dir=shown), [_pattern_fix(w, "read-only filesystem")])
+    return _r("pass", f"{shown} (mode {stat.filemode(last['mode'])} {last['uid']}:{last['gid']}, from {where}) "
+              f"is writable by {who(wv)}")
+
+
+def core_file(w: World) -> Optional[Result]:
+    if w["view"][2] is None:
+        return None
+    proc = w["proc"]
+    umask = proc.get("umask")
+    if umask is not None and umask & 0o600:
+        mode = 0o600 & ~umask
+        why = "a umask applies from the next start"
+        acts = ([R.dropin(proc["unit"], "umask", ["[Service]", "UMask=0022"],
+                          "a umask that keeps the core's 0600 mode", needs_restart=True)] if proc.get("unit") else
+                [R.manual("start the program with a umask that keeps owner read/write (e.g. umask 022)",
+                          "the core is created with the process's umask", ["# set 'umask 022' where it is started"])])
+        return _r("fail", f"the process's umask is {umask:04o}: the core is created with mode {mode:04o}, and "
+                  "the kernel requires (i_mode & 0677) == 0600 (\"cannot preserve file permissions\"); an empty "
+                  "file is left", reason(None, "umask", umask=umask, mode=mode),
+                  [R.fix("Give the process a umask that keeps owner read/write (e.g. 0022)",
+                         acts + [_restart(w, why)])])
+    base_parts = w["view"][3]
+    name = core_pattern.render(base_parts)
+    if any(p is None for p in base_parts):
+        return _r("pass", f"the file name {name} includes a value known only at crash time; no existing file "
+                  "to collide with")
+    f = ((proc.get("dest") or {}).get(str(w["dumpable"])) or {}).get("file")
+    if f is None:
+        return _r("pass", f"no facts about an existing {name}")
+    if f.get("exists") is None:
+        return _r("unknown", f"could not tell whether {name} exists ({f.get('error')})")
+    if not f.get("exists"):
+        return _r("pass", f"{name} does not exist yet (O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600)")
+    facts = (w["snap"].get("paths") or {}).get(w["view"][0]) or {}
+    dir_inode = facts["walk"][-1] if facts.get("walk") else None
+    # never delete a core: the remedy is a name that does not collide
+    fix = R.fix(f"Remove the old {name}, or put %p and %t in kernel.core_pattern", _pattern_actions(w))
+    if w["dumpable"] == dmod.SUID_DUMP_ROOT:
+        return _r("fail", f"{name} exists and dumpable=2 does not unlink it first: O_EXCL fails with EEXIST",
+                  reason(None, "file-exists", name=name), [fix])
+    if stat.S_ISDIR(f["mode"]):
+        return _r("fail", f"{name} exists and is a directory", reason(None, "dir-in-way", name=name), [fix])
+    if dir_inode is not None:
+        ok, why = namei.may_delete(dir_inode, f, dump_cred(w))
+        if not ok:
+            return _r("fail", f"{name} exists (owner {f['uid']}) and the process cannot unlink it ({why}): "
+                      "O_EXCL fails with EEXIST, silently", reason(None, "old-file", name=name, uid=f["uid"]), [fix])
+    return _r("pass", f"an old {name} exists; the kernel unlinks it first (it may)")
+
+
+def space(w: World) -> Optional[Result]:
+    if w["view"][2] is None:
+        return None
+    facts = (w["snap"].get("paths") or {}).get(w["view"][0]) or {}
+    fs = facts.get("fs")
+    if not fs:
+        return None
+    cred = dump_cred(w)
+    # ext2/3/4 reserved blocks: for fsuid == resuid, a member of resgid, or CAP_SYS_RESOURCE
+    # (ext4_has_free_clusters(), fs/ext4/balloc.c); resuid/resgid default to 0
+    opts = dict(o.partition("=")[::2] for o in (fs.get("super_options") or "").split(","))
+    resuid, resgid = int(opts.get("resuid") or 0), int(opts.get("resgid") or 0)
+    root_reserve = (cred["fsuid"] == resuid or (resgid != 0 and resgid in [cred["fsgid"]] + list(cred["groups"]))
+                    or namei.has_cap(cred["cap_eff"], namei.CAP_SYS_RESOURCE))
+    free = fs["bfree"] if root_reserve else fs["bavail"]
+    est = estimate_core_size(w["proc"]) or 0
+    if free <= 0:
+        return _r("fail", f"no free space where the core goes ({free} bytes"
+                  f"{' incl. the reserved blocks' if root_reserve else ''}): an empty file is created",
+                  reason(None, "fs-full"),
+                  [R.fix("Free space on the core's filesystem",
+                         [R.manual("free space on the core's filesystem", "a full filesystem leaves an empty core",
+                                   [f"df -h {shlex.quote(str(facts.get('dir')))}"])])])
+    if est and free < est:
+        return _r("warn", f"{free} bytes free, the process has ~{est} bytes of anonymous memory: the core will "
+                  "be truncated (ENOSPC)")
+    return _r("pass", f"{free} bytes free (core needs ~{est} bytes)")
+
+
+def pipe_handler(w: World) -> Result:
+    parsed = w["parsed"]
+    pl = w["sysctl"].get("kernel.core_pipe_limit") or 0
+    note = (f"; core_pipe_limit={pl}: when more than {pl} dumps run at once, this one is skipped" if pl else "")
+    if not parsed.get("valid"):
+        return _r("fail", "core_pattern is a bare '|': format_corename() fails", reason(None, "pipe-empty"),
+                  [_pattern_fix(w, "the pipe names no helper")])
+    h = (w["snap"].get("handler") or {}).get("helper") or {}
+    path = parsed["helper"]
+    fix = R.fix(f"Install {path} or point kernel.core_pattern at an existing helper or an absolute path",
+                _pattern_actions(w))
+    if not h.get("exists"):
+        return _r("fail", f"the pipe helper {path} does not exist ({h.get('error', 'ENOENT')}): "
+                  "call_usermodehelper_exec() fails, \"pipe failed\"", reason(None, "helper-missing", path=path), [fix])
+    if not h.get("executable"):
+        return _r("fail", f"the pipe helper {path} is not an executable regular file: \"pipe failed\"",
+                  reason(None, "helper-not-executable", path=path), [fix])
+    if h.get("interpreter") and not h.get("interpreter_exists"):
+        return _r("fail", f"the pipe helper {path} is a script for {h['interpreter']}, which is missing",
+                  reason(None, "interpreter-missing", path=path), [fix])
+    return _r("pass", f"the pipe helper {path} exists and is executable (runs as root in the initial "
+              f"namespaces){note}")
+
+
+def socket_handler(w: World) -> Result:
+    parsed = w["parsed"]
+    h = w["snap"].get("handler") or {}
+    path = parsed["path"]
+    cmd = ("systemctl start systemd-coredump.socket" if path.startswith("/run/systemd/coredump")
+           else f"# start the listener of {path}")
+    fix = R.fix(f"Start the server that listens on {path}",
+                [R.manual(f"start the server that listens on {path}", "the kernel connects to it at each crash",
+                          [cmd])])
+    if not h.get("exists"):
+        return _r("fail", f"the core socket {path} does not exist: \"Coredump socket connection failed -2\"",
+                  reason(None, "socket-missing", path=path), [fix])
+    if h.get("listening") is None and h.get("listening_known") is False:
+        return _r("unknown", f"{path} exists, but /proc/1/net/unix could not be read to see whether a server "
+                  "listens there")
+    if h.get("listening") is None:
+        return _r("fail", f"{path} exists but no socket listens there (in the initial network namespace): "
+                  "\"connection refused\"", reason(None, "socket-not-listening", path=path), [fix])
+    return _r("pass", f"a {h['listening']} socket listens on {path} (resolved from the host root, init_net; "
+              f"{parsed['protocol']} protocol)")
+
+
+def handler_policy(w: World) -> Result:
+    parsed = w["parsed"]
+    h = w["snap"].get("handler") or {}
+    if w["kind"] == "pipe":
+        name = handlers.identify(parsed["helper"])
+        tokens = parsed["tokens"][1:]
+    else:
+        name = handlers.identify(parsed["path"])
+        name = name if name == "systemd-coredump" else "socket-unknown"
+        tokens = []
+        if name == "systemd-coredump":
+            h = dict(h, systemd_coredump={"conf": (h.get("systemd_coredump") or {}).get("conf", {}),
+                                          "socket": h.get("listening")})
+    soft = ((w["proc"].get("limits") or {}).get("core") or [None])[0]
+    status, ev, fix = handlers.policy(name, h, tokens, soft, w["kernel"].get("page_size", 4096),
+                                      estimate_core_size(w["proc"]), exe=w["proc"].get("exe"))
+    fixes = None
+    if fix:
+        acts = list(fix.get("actions") or [])
+        if fix.get("limit"):
+            acts = _limit_actions(w)
+        if fix.get("pattern"):
+            acts += _pattern_actions(w)
+        fixes = [R.fix(fix["summary"], acts)]
+    return _r(status, ev, _text(ev) if status == "fail" else None, fixes)
+
+
+def rlimit_fsize(w: World) -> Result:
+    soft = ((w["proc"].get("limits") or {}).get("fsize") or [None])[0]
+    if soft is None:
+        return _r("pass", "RLIMIT_FSIZE unlimited")
+    fix = R.fix("Raise RLIMIT_FSIZE", _limit_actions(w, "fsize"))
+    if soft == 0:
+        return _r("fail", "RLIMIT_FSIZE is 0: the first write of the core fails with EFBIG (the SIGXFSZ is "
+                  "dropped) and an empty file is left", reason(None, "fsize-zero"), [fix])
+    est = estimate_core_size(w["proc"])
+    if est and soft < est:
+        return _r("warn", f"RLIMIT_FSIZE soft {soft} is less than the core (~{est} bytes): the core is truncated "
+                  "at that size", fixes=[fix])
+    return _r("pass", f"RLIMIT_FSIZE soft {soft}")
+
+
+def coredump_filter(w: World) -> Optional[Result]:
+    f = w["proc"].get("coredump_filter")
+    if f is None:
+        return None
+    if not int(f, 16) & 1:
+        return _r("warn", f"coredump_filter {f} leaves out anonymous private memory (bit 0): the heap and "
+                  "stacks will be missing from the core", fixes=[R.fix(
+                      "Include anonymous memory in the core",
+                      [R.manual("include anonymous memory in the core (coredump_filter bit 0)",
+                                "the heap and stacks are what a core is read for",
+                                [f"echo 0x33 > /proc/{w['proc']['pid']}/coredump_filter"])])])
+    return _r("pass", f"coredump_filter {f}")
