@@ -7,6 +7,7 @@ non-empty core exists exactly where check said, or nowhere.
 """
 import glob
 import grp
+import json
 import os
 import pwd
 import signal
@@ -18,6 +19,7 @@ from typing import Optional
 import pytest
 
 import lab as L
+from coredoctor.kernel import remedies as R
 from coredoctor.snapshot import pidfd as pidfd_mod
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
@@ -185,6 +187,21 @@ def _kernel_outcome(sc, t, v, labroot, before):
     return False, None
 
 
+def _check_is_fix_plan(t, v, sc, env):
+    """fix plans, for this state, exactly the records check's fixes carry (merged, in order)."""
+    args = ["fix", "--pid", str(v.pid), "--json", "--signal", sc.signal] + (["--how", sc.how] if sc.how else [])
+    r = L.coredoctor(*args, env_extra=env)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    doc = json.loads(r.stdout)
+    records = [a for f in t["fixes"] for a in f["actions"]]
+    planned = doc["actions"] + doc["reported"]
+    if not doc["refused"]:
+        assert planned == R.merge(records), (planned, records)
+    else:
+        assert all(a in records for a in planned)
+    assert doc["targets"][0]["verdict"] == t["verdict"]
+
+
 MODES = ["pidfd", "fallback"]
 
 
@@ -212,6 +229,7 @@ def test_crashlab(sc, mode, labdir):
             assert any(g["id"] == gid and g["status"] == "warn" for g in t["gates"]), t["gates"]
         if t["dumps"] is False:
             assert t["fixes"] or t["blocking_gate"] == "signal", "a blocked core must come with a fix"
+        _check_is_fix_plan(t, v, sc, env)
         # now the real crash
         before = _tree(labroot)
         if sc.action == "fault":

@@ -12,6 +12,7 @@ import os
 import resource
 import subprocess
 import time
+from typing import Any, Dict, List, Tuple, Union
 
 from coredoctor.errors import Error, UsageError
 from coredoctor.fix import journal
@@ -129,19 +130,19 @@ def _target_rec(t):
             "starttime": _starttime(t["pid"])}
 
 
-def entry_targets(entry):
+def entry_targets(entry: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The targets of a journal entry (entries written before multi-target journaling have one)."""
     return entry.get("targets") or ([entry["target"]] if entry.get("target") else [])
 
 
-def apply(fix_id, targets, plan):
+def apply(fix_id: str, targets: Union[Dict[str, Any], List[Dict[str, Any]]], plan: Dict[str, Any]) -> Dict[str, Any]:
     """Apply *plan* for *targets* (a list; one target dict is accepted too), journaling first:
     every target and every record, applied ones with their prior state; records a person does
     (restart, manual, daemon-option) are journaled as reported, not applied. Returns the entry."""
     if isinstance(targets, dict):
         targets = [targets]
     recs = [_target_rec(t) for t in targets]
-    entry = {"id": fix_id, "created": time.time(), "state": "applying", "target": recs[0] if recs else None,
+    entry: Dict[str, Any] = {"id": fix_id, "created": time.time(), "state": "applying", "target": recs[0] if recs else None,
              "targets": recs,
              "plan": {k: plan.get(k, []) for k in ("needs_restart", "security", "warnings", "manual")},
              "actions": []}
@@ -175,7 +176,7 @@ def apply(fix_id, targets, plan):
     return entry
 
 
-def apply_document(doc, targets):
+def apply_document(doc: Dict[str, Any], targets: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Apply the plan of a coredoctor.fix/1 *doc* (from :func:`coredoctor.fix.plan.document`) and
     record the outcome in it: ``id``, ``applied``, ``errors``."""
     if doc["refused"]:
@@ -189,7 +190,7 @@ def apply_document(doc, targets):
     return doc
 
 
-def raise_apply_error(entry, rec, a, e):
+def raise_apply_error(entry: Dict[str, Any], rec: Dict[str, Any], a: Dict[str, Any], e: OSError) -> None:
     entry["state"] = "failed"
     rec["error"] = f"{e.strerror or e}"
     journal.save(entry)
@@ -198,7 +199,7 @@ def raise_apply_error(entry, rec, a, e):
                      f"back{'; ' + '; '.join(notes) if notes else ''}")
 
 
-def rollback_entry(entry):
+def rollback_entry(entry: Dict[str, Any]) -> List[str]:
     notes = []
     # reverse order: the persisted file first, suid_dumpable before core_pattern (the safe order)
     for rec in reversed(entry["actions"]):
@@ -214,14 +215,14 @@ def rollback_entry(entry):
     return notes
 
 
-def rollback(fix_id):
+def rollback(fix_id: str) -> Tuple[Dict[str, Any], List[str]]:
     entry = journal.load(fix_id)
     if entry.get("state") == "rolled-back":
         raise UsageError(f"fix {fix_id} was already rolled back")
     return entry, rollback_entry(entry)
 
 
-def _describe(a):
+def _describe(a: Dict[str, Any]) -> str:
     k = a["kind"]
     if k == "sysctl":
         return f"sysctl -w {a['key']}={a['value']}"

@@ -54,7 +54,7 @@ def _outcome(results: List[Result]) -> Tuple[Optional[bool], Optional[str]]:
     return True, None
 
 
-def _destination(snap: Dict[str, Any], proc: Dict[str, Any], dumpable_value: int, signo: Optional[int],
+def _destination(snap: Dict[str, Any], proc: Dict[str, Any], dumpable_value: Optional[int], signo: Optional[int],
                  exp: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     parsed = parsed_pattern(snap)
     if exp is None:
@@ -77,10 +77,11 @@ def _reason_of(r: Result) -> Dict[str, Any]:
 
 def evaluate(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[str, Any]] = None,
              signal: str = "SIGSEGV", how: Optional[str] = None,
-             by_pid: Optional[Dict[int, Dict[str, Any]]] = None) -> Target:
+             by_pid: Optional[Dict[int, Dict[str, Any]]] = None, facts: Optional[Dict[str, Any]] = None) -> Target:
     """Evaluate every gate for *proc* and return the target's verdict (the ``targets[]`` entry of
-    the ``coredoctor.check/1`` contract). *by_pid* (pid -> process entry of *snap*) may be passed
-    in when many targets of one snapshot are evaluated."""
+    the ``coredoctor.check/1`` contract). *by_pid* (pid -> process entry of *snap*) and *facts*
+    (:func:`coredoctor.kernel.remedies.facts_of` of *snap*) may be passed in when many targets of
+    one snapshot are evaluated."""
     k = snap["kernel"]
     if signal not in SIG_KERNEL_COREDUMP:  # canonical names pass through (aliases: the CLI normalizes)
         signal = normalize_signal(signal, k["signals"])
@@ -90,11 +91,13 @@ def evaluate(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[s
     cands = d.get("candidates") or [0, 1, 2]
     if by_pid is None:
         by_pid = {p["pid"]: p for p in snap["processes"]}
+    if facts is None:
+        facts = R.facts_of(snap)
     info = dmod.infer_cause(proc, lambda p: by_pid.get(p.get("ppid")), snap["sysctl"].get("fs.suid_dumpable"),
                             d.get("value"))
     worlds = []
     for v in cands:
-        w = make_world(snap, proc, parent, signal, how, v, info)
+        w = make_world(snap, proc, parent, signal, how, v, info, facts)
         res = _run(w, full=len(cands) > 1)
         worlds.append((v, w, res, _outcome(res)))
     dumps_set = {o[0] for _, _, _, o in worlds}
@@ -106,7 +109,7 @@ def evaluate(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[s
         failing = [{r["id"] for r in res if r["status"] == "fail"} for _, _, res, _ in worlds]
         common = [gid for gid in GATE_IDS if all(gid in f for f in failing)]
         blocking = common[0] if common else min((o[1] for _, _, _, o in worlds), key=GATE_IDS.index)
-    fixes = _fixes(snap, proc, parent, signal, how, cands, info, worlds, dumps, blocking)
+    fixes = _fixes(snap, proc, parent, signal, how, cands, info, worlds, dumps, blocking, facts)
     signo = k["signals"].get(signal)
     dest_value = d.get("value") if d.get("value") is not None else max(cands)
     cause, cause_ev = info["cause"], info["evidence"]
@@ -133,10 +136,11 @@ def evaluate_targets(snap: Dict[str, Any], pids: List[int], signal: str = "SIGSE
                      how: Optional[str] = None) -> List[Target]:
     """:func:`evaluate` for each of *pids* (processes of *snap*)."""
     procs = {p["pid"]: p for p in snap["processes"]}
-    return [evaluate(snap, procs[pid], procs.get(procs[pid].get("ppid")), signal, how, procs) for pid in pids]
+    facts = R.facts_of(snap)
+    return [evaluate(snap, procs[pid], procs.get(procs[pid].get("ppid")), signal, how, procs, facts) for pid in pids]
 
 
-def _fixes(snap, proc, parent, signal, how, cands, info, worlds, dumps, blocking):
+def _fixes(snap, proc, parent, signal, how, cands, info, worlds, dumps, blocking, facts):
     fixes, seen = [], set()
 
     def add(f, summary=None):
@@ -152,14 +156,13 @@ def _fixes(snap, proc, parent, signal, how, cands, info, worlds, dumps, blocking
                     add(f)
     if blocking == "dumpable" and dmod.SUID_DUMP_ROOT not in cands:
         # what the process would meet once fs.suid_dumpable=2 is in force after a restart
-        w2 = make_world(snap, proc, parent, signal, how, dmod.SUID_DUMP_ROOT, info)
+        w2 = make_world(snap, proc, parent, signal, how, dmod.SUID_DUMP_ROOT, info, facts)
         for r in _run(w2):
             if r["status"] == "fail" and r["id"] not in ("dumpable", "suid-path"):
                 for f in r.get("fixes") or []:
                     add(f, f"Then, for the restarted process (dumped as root): {f['summary']} "
                            f"({r['id']}: {r['evidence']})")
     # what is in place already is left out: check shows, and fix plans, what is still to do
-    facts = R.facts_of(snap)
     out = []
     for f in fixes:
         acts = [a for a in f["actions"] if not R.settled(a, facts)]

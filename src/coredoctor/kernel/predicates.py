@@ -45,13 +45,16 @@ def _facts(w: World) -> Dict[str, Any]:
 # --------------------------------------------------------------------------- shared remedies
 
 
-def _pattern_actions(w: World, *extra: str) -> List[Dict[str, Any]]:
+_PATTERN_WHY = ("an absolute core name in a directory every process can write; %p and %t keep one crash "
+                "from overwriting another")
+
+
+def _pattern_actions(w: World, why: str = _PATTERN_WHY) -> List[Dict[str, Any]]:
     """An absolute core_pattern in a sticky world-writable /var/crash, persisted."""
     return [R.mkdir(R.DEFAULT_DIR, "1777", "where the cores go (sticky like /tmp: each core is a 0600 file of "
                     "its owner)", risk="a world-writable (sticky) directory: any user may create files there"),
-            R.sysctl("kernel.core_pattern", R.DEFAULT_PATTERN, "an absolute core name in a directory every "
-                     "process can write; %p and %t keep one crash from overwriting another"),
-            R.sysctl_persist({"kernel.core_pattern": R.DEFAULT_PATTERN, **{k: v for k, v in extra}}, _facts(w))]
+            R.sysctl("kernel.core_pattern", R.DEFAULT_PATTERN, why),
+            R.sysctl_persist({"kernel.core_pattern": R.DEFAULT_PATTERN}, _facts(w))]
 
 
 def _pattern_fix(w: World, why: str) -> Dict[str, Any]:
@@ -151,7 +154,8 @@ def _dumpable_fix(w: World, cause: str) -> Dict[str, Any]:
     parsed = w["parsed"]
     acts: List[Dict[str, Any]] = []
     if parsed["kind"] == "file" and not parsed["absolute"]:
-        acts += _pattern_actions(w, ("fs.suid_dumpable", "2"))[:2]
+        acts += _pattern_actions(w, "fs.suid_dumpable=2 dumps only to an absolute path (or a pipe/socket): set "
+                                 "it first, or the kernel refuses relative names")[:2]
         persist = {"kernel.core_pattern": R.DEFAULT_PATTERN, "fs.suid_dumpable": "2"}
     else:
         if parsed["kind"] == "file":

@@ -81,7 +81,8 @@ def destination_views(snap: Dict[str, Any], proc: Dict[str, Any], signo: Optiona
 
 
 def make_world(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[str, Any]], signal: str,
-               how: str, dumpable_value: int, cause_info: Dict[str, Any]) -> World:
+               how: str, dumpable_value: int, cause_info: Dict[str, Any],
+               facts: Optional[Dict[str, Any]] = None) -> World:
     parsed = parsed_pattern(snap)
     k = snap["kernel"]
     signo = k["signals"].get(signal)
@@ -89,7 +90,8 @@ def make_world(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict
     view = destination_views(snap, proc, signo, dumpable_value, exp) if parsed["kind"] == "file" else None
     return {"snap": snap, "proc": proc, "parent": parent, "kernel": k, "sysctl": snap["sysctl"],
             "signal": signal, "how": how, "dumpable": dumpable_value, "cause_info": cause_info,
-            "parsed": parsed, "kind": parsed["kind"], "exp": exp, "view": view}
+            "parsed": parsed, "kind": parsed["kind"], "exp": exp, "view": view,
+            **({"facts": facts} if facts is not None else {})}
 
 
 def dump_cred(w: World) -> Dict[str, Any]:

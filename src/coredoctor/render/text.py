@@ -174,8 +174,10 @@ def fix_list(fixes):
     out = []
     for f in fixes:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.get("created") or 0))
-        t = f.get("target") or {}
-        out.append(f"{f['id']}  {when}  {f.get('state'):<12} {t.get('comm')} (pid {t.get('pid')}): "
+        ts = f.get("targets") or [f.get("target") or {}]
+        t = ts[0]
+        more = f" and {len(ts) - 1} more" if len(ts) > 1 else ""
+        out.append(f"{f['id']}  {when}  {f.get('state'):<12} {t.get('comm')} (pid {t.get('pid')}){more}: "
                    + ", ".join(_action_cmd(a) for a in f["actions"]))
     return "\n".join(out)
 
