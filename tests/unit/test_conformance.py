@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from coredoctor.fix import actions, journal, plan as fplan
-from coredoctor.history import kmsg
+from coredoctor.history import daemonlog, kmsg
 from coredoctor.kernel import gates, reasons, remedies as R, table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -73,6 +73,10 @@ def _literal_gate_ids():
                 pairs = zip(node.keys, node.values)
             elif isinstance(node, ast.Call):
                 pairs = ((ast.Constant(kw.arg), kw.value) for kw in node.keywords if kw.arg)
+            elif isinstance(node, ast.Assign):  # e["gate"] = "space"
+                pairs = ((t.slice, node.value) for t in node.targets if isinstance(t, ast.Subscript))
+            elif isinstance(node, ast.Compare) and isinstance(node.left, ast.Subscript):  # e["gate"] == "..."
+                pairs = ((node.left.slice, c) for c in node.comparators)
             for k, v in pairs:
                 if isinstance(k, ast.Constant) and k.value in ("gate", "blocking_gate", "undecided_by") \
                         and isinstance(v, ast.Constant) and isinstance(v.value, str):
@@ -83,10 +87,12 @@ def _literal_gate_ids():
 def test_every_emitted_gate_id_is_a_gate():
     found = _literal_gate_ids()
     files = {f for f, _ in found}
-    assert {"history/kmsg.py", "history/report.py"} <= files, files  # the scan sees the emitters
+    # the scan sees the emitters: the kernel-log and daemon-log tables, the report, the reclassification
+    assert {"history/kmsg.py", "history/report.py", "history/daemonlog.py"} <= files, files
+    assert ("history/daemonlog.py", "space") in found
     bad = [(f, v) for f, v in found if v not in gates.GATE_IDS]
     assert not bad, bad
-    for p in kmsg.PATTERNS:  # the kernel-log table, row by row
+    for p in list(kmsg.PATTERNS) + list(daemonlog.PATTERNS):  # the log tables, row by row
         assert p.gate is None or p.gate in gates.GATE_IDS, (p.event, p.gate)
     assert {p.gate for p in kmsg.PATTERNS if p.gate} >= {"suid-path", "rlimit-core", "pipe-handler", "core-file"}
 
