@@ -280,3 +280,13 @@ def test_old_journal_entries_still_roll_back(private_journal):
     assert actions.entry_targets(journal.load("old-1")) == [{"pid": 1, "comm": "x"}]
     assert actions.rollback_entry(journal.load("old-1")) == []
     assert not path.parent.exists()
+
+
+def test_sysctl_file_of_an_earlier_version_is_in_place_as_it_is():
+    facts = {"sysctl": {"fs.suid_dumpable": 2}, "files": {
+        R.SYSCTL_FILE: R.SYSCTL_HEADER + "\nfs.suid_dumpable = 2\n"}}
+    a = R.sysctl_persist({"fs.suid_dumpable": "2"}, facts)
+    assert R.settled(a, facts)
+    fresh = R.sysctl_persist({"fs.suid_dumpable": "2"}, {"sysctl": {}, "files": {}})
+    assert fresh["content"] == "fs.suid_dumpable = 2\n"
+    assert R.commands(fresh) == ["printf '%s\\n' 'fs.suid_dumpable = 2' > /etc/sysctl.d/90-coredoctor.conf"]

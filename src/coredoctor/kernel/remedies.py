@@ -40,6 +40,7 @@ Fix = Dict[str, Any]
 SYSCTL_FILE = "/etc/sysctl.d/90-coredoctor.conf"
 DEFAULT_DIR = "/var/crash"
 DEFAULT_PATTERN = DEFAULT_DIR + "/core.%e.%p.%t"
+#: the first line of the file as versions before the action records wrote it
 SYSCTL_HEADER = "# written by coredoctor fix; 'coredoctor fix --rollback ID' restores what was here"
 
 APPLIED_KINDS = ("sysctl", "mkdir", "file", "dropin", "prlimit")
@@ -149,9 +150,9 @@ def persisted(text: Optional[str]) -> Dict[str, str]:
     return out
 
 
-def _sysctl_content(values: Dict[str, str]) -> str:
-    lines = [SYSCTL_HEADER] + [f"{k} = {v}" for k, v in
-                               sorted(values.items(), key=lambda kv: kv[0] != "kernel.core_pattern")]
+def _sysctl_content(values: Dict[str, str], header: bool = False) -> str:
+    lines = ([SYSCTL_HEADER] if header else []) + [
+        f"{k} = {v}" for k, v in sorted(values.items(), key=lambda kv: kv[0] != "kernel.core_pattern")]
     return "\n".join(lines) + "\n"
 
 
@@ -161,7 +162,9 @@ def sysctl_persist(values: Dict[str, Any], facts: Dict[str, Any]) -> Action:
     live = facts.get("sysctl") or {}
     prior = {k: v for k, v in persisted(facts["files"].get(SYSCTL_FILE)).items() if str(live.get(k)) == v}
     merged = {**prior, **{k: str(v) for k, v in values.items()}}
-    return file(SYSCTL_FILE, _sysctl_content(merged),
+    # the comment line earlier versions wrote first is kept (so that their file is in place as it is)
+    header = (facts["files"].get(SYSCTL_FILE) or "").startswith(SYSCTL_HEADER + "\n")
+    return file(SYSCTL_FILE, _sysctl_content(merged, header),
                 "persist across reboots (applied after distribution files such as 50-coredump.conf)")
 
 
@@ -256,8 +259,9 @@ def merge(actions: Iterable[Action], facts: Optional[Dict[str, Any]] = None) -> 
         if ident in by_id:
             i = by_id[ident]
             if a["kind"] == "file" and a["path"] == SYSCTL_FILE and out[i]["content"] != a["content"]:
-                out[i] = dict(out[i], content=_sysctl_content({**persisted(out[i]["content"]),
-                                                                **persisted(a["content"])}))
+                out[i] = dict(out[i], content=_sysctl_content(
+                    {**persisted(out[i]["content"]), **persisted(a["content"])},
+                    out[i]["content"].startswith(SYSCTL_HEADER + "\n")))
             continue
         by_id[ident] = len(out)
         out.append(a)
