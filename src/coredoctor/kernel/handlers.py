@@ -6,6 +6,8 @@ systemd-coredump (src/coredump/ in systemd), apport (data/apport), ``|/bin/false
 by check's ``handler-policy`` gate and, later, by crash history.
 """
 
+from typing import Any, Dict, List, Optional, Tuple
+
 from coredoctor.kernel import remedies as R
 
 __all__ = ["identify", "policy", "parse_size", "apport_likely_packaged"]
@@ -20,7 +22,7 @@ _APPORT_NEVER = ("/usr/local/", "/var/lib/")
 _DISCARDERS = {"false", "true"}
 
 
-def identify(helper_path):
+def identify(helper_path: Optional[str]) -> Optional[str]:
     """A short name for a pipe helper or socket path."""
     if not helper_path:
         return None
@@ -38,7 +40,7 @@ def identify(helper_path):
     return base
 
 
-def parse_size(v):
+def parse_size(v: Any) -> Optional[int]:
     """systemd size syntax (``2G``, ``512M``, ``infinity``) -> bytes or None for infinity."""
     if v is None:
         return None
@@ -56,7 +58,7 @@ def parse_size(v):
         return None
 
 
-def apport_likely_packaged(exe):
+def apport_likely_packaged(exe: Optional[str]) -> Optional[bool]:
     """False when apport will certainly take *exe* for unpackaged (and ignore its crash); True
     is only a guess (apport then asks dpkg); None when the executable is not known."""
     if not exe:
@@ -64,7 +66,9 @@ def apport_likely_packaged(exe):
     return exe.startswith(_APPORT_PACKAGED) and not exe.startswith(_APPORT_NEVER)
 
 
-def policy(name, facts, argv_tokens, rlimit_core_soft, page_size, est_size, exe=None):
+def policy(name: Optional[str], facts: Dict[str, Any], argv_tokens: List[str], rlimit_core_soft: Optional[int],
+           page_size: int, est_size: Optional[int],
+           exe: Optional[str] = None) -> Tuple[str, str, Optional[Dict[str, Any]]]:
     """``(status, evidence, fix)`` for what handler *name* will do with the core of a process
     running *exe* (when known). *fix* is None or ``{"summary", "actions", "commands"}`` (records of
     :mod:`.remedies`, rendered), with ``limit``/``pattern`` set when the process's own RLIMIT_CORE
@@ -137,13 +141,13 @@ _PATTERN_CMDS = ["mkdir -p /var/crash && chmod 1777 /var/crash",
                  "sysctl -w kernel.core_pattern=/var/crash/core.%e.%p.%t"]
 
 
-def _fix(summary, actions, limit=False, pattern=False):
+def _fix(summary: str, actions: List[Dict[str, Any]], limit: bool = False, pattern: bool = False) -> Dict[str, Any]:
     cmds = [c for a in actions for c in R.commands(a)] + (_PATTERN_CMDS if pattern else [])
     return {"summary": summary, "actions": actions, "commands": cmds, "needs_restart": False,
             "limit": limit, "pattern": pattern}
 
 
-def _sc_fix(setting):
+def _sc_fix(setting: str) -> Dict[str, Any]:
     return _fix(f"Let systemd-coredump keep cores ({setting})", [R.daemon_option(
         "systemd-coredump", f"{setting} in /etc/systemd/coredump.conf.d/90-coredoctor.conf",
         "systemd-coredump reads its configuration at each crash",
