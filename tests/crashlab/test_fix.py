@@ -118,3 +118,42 @@ def test_kill9_mid_apply_then_rollback(fix_env):
         if p.poll() is None:
             p.kill()
         v.close()
+
+
+def test_multi_target_fix_is_one_plan_journaled_whole(fix_env):
+    """Two targets: one merged plan (each change once), one journal entry naming both, and both
+    restarts reported; rollback restores the host."""
+    L.set_sysctls({"kernel.core_pattern": "core", "fs.suid_dumpable": 0})
+    before = sysctls()
+    spec = {"rlimit_core": [None, None], "setresgid": [65534] * 3, "setgroups": [], "setresuid": [65534] * 3}
+    a, b = L.Victim(spec), L.Victim(dict(spec, rlimit_core=[0, None]))
+    try:
+        checks = [a.check(), b.check()]
+        done = fix("--pid", str(a.pid), "--pid", str(b.pid), "--apply")
+        assert done["applied"] and [t["pid"] for t in done["targets"]] == sorted([a.pid, b.pid])
+        ids = [(x["kind"], x.get("key") or x.get("path") or x.get("pid")) for x in done["actions"]]
+        assert len(ids) == len(set(ids)) and ids.count(("sysctl", "fs.suid_dumpable")) == 1
+        assert ("prlimit", b.pid) in ids  # b's own remedy is in the one plan
+        assert sorted(r["pid"] for r in done["needs_restart"]) == sorted([a.pid, b.pid])
+        if _has_cap_sys_resource():
+            core = next(ln for ln in open(f"/proc/{b.pid}/limits") if ln.startswith("Max core file size"))
+            assert core.split()[4] == "unlimited", core
+            assert not done["errors"], done["errors"]
+        else:  # a live limit of another user's process needs CAP_SYS_RESOURCE: noted, the rest applied
+            assert any("CAP_SYS_RESOURCE" in e for e in done["errors"]), done
+        records = [x for t in checks for f in t["fixes"] for x in f["actions"]]
+        assert all(x in records or x["kind"] == "file" for x in done["actions"] + done["reported"])
+        listed = fix("--list")["fixes"]
+        assert [sorted(t["pid"] for t in f["targets"]) for f in listed] == [sorted([a.pid, b.pid])]
+        assert listed[0]["target"]["pid"] == min(a.pid, b.pid)
+        fix("--rollback", done["id"])
+        assert sysctls() == before and not os.path.exists(SYSCTL_FILE)
+    finally:
+        a.close()
+        b.close()
+
+
+def _has_cap_sys_resource():
+    with open("/proc/self/status") as f:
+        eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    return bool(eff & (1 << 24))  # CAP_SYS_RESOURCE

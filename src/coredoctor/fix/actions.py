@@ -125,6 +125,11 @@ def _systemd_running():
     return os.path.isdir("/run/systemd/system")
 
 
+def _limit_error(a, e):
+    return (f"{e.strerror}: raising another user's RLIMIT_{a['resource'].upper()} needs CAP_SYS_RESOURCE "
+            f"(pid {a['pid']} keeps its limit until it is started again)")
+
+
 def _target_rec(t):
     return {"pid": t["pid"], "comm": t["comm"], "exe": t.get("exe"), "unit": t.get("unit"),
             "starttime": _starttime(t["pid"])}
@@ -153,7 +158,16 @@ def apply(fix_id: str, targets: Union[Dict[str, Any], List[Dict[str, Any]]], pla
             entry["actions"].append({"action": a, "prior": None, "done": False, "reported": True})
             journal.save(entry)
             continue
-        rec = {"action": a, "prior": _capture(a), "done": False}
+        try:
+            prior = _capture(a)
+        except PermissionError as e:
+            if a["kind"] != "prlimit":
+                raise
+            # even reading another user's limit needs CAP_SYS_RESOURCE (check_prlimit_permission())
+            entry["actions"].append({"action": a, "prior": None, "done": False, "error": _limit_error(a, e)})
+            journal.save(entry)
+            continue
+        rec = {"action": a, "prior": prior, "done": False}
         entry["actions"].append(rec)
         journal.save(entry)
         try:
@@ -162,7 +176,7 @@ def apply(fix_id: str, targets: Union[Dict[str, Any], List[Dict[str, Any]]], pla
             if a["kind"] != "prlimit":
                 raise_apply_error(entry, rec, a, e)
             # a live limit is a convenience: the persistent change still applies at the next start
-            rec["error"] = f"{e.strerror}: raising another user's RLIMIT_CORE needs CAP_SYS_RESOURCE"
+            rec["error"] = _limit_error(a, e)
             journal.save(entry)
             continue
         except OSError as e:
@@ -203,8 +217,8 @@ def rollback_entry(entry: Dict[str, Any]) -> List[str]:
     notes = []
     # reverse order: the persisted file first, suid_dumpable before core_pattern (the safe order)
     for rec in reversed(entry["actions"]):
-        if rec.get("reported"):
-            continue
+        if rec.get("reported") or rec.get("prior") is None:
+            continue  # reported, or never captured (so never done)
         n = _undo(rec["action"], rec["prior"])
         if n:
             notes.append(n)
