@@ -60,3 +60,25 @@ def test_alias_is_canonical():
 def test_init_with_handler_runs_the_handler_for_kill():
     # sig_task_ignored() drops only SIG_DFL signals to an unkillable init
     assert disposition("SIGSEGV", "kill", NUM, m(caught=SEGV), ns_init=True)[0] == "unknown"
+
+
+def test_the_handler_case_is_a_value_not_a_sentence():
+    """Where an installed handler decides, decide() says so as data (the re-raise rule of
+    programs.py keys on it); a thread-dependent or traced unknown is not that case."""
+    from coredoctor.kernel.signal import decide
+    assert decide("SIGSEGV", "fault", NUM, m(caught=SEGV))[:2] == ("unknown", "handler")
+    assert decide("SIGSEGV", "kill", NUM, m(caught=SEGV))[:2] == ("unknown", "handler")
+    assert decide("SIGSEGV", "kill", NUM, m(caught=SEGV), ns_init=True)[:2] == ("unknown", "handler")
+    assert decide("SIGSEGV", "fault", NUM, m(caught=SEGV), tracer_pid=5)[:2] == ("unknown", None)
+    assert decide("SIGSEGV", "fault", NUM, m(caught=SEGV), thread_blocked=[SEGV, NONE])[:2] == ("unknown", None)
+    assert decide("SIGSEGV", "fault", NUM, m())[1] is None
+
+
+def test_a_known_reraising_handler_passes():
+    from coredoctor.kernel import predicates
+    w = {"proc": {"pid": 10, "nspid": [10], "exe": "/usr/sbin/ovs-vswitchd", "sig": m(caught=SEGV)},
+         "kernel": {"signals": NUM}, "signal": "SIGSEGV", "how": "fault"}
+    r = predicates.signal(w)
+    assert r["status"] == "pass" and "re-raise" in r["evidence"]
+    w["proc"]["exe"] = "/usr/bin/other"
+    assert predicates.signal(w)["status"] == "unknown"

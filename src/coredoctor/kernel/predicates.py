@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from coredoctor import programs
 from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, namei, remedies as R
 from coredoctor.kernel.reasons import reason, who
-from coredoctor.kernel.signal import FAULT_SIGNALS, disposition
+from coredoctor.kernel.signal import FAULT_SIGNALS, decide
 from coredoctor.kernel.world import dump_cred, estimate_core_size, limit_text, who_values
 
 Result = Dict[str, Any]
@@ -94,10 +94,10 @@ def _restart(w: World, why: str) -> Dict[str, Any]:
 def signal(w: World) -> Result:
     proc, k = w["proc"], w["kernel"]
     nspid = proc.get("nspid") or [proc["pid"]]
-    status, ev = disposition(w["signal"], w["how"], k["signals"], proc.get("sig") or {},
-                             proc.get("thread_blocked"), proc.get("tracer_pid", 0),
-                             ns_init=len(nspid) > 1 and nspid[-1] == 1, global_init=proc["pid"] == 1)
-    if status == "unknown" and ev.endswith("(handler)"):
+    status, case, ev = decide(w["signal"], w["how"], k["signals"], proc.get("sig") or {},
+                              proc.get("thread_blocked"), proc.get("tracer_pid", 0),
+                              ns_init=len(nspid) > 1 and nspid[-1] == 1, global_init=proc["pid"] == 1)
+    if status == "unknown" and case == "handler":
         known = programs.reraising_handler(proc.get("exe"), w["signal"])
         if known:
             status, ev = "pass", f"{w['signal']} has a handler installed (SigCgt), known to re-raise: {known}"

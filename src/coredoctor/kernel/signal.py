@@ -7,7 +7,7 @@ Signal numbers are architecture-specific (SIGBUS is 10 on MIPS/SPARC/Alpha), so 
 the snapshot (read on the machine itself), never from a table here.
 """
 
-__all__ = ["SIG_KERNEL_COREDUMP", "FAULT_SIGNALS", "sigset_has", "normalize_signal", "disposition"]
+__all__ = ["SIG_KERNEL_COREDUMP", "FAULT_SIGNALS", "sigset_has", "normalize_signal", "disposition", "decide"]
 
 #: include/linux/signal.h SIG_KERNEL_COREDUMP_MASK -- the same set from 3.10 to 6.19
 #: (plus SIGEMT on the architectures that define it).
@@ -43,9 +43,17 @@ def sigset_has(hexmask, signo):
 
 def disposition(sig, how, numbers, sig_masks, thread_blocked=None, tracer_pid=0,
                 ns_init=False, global_init=False):
+    """``(status, evidence)`` of :func:`decide`."""
+    status, _case, evidence = decide(sig, how, numbers, sig_masks, thread_blocked, tracer_pid, ns_init, global_init)
+    return status, evidence
+
+
+def decide(sig, how, numbers, sig_masks, thread_blocked=None, tracer_pid=0, ns_init=False, global_init=False):
     """Decide whether signal *sig* delivered *how* ('fault' or 'kill') reaches the default action.
 
-    Returns ``(status, evidence)`` with status ``pass`` / ``fail`` / ``unknown`` / ``warn``.
+    Returns ``(status, case, evidence)`` with status ``pass`` / ``fail`` / ``unknown`` / ``warn``;
+    *case* is ``"handler"`` when an installed handler decides (a program known to re-raise from
+    it then dumps), else None.
 
     - kill()/tgkill(): ignored signals are discarded when generated (sig_ignored()); a signal
       blocked by every thread stays pending; a handler decides for itself.
@@ -56,7 +64,7 @@ def disposition(sig, how, numbers, sig_masks, thread_blocked=None, tracer_pid=0,
       clears the flag and dumps.
     """
     if sig not in SIG_KERNEL_COREDUMP:
-        return "fail", (f"{sig}'s default action terminates without a core: it is not in "
+        return "fail", None, (f"{sig}'s default action terminates without a core: it is not in "
                         "SIG_KERNEL_COREDUMP_MASK")
     signo = numbers[sig]
     blk = sigset_has(sig_masks.get("blocked"), signo)
@@ -68,17 +76,17 @@ def disposition(sig, how, numbers, sig_masks, thread_blocked=None, tracer_pid=0,
     else:
         all_blocked = some_blocked = blk
     if tracer_pid:
-        return "unknown", (f"traced by pid {tracer_pid} (TracerPid): the tracer sees {sig} first and "
+        return "unknown", None, (f"traced by pid {tracer_pid} (TracerPid): the tracer sees {sig} first and "
                            "may swallow it (ptrace_signal())")
     if how == "fault":
         if cgt and not some_blocked:
-            return "unknown", (f"{sig} has a handler installed (SigCgt): the handler decides "
+            return "unknown", "handler", (f"{sig} has a handler installed (SigCgt): the handler decides "
                                "whether the process dies with the default action (handler)")
         if cgt and all_blocked:
-            return "pass", (f"{sig} has a handler but is blocked (SigBlk): a fault resets it to "
+            return "pass", None, (f"{sig} has a handler but is blocked (SigBlk): a fault resets it to "
                             "SIG_DFL and unblocks it (force_sig_info_to_task()), so it dumps")
         if cgt:
-            return "unknown", (f"{sig} has a handler and is blocked in only some threads: it "
+            return "unknown", None, (f"{sig} has a handler and is blocked in only some threads: it "
                                "depends on which thread faults")
         extra = ""
         if ign:
@@ -87,24 +95,24 @@ def disposition(sig, how, numbers, sig_masks, thread_blocked=None, tracer_pid=0,
             extra = " (blocked, but a fault unblocks it and resets it to SIG_DFL)"
         ev = f"a fault-raised {sig} takes the default action{extra}"
         if global_init:
-            return "warn", ev + "; this is global init: the kernel panics after the dump"
+            return "warn", None, ev + "; this is global init: the kernel panics after the dump"
         if ns_init:
             ev += "; pid-namespace init: a fault clears SIGNAL_UNKILLABLE"
-        return "pass", ev
+        return "pass", None, ev
     # kill()-sent
     if (ns_init or global_init) and cgt and not all_blocked:
-        return "unknown", (f"{sig} has a handler installed (SigCgt) in this pid-namespace init: "
+        return "unknown", "handler", (f"{sig} has a handler installed (SigCgt) in this pid-namespace init: "
                            "sig_task_ignored() only drops SIG_DFL signals, so the handler runs and decides "
                            "(handler)")
     if ns_init or global_init:
-        return "fail", (f"this process is the init of its pid namespace (SIGNAL_UNKILLABLE): a "
+        return "fail", None, (f"this process is the init of its pid namespace (SIGNAL_UNKILLABLE): a "
                         f"kill-sent {sig} with the default action is dropped; only a real fault dumps")
     if ign:
-        return "fail", f"{sig} is ignored (SigIgn): a kill-sent {sig} is discarded when it is generated"
+        return "fail", None, f"{sig} is ignored (SigIgn): a kill-sent {sig} is discarded when it is generated"
     if all_blocked:
-        return "fail", (f"{sig} is blocked (SigBlk) by every thread: a kill-sent {sig} stays pending "
+        return "fail", None, (f"{sig} is blocked (SigBlk) by every thread: a kill-sent {sig} stays pending "
                         "until it is unblocked")
     if cgt:
-        return "unknown", (f"{sig} has a handler installed (SigCgt): the handler decides whether the "
+        return "unknown", "handler", (f"{sig} has a handler installed (SigCgt): the handler decides whether the "
                            "process dies with the default action (handler)")
-    return "pass", f"a kill-sent {sig} takes the default action (not ignored, blocked or handled)"
+    return "pass", None, f"a kill-sent {sig} takes the default action (not ignored, blocked or handled)"
