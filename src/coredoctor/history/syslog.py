@@ -20,6 +20,7 @@ import gzip
 import os
 import re
 import time
+import zlib
 
 try:  # the regex parser: public as sre_parse before 3.11, re._parser since
     from re import _constants as _sre_c
@@ -28,7 +29,8 @@ except ImportError:  # pragma: no cover - Python < 3.11
     import sre_constants as _sre_c
     import sre_parse as _sre_p
 
-from coredoctor.history import daemonlog, kmsg
+from coredoctor.history import MAX_LINE as MAX_RECORD
+from coredoctor.history import BadRecord, MAX_TIME, daemonlog, kmsg
 
 __all__ = ["LOG_NAMES", "ANCHORS", "log_files", "read", "parse_line", "required_literals", "choose_anchors"]
 
@@ -202,9 +204,12 @@ def __getattr__(name):
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                                        "Nov", "Dec"), 1)}
 _TAIL = r" (?P<host>\S+) (?P<ident>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?:(?: |$)(?P<msg>.*)$"
-_RFC3164 = re.compile(r"^(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)" + _TAIL)
-_RFC3339 = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)" + _TAIL)
-_DMESG_PREFIX = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+_RFC3164 = re.compile(r"^(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)" + _TAIL,
+                      re.ASCII)
+_RFC3339 = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?)" + _TAIL,
+                      re.ASCII)
+_DMESG_PREFIX = re.compile(r"^\[\s*\d+\.\d+\]\s?", re.ASCII)
+_FRACTION = re.compile(r"^(.{19})\.([0-9]{1,9})(.*)$", re.ASCII)
 
 
 class _Clock:
@@ -213,6 +218,8 @@ class _Clock:
     spans a new year); mktime() once per hour of the file."""
 
     def __init__(self, mtime):
+        if mtime is not None and not 0 <= mtime < MAX_TIME:
+            mtime = None  # an impossible mtime (touch -d, os.utime): the year is this one's
         self.mtime = mtime
         self.year = time.localtime(mtime if mtime is not None else time.time()).tm_year
         self.hours = {}
@@ -236,13 +243,16 @@ class _Clock:
 
     @staticmethod
     def rfc3339(ts):
+        t = ts.replace("Z", "+00:00").replace(" ", "T")
+        if len(t) > 6 and t[-5] in "+-" and t[-3] != ":":  # +0000 (Python < 3.11 wants +00:00)
+            t = t[:-2] + ":" + t[-2:]
+        f = _FRACTION.match(t)
+        if f:  # Python < 3.11 takes a fraction of 3 or 6 digits only
+            t = f.group(1) + "." + (f.group(2) + "00000")[:6] + f.group(3)
         try:
-            d = datetime.datetime.fromisoformat(ts.replace("Z", "+00:00").replace(" ", "T"))
-        except ValueError:
-            if len(ts) > 6 and ts[-5] in "+-" and ts[-3] != ":":  # +0000 (Python < 3.11 wants +00:00)
-                return _Clock.rfc3339(ts[:-2] + ":" + ts[-2:])
+            return datetime.datetime.fromisoformat(t).timestamp()  # naive: local time
+        except (ValueError, OverflowError, OSError):  # no such day, or out of the platform's range
             return None
-        return d.timestamp()  # naive: local time
 
 
 def parse_line(line, mtime=None, source="syslog", clock=None):
@@ -257,6 +267,14 @@ def parse_line(line, mtime=None, source="syslog", clock=None):
             return None
         when = _Clock.rfc3339(m.group("ts"))
     ident, msg = m.group("ident"), m.group("msg")
+    if when is not None and not 0 <= when < MAX_TIME:
+        when = None
+    if ident == "kernel" and m.group("pid") is not None:
+        # the kernel's lines carry no pid ("host kernel: ..."): "kernel[N]:" is a process that
+        # tagged itself so (logger -t kernel -i); a crash line there is forged
+        if daemonlog.parse_tagged(msg, when, source) is not None or kmsg.parse_line(msg, when) is not None:
+            raise BadRecord(source, "a kernel crash line tagged kernel[PID]: written by a process, not the kernel")
+        return None
     if ident == "kernel":
         if msg[:1] == "[":
             p = _DMESG_PREFIX.match(msg)
@@ -422,13 +440,15 @@ def _find_lines(buf, end, anchors, find):
         yield bytes(buf[s:nl(b"\n", s, end)])
 
 
-def read(paths=None, since=None, root="/", chunk_size=CHUNK):
+def read(paths=None, since=None, root="/", chunk_size=CHUNK, skipped=None):
     """Every classified crash line in ``paths`` (default: :func:`log_files` of ``root``), in file
     order. ``since`` (seconds since the epoch): rotated files last written before it are skipped
     whole, and events dated before it are left out. A line that a syslog daemon wrote to two logs
     (Debian's rsyslog sends kernel messages to both kern.log and syslog) is given once, from the
     first file read. Events: see :mod:`.kmsg` and :mod:`.daemonlog`; ``source`` is
-    ``syslog:PATH``, ``time`` seconds since the epoch."""
+    ``syslog:PATH``, ``time`` seconds since the epoch. ``skipped``: called with the
+    :class:`~coredoctor.history.BadRecord` of each line left out (too long, a forged kernel
+    line, a number no kernel prints)."""
     if paths is None:
         paths = log_files(root)
     logs = {_ROT.match(os.path.basename(p)).group("base") for p in paths}
@@ -441,7 +461,7 @@ def read(paths=None, since=None, root="/", chunk_size=CHUNK):
         if since is not None and st.st_mtime < since:
             continue
         log = _ROT.match(os.path.basename(path)).group("base")
-        for e in daemonlog.linked(kmsg.join_task_context(_file_events(path, st.st_mtime, chunk_size))):
+        for e in daemonlog.linked(kmsg.join_task_context(_file_events(path, st.st_mtime, chunk_size, skipped))):
             if since is not None and e["time"] is not None and e["time"] < since:
                 continue
             if seen is not None and seen.setdefault(hash((e["time"], e["line"])), log) != log:
@@ -449,14 +469,24 @@ def read(paths=None, since=None, root="/", chunk_size=CHUNK):
             yield e
 
 
-def _file_events(path, mtime, chunk_size):
+def _file_events(path, mtime, chunk_size, skipped=None):
     source = "syslog:" + path
     clock = _Clock(mtime)
     try:
         with _open(path) as f:
             for raw in candidate_lines(f, chunk_size):
-                e = parse_line(raw.decode("utf-8", "replace"), mtime, source, clock)
+                if len(raw) > MAX_RECORD:
+                    if skipped is not None:
+                        skipped(BadRecord(source, f"a line of {len(raw)} bytes (no syslog daemon writes one "
+                                                  f"over {MAX_RECORD})"))
+                    continue
+                try:
+                    e = parse_line(raw.decode("utf-8", "replace"), mtime, source, clock)
+                except BadRecord as err:
+                    if skipped is not None:
+                        skipped(err)
+                    continue
                 if e is not None:
                     yield e
-    except (OSError, EOFError, gzip.BadGzipFile):
-        return  # unreadable, or a truncated rotation: what was read counts
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error):
+        return  # unreadable, or a truncated or corrupt rotation: what was read counts
