@@ -69,7 +69,7 @@ def test_apport_reports_cores_and_log(tmp_path):
     c = recs[4103]
     assert (c["core"]["status"], c["core"]["path"], c["core"]["handler"]) == ("present", store, "apport")
     d = recs[4104]
-    assert d["core"]["status"] == "missing" and d["exe"] is None or d["core"]["status"] == "missing"
+    assert d["core"]["status"] == "missing" and d["exe"] == "/opt/cd/bin/unpackaged"
     assert d["likely_reason"]["gate"] == "handler-policy"
     assert "does not belong to a package" in d["likely_reason"]["evidence"]
     assert any(s.startswith("apport.log:") and s.endswith("apport.log.2.gz") for s in d["sources"])

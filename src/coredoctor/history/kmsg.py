@@ -117,11 +117,17 @@ def parse_line(msg: str, when: "float | None" = None, source: str = "kmsg") -> "
             e["serial"] = f"{g['atime']}:{g['serial']}"  # audit(TIME:SERIAL) names one record everywhere
             e["comm"] = _untrusted(g["comm"])
             g["exe"] = _untrusted(g["exe"]) if g.get("exe") else None
+            u = _AUDIT_UID.search(msg, 0, m.start("pid"))
+            if u:
+                e["uid"] = number(u.group(1), "uid", source)
         for k in ("exe", "helper", "path", "addr", "ip", "error"):
             if g.get(k):
                 e[k] = g[k]
         return e
     return None
+
+
+_AUDIT_UID = re.compile(r" uid=([0-9]+) ", re.ASCII)  # audit_log_task(): "auid=%u uid=%u gid=%u ses=%u"
 
 
 def _untrusted(v):

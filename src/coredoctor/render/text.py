@@ -190,9 +190,14 @@ def crashes_report(doc):
     import time
     recs = doc["crashes"]
     absent = [f"{k} ({v.split(': ', 1)[1]})" for k, v in doc.get("read", {}).items() if not v.startswith("read")]
+    sk = doc.get("skipped") or {}
+    skipped = ("Skipped as unreadable or untrusted: " + ", ".join(f"{k} {n}" for k, n in sorted(sk.items()))
+               + " record" + ("s" if sum(sk.values()) != 1 else "") + " (" + "; ".join(
+                   w for ws in (doc.get("skipped_why") or {}).values() for w in ws[:1]) + ")") if sk else None
     if not recs:
         return "No crashes found in " + ", ".join(k for k, v in doc.get("read", {}).items() if v.startswith("read")) \
-            + "." + (("\n  not read: " + "; ".join(absent)) if absent else "")
+            + "." + (("\n  not read: " + "; ".join(absent)) if absent else "") + \
+            (("\n" + _wrap("  ", skipped)) if skipped else "")
     by = {}
     for r in recs:
         by.setdefault(r["core"]["status"], []).append(r)
@@ -209,7 +214,10 @@ def crashes_report(doc):
         head += f", {len(by['unknown'])} unknown"
     out = [head + ".", "", f"  {'TIME':19}  {'PID':>7}  {'COMM':15}  {'SIGNAL':7}  {'CORE':9}  SOURCES"]
     for r in recs:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])) if r["time"] else "?"
+        try:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])) if r["time"] else "?"
+        except (OverflowError, OSError, ValueError):  # no time this platform can show
+            when = "?"
         srcs = ",".join(sorted({s.split(":", 1)[0] for s in r["sources"]}))
         out.append(f"  {when:19}  {r['pid'] if r['pid'] is not None else '?':>7}  {(r['comm'] or '?')[:15]:15}  "
                    f"{(r['signal'] or str(r['signo'] or '?'))[:7]:7}  {r['core']['status']:9}  {srcs}")
@@ -247,6 +255,8 @@ def crashes_report(doc):
         out.append(_wrap("", f"core unknown for {len(rs)} ({names}): {why}"))
     if absent:
         out += ["", "Not read: " + "; ".join(absent)]
+    if skipped:
+        out += ["", _wrap("", skipped)]
     return "\n".join(out)
 
 
