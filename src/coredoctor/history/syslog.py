@@ -206,10 +206,10 @@ _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun",
 _TAIL = r" (?P<host>\S+) (?P<ident>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?:(?: |$)(?P<msg>.*)$"
 _RFC3164 = re.compile(r"^(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)" + _TAIL,
                       re.ASCII)
-_RFC3339 = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?)" + _TAIL,
+_RFC3339 = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)" + _TAIL,
                       re.ASCII)
 _DMESG_PREFIX = re.compile(r"^\[\s*\d+\.\d+\]\s?", re.ASCII)
-_FRACTION = re.compile(r"^(.{19})\.([0-9]{1,9})(.*)$", re.ASCII)
+_FRACTION = re.compile(r"^(.{19})\.([0-9]+)(.*)$", re.ASCII)
 
 
 class _Clock:
