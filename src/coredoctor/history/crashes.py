@@ -142,6 +142,8 @@ def _add(c, e):
             seen["sources"].append(src)
         return
     ev = {"event": e.get("event"), "line": e.get("line"), "sources": [src], "gate": e.get("gate")}
+    if e.get("untrusted"):  # a line a process may have written in the kernel's name
+        ev["untrusted"] = e["untrusted"]
     c["_keys"][key] = ev
     c["events"].append(ev)
     if c["time"] is None or (e.get("time") is not None and e["time"] < c["time"]):
@@ -153,7 +155,7 @@ def _add(c, e):
         # systemd's view of the kernel's verdict: code=dumped (the kernel wrote a core, to a file or
         # the handler) or code=killed (no core at all)
         c["unit_result"] = "dumped" if e["dumped"] else "killed"
-    if e.get("gate") and e.get("event") not in ("fault", "fatal-signal", "audit-abend"):
+    if e.get("gate") and e.get("event") not in ("fault", "fatal-signal", "audit-abend") and not e.get("untrusted"):
         c["refusals"].append({"gate": e["gate"], "evidence": e.get("line"), "source": src})
     if e.get("event") == "handler-truncated":
         c["handler_truncated"] = e.get("size")

@@ -353,7 +353,10 @@ def records(events, env, since=None):
                 core["why"] += f" ({core['pattern_note']})"
         rec = {"time": c["time"], "pid": c["pid"], "comm": c["comm"], "exe": c["exe"], "unit": c["unit"], "uid": c.get("uid"),
                "signal": c["signal"], "signo": c["signo"], "sources": c["sources"], "core": core,
-               "likely_reason": None, "unit_result": c["unit_result"], "evidence": c["events"]}
+               "likely_reason": None, "unit_result": c["unit_result"], "evidence": c["events"],
+               "untrusted": None}
+        if c["events"] and all(ev.get("untrusted") for ev in c["events"]):
+            rec["untrusted"] = c["events"][0]["untrusted"]  # nothing but lines anyone could have written
         if core["status"] in ("missing", "empty", "truncated"):
             rec["likely_reason"] = likely_reason(c, core, cenv)
             inst = env["instance"](c) if rec["unit"] is None else None

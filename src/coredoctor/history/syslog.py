@@ -37,6 +37,7 @@ __all__ = ["LOG_NAMES", "ANCHORS", "log_files", "read", "parse_line", "required_
 #: the files a syslog daemon writes crash lines to: Debian/Ubuntu (kern.log, syslog, daemon.log),
 #: RHEL/SUSE (messages)
 LOG_NAMES = ("kern.log", "syslog", "messages", "daemon.log")
+KERNEL_LOG = "kern.log"  # the log of facility kern only
 
 CHUNK = 8 << 20  # bytes read at a time
 MAX_LINE = 1 << 20  # a longer "line" (no newline in a MiB: not a syslog file) is cut, to bound memory
@@ -284,10 +285,12 @@ def parse_line(line, mtime=None, source="syslog", clock=None):
         # journal), relayed by the syslog daemon as kernel lines: "kernel: systemd-coredump[N]: ..."
         e = daemonlog.parse_tagged(msg, when, source)
         if e is None:
-            e = kmsg.parse_line(msg, when)
+            e = kmsg.parse_line(msg, when, source)
             if e is not None:
                 e.setdefault("ref", e.get("source"))
                 e["source"] = source
+        if e is not None:
+            e["_kernel"] = True  # tagged "kernel": see read() for which files may say so
     else:
         e = daemonlog.parse_message(ident, m.group("pid"), msg, when, source=source)
     if e is not None:
@@ -453,6 +456,16 @@ def read(paths=None, since=None, root="/", chunk_size=CHUNK, skipped=None):
         paths = log_files(root)
     logs = {_ROT.match(os.path.basename(p)).group("base") for p in paths}
     seen = {} if len(logs) > 1 else None  # hash((time, line)) -> the log it was first found in
+    # Only facility kern counts as the kernel. A file gets no facility per line, but kern.log gets
+    # kern.* only (Debian's and Ubuntu's rsyslog.conf), and a syslog daemon turns the kern
+    # facility of a message from its local socket into user (rsyslog's imuxsock, journald): any
+    # process can log "kernel: x[1]: segfault at ..." at facility user into syslog or messages.
+    # When kern.log is read too, a kernel line of another file that kern.log does not hold is
+    # not the kernel's: it is given with ``untrusted`` (the why), and correlation takes no
+    # refusal from it. (kern.log first, so that its lines are known when the others are read.)
+    kern_only = KERNEL_LOG in logs
+    if kern_only:
+        paths = sorted(paths, key=lambda p: _ROT.match(os.path.basename(p)).group("base") != KERNEL_LOG)
     for path in paths:
         try:
             st = os.stat(path)
@@ -462,10 +475,14 @@ def read(paths=None, since=None, root="/", chunk_size=CHUNK, skipped=None):
             continue
         log = _ROT.match(os.path.basename(path)).group("base")
         for e in daemonlog.linked(kmsg.join_task_context(_file_events(path, st.st_mtime, chunk_size, skipped))):
+            kernel = e.pop("_kernel", False)
             if since is not None and e["time"] is not None and e["time"] < since:
                 continue
             if seen is not None and seen.setdefault(hash((e["time"], e["line"])), log) != log:
                 continue
+            if kernel and kern_only and log != KERNEL_LOG:
+                e["untrusted"] = (f"a kernel line in {log} that {KERNEL_LOG} does not hold: any process can "
+                                  "log as 'kernel' at facility user; not the kernel's word")
             yield e
 
 

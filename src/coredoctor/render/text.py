@@ -255,6 +255,11 @@ def crashes_report(doc):
         out.append(_wrap("", f"core unknown for {len(rs)} ({names}): {why}"))
     if absent:
         out += ["", "Not read: " + "; ".join(absent)]
+    forged = [r for r in recs if r.get("untrusted")]
+    if forged:
+        out += ["", _wrap("", f"Not the kernel's word ({len(forged)}): " + ", ".join(
+            "%s[%s]" % (r["comm"], r["pid"]) for r in forged[:4]) + (", ..." if len(forged) > 4 else "")
+            + " -- " + forged[0]["untrusted"])]
     if skipped:
         out += ["", _wrap("", skipped)]
     return "\n".join(out)
