@@ -50,7 +50,7 @@ class BadRecord(Error):
 class Skips:
     """What a report skipped: records per source, and the first few reasons."""
 
-    KEEP = 3
+    KEEP = 8
 
     def __init__(self) -> None:
         self.counts: Dict[str, int] = {}
