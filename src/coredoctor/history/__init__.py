@@ -71,6 +71,8 @@ def number(text: Optional[str], kind: str = "pid", source: str = "?", what: Opti
     """``text`` as an int: ASCII digits only, at most ``DIGITS[kind]`` of them (no sign: see
     :func:`signed`). Raises :class:`BadRecord`."""
     limit = DIGITS[kind]
+    if type(text) is str and 0 < len(text) <= limit and text.isascii() and text.isdigit():
+        return int(text)
     name = what or kind
     if not isinstance(text, str) or not text:
         raise BadRecord(source, f"{name} is empty or not text")

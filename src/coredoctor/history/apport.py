@@ -17,6 +17,7 @@ import os
 import re
 import time
 import zlib
+from typing import Iterator
 
 from coredoctor.history import BadRecord, MAX_LINE, lines_bounded, number, open_in_dir, safe_dir_entries
 
@@ -118,7 +119,8 @@ def _report(path, fd, st, skipped=None, limit=MAX_REPORT):
                     f"{'with' if r.get('CoreDump') else 'without'} CoreDump"}
 
 
-def read_reports(root="/", since=None, skipped=None, limit=MAX_REPORT):
+def read_reports(root: str = "/", since: "float | None" = None, skipped=None,
+                 limit: int = MAX_REPORT) -> "Iterator[dict]":
     """One event per crash report: ``event`` ``apport-report``, ``pid``, ``comm``, ``exe``,
     ``signo``, ``time``, ``path`` and ``core`` (``present`` when the report embeds it).
     /var/crash is world-writable: it is opened O_NOFOLLOW|O_DIRECTORY and each report with openat
@@ -156,7 +158,7 @@ def read_reports(root="/", since=None, skipped=None, limit=MAX_REPORT):
         os.close(dirfd)
 
 
-def core_files(root="/", skipped=None):
+def core_files(root: str = "/", skipped=None) -> "dict[int, list[str]]":
     """``{pid: [paths]}`` of apport's stored cores (core.EXE_PATH.UID.BOOT_ID.PID.TIME)."""
     out = {}
     d = os.path.join(root, "var/lib/apport/coredump")
@@ -186,7 +188,8 @@ def log_files(root="/"):
     return ([base] if os.path.isfile(base) else []) + sorted(rot, key=lambda p: int(re.search(r"\.([0-9]+)", p[len(base):]).group(1)))
 
 
-def read_log(paths=None, root="/", since=None, skipped=None):
+def read_log(paths: "list[str] | None" = None, root: str = "/", since: "float | None" = None,
+             skipped=None) -> list:
     """apport.log lines classified by :func:`daemonlog.parse_apport_line`, oldest file first,
     with ``source`` ``apport.log:PATH``; handler lines tied to their crashed pid
     (:func:`daemonlog.link`). *skipped*: called with the BadRecord of each line left out."""

@@ -12,6 +12,7 @@ it appears, so the correlation dedupes on it.
 import glob
 import os
 import re
+from typing import Iterator
 
 from coredoctor.history import BadRecord, MAX_LINE, kmsg, lines_bounded
 
@@ -46,7 +47,8 @@ def log_files(root="/"):
     return found
 
 
-def read(paths=None, since=None, root="/", skipped=None):
+def read(paths: "list[str] | None" = None, since: "float | None" = None, root: str = "/",
+         skipped=None) -> "Iterator[kmsg.Event]":
     """ANOM_ABEND records as :class:`kmsg.Event` (``event`` ``audit-abend``, ``serial``,
     ``source`` ``audit:PATH``), in file order. Files that cannot be read are skipped: the
     caller reports them through :func:`log_files` and what came back. ``skipped``: called with

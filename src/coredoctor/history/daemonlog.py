@@ -141,7 +141,8 @@ def _ident_family(ident):
     return None
 
 
-def parse_message(ident, pid, message, when=None, source="syslog"):
+def parse_message(ident: "str | None", pid: "int | str | None", message: str, when: "float | None" = None,
+                  source: str = "syslog") -> "Event | None":
     """Classify one user-space log message (without the syslog prefix). ``ident`` is the syslog tag
     (``systemd``, ``systemd-coredump``, ``apport``), ``pid`` the logging process's pid (kept as
     ``hpid``), ``when`` seconds since the epoch or None. Returns an Event or None."""
@@ -197,7 +198,7 @@ def parse_message(ident, pid, message, when=None, source="syslog"):
 _TAGGED = re.compile(r"^(?P<ident>[^\s\[:]+)(?:\[(?P<pid>[0-9]+)\])?: (?P<msg>.*)$", re.S | re.ASCII)
 
 
-def parse_tagged(text, when=None, source="kmsg"):
+def parse_tagged(text: str, when: "float | None" = None, source: str = "kmsg") -> "Event | None":
     """Classify a record that carries its own ``ident[pid]: `` tag: what user space writes to
     /dev/kmsg when there is no journal (systemd-coredump logs "systemd-coredump[N]: Resource limits
     disable core dumping ..." there), and what syslog daemons then write as kernel lines."""

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+from typing import Iterator
 
 from coredoctor.history import BadRecord, finite_time, kmsg, lines_bounded, number
 
@@ -70,7 +71,7 @@ def _usec(v, what):
     return None if t is None else finite_time(t / 1e6, "journal", what)
 
 
-def parse_entry(entry, classify=None):
+def parse_entry(entry: dict, classify=None) -> "kmsg.Event | None":
     """One journal entry (a decoded ``-o json`` object) -> an Event or None. *classify* is
     daemonlog's ``parse_message(ident, pid, message, when)`` for user-space lines."""
     if not isinstance(entry, dict):
@@ -130,7 +131,8 @@ def parse_json_line(raw: bytes, classify=None) -> "kmsg.Event | None":
     return parse_entry(entry, classify)
 
 
-def read(since=None, directory=None, classify=None, journalctl="journalctl", skipped=None):
+def read(since: "float | None" = None, directory: "str | None" = None, classify=None, journalctl: str = "journalctl",
+         skipped=None) -> "Iterator[kmsg.Event]":
     """Classified events from the journal, oldest first, streamed from ``journalctl -o json``.
     ``skipped``: called with the :class:`BadRecord` of each entry left out."""
     cmd = [journalctl, "-o", "json", "--no-pager", "-q"]

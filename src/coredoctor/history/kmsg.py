@@ -12,7 +12,7 @@ import os
 import re
 import time
 
-from coredoctor.history import BadRecord, finite_time, number
+from coredoctor.history import MAX_TIME, BadRecord, finite_time, number
 
 __all__ = ["PATTERNS", "parse_line", "read_kmsg", "join_task_context", "Event", "MAX_MESSAGE"]
 
@@ -103,10 +103,15 @@ def parse_line(msg: str, when: "float | None" = None, source: str = "kmsg") -> "
         if not m:
             continue
         g = m.groupdict()
-        e = Event(event=p.event, pid=number(g["pid"], "pid", source) if g.get("pid") else None,
-                  comm=g.get("comm"), gate=p.gate, signal=p.signal,
-                  signo=number(g["signo"], "signo", source) if g.get("signo") else None,
-                  source="kmsg", ref=p.source, line=msg, time=finite_time(when, source))
+        pid, signo = g.get("pid"), g.get("signo")
+        # the patterns are re.ASCII: a group of \d is ASCII digits; only its length is left to check
+        # (inline: this runs for every crash line of a big syslog file)
+        pid = (int(pid) if len(pid) <= 7 else number(pid, "pid", source)) if pid else None
+        signo = (int(signo) if len(signo) <= 2 else number(signo, "signo", source)) if signo else None
+        if when is not None and not 0 <= when < MAX_TIME:
+            finite_time(when, source)
+        e = Event(event=p.event, pid=pid, comm=g.get("comm"), gate=p.gate, signal=p.signal, signo=signo,
+                  source="kmsg", ref=p.source, line=msg, time=when)
         if g.get("trap"):
             e["signal"] = _TRAP_SIGNAL.get(g["trap"])
         if g.get("atime"):
@@ -188,7 +193,7 @@ def _ascii_int(text):
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else None
 
 
-def read_kmsg(path="/dev/kmsg", user=None, skipped=None):
+def read_kmsg(path: str = "/dev/kmsg", user=None, skipped=None) -> "list[Event]":
     """Every classified record in the kernel's ring buffer, oldest first. Times are wall-clock
     estimates (record usec since boot + the boot time on CLOCK_MONOTONIC). *user*: a classifier
     ``(ident, pid, message, when)`` for lines that user-space programs wrote to /dev/kmsg
@@ -203,8 +208,8 @@ def read_kmsg(path="/dev/kmsg", user=None, skipped=None):
                 rec = os.read(fd, 8192)
             except BlockingIOError:
                 break
-            except OSError as e:
-                if e.errno == errno.EPIPE:  # overwritten while reading: continue with the next one
+            except OSError as err:
+                if err.errno == errno.EPIPE:  # overwritten while reading: continue with the next one
                     continue
                 raise
             if not rec:

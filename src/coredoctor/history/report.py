@@ -37,7 +37,8 @@ def _linked(events):
     return daemonlog.link(list(events))
 
 
-def gather(since=None, root="/", only=None, log_files=None, skips=None):
+def gather(since: "float | None" = None, root: str = "/", only=None, log_files: "list[str] | None" = None,
+           skips: "Skips | None" = None) -> "tuple[list, dict]":
     """``(events, read)``: classified events of every source present, and for each source what
     was read or why it was not (``{"kmsg": "read", "journal": "absent: ..."}``). *skips*: a
     :class:`~coredoctor.history.Skips` that counts the records left out, per source."""

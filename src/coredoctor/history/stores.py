@@ -107,7 +107,7 @@ def _coredumpctl(since, skipped=None):
     return out
 
 
-def systemd_coredump(since=None, root="/", skipped=None):
+def systemd_coredump(since: "float | None" = None, root: str = "/", skipped=None) -> "tuple[list[dict], str]":
     """``(events, how)``: what systemd-coredump kept; *how* is ``coredumpctl`` or ``store``.
     The store is read too: coredumpctl knows only what the journal recorded."""
     events = _coredumpctl(since, skipped) if root == "/" else None
@@ -118,7 +118,7 @@ def systemd_coredump(since=None, root="/", skipped=None):
     return events, how
 
 
-def apport_cores(root="/", skipped=None):
+def apport_cores(root: str = "/", skipped=None) -> "list[dict]":
     """apport's stored cores as events (pid from the name, time from the file; symlinks and
     other non-files are passed over)."""
     out = []

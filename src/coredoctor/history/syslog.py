@@ -21,6 +21,7 @@ import os
 import re
 import time
 import zlib
+from typing import Iterator
 
 try:  # the regex parser: public as sre_parse before 3.11, re._parser since
     from re import _constants as _sre_c
@@ -256,7 +257,7 @@ class _Clock:
             return None
 
 
-def parse_line(line, mtime=None, source="syslog", clock=None):
+def parse_line(line: str, mtime: "float | None" = None, source: str = "syslog", clock=None) -> "kmsg.Event | None":
     """Classify one syslog file line (str). ``mtime``: the file's mtime (the year of RFC 3164 lines);
     ``clock``: a :class:`_Clock` reused across the lines of one file."""
     m = _RFC3164.match(line)
@@ -302,7 +303,7 @@ def parse_line(line, mtime=None, source="syslog", clock=None):
 
 # -- files ----------------------------------------------------------------------------------------
 
-_ROT = re.compile(r"^(?P<base>.+?)(?:\.(?P<n>\d+)|-(?P<date>\d{8}))?(?P<gz>\.gz)?$")
+_ROT = re.compile(r"^(?P<base>.+?)(?:\.(?P<n>\d+)|-(?P<date>\d{8}))?(?P<gz>\.gz)?$", re.S | re.ASCII)  # any name matches
 
 
 def _rotation_key(name):
@@ -443,7 +444,8 @@ def _find_lines(buf, end, anchors, find):
         yield bytes(buf[s:nl(b"\n", s, end)])
 
 
-def read(paths=None, since=None, root="/", chunk_size=CHUNK, skipped=None):
+def read(paths: "list[str] | None" = None, since: "float | None" = None, root: str = "/", chunk_size: int = CHUNK,
+         skipped=None) -> "Iterator[kmsg.Event]":
     """Every classified crash line in ``paths`` (default: :func:`log_files` of ``root``), in file
     order. ``since`` (seconds since the epoch): rotated files last written before it are skipped
     whole, and events dated before it are left out. A line that a syslog daemon wrote to two logs
