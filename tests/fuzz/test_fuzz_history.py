@@ -371,3 +371,22 @@ def test_parse_since(text):
         assert "\n" not in str(err)
         return
     assert type(t) is float and 0 <= t < MAX_TIME
+
+
+def test_journal_entry_of_another_uid_in_a_handlers_name_is_untrusted():
+    """Any user can send MESSAGE_ID=fc2e22bc... with COREDUMP_PID= and COREDUMP_FILENAME= (logger
+    --journald); journald's _UID says who did. Such an entry is marked, and decides nothing."""
+    from coredoctor.history import crashes
+    forged = {"MESSAGE": "Process 4242 (victim) of user 0 dumped core.", "MESSAGE_ID": journal.COREDUMP_MESSAGE_ID,
+              "COREDUMP_PID": "4242", "COREDUMP_FILENAME": "/etc/shadow", "_UID": "1000", "_TRANSPORT": "journal",
+              "__REALTIME_TIMESTAMP": "1795623180000000"}
+    e = journal.parse_entry(forged, _classify, {0})
+    assert "uid 1000" in e["untrusted"]
+    assert journal.parse_entry(dict(forged, _UID="0"), _classify, {0}).get("untrusted") is None
+    unit = {"MESSAGE": "x.service: Main process exited, code=killed, status=11/SEGV", "SYSLOG_IDENTIFIER": "systemd",
+            "_UID": "1000", "_TRANSPORT": "journal", "__REALTIME_TIMESTAMP": "1795623180000000"}
+    u = journal.parse_entry(unit, _classify, {0})
+    assert u["untrusted"]
+    real = kmsg.parse_line(GOOD_KERNEL, 1795623180.0)
+    [c] = crashes.correlate([real, e, dict(u, pid=4242)])
+    assert c["stored"] == [] and c["unit_result"] is None and len(c["events"]) == 3

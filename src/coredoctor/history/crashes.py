@@ -148,6 +148,8 @@ def _add(c, e):
     c["events"].append(ev)
     if c["time"] is None or (e.get("time") is not None and e["time"] < c["time"]):
         c["time"] = e.get("time")
+    if e.get("untrusted"):
+        return  # evidence shown as such; it decides nothing (no refusal, store, unit result or name)
     for k in ("signal", "signo", "exe", "comm", "unit", "pid", "uid"):
         if c.get(k) is None and e.get(k) is not None:
             c[k] = e[k]
@@ -155,7 +157,7 @@ def _add(c, e):
         # systemd's view of the kernel's verdict: code=dumped (the kernel wrote a core, to a file or
         # the handler) or code=killed (no core at all)
         c["unit_result"] = "dumped" if e["dumped"] else "killed"
-    if e.get("gate") and e.get("event") not in ("fault", "fatal-signal", "audit-abend") and not e.get("untrusted"):
+    if e.get("gate") and e.get("event") not in ("fault", "fatal-signal", "audit-abend"):
         c["refusals"].append({"gate": e["gate"], "evidence": e.get("line"), "source": src})
     if e.get("event") == "handler-truncated":
         c["handler_truncated"] = e.get("size")

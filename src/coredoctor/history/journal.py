@@ -71,11 +71,35 @@ def _usec(v, what):
     return None if t is None else finite_time(t / 1e6, "journal", what)
 
 
-def parse_entry(entry: dict, classify=None) -> "kmsg.Event | None":
+def parse_entry(entry: dict, classify=None, trusted_uids=None) -> "kmsg.Event | None":
     """One journal entry (a decoded ``-o json`` object) -> an Event or None. *classify* is
-    daemonlog's ``parse_message(ident, pid, message, when)`` for user-space lines."""
+    daemonlog's ``parse_message(ident, pid, message, when)`` for user-space lines.
+    *trusted_uids*: the uids (journald's own ``_UID``, which a sender cannot set) that
+    systemd-coredump, apport and systemd log as; an entry of theirs from another uid -- any user
+    can send MESSAGE_ID=, COREDUMP_PID= or SYSLOG_IDENTIFIER=systemd -- is given ``untrusted``."""
     if not isinstance(entry, dict):
         raise BadRecord("journal", "an entry that is not a JSON object")
+    e = _parse_entry(entry, classify)
+    if e is not None and trusted_uids is not None and _text(entry.get("_TRANSPORT")) not in ("kernel", "audit"):
+        uid = _int(entry.get("_UID"), "uid", "_UID")
+        if uid is not None and uid not in trusted_uids:
+            e["untrusted"] = (f"a journal entry of uid {uid} in the name of {e.get('handler') or e.get('ident')}: "
+                              "any user can log such fields; not that program's word")
+    return e
+
+
+def trusted_uids() -> "set[int]":
+    """root, and the user systemd-coredump drops to (when there is one)."""
+    import pwd
+    uids = {0}
+    try:
+        uids.add(pwd.getpwnam("systemd-coredump").pw_uid)
+    except KeyError:
+        pass
+    return uids
+
+
+def _parse_entry(entry, classify):
     msg = _text(entry.get("MESSAGE"))
     if msg is None:
         return None
@@ -119,7 +143,7 @@ def parse_entry(entry: dict, classify=None) -> "kmsg.Event | None":
     return e
 
 
-def parse_json_line(raw: bytes, classify=None) -> "kmsg.Event | None":
+def parse_json_line(raw: bytes, classify=None, trusted=None) -> "kmsg.Event | None":
     """One line of ``journalctl -o json`` -> :func:`parse_entry`; :class:`BadRecord` for a line
     that is no JSON object (or too long, or nested past the parser's depth)."""
     if len(raw) > MAX_ENTRY:
@@ -128,7 +152,7 @@ def parse_json_line(raw: bytes, classify=None) -> "kmsg.Event | None":
         entry = json.loads(raw)
     except (ValueError, RecursionError):
         raise BadRecord("journal", "a line that is not JSON") from None
-    return parse_entry(entry, classify)
+    return parse_entry(entry, classify, trusted)
 
 
 def read(since: "float | None" = None, directory: "str | None" = None, classify=None, journalctl: str = "journalctl",
@@ -141,13 +165,15 @@ def read(since: "float | None" = None, directory: "str | None" = None, classify=
     if since is not None:
         cmd += [f"--since=@{int(since)}"]
     cmd += _MATCHES
+    trusted = trusted_uids()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
     def events():
         for raw, n in lines_bounded(p.stdout, MAX_ENTRY):
             try:
                 if raw is None:
                     raise BadRecord("journal", f"an entry of {n} bytes (at most {MAX_ENTRY} are read)")
-                e = parse_json_line(raw, classify)
+                e = parse_json_line(raw, classify, trusted)
             except BadRecord as err:
                 if skipped is not None:
                     skipped(err)
