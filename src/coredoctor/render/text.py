@@ -188,6 +188,7 @@ def crashes_report(doc):
     """Verdict first (how many crashes kept their core), then a table newest first, then why
     for each core that did not survive, with the fix."""
     import time
+    doc = _no_controls(doc)  # names, paths and log lines are anyone's: none may start a line of its own
     recs = doc["crashes"]
     absent = [f"{k} ({v.split(': ', 1)[1]})" for k, v in doc.get("read", {}).items() if not v.startswith("read")]
     sk = doc.get("skipped") or {}
@@ -263,6 +264,19 @@ def crashes_report(doc):
     if skipped:
         out += ["", _wrap("", skipped)]
     return "\n".join(out)
+
+
+def _no_controls(v):
+    """*v* with every control character in its strings (C0, DEL, C1: a newline or an escape
+    sequence in a process name) written as ``\\xNN``."""
+    import re
+    if isinstance(v, str):
+        return re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group()):02x}", v)
+    if isinstance(v, dict):
+        return {k: _no_controls(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_no_controls(x) for x in v]
+    return v
 
 
 def _wrap(prefix, text, width=100):
