@@ -370,7 +370,7 @@ def test_parse_since(text):
     except ValueError as err:
         assert "\n" not in str(err)
         return
-    assert type(t) is float and 0 <= t < MAX_TIME
+    assert type(t) is float and 0 <= t <= MAX_TIME
 
 
 def test_journal_entry_of_another_uid_in_a_handlers_name_is_untrusted():

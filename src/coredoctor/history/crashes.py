@@ -27,8 +27,9 @@ _LATE = ("handler-stored", "handler-refused", "handler-truncated", "handler-core
 
 def parse_since(text: str, now: "float | None" = None) -> float:
     """'2 days ago', '90 minutes ago', '2026-11-25T01:36:00Z' -> seconds since the epoch. A time
-    before the epoch ('99999999 days ago', year 1) is the epoch: every record is after it.
-    ValueError (one line, for the user) for anything else, or a time past the year 2242."""
+    before the epoch ('99999999 days ago', year 1) is the epoch: every record is after it; one
+    past the year 2242 (the last a record can carry) is that year. ValueError (one line, for the
+    user) for anything else."""
     import datetime
     now = time.time() if now is None else now
     bad = ValueError(f"cannot read the time {str(text)[:40]!r} (use e.g. '2 days ago' or 2026-11-25T01:36:00Z)")
@@ -46,6 +47,8 @@ def parse_since(text: str, now: "float | None" = None) -> float:
         raise bad from None
     if t.year < 1970:
         return 0.0
+    if t.year > 2242:
+        return _clamp(float("inf"), bad)
     try:
         if t.tzinfo is None:
             t = t.astimezone()
@@ -55,10 +58,12 @@ def parse_since(text: str, now: "float | None" = None) -> float:
 
 
 def _clamp(t, bad):
+    """Within [0, MAX_TIME]: before the epoch is the epoch, after the last time a record can carry
+    (the year 2242) is that time (no record is after it)."""
     from coredoctor.history import MAX_TIME
-    if t != t or t >= MAX_TIME:  # NaN, or past any time a record can carry
+    if t != t:  # NaN
         raise bad
-    return max(0.0, t)
+    return min(max(0.0, t), MAX_TIME)
 
 
 def _place(source):
