@@ -390,3 +390,20 @@ def test_journal_entry_of_another_uid_in_a_handlers_name_is_untrusted():
     real = kmsg.parse_line(GOOD_KERNEL, 1795623180.0)
     [c] = crashes.correlate([real, e, dict(u, pid=4242)])
     assert c["stored"] == [] and c["unit_result"] is None and len(c["events"]) == 3
+
+
+def test_apport_hard_links_and_the_read_budget():
+    """A hard link into /var/crash is no report apport wrote; and however many reports are planted,
+    at most *total* bytes of all are read (the rest are counted, not read)."""
+    with tempfile.TemporaryDirectory() as root:
+        os.makedirs(os.path.join(root, "var/crash"))
+        big = _crash(4101, 11).replace("ProcStatus:", "CoreDump: base64\n" + " QUFB\n" * 20000 + "ProcStatus:")
+        for i in range(4):
+            _write(root, f"var/crash/a{i}.crash", big.replace("4101", str(4101 + i)).encode())
+        os.link(os.path.join(root, "var/crash/a0.crash"), os.path.join(root, "var/crash/b_link.crash"))
+        sk = Skips()
+        got = list(apport.read_reports(root, skipped=sk.bind("apport"), total=3 * len(big) // 2))
+        assert [e["pid"] for e in got] == [4102]  # a0 and its link have 2 links; a1 is read; a2 cut
+        why = " | ".join(sk.reasons["apport"])
+        assert sk.counts["apport"] == 4 and "hard links" in why and "not read to its end" in why, why
+        assert "took the 4 GiB read for all" in why

@@ -27,6 +27,8 @@ __all__ = ["read_reports", "core_files", "read_log", "log_files", "enabled", "MA
 #: to this many bytes (its CoreDump, base64, comes before ProcStatus and Signal in apport's sorted
 #: keys, so a big core is read past); a larger file is not read to its end and is counted as skipped
 MAX_REPORT = 1 << 30
+#: and all reports together up to this many (a user can plant many files): the rest are counted
+MAX_REPORTS_TOTAL = 4 << 30
 _FIELD_LINE = 64 << 10  # a longer line of a field we read is no apport output (ProcStatus: ~1.5K)
 
 _WANTED = {"ProblemType", "Date", "ExecutablePath", "Signal", "SignalName", "ProcStatus", "CoreDump",
@@ -45,8 +47,10 @@ def _parse_report(f, source, limit=MAX_REPORT):
     """The fields of :data:`_WANTED` of an open report (binary file *f*), reading at most *limit*
     bytes and no line of a wanted field longer than 64 KiB (the CoreDump's lines are passed over)."""
     fields, cur, seen = {}, None, 0
+    fields["_read"] = 0
     while True:
         raw = f.readline(_FIELD_LINE)
+        fields["_read"] = seen
         if not raw:
             return fields
         seen += len(raw)
@@ -67,7 +71,8 @@ def _parse_report(f, source, limit=MAX_REPORT):
                 raise BadRecord(source, f"field ProcStatus has a line over {_FIELD_LINE} bytes")
             raw = b""
         if seen > limit:
-            raise BadRecord(source, f"a report of more than {limit} bytes: not read to its end")
+            fields["_read"] = seen
+            raise _TooBig(source, f"a report of more than {limit} bytes: not read to its end", seen)
         if not raw:
             continue
         if raw[:1] in (b" ", b"\t"):
@@ -86,11 +91,21 @@ def _parse_report(f, source, limit=MAX_REPORT):
                 fields[cur] = ""
 
 
+class _TooBig(BadRecord):
+    def __init__(self, source, why, seen):
+        super().__init__(source, why)
+        self.seen = seen
+
+
 def _report(path, fd, st, skipped=None, limit=MAX_REPORT):
-    """One report's event, from its open *fd* (:func:`read_reports`); BadRecord when it cannot
-    be trusted or read."""
+    """One report's event, from its open *fd* (:func:`read_reports`), and the bytes read;
+    BadRecord when it cannot be trusted or read."""
+    if st.st_nlink != 1:  # a hard link to someone else's file: apport writes each report anew
+        os.close(fd)
+        raise BadRecord(path, f"has {st.st_nlink} hard links: not a report apport wrote")
     with os.fdopen(fd, "rb") as f:
         r = _parse_report(f, path, limit)
+    seen = r.pop("_read")
     status = r.get("ProcStatus", "")
     pid = re.search(r"^Pid:\s*(\S+)", status, re.M)
     uid = re.search(r"^Uid:\s*(\S+)", status, re.M)
@@ -116,17 +131,17 @@ def _report(path, fd, st, skipped=None, limit=MAX_REPORT):
             "core": "present" if r.get("CoreDump") else "missing",
             "unreportable": r.get("UnreportableReason"), "problem": r.get("ProblemType", "Crash"),
             "line": f"apport report {path}: {r.get('ExecutablePath', '?')} signal {signo if sig else '?'}, "
-                    f"{'with' if r.get('CoreDump') else 'without'} CoreDump"}
+                    f"{'with' if r.get('CoreDump') else 'without'} CoreDump"}, seen
 
 
 def read_reports(root: str = "/", since: "float | None" = None, skipped=None,
-                 limit: int = MAX_REPORT) -> "Iterator[dict]":
+                 limit: int = MAX_REPORT, total: int = MAX_REPORTS_TOTAL) -> "Iterator[dict]":
     """One event per crash report: ``event`` ``apport-report``, ``pid``, ``comm``, ``exe``,
     ``signo``, ``time``, ``path`` and ``core`` (``present`` when the report embeds it).
     /var/crash is world-writable: it is opened O_NOFOLLOW|O_DIRECTORY and each report with openat
     O_NOFOLLOW from it (a symlink is not followed), a report owned by neither root nor the uid it
-    names is not trusted, and at most *limit* bytes of one are read. *skipped* is called with the
-    :class:`BadRecord` of each report left out."""
+    names is not trusted, and at most *limit* bytes of one (*total* of all) are read. *skipped* is
+    called with the :class:`BadRecord` of each report left out."""
     d = os.path.join(root, "var/crash")
     dirfd, names = safe_dir_entries(d)
     if dirfd is None:
@@ -137,9 +152,14 @@ def read_reports(root: str = "/", since: "float | None" = None, skipped=None,
                 continue
             path = os.path.join(d, n)
             try:
+                if total <= 0:
+                    raise BadRecord(path, f"not read: the reports before it took the {MAX_REPORTS_TOTAL >> 30} GiB "
+                                          "read for all")
                 fd, st = open_in_dir(dirfd, n)
-                e = _report(path, fd, st, skipped, limit)
+                e, seen = _report(path, fd, st, skipped, min(limit, total))
+                total -= seen
             except BadRecord as err:
+                total -= getattr(err, "seen", 0)
                 if skipped is not None:
                     skipped(BadRecord(path, err.why))
                 continue
