@@ -45,12 +45,11 @@ def _date(text):
 
 def _parse_report(f, source, limit=MAX_REPORT):
     """The fields of :data:`_WANTED` of an open report (binary file *f*), reading at most *limit*
-    bytes and no line of a wanted field longer than 64 KiB (the CoreDump's lines are passed over)."""
+    bytes and no line of a wanted field longer than 64 KiB (the CoreDump's lines are passed over).
+    ``f.tell()`` is what was read, also when it raises BadRecord."""
     fields, cur, seen = {}, None, 0
-    fields["_read"] = 0
     while True:
         raw = f.readline(_FIELD_LINE)
-        fields["_read"] = seen
         if not raw:
             return fields
         seen += len(raw)
@@ -64,15 +63,15 @@ def _parse_report(f, source, limit=MAX_REPORT):
                 cur = raw.split(b":", 1)[0].decode("utf-8", "replace")
                 if cur in _WANTED and cur != "CoreDump":
                     raise BadRecord(source, f"field {cur} has a line over {_FIELD_LINE} bytes")
-                fields[cur] = "present" if cur == "CoreDump" else ""
+                if cur == "CoreDump":
+                    fields[cur] = "present"
             elif cur == "CoreDump":
                 fields[cur] = "present"
             elif cur == "ProcStatus":
                 raise BadRecord(source, f"field ProcStatus has a line over {_FIELD_LINE} bytes")
             raw = b""
         if seen > limit:
-            fields["_read"] = seen
-            raise _TooBig(source, f"a report of more than {limit} bytes: not read to its end", seen)
+            raise BadRecord(source, f"a report of more than {limit} bytes: not read to its end")
         if not raw:
             continue
         if raw[:1] in (b" ", b"\t"):
@@ -91,12 +90,6 @@ def _parse_report(f, source, limit=MAX_REPORT):
                 fields[cur] = ""
 
 
-class _TooBig(BadRecord):
-    def __init__(self, source, why, seen):
-        super().__init__(source, why)
-        self.seen = seen
-
-
 def _report(path, fd, st, skipped=None, limit=MAX_REPORT):
     """One report's event, from its open *fd* (:func:`read_reports`), and the bytes read;
     BadRecord when it cannot be trusted or read."""
@@ -104,8 +97,12 @@ def _report(path, fd, st, skipped=None, limit=MAX_REPORT):
         os.close(fd)
         raise BadRecord(path, f"has {st.st_nlink} hard links: not a report apport wrote")
     with os.fdopen(fd, "rb") as f:
-        r = _parse_report(f, path, limit)
-    seen = r.pop("_read")
+        try:
+            r = _parse_report(f, path, limit)
+        except BadRecord as err:
+            err.seen = f.tell()  # what the read budget was charged
+            raise
+        seen = f.tell()
     status = r.get("ProcStatus", "")
     pid = re.search(r"^Pid:\s*(\S+)", status, re.M)
     uid = re.search(r"^Uid:\s*(\S+)", status, re.M)
