@@ -242,3 +242,114 @@ def test_after_the_seeds_fix_the_old_crash_is_judged_by_its_own_time(labdir, fix
         for x in (v, again, restarted):
             if x:
                 x.close()
+
+
+def _fake_core(pid, uid=65534):
+    """A minimal ELF core whose NT_PRPSINFO names *pid*: what a hostile user can write."""
+    import struct
+    desc = bytearray(136)
+    struct.pack_into("<IIii", desc, 16, uid, uid, pid, 1)
+    desc[40:46] = b"forged"
+    note = struct.pack("<III", 5, len(desc), 3) + b"CORE\0\0\0\0" + bytes(desc)
+    ehdr = bytearray(64)
+    ehdr[:7] = b"\x7fELF\x02\x01\x01"
+    struct.pack_into("<HHIQQQIHHHHHH", ehdr, 16, 4, 62, 1, 0, 64, 0, 0, 64, 56, 1, 0, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", 4, 0, 120, 0, 0, len(note), len(note), 4)
+    return bytes(ehdr) + phdr + note
+
+
+def test_planted_fake_cores_are_not_followed_read_or_taken(labdir, loud_kernel_log):
+    """Two processes crash without a core (RLIMIT_CORE 0); in the world-writable core directory a
+    user then plants, under the names their cores would have had, a symlink to /etc/shadow and a
+    regular file of their own that looks like the core (an ELF core naming the pid). crashes must
+    not follow the symlink, read through it, delete or change either, nor call either the
+    crash's core. (Planted before a dump they would not survive it: for a non-suid dump the
+    kernel unlinks what is at the name first, fs/coredump.c.)"""
+    import stat
+    lab, _ = labdir
+    cores = L.make_cores(lab)
+    L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p", "fs.suid_dumpable": 0})
+    via_link = L.Victim({"rlimit_core": [0, None], "comm": "cdlab-plant1"})
+    via_file = L.Victim({"rlimit_core": [0, None], "comm": "cdlab-plant2"})
+    try:
+        L.kernel_log_room(2)
+        s1, s2 = via_link.fault(), via_file.fault()
+        assert os.WIFSIGNALED(s1) and os.WIFSIGNALED(s2)
+        assert not os.WCOREDUMP(s1) and not os.WCOREDUMP(s2)
+        link = f"{cores}/core.cdlab-plant1.{via_link.pid}"
+        os.symlink("/etc/shadow", link)
+        os.lchown(link, 65534, 65534)  # the planter's, as if nobody had made it
+        planted = f"{cores}/core.cdlab-plant2.{via_file.pid}"
+        fake = _fake_core(via_file.pid)
+        with open(planted, "wb") as f:
+            f.write(fake)
+        os.chown(planted, 65534, 65534)
+        r = L.coredoctor("crashes", "--json", "--source", "kmsg", "--since", "10 minutes ago")
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        found = {c["pid"]: c for c in json.loads(r.stdout)["crashes"]}
+        a, b = found[via_link.pid]["core"], found[via_file.pid]["core"]
+        assert a["status"] == "missing" and a["path"] == link and "is a symlink" in a["why"], a
+        assert b["status"] in ("missing", "unknown") and b["path"] == planted, b
+        assert "owned by uid 65534" in b["why"], b
+        with open("/etc/shadow") as f:
+            shadow = f.read()
+        assert shadow.split(":", 1)[0] + ":" not in r.stdout  # nothing of /etc/shadow came out
+        assert os.readlink(link) == "/etc/shadow" and stat.S_ISLNK(os.lstat(link).st_mode)  # not deleted
+        with open(planted, "rb") as f:
+            assert f.read() == fake  # nor changed
+        text = L.coredoctor("crashes", "--source", "kmsg", "--since", "10 minutes ago")
+        assert text.returncode == 0 and f"cdlab-plant1[{via_link.pid}]: core missing" in text.stdout
+        assert f"cdlab-plant2[{via_file.pid}]: core present" not in text.stdout
+    finally:
+        via_link.close()
+        via_file.close()
+
+
+def _apport_report(pid, sig, uid):
+    return (f"ProblemType: Crash\nDate: Tue Nov 25 01:36:00 2026\nExecutablePath: /opt/cd/bin/x{pid}\n"
+            f"Signal: {sig}\nProcStatus:\n Name:\tx{pid}\n Pid:\t{pid}\n Uid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+
+
+def test_planted_crash_files_in_an_apport_dir(tmp_path):
+    """/var/crash is world-writable: reports planted there by a user -- owned by them while naming
+    another uid, a symlink to /etc/shadow, Unicode digits in Signal and Pid, a 10 GiB sparse file, a
+    FIFO -- are skipped and counted, each with its reason; the genuine reports beside them are read
+    (one root's, one given to the crashed user as apport does)."""
+    import time
+
+    from coredoctor.history import Skips, report
+    root = str(tmp_path)
+    crash = tmp_path / "var" / "crash"
+    crash.mkdir(parents=True)
+    os.chmod(crash, 0o1777)
+
+    def put(name, text, owner=0):
+        p = crash / name
+        p.write_text(text)
+        os.chown(p, owner, owner)
+        return str(p)
+    put("_opt_good.0.crash", _apport_report(4101, 11, 0))
+    put("_opt_users.65534.crash", _apport_report(4102, 6, 65534), owner=65534)  # the crashed user's own
+    put("_opt_claims_root.65534.crash", _apport_report(4103, 11, 0), owner=65534)
+    put("_opt_unicode_sig.0.crash", _apport_report(4104, "\u00b9\u00b9", 0))
+    put("_opt_unicode_pid.0.crash", _apport_report("\u0664\u0661\u0660\u0665", 11, 0))
+    os.symlink("/etc/shadow", crash / "_etc_shadow.0.crash")
+    os.lchown(crash / "_etc_shadow.0.crash", 65534, 65534)
+    huge = crash / "_opt_huge.0.crash"
+    with open(huge, "wb") as f:
+        f.write(_apport_report(4106, 11, 0).encode().replace(b"ProcStatus:", b"CoreDump: base64\n H4sI\nProcStatus:"))
+        f.truncate(10 << 30)  # sparse: 10 GiB that no reader may read whole
+    os.mkfifo(crash / "_opt_fifo.0.crash")
+    sk = Skips()
+    t0 = time.monotonic()
+    events, read = report.gather(root=root, only=["apport"], skips=sk)
+    took = time.monotonic() - t0
+    assert read["apport"] == "read (2 events)", read
+    assert sorted(e["pid"] for e in events) == [4101, 4102]
+    assert sk.counts == {"apport": 6}, (sk.counts, sk.reasons)
+    why = " | ".join(sk.reasons["apport"])
+    assert "owned by uid 65534, neither root nor the crashed process's uid" in why
+    assert "a symlink: not followed" in why
+    assert "Signal is not a decimal number of ASCII digits" in why
+    assert took < 30, took  # 1 GiB at most, not 10
+    assert os.path.getsize(huge) == 10 << 30 and os.path.islink(crash / "_etc_shadow.0.crash")

@@ -1,9 +1,11 @@
 """A real rsyslogd, started with a private configuration: kernel messages read from /dev/kmsg (imkmsg,
 which does not consume them) go to two files of ours in both line formats, and messages on a private
-log socket (not /dev/log) go to a third. A real segfault must then be found in the files by
+log socket (not /dev/log) go to a third (daemon.*) and a fourth (every facility, like Debian's
+/var/log/syslog). A real segfault must then be found in the files by
 syslog.read() with the right pid and signal; daemon lines sent by logger(1) as systemd-coredump and
 systemd would send them must come back classified."""
 import glob
+import json
 import os
 import shutil
 import signal
@@ -28,6 +30,7 @@ input(type="imuxsock" Socket="{d}/log.sock")
 kern.*   action(type="omfile" file="{d}/kern.log" template="RSYSLOG_TraditionalFileFormat")
 kern.*   action(type="omfile" file="{d}/kern-rfc3339.log" template="RSYSLOG_FileFormat")
 daemon.* action(type="omfile" file="{d}/daemon.log" template="RSYSLOG_TraditionalFileFormat")
+*.*      action(type="omfile" file="{d}/syslog" template="RSYSLOG_TraditionalFileFormat")
 """
 
 
@@ -165,3 +168,52 @@ def test_real_systemd_coredump_lines_through_rsyslog(coredump_listener, rsyslog)
     assert evs[0]["comm"].startswith("python") and evs[0]["ident"] == "systemd-coredump"
     assert evs[0]["hpid"] not in (None, v.pid) and abs(evs[0]["time"] - time.time()) < 60
     assert not glob.glob(f"{CD.STORE}/core.*.{v.pid}.*")  # and indeed nothing was stored
+
+
+def test_planted_lines_beside_a_real_crash(saved_sysctls, rsyslog):
+    """An unprivileged user plants lines with logger(1): a kernel segfault line forged under the tag
+    "kernel" (rsyslogd gives a message from its socket facility user, even when it asks for kern, so
+    it lands in syslog and not in kern.log), one forged as kernel[PID], and a systemd-coredump line
+    with a 4,400-digit pid. `crashes` reads the files beside a real crash: the real one is listed as
+    the kernel's, the forged one is marked as not the kernel's word, the bad line is skipped and
+    counted, and nothing fails."""
+    logger = shutil.which("logger")
+    if logger is None:
+        pytest.skip("logger(1) is not installed (bsdutils)")
+    L.set_sysctls({"kernel.core_pattern": "core", "fs.suid_dumpable": 0})
+    sock = os.path.join(rsyslog, "log.sock")
+    os.chmod(sock, 0o666)
+    os.chmod(rsyslog, 0o755)
+    pid = _segfault_logged_by_kernel()
+    big = "9" * 4400
+    seg = " segfault at 0 ip 00007f3499585ad8 sp 00007ffda54d0ab8 error 4 in libc.so.6[167ad8,7f3499444000+156000]"
+    planted = [["-p", "kern.err", "-t", "kernel", f"cdforged[4194300]:{seg}"],
+               ["-t", "kernel", "--id", f"cdtagged[4194299]:{seg}"],
+               ["--size", "8000", "-p", "daemon.err", "-t", "systemd-coredump",
+                f"Process {big} (x) of user 0 dumped core."]]  # logger cuts at 1 KiB without --size
+    for args in planted:  # as nobody: what any user may do
+        subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", logger, "-u", sock, *args],
+                       check=True, timeout=10)
+    logs = [os.path.join(rsyslog, n) for n in ("kern.log", "syslog", "daemon.log")]
+
+    def all_there():
+        text = "".join(open(p, errors="replace").read() for p in logs if os.path.exists(p))
+        return all(os.path.exists(p) for p in logs) and f"[{pid}]: segfault" in text and "cdforged" in text \
+            and "cdtagged" in text and big in text
+    assert _wait_for(all_there, 10), "rsyslogd did not write every line"
+    assert "cdforged" not in open(logs[0]).read()  # facility user: not in kern.log
+    r = L.coredoctor("crashes", "--json", "--source", "syslog", *[a for p in logs for a in ("--log", p)])
+    assert r.returncode == 0 and "Traceback" not in r.stderr and r.stderr == "", r.stderr
+    doc = json.loads(r.stdout)
+    recs = {c["pid"]: c for c in doc["crashes"]}
+    real = recs[pid]
+    assert real["signal"] == "SIGSEGV" and real["untrusted"] is None
+    assert f"syslog:{logs[0]}" in real["sources"]
+    forged = recs[4194300]
+    assert "not the kernel's word" in forged["untrusted"] and forged["sources"] == [f"syslog:{logs[1]}"]
+    assert 4194299 not in recs  # kernel[PID]: a process's tag, skipped
+    assert doc["skipped"]["log"] >= 3, doc["skipped"]  # kernel[PID] in syslog, 4,400 digits in daemon.log and syslog
+    assert any("4400 digits" in w for w in doc["skipped_why"]["log"]), doc["skipped_why"]
+    text = L.coredoctor("crashes", "--source", "syslog", *[a for p in logs for a in ("--log", p)])
+    assert text.returncode == 0 and "Not the kernel's word (1): cdforged[4194300]" in text.stdout
+    assert "Skipped as unreadable or untrusted: log " in text.stdout

@@ -69,7 +69,7 @@ def test_apport_reports_cores_and_log(tmp_path):
     c = recs[4103]
     assert (c["core"]["status"], c["core"]["path"], c["core"]["handler"]) == ("present", store, "apport")
     d = recs[4104]
-    assert d["core"]["status"] == "missing" and d["exe"] is None or d["core"]["status"] == "missing"
+    assert d["core"]["status"] == "missing" and d["exe"] == "/opt/cd/bin/unpackaged"
     assert d["likely_reason"]["gate"] == "handler-policy"
     assert "does not belong to a package" in d["likely_reason"]["evidence"]
     assert any(s.startswith("apport.log:") and s.endswith("apport.log.2.gz") for s in d["sources"])
@@ -221,3 +221,27 @@ def test_a_crash_before_a_fix_is_looked_for_under_the_pattern_of_its_time(tmp_pa
     later = dict(e, time=T0 + 120, pid=4343)
     r2 = report.records([later], env)[0]
     assert "core_pattern" not in r2["core"] and r2["core"]["path"] == "/var/crash/core.4343"
+
+
+def test_crashes_text_hostile_names_and_skips():
+    """A comm is anyone's (prctl PR_SET_NAME): a newline or an escape sequence in it must not start
+    a line of its own in the report; skipped records are one notice line; every line fits 100 columns."""
+    from coredoctor.render import text as rtext
+    rec = {"time": 1795623180.0, "pid": 4242, "comm": "evil\n4243  FORGED\x1b[2J", "exe": None, "unit": None,
+           "uid": None, "signal": "SIGSEGV", "signo": 11, "sources": ["syslog:/var/log/syslog"],
+           "core": {"status": "missing", "path": "/cores/core.evil\n", "size": None, "why": "no core\r\nok"},
+           "likely_reason": {"gate": None, "evidence": "nothing\x00", "fix": None}, "unit_result": None,
+           "evidence": [], "untrusted": "a kernel line in syslog that kern.log does not hold: not the kernel's word"}
+    doc = {"schema": "coredoctor.crashes/1", "core_pattern": "core", "read": {"log": "read (1 events)"},
+           "crashes": [rec], "skipped": {"log": 2}, "skipped_why": {"log": ["pid has 4400 digits (at most 7)"]}}
+    out = rtext.crashes_report(doc)
+    lines = out.split("\n")
+    assert not any(ln.startswith("4243") for ln in lines) and "\x1b" not in out and "\x00" not in out
+    assert "evil\\x0a4243" in out and "\r" not in out
+    assert [ln for ln in lines if ln.startswith("Skipped")] == [
+        "Skipped as unreadable or untrusted: log 2 records (pid has 4400 digits (at most 7))"]
+    assert any(ln.startswith("Not the kernel's word (1): evil") for ln in lines)
+    assert all(len(ln) <= 100 for ln in lines), max(lines, key=len)
+    assert rec["comm"] == "evil\n4243  FORGED\x1b[2J"  # the document itself is left as it was
+    empty = rtext.crashes_report(dict(doc, crashes=[]))
+    assert empty.startswith("No crashes found in log.") and "Skipped as unreadable or untrusted: log 2" in empty

@@ -154,6 +154,10 @@ def test_a_line_in_two_logs_is_given_once(tmp_path):
               local(2026, 11, 25, 17, 0, 0))
     evs = list(syslog.read([str(a), str(b)]))
     assert [(e["pid"], e["source"]) for e in evs] == [(15609, "syslog:" + str(a)), (2, "syslog:" + str(b))]
+    # pid 2's line is in syslog only: kern.log gets facility kern only, so a process logged it as
+    # "kernel" (at facility user); it is given, marked as not the kernel's word
+    assert evs[0].get("untrusted") is None and "not the kernel's word" in evs[1]["untrusted"]
+    assert list(syslog.read([str(b), str(a)]))[0].get("untrusted") is None  # kern.log is read first
     # within one log, two equal lines are two crashes
     assert len(list(syslog.read([str(a), str(a)]))) == 2
 

@@ -10,13 +10,26 @@ only when the crashed process's RLIMIT_CORE was non-zero) and its log ``/var/log
 reader takes *root* so that tests (and offline copies) need not write into /var.
 """
 
+import errno
 import glob
 import gzip
 import os
 import re
 import time
+import zlib
+from typing import Iterator
 
-__all__ = ["read_reports", "core_files", "read_log", "log_files", "enabled"]
+from coredoctor.history import BadRecord, MAX_LINE, lines_bounded, number, open_in_dir, safe_dir_entries
+
+__all__ = ["read_reports", "core_files", "read_log", "log_files", "enabled", "MAX_REPORT"]
+
+#: /var/crash is world-writable (1777 on Ubuntu, and so made by our own fix): a report is read up
+#: to this many bytes (its CoreDump, base64, comes before ProcStatus and Signal in apport's sorted
+#: keys, so a big core is read past); a larger file is not read to its end and is counted as skipped
+MAX_REPORT = 1 << 30
+#: and all reports together up to this many (a user can plant many files): the rest are counted
+MAX_REPORTS_TOTAL = 4 << 30
+_FIELD_LINE = 64 << 10  # a longer line of a field we read is no apport output (ProcStatus: ~1.5K)
 
 _WANTED = {"ProblemType", "Date", "ExecutablePath", "Signal", "SignalName", "ProcStatus", "CoreDump",
            "UnreportableReason", "ProcCwd", "_PID"}
@@ -30,89 +43,197 @@ def _date(text):
         return None
 
 
-def _parse_report(path):
-    fields, cur = {}, None
-    with open(path, "rb") as f:
-        for raw in f:
-            if raw[:1] in (b" ", b"\t"):
-                if cur == "ProcStatus":
-                    fields[cur] += raw.decode("utf-8", "replace").strip() + "\n"
-                elif cur == "CoreDump" and not fields[cur]:
+def _parse_report(f, source, limit=MAX_REPORT):
+    """The fields of :data:`_WANTED` of an open report (binary file *f*), reading at most *limit*
+    bytes and no line of a wanted field longer than 64 KiB (the CoreDump's lines are passed over).
+    ``f.tell()`` is what was read, also when it raises BadRecord."""
+    fields, cur, seen = {}, None, 0
+    while True:
+        raw = f.readline(_FIELD_LINE)
+        if not raw:
+            return fields
+        seen += len(raw)
+        if len(raw) == _FIELD_LINE and not raw.endswith(b"\n"):  # a long line: pass over the rest
+            while True:
+                more = f.readline(1 << 20)
+                seen += len(more)
+                if not more or more.endswith(b"\n") or seen > limit:
+                    break
+            if raw[:1] not in (b" ", b"\t"):
+                cur = raw.split(b":", 1)[0].decode("utf-8", "replace")
+                if cur in _WANTED and cur != "CoreDump":
+                    raise BadRecord(source, f"field {cur} has a line over {_FIELD_LINE} bytes")
+                if cur == "CoreDump":
                     fields[cur] = "present"
-                continue
-            key, sep, val = raw.decode("utf-8", "replace").partition(":")
-            cur = key if sep else None
-            if cur in _WANTED:
-                v = val.strip()
-                fields[cur] = ("present" if v else "") if cur == "CoreDump" else v
-                if cur == "ProcStatus":
-                    fields[cur] = ""
-    return fields
+            elif cur == "CoreDump":
+                fields[cur] = "present"
+            elif cur == "ProcStatus":
+                raise BadRecord(source, f"field ProcStatus has a line over {_FIELD_LINE} bytes")
+            raw = b""
+        if seen > limit:
+            raise BadRecord(source, f"a report of more than {limit} bytes: not read to its end")
+        if not raw:
+            continue
+        if raw[:1] in (b" ", b"\t"):
+            if cur == "ProcStatus":
+                if len(fields[cur]) < _FIELD_LINE:
+                    fields[cur] += raw.decode("utf-8", "replace").strip() + "\n"
+            elif cur == "CoreDump" and not fields[cur]:
+                fields[cur] = "present"
+            continue
+        key, sep, val = raw.decode("utf-8", "replace").partition(":")
+        cur = key if sep else None
+        if cur in _WANTED:
+            v = val.strip()
+            fields[cur] = ("present" if v else "") if cur == "CoreDump" else v
+            if cur == "ProcStatus":
+                fields[cur] = ""
 
 
-def read_reports(root="/", since=None):
-    """One event per crash report: ``event`` ``apport-report``, ``pid``, ``comm``, ``exe``,
-    ``signo``, ``time``, ``path`` and ``core`` (``present`` when the report embeds it)."""
-    for path in sorted(glob.glob(os.path.join(root, "var/crash/*.crash"))):
+def _report(path, fd, st, skipped=None, limit=MAX_REPORT):
+    """One report's event, from its open *fd* (:func:`read_reports`), and the bytes read;
+    BadRecord when it cannot be trusted or read."""
+    if st.st_nlink != 1:  # a hard link to someone else's file: apport writes each report anew
+        os.close(fd)
+        raise BadRecord(path, f"has {st.st_nlink} hard links: not a report apport wrote")
+    with os.fdopen(fd, "rb") as f:
         try:
-            r = _parse_report(path)
-        except OSError:
-            continue
-        if r.get("ProblemType", "Crash") != "Crash":
-            continue
-        pid = re.search(r"^Pid:\s*(\d+)", r.get("ProcStatus", ""), re.M)
-        name = re.search(r"^Name:\s*(.+)$", r.get("ProcStatus", ""), re.M)
-        when = _date(r.get("Date", ""))
-        if since is not None and when is not None and when < since:
-            continue
-        sig = r.get("Signal", "")
-        yield {"event": "apport-report", "pid": int(pid.group(1)) if pid else (int(r["_PID"]) if r.get("_PID", "").isdigit() else None),
-               "comm": name.group(1).strip() if name else None, "exe": r.get("ExecutablePath"),
-               "signo": int(sig) if sig.isdigit() else None, "signal": r.get("SignalName"), "time": when,
-               "gate": None, "source": f"apport:{path}", "path": path,
-               "core": "present" if r.get("CoreDump") else "missing",
-               "unreportable": r.get("UnreportableReason"),
-               "line": f"apport report {path}: {r.get('ExecutablePath', '?')} signal {sig or '?'}, "
-                       f"{'with' if r.get('CoreDump') else 'without'} CoreDump"}
+            r = _parse_report(f, path, limit)
+        except BadRecord as err:
+            err.seen = f.tell()  # what the read budget was charged
+            raise
+        seen = f.tell()
+    status = r.get("ProcStatus", "")
+    pid = re.search(r"^Pid:\s*(\S+)", status, re.M)
+    uid = re.search(r"^Uid:\s*(\S+)", status, re.M)
+    name = re.search(r"^Name:\s*(.+)$", status, re.M)
+    crashed_uid = number(uid.group(1), "uid", path, "ProcStatus Uid") if uid else None
+    if st.st_uid != 0 and st.st_uid != crashed_uid:
+        # apport writes a report as root and gives it to the crashed process's uid; anyone else
+        # can drop a file in the world-writable /var/crash
+        raise BadRecord(path, f"owned by uid {st.st_uid}, neither root nor the crashed process's uid: "
+                              "not trusted")
+    if pid:
+        pid = number(pid.group(1), "pid", path, "ProcStatus Pid")
+    elif r.get("_PID"):
+        pid = number(r["_PID"], "pid", path, "_PID")
+    else:
+        pid = None
+    sig = r.get("Signal", "")
+    signo = number(sig, "signo", path, "Signal") if sig else None
+    return {"event": "apport-report", "pid": pid,
+            "comm": name.group(1).strip() if name else None, "exe": r.get("ExecutablePath"),
+            "signo": signo, "signal": r.get("SignalName"), "time": _date(r.get("Date", "")),
+            "gate": None, "source": f"apport:{path}", "path": path,
+            "core": "present" if r.get("CoreDump") else "missing",
+            "unreportable": r.get("UnreportableReason"), "problem": r.get("ProblemType", "Crash"),
+            "line": f"apport report {path}: {r.get('ExecutablePath', '?')} signal {signo if sig else '?'}, "
+                    f"{'with' if r.get('CoreDump') else 'without'} CoreDump"}, seen
 
 
-def core_files(root="/"):
+def read_reports(root: str = "/", since: "float | None" = None, skipped=None,
+                 limit: int = MAX_REPORT, total: int = MAX_REPORTS_TOTAL) -> "Iterator[dict]":
+    """One event per crash report: ``event`` ``apport-report``, ``pid``, ``comm``, ``exe``,
+    ``signo``, ``time``, ``path`` and ``core`` (``present`` when the report embeds it).
+    /var/crash is world-writable: it is opened O_NOFOLLOW|O_DIRECTORY and each report with openat
+    O_NOFOLLOW from it (a symlink is not followed), a report owned by neither root nor the uid it
+    names is not trusted, and at most *limit* bytes of one (*total* of all) are read. *skipped* is
+    called with the :class:`BadRecord` of each report left out."""
+    d = os.path.join(root, "var/crash")
+    dirfd, names = safe_dir_entries(d)
+    if dirfd is None:
+        return
+    try:
+        for n in names:
+            if not n.endswith(".crash"):
+                continue
+            path = os.path.join(d, n)
+            try:
+                if total <= 0:
+                    raise BadRecord(path, f"not read: the reports before it took the {MAX_REPORTS_TOTAL >> 30} GiB "
+                                          "read for all")
+                fd, st = open_in_dir(dirfd, n)
+                e, seen = _report(path, fd, st, skipped, min(limit, total))
+                total -= seen
+            except BadRecord as err:
+                total -= getattr(err, "seen", 0)
+                if skipped is not None:
+                    skipped(BadRecord(path, err.why))
+                continue
+            except OSError as err:
+                if skipped is not None:
+                    why = "a symlink: not followed" if err.errno == errno.ELOOP else \
+                        f"cannot be read ({err.strerror})"
+                    skipped(BadRecord(path, why))
+                continue
+            if e.pop("problem") != "Crash":
+                continue
+            if since is not None and e["time"] is not None and e["time"] < since:
+                continue
+            yield e
+    finally:
+        os.close(dirfd)
+
+
+def core_files(root: str = "/", skipped=None) -> "dict[int, list[str]]":
     """``{pid: [paths]}`` of apport's stored cores (core.EXE_PATH.UID.BOOT_ID.PID.TIME)."""
     out = {}
-    for p in glob.glob(os.path.join(root, "var/lib/apport/coredump/core.*")):
-        parts = os.path.basename(p).split(".")
+    d = os.path.join(root, "var/lib/apport/coredump")
+    dirfd, names = safe_dir_entries(d)
+    if dirfd is None:
+        return out
+    os.close(dirfd)
+    for n in names:
+        if not n.startswith("core."):
+            continue
+        parts = n.split(".")
         if len(parts) >= 5 and parts[-2].isdigit():
-            out.setdefault(int(parts[-2]), []).append(p)
+            try:
+                pid = number(parts[-2], "pid", os.path.join(d, n), "the pid in the name")
+            except BadRecord as err:
+                if skipped is not None:
+                    skipped(err)
+                continue
+            out.setdefault(pid, []).append(os.path.join(d, n))
     return out
 
 
 def log_files(root="/"):
     """/var/log/apport.log and its rotations (.1, .2.gz, ...), newest first."""
     base = os.path.join(root, "var/log/apport.log")
-    rot = [p for p in glob.glob(base + ".*") if re.search(r"\.\d+(\.gz)?$", p)]
-    return ([base] if os.path.isfile(base) else []) + sorted(rot, key=lambda p: int(re.search(r"\.(\d+)", p[len(base):]).group(1)))
+    rot = [p for p in glob.glob(glob.escape(base) + ".*") if re.fullmatch(r"\.[0-9]{1,6}(\.gz)?", p[len(base):])]
+    return ([base] if os.path.isfile(base) else []) + sorted(rot, key=lambda p: int(re.search(r"\.([0-9]+)", p[len(base):]).group(1)))
 
 
-def read_log(paths=None, root="/", since=None):
+def read_log(paths: "list[str] | None" = None, root: str = "/", since: "float | None" = None,
+             skipped=None) -> list:
     """apport.log lines classified by :func:`daemonlog.parse_apport_line`, oldest file first,
     with ``source`` ``apport.log:PATH``; handler lines tied to their crashed pid
-    (:func:`daemonlog.link`)."""
+    (:func:`daemonlog.link`). *skipped*: called with the BadRecord of each line left out."""
     from coredoctor.history import daemonlog
     out = []
     for path in reversed(log_files(root) if paths is None else paths):
+        source = f"apport.log:{path}"
         try:
-            f = gzip.open(path, "rt", errors="replace") if path.endswith(".gz") else open(path, errors="replace")
+            f = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
         except OSError:
             continue
         with f:
             try:
-                for line in f:
-                    if "apport (pid" not in line:
+                for raw, n in lines_bounded(f, MAX_LINE):
+                    try:
+                        if raw is None:
+                            raise BadRecord(source, f"a line of {n} bytes (at most {MAX_LINE} are read)")
+                        if b"apport (pid" not in raw:
+                            continue
+                        e = daemonlog.parse_apport_line(raw.decode("utf-8", "replace"), source=source)
+                    except BadRecord as err:
+                        if skipped is not None:
+                            skipped(err)
                         continue
-                    e = daemonlog.parse_apport_line(line, source=f"apport.log:{path}")
                     if e is not None and (since is None or e["time"] is None or e["time"] >= since):
                         out.append(e)
-            except (OSError, EOFError):  # a cut .gz: what was read stands
+            except (OSError, EOFError, zlib.error):  # a cut or corrupt .gz: what was read stands
                 continue
     return daemonlog.link(out)
 

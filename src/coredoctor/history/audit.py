@@ -12,8 +12,9 @@ it appears, so the correlation dedupes on it.
 import glob
 import os
 import re
+from typing import Iterator
 
-from coredoctor.history import kmsg
+from coredoctor.history import BadRecord, MAX_LINE, kmsg, lines_bounded
 
 __all__ = ["log_files", "read"]
 
@@ -46,21 +47,34 @@ def log_files(root="/"):
     return found
 
 
-def read(paths=None, since=None, root="/"):
+def read(paths: "list[str] | None" = None, since: "float | None" = None, root: str = "/",
+         skipped=None) -> "Iterator[kmsg.Event]":
     """ANOM_ABEND records as :class:`kmsg.Event` (``event`` ``audit-abend``, ``serial``,
     ``source`` ``audit:PATH``), in file order. Files that cannot be read are skipped: the
-    caller reports them through :func:`log_files` and what came back."""
+    caller reports them through :func:`log_files` and what came back. ``skipped``: called with
+    the :class:`BadRecord` of each record left out (a line longer than any audit record, a
+    number no kernel prints)."""
     for path in (log_files(root) if paths is None else paths):
         try:
             f = open(path, "rb")
         except OSError:
             continue
+        source = f"audit:{path}"
         with f:
-            for raw in f:
+            for raw, n in lines_bounded(f, MAX_LINE):
+                if raw is None:  # MAX_AUDIT_MESSAGE_LENGTH is 8970 (include/uapi/linux/audit.h)
+                    if skipped is not None:
+                        skipped(BadRecord(source, f"a line of {n} bytes (an audit record has at most 8970)"))
+                    continue
                 if b"ANOM_ABEND" not in raw and b"type=1701" not in raw:
                     continue
                 line = raw.decode("utf-8", "replace").rstrip("\n").split("\x1d", 1)[0]  # ENRICHED fields
-                e = kmsg.parse_line(line)
+                try:
+                    e = kmsg.parse_line(line, None, source)
+                except BadRecord as err:
+                    if skipped is not None:
+                        skipped(err)
+                    continue
                 if e is None or e["event"] != "audit-abend":
                     continue
                 if since is not None and e["time"] is not None and e["time"] < since:

@@ -7,14 +7,18 @@ same program (check's verdict on it, its cwd, limits and unit; the unit's Workin
 systemd runs). The I/O half of :mod:`.report`.
 """
 
+import errno
 import glob
 import os
 import shutil
+import stat
+import struct
 import subprocess
 import time
 
 from coredoctor import elfcore
 from coredoctor.errors import Error
+from coredoctor.history import BadRecord, open_in_dir
 from coredoctor.history import crashes as corr
 
 __all__ = ["find", "size", "Host"]
@@ -31,25 +35,73 @@ def find(path_glob, crash):
 
 def _match_file(path, crash):
     """The core at *path*, if it belongs to *crash* (its pid in the ELF notes; written after
-    the crash, so an older core of a reused pid does not count)."""
+    the crash, so an older core of a reused pid does not count). The file is opened with openat
+    O_NOFOLLOW from its directory (core directories are often world-writable: a symlink named like
+    the core is not followed, nothing is ever deleted), and in a world-writable directory a file
+    owned by neither root nor the crashed process's uid is not taken as its core."""
+    d, name = os.path.split(path)
     try:
-        st = os.stat(path)
+        dirfd = os.open(d or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        try:
+            dst = os.fstat(dirfd)
+            fd, st = open_in_dir(dirfd, name)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return {"status": "missing", "path": path, "size": None,
+                        "why": f"{path} is a symlink, not a core: not followed (the kernel writes no "
+                               "core through a symlink in a world-writable directory; planted?)"}
+            return None
+        except BadRecord:
+            return None
+    finally:
+        os.close(dirfd)
+    try:
+        return _match_open(path, fd, st, dst, crash)
+    finally:
+        os.close(fd)
+
+
+def _match_open(path, fd, st, dst, crash):
     if crash["time"] is not None and st.st_mtime < crash["time"] - 2 * corr.WINDOW:
         return None
-    info = elfcore.inspect(path)
+    shared = bool(dst.st_mode & stat.S_IWOTH)  # world-writable: anyone may have put it there
+    uid = crash.get("uid")
+    if shared and st.st_uid != 0 and st.st_uid != uid:
+        # fs/coredump.c: the kernel creates the core as the dumping task's fsuid, or root under
+        # fs.suid_dumpable=2; in a world-writable directory a file of another user is no proof
+        who = f"the crashed process's uid {uid}" if uid is not None else "a crashed uid (not known)"
+        if uid is not None:
+            return {"status": "missing", "path": path, "size": None,
+                    "why": f"{path} is owned by uid {st.st_uid}, neither root nor {who}: not taken as its core"}
+        if str(crash["pid"]) not in name_of(path):
+            return None
+        return {"status": "unknown", "path": path, "size": st.st_size,
+                "why": f"{path} is owned by uid {st.st_uid} in a world-writable directory, and the crashed "
+                       "process's uid is not known: it cannot be told from a planted file"}
+    try:
+        info = elfcore.inspect(f"/proc/self/fd/{fd}")  # this very inode, whatever the name is now
+    except (ValueError, OverflowError, struct.error, MemoryError, IndexError):
+        info = {"status": "not-core", "size": st.st_size, "pid": None, "why": "not a readable ELF core"}
+    if info.get("why"):
+        info["why"] = info["why"].replace(f"/proc/self/fd/{fd}", path)
     if info["pid"] is not None and info["pid"] != crash["pid"]:
         return None
     if info["status"] == "not-core" or info["status"] == "unreadable":
         return {"status": "unknown", "path": path, "size": info["size"], "why": info["why"]}
-    if info["pid"] is None and info["status"] != "empty" and str(crash["pid"]) not in os.path.basename(path):
+    if info["pid"] is None and info["status"] != "empty" and str(crash["pid"]) not in name_of(path):
         return None  # cut before its notes, and nothing ties it to this pid
     out = {"status": info["status"], "path": path, "size": info["size"]}
     if info["status"] == "truncated":
         out["expected_size"] = info["expected_size"]
         out["why"] = info["why"]
     return out
+
+
+def name_of(path):
+    return os.path.basename(path)
 
 
 def size(path):

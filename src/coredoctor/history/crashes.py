@@ -25,22 +25,45 @@ _LATE = ("handler-stored", "handler-refused", "handler-truncated", "handler-core
          "unit-result", "apport-report")
 
 
-def parse_since(text, now=None):
-    """'2 days ago', '90 minutes ago', '2026-11-25T01:36:00Z' -> seconds since the epoch."""
+def parse_since(text: str, now: "float | None" = None) -> float:
+    """'2 days ago', '90 minutes ago', '2026-11-25T01:36:00Z' -> seconds since the epoch. A time
+    before the epoch ('99999999 days ago', year 1) is the epoch: every record is after it; one
+    past the year 2242 (the last a record can carry) is that year. ValueError (one line, for the
+    user) for anything else."""
     import datetime
     now = time.time() if now is None else now
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|sec|second|m|min|minute|h|hour|d|day|w|week)s?\s+ago\s*", text or "")
+    bad = ValueError(f"cannot read the time {str(text)[:40]!r} (use e.g. '2 days ago' or 2026-11-25T01:36:00Z)")
+    if not isinstance(text, str) or len(text) > 64:
+        raise bad
+    m = re.fullmatch(r"\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*(s|sec|second|m|min|minute|h|hour|d|day|w|week)s?\s+ago\s*",
+                     text, re.ASCII)
     if m:
         mult = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
                 "d": 86400, "day": 86400, "w": 604800, "week": 604800}[m.group(2)]
-        return now - float(m.group(1)) * mult
+        return _clamp(now - float(m.group(1)) * mult, bad)
     try:
         t = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except (ValueError, AttributeError):
-        raise ValueError(f"cannot read the time {text!r} (use e.g. '2 days ago' or 2026-11-25T01:36:00Z)")
-    if t.tzinfo is None:
-        t = t.astimezone()
-    return t.timestamp()
+        raise bad from None
+    if t.year < 1970:
+        return 0.0
+    if t.year > 2242:
+        return _clamp(float("inf"), bad)
+    try:
+        if t.tzinfo is None:
+            t = t.astimezone()
+        return _clamp(t.timestamp(), bad)
+    except (OverflowError, OSError, ValueError):
+        raise bad from None
+
+
+def _clamp(t, bad):
+    """Within [0, MAX_TIME]: before the epoch is the epoch, after the last time a record can carry
+    (the year 2242) is that time (no record is after it)."""
+    from coredoctor.history import MAX_TIME
+    if t != t:  # NaN
+        raise bad
+    return min(max(0.0, t), MAX_TIME)
 
 
 def _place(source):
@@ -49,7 +72,7 @@ def _place(source):
 
 
 def _new(e):
-    return {"time": e.get("time"), "pid": e.get("pid"), "comm": e.get("comm"), "exe": None, "unit": None,
+    return {"time": e.get("time"), "pid": e.get("pid"), "comm": e.get("comm"), "exe": None, "unit": None, "uid": None,
             "signal": None, "signo": None, "sources": [], "events": [], "refusals": [], "stored": [],
             "unit_result": None, "handler_truncated": None, "_keys": {}}
 
@@ -124,11 +147,15 @@ def _add(c, e):
             seen["sources"].append(src)
         return
     ev = {"event": e.get("event"), "line": e.get("line"), "sources": [src], "gate": e.get("gate")}
+    if e.get("untrusted"):  # a line a process may have written in the kernel's name
+        ev["untrusted"] = e["untrusted"]
     c["_keys"][key] = ev
     c["events"].append(ev)
     if c["time"] is None or (e.get("time") is not None and e["time"] < c["time"]):
         c["time"] = e.get("time")
-    for k in ("signal", "signo", "exe", "comm", "unit", "pid"):
+    if e.get("untrusted"):
+        return  # evidence shown as such; it decides nothing (no refusal, store, unit result or name)
+    for k in ("signal", "signo", "exe", "comm", "unit", "pid", "uid"):
         if c.get(k) is None and e.get(k) is not None:
             c[k] = e[k]
     if e.get("event") == "unit-result" and e.get("dumped") is not None:

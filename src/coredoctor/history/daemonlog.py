@@ -33,6 +33,7 @@ import re
 import signal as _signal
 import time
 
+from coredoctor.history import BadRecord, finite_time, number, signed
 from coredoctor.history.kmsg import Event
 from coredoctor.kernel.signal import SIG_KERNEL_COREDUMP
 
@@ -47,7 +48,7 @@ class P:
     __slots__ = ("ident", "event", "regex", "source", "gate", "dumped")
 
     def __init__(self, ident, event, regex, source, gate=None, dumped=None):
-        self.ident, self.event, self.regex, self.source = ident, event, re.compile(regex), source
+        self.ident, self.event, self.regex, self.source = ident, event, re.compile(regex, re.ASCII), source
         self.gate, self.dumped = gate, dumped
 
 
@@ -122,6 +123,11 @@ _BY_IDENT = {i: tuple(p for p in PATTERNS if p.ident == i) for i in IDENTS}
 # the first line of a message: systemd-coredump appends the stack trace after "\n\n"; rsyslog
 # escapes control characters as "#012" (octal) in files
 _FIRST_LINE = re.compile(r"\n|#012")
+#: the longest first line classified: apport's "executable: ... (command line ...)" holds the
+#: crashed process's argv; more than this is not read (the patterns' lazy groups would take long)
+MAX_FIRST_LINE = 16 << 10
+#: the digits each number field may have (see coredoctor.history.DIGITS)
+_KIND = {"uid": "uid", "size": "u64", "max": "u64", "limit": "u64", "mode": "mode"}
 
 
 def _ident_family(ident):
@@ -135,7 +141,8 @@ def _ident_family(ident):
     return None
 
 
-def parse_message(ident, pid, message, when=None, source="syslog"):
+def parse_message(ident: "str | None", pid: "int | str | None", message: str, when: "float | None" = None,
+                  source: str = "syslog") -> "Event | None":
     """Classify one user-space log message (without the syslog prefix). ``ident`` is the syslog tag
     (``systemd``, ``systemd-coredump``, ``apport``), ``pid`` the logging process's pid (kept as
     ``hpid``), ``when`` seconds since the epoch or None. Returns an Event or None."""
@@ -144,6 +151,8 @@ def parse_message(ident, pid, message, when=None, source="syslog"):
         return None
     parts = _FIRST_LINE.split(message, 1)
     first = parts[0].rstrip("\r")
+    if len(first) > MAX_FIRST_LINE:
+        raise BadRecord(source, f"a {fam} line of {len(first)} characters (at most {MAX_FIRST_LINE} are read)")
     for p in _BY_IDENT[fam]:
         m = p.regex.search(first)
         if not m:
@@ -156,15 +165,18 @@ def parse_message(ident, pid, message, when=None, source="syslog"):
             dumped = g.get("code") == "dumped" or g.get("result") == "core-dump"
         else:
             dumped = None
-        e = Event(event=p.event, pid=int(g["pid"]) if g.get("pid") else None, comm=g.get("comm"), gate=p.gate,
-                  signal="SIG" + signame if signame else None, signo=int(g["signo"]) if g.get("signo") else None,
-                  source=source, ref=p.source, line=first, time=when, unit=g.get("unit"), dumped=dumped,
-                  ident=fam, hpid=int(pid) if pid not in (None, "") else None)
+        if isinstance(pid, str):
+            pid = number(pid, "pid", source, "the logger's pid") if pid else None
+        e = Event(event=p.event, pid=number(g["pid"], "pid", source) if g.get("pid") else None, comm=g.get("comm"),
+                  gate=p.gate, signal="SIG" + signame if signame else None,
+                  signo=number(g["signo"], "signo", source) if g.get("signo") else None,
+                  source=source, ref=p.source, line=first, time=finite_time(when, source), unit=g.get("unit"),
+                  dumped=dumped, ident=fam, hpid=pid)
         if fam == "systemd" and p.event == "unit-result":
             e["hpid"] = None  # the manager's pid, not the crashed process's
         for k in ("uid", "size", "max", "limit", "mode"):
             if g.get(k) is not None:
-                e[k] = int(g[k])
+                e[k] = signed(g[k], _KIND[k], source, k)
         for k in ("exe", "path", "detail", "result", "code"):
             if g.get(k):
                 e[k] = g[k]
@@ -183,10 +195,10 @@ def parse_message(ident, pid, message, when=None, source="syslog"):
     return None
 
 
-_TAGGED = re.compile(r"^(?P<ident>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?: (?P<msg>.*)$", re.S)
+_TAGGED = re.compile(r"^(?P<ident>[^\s\[:]+)(?:\[(?P<pid>[0-9]+)\])?: (?P<msg>.*)$", re.S | re.ASCII)
 
 
-def parse_tagged(text, when=None, source="kmsg"):
+def parse_tagged(text: str, when: "float | None" = None, source: str = "kmsg") -> "Event | None":
     """Classify a record that carries its own ``ident[pid]: `` tag: what user space writes to
     /dev/kmsg when there is no journal (systemd-coredump logs "systemd-coredump[N]: Resource limits
     disable core dumping ..." there), and what syslog daemons then write as kernel lines."""
@@ -202,22 +214,28 @@ def parse_tagged(text, when=None, source="kmsg"):
 # "ERROR: apport (pid 17768) Thu Apr 27 03:08:58 2023: called for pid 17767, ..." (asctime as
 # time.ctime() in apport 2.20) or "INFO: apport (pid 64872) 2024-08-18 17:28:39,123: ..." (logging's
 # default asctime, apport 2.27+)
-_APPORT_LINE = re.compile(r"^(?:(?P<level>[A-Z]+): )?apport \(pid (?P<hpid>\d+)\) (?P<when>.+?): (?P<msg>.*)$")
+_APPORT_LINE = re.compile(r"^(?:(?P<level>[A-Z]+): )?apport \(pid (?P<hpid>[0-9]+)\) (?P<when>.+?): (?P<msg>.*)$",
+                          re.ASCII)
 
 
 def _apport_time(text):
+    base, _, frac = text.partition(",")
+    if len(base) > 64:
+        return None
     for fmt in ("%a %b %d %H:%M:%S %Y", "%Y-%m-%d %H:%M:%S"):
         try:
-            base, _, frac = text.partition(",")
             t = time.mktime(time.strptime(base.strip(), fmt))
-            return t + (int(frac) / 10 ** len(frac) if frac.isdigit() else 0.0)
-        except ValueError:
+        except (ValueError, OverflowError):
             continue
+        ok = frac.isascii() and frac.isdigit() and len(frac) <= 6  # logging's msecs: 3 digits
+        return t + (int(frac) / 10 ** len(frac) if ok else 0.0)
     return None
 
 
-def parse_apport_line(line, source="apport.log"):
+def parse_apport_line(line: str, source: str = "apport.log") -> "Event | None":
     """Classify one line of /var/log/apport.log (local time, as apport writes it)."""
+    if len(line) > MAX_FIRST_LINE:
+        raise BadRecord(source, f"an apport.log line of {len(line)} characters (at most {MAX_FIRST_LINE} are read)")
     m = _APPORT_LINE.match(line.rstrip("\n"))
     if not m:
         return None

@@ -12,14 +12,20 @@ import os
 import re
 import time
 
-__all__ = ["PATTERNS", "parse_line", "read_kmsg", "join_task_context", "Event"]
+from coredoctor.history import MAX_TIME, BadRecord, finite_time, number
+
+__all__ = ["PATTERNS", "parse_line", "read_kmsg", "join_task_context", "Event", "MAX_MESSAGE"]
+
+#: the longest kernel message: PRINTK_MESSAGE_MAX 2048 (kernel/printk/internal.h, 6.x; LOG_LINE_MAX
+#: 1024 - 32 before); an ANOM_ABEND record with a hex-encoded exe (PATH_MAX 4096 -> 8192) is longer
+MAX_MESSAGE = 10240
 
 
 class P:
     __slots__ = ("event", "regex", "source", "gate", "signal")
 
     def __init__(self, event, regex, source, gate=None, signal=None):
-        self.event, self.regex, self.source, self.gate, self.signal = event, re.compile(regex), source, gate, signal
+        self.event, self.regex, self.source, self.gate, self.signal = event, re.compile(regex, re.ASCII), source, gate, signal
 
 
 _CD = r"^coredump: (?P<pid>\d+)\((?P<comm>.*?)\): "   # coredump_report_failure(), 6.12+ (c114e9948c2b)
@@ -43,9 +49,11 @@ PATTERNS = (
     P("task-context", r"^CPU: \d+ (?:UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<comm>.{1,20}?) (?:Not tainted|Tainted: )",
       "dump_stack_print_info() lib/dump_stack.c"),
     # audit ANOM_ABEND: audit_core_dumps() runs before every dump gate
-    # (audit_log_untrustedstring(): comm/exe quoted, or hex when they hold a space, quote or control byte)
+    # (audit_log_untrustedstring(): comm/exe quoted, or hex when they hold a space, quote or control byte;
+    # the hex run is taken whole, (?!hex): backtracking into it made a long planted line quadratic)
     P("audit-abend", r"type=(?:1701|ANOM_ABEND) (?:msg=)?audit\((?P<atime>[\d.]+):(?P<serial>\d+)\):.*? pid=(?P<pid>\d+) "
-      r"comm=(?P<comm>\"[^\"]*\"|[0-9A-Fa-f]+)(?: exe=(?P<exe>\"[^\"]*\"|[0-9A-Fa-f]+))?.*? sig=(?P<signo>\d+)",
+      r"comm=(?P<comm>\"[^\"]*\"|[0-9A-Fa-f]+(?![0-9A-Fa-f]))(?: exe=(?P<exe>\"[^\"]*\"|[0-9A-Fa-f]+(?![0-9A-Fa-f])))?"
+      r".*? sig=(?P<signo>\d+)",
       "audit_core_dumps() kernel/auditsc.c"),
     # core-dump refusals, 6.12+ format
     P("coredump-refused", _CD + r"(?:this process )?can only dump core to (?:a )?fully qualified path", "fs/coredump.c",
@@ -83,29 +91,48 @@ class Event(dict):
     ``signo``, ``source``, ``line`` and ``time`` (seconds since the epoch, when known)."""
 
 
-def parse_line(msg, when=None):
-    """Classify one kernel log message (without the dmesg ``[  12.345]`` prefix)."""
+def parse_line(msg: str, when: "float | None" = None, source: str = "kmsg") -> "Event | None":
+    """Classify one kernel log message (without the dmesg ``[  12.345]`` prefix). None for a line
+    that is no crash line; :class:`~coredoctor.history.BadRecord` for one that looks like one and
+    holds what no kernel prints (a 4,400-digit pid, a time past any clock)."""
     msg = msg.rstrip("\n")
+    if len(msg) > MAX_MESSAGE:
+        raise BadRecord(source, f"a kernel line of {len(msg)} characters (the kernel prints at most 2048)")
     for p in PATTERNS:
         m = p.regex.search(msg)
         if not m:
             continue
         g = m.groupdict()
-        e = Event(event=p.event, pid=int(g["pid"]) if g.get("pid") else None, comm=g.get("comm"),
-                  gate=p.gate, signal=p.signal, signo=int(g["signo"]) if g.get("signo") else None,
+        pid, signo = g.get("pid"), g.get("signo")
+        # the patterns are re.ASCII: a group of \d is ASCII digits; only its length is left to check
+        # (inline: this runs for every crash line of a big syslog file)
+        pid = (int(pid) if len(pid) <= 7 else number(pid, "pid", source)) if pid else None
+        signo = (int(signo) if len(signo) <= 2 else number(signo, "signo", source)) if signo else None
+        if when is not None and not 0 <= when < MAX_TIME:
+            finite_time(when, source)
+        e = Event(event=p.event, pid=pid, comm=g.get("comm"), gate=p.gate, signal=p.signal, signo=signo,
                   source="kmsg", ref=p.source, line=msg, time=when)
         if g.get("trap"):
             e["signal"] = _TRAP_SIGNAL.get(g["trap"])
         if g.get("atime"):
-            e["time"] = float(g["atime"])
+            sec, dot, ms = g["atime"].partition(".")
+            e["time"] = finite_time(number(sec, "seconds", source, "audit time") + (
+                number(ms, "seconds", source, "audit time") / 10 ** len(ms) if dot else 0.0), source)
+            number(g["serial"], "u64", source, "audit serial")
             e["serial"] = f"{g['atime']}:{g['serial']}"  # audit(TIME:SERIAL) names one record everywhere
             e["comm"] = _untrusted(g["comm"])
             g["exe"] = _untrusted(g["exe"]) if g.get("exe") else None
+            u = _AUDIT_UID.search(msg, 0, m.start("pid"))
+            if u:
+                e["uid"] = number(u.group(1), "uid", source)
         for k in ("exe", "helper", "path", "addr", "ip", "error"):
             if g.get(k):
                 e[k] = g[k]
         return e
     return None
+
+
+_AUDIT_UID = re.compile(r" uid=([0-9]+) ", re.ASCII)  # audit_log_task(): "auid=%u uid=%u gid=%u ses=%u"
 
 
 def _untrusted(v):
@@ -146,10 +173,10 @@ def join_task_context(events, window=1.0):
         yield pending
 
 
-_DMESG_PREFIX = re.compile(r"^\[\s*(?P<ts>\d+\.\d+)\]\s?")
+_DMESG_PREFIX = re.compile(r"^\[\s*(?P<ts>[0-9]{1,12}\.[0-9]{1,9})\]\s?", re.ASCII)
 
 
-def parse_dmesg_line(line, boot_time=None):
+def parse_dmesg_line(line: str, boot_time: "float | None" = None) -> "Event | None":
     m = _DMESG_PREFIX.match(line)
     ts = None
     if m:
@@ -158,14 +185,20 @@ def parse_dmesg_line(line, boot_time=None):
     return parse_line(line, None if ts is None or boot_time is None else boot_time + ts)
 
 
-_USER = re.compile(r"^(?P<ident>[^\s\[:]+)\[(?P<pid>\d+)\]: (?P<msg>.*)")
+_USER = re.compile(r"^(?P<ident>[^\s\[:]+)\[(?P<pid>[0-9]+)\]: (?P<msg>.*)", re.ASCII)
 
 
-def read_kmsg(path="/dev/kmsg", user=None):
+def _ascii_int(text):
+    """A kmsg header field (written by the kernel: ``%llu``) or None."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else None
+
+
+def read_kmsg(path: str = "/dev/kmsg", user=None, skipped=None) -> "list[Event]":
     """Every classified record in the kernel's ring buffer, oldest first. Times are wall-clock
     estimates (record usec since boot + the boot time on CLOCK_MONOTONIC). *user*: a classifier
     ``(ident, pid, message, when)`` for lines that user-space programs wrote to /dev/kmsg
-    (``systemd-coredump[N]: ...`` when no journal runs), e.g. daemonlog.parse_message."""
+    (``systemd-coredump[N]: ...`` when no journal runs), e.g. daemonlog.parse_message.
+    *skipped*: called with the :class:`~coredoctor.history.BadRecord` of each record left out."""
     boot = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
     out = []
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -175,8 +208,8 @@ def read_kmsg(path="/dev/kmsg", user=None):
                 rec = os.read(fd, 8192)
             except BlockingIOError:
                 break
-            except OSError as e:
-                if e.errno == errno.EPIPE:  # overwritten while reading: continue with the next one
+            except OSError as err:
+                if err.errno == errno.EPIPE:  # overwritten while reading: continue with the next one
                     continue
                 raise
             if not rec:
@@ -184,16 +217,23 @@ def read_kmsg(path="/dev/kmsg", user=None):
             head, _, body = rec.decode("utf-8", "replace").partition(";")
             fields = head.split(",")
             msg = body.split("\n", 1)[0]
-            when = boot + int(fields[2]) / 1e6 if len(fields) > 2 and fields[2].isdigit() else None
-            e = parse_line(msg, when)
-            if user is not None and (e is None or e["event"] == "handler"):
-                m = _USER.match(msg)
-                u = user(m.group("ident"), int(m.group("pid")), m.group("msg"), when) if m else None
-                if u is not None:
-                    e = u
-                    e["source"] = "kmsg"
+            usec = _ascii_int(fields[2]) if len(fields) > 2 else None
+            when = boot + usec / 1e6 if usec is not None else None
+            try:
+                e = parse_line(msg, when)
+                if user is not None and (e is None or e["event"] == "handler"):
+                    m = _USER.match(msg)
+                    u = user(m.group("ident"), number(m.group("pid"), "pid", "kmsg"), m.group("msg"), when) \
+                        if m else None
+                    if u is not None:
+                        e = u
+                        e["source"] = "kmsg"
+            except BadRecord as err:
+                if skipped is not None:
+                    skipped(err)
+                continue
             if e is not None:
-                e["seq"] = int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
+                e["seq"] = _ascii_int(fields[1]) if len(fields) > 1 else None
                 out.append(e)
     finally:
         os.close(fd)

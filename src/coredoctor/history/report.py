@@ -18,6 +18,7 @@ import os
 import time
 
 from coredoctor.errors import Error
+from coredoctor.history import BadRecord, Skips
 from coredoctor.history import apport, audit, cores, crashes as corr, daemonlog, journal, kmsg, stores, syslog
 from coredoctor.history import sysctl_history
 from coredoctor.kernel import core_pattern, handlers
@@ -36,18 +37,21 @@ def _linked(events):
     return daemonlog.link(list(events))
 
 
-def gather(since=None, root="/", only=None, log_files=None):
+def gather(since: "float | None" = None, root: str = "/", only=None, log_files: "list[str] | None" = None,
+           skips: "Skips | None" = None) -> "tuple[list, dict]":
     """``(events, read)``: classified events of every source present, and for each source what
-    was read or why it was not (``{"kmsg": "read", "journal": "absent: ..."}``)."""
+    was read or why it was not (``{"kmsg": "read", "journal": "absent: ..."}``). *skips*: a
+    :class:`~coredoctor.history.Skips` that counts the records left out, per source."""
     classify = _classify
     events, read = [], {}
     want = set(only or SOURCES)
+    skips = Skips() if skips is None else skips
 
     def take(name, fn):
         if name not in want:
             return
         try:
-            got = list(fn())
+            got = list(fn(skips.bind(name)))
         except (OSError, Error) as e:
             read[name] = f"unreadable: {getattr(e, 'strerror', None) or e}"
             return
@@ -58,35 +62,35 @@ def gather(since=None, root="/", only=None, log_files=None):
     if log_files:  # --log FILE: classic syslog files given by hand, instead of the host's
         want.discard("syslog")
         want.add("log")
-        take("log", lambda: _linked(syslog.read(log_files, since=since)))
+        take("log", lambda sk: _linked(syslog.read(log_files, since=since, skipped=sk)))
     if root == "/":
-        take("kmsg", lambda: (e for e in _linked(kmsg.read_kmsg(user=classify))
-                              if since is None or e["time"] is None or e["time"] >= since))
+        take("kmsg", lambda sk: (e for e in _linked(kmsg.read_kmsg(user=classify, skipped=sk))
+                                 if since is None or e["time"] is None or e["time"] >= since))
         ok, why = journal.available()
         if ok:
-            take("journal", lambda: _linked(journal.read(since=since, classify=classify)))
+            take("journal", lambda sk: _linked(journal.read(since=since, classify=classify, skipped=sk)))
         elif "journal" in want:
             read["journal"] = f"absent: {why}"
     if "syslog" in want:
         files = syslog.log_files(root=root)
         if files:
-            take("syslog", lambda: _linked(syslog.read(files, since=since)))
+            take("syslog", lambda sk: _linked(syslog.read(files, since=since, skipped=sk)))
         else:
             read["syslog"] = "absent: no kern.log, syslog or messages files"
     if "audit" in want:
         files = audit.log_files(root)
         if files:
-            take("audit", lambda: audit.read(files, since=since))
+            take("audit", lambda sk: audit.read(files, since=since, skipped=sk))
         else:
             read["audit"] = "absent: no audit.log"
     if "apport" in want:
-        def ap():
-            yield from apport.read_reports(root, since)
-            yield from stores.apport_cores(root)
-            yield from apport.read_log(root=root, since=since)
+        def ap(sk):
+            yield from apport.read_reports(root, since, skipped=sk)
+            yield from stores.apport_cores(root, skipped=sk)
+            yield from apport.read_log(root=root, since=since, skipped=sk)
         take("apport", ap)
     if "systemd-coredump" in want:
-        got, how = stores.systemd_coredump(since, root)
+        got, how = stores.systemd_coredump(since, root, skipped=skips.bind("systemd-coredump"))
         events.extend(got)
         read["systemd-coredump"] = f"read through {how} ({len(got)} cores)"
     return events, read
@@ -296,7 +300,8 @@ def build(since=None, only=None, log_files=None):
     kernel = sysctl.read_kernel()
     now = sysctl.read_sysctls()
     pattern = now.get("kernel.core_pattern") or ""
-    events, read = gather(since, only=only, log_files=log_files)
+    skips = Skips()
+    events, read = gather(since, only=only, log_files=log_files, skips=skips)
     penv = pattern_env(pattern, kernel)
     host = cores.Host(penv["parsed"])
     hist = {k: sysctl_history.changes(fix_journal.list_all(), k) for k in HISTORY_KEYS}
@@ -304,7 +309,8 @@ def build(since=None, only=None, log_files=None):
                then=lambda crash: {k: sysctl_history.value_at(hist[k], crash.get("time"), str(now.get(k, "")))
                                    for k in HISTORY_KEYS},
                pattern_env=lambda p: pattern_env(p, kernel))
-    return {"schema": SCHEMA, "core_pattern": pattern, "read": read, "crashes": records(events, env, since)}
+    return {"schema": SCHEMA, "core_pattern": pattern, "read": read, "crashes": records(events, env, since),
+            "skipped": dict(skips.counts), "skipped_why": {k: list(v) for k, v in skips.reasons.items()}}
 
 
 def _env_then(c, env):
@@ -346,9 +352,12 @@ def records(events, env, since=None):
                                     f"to {ch['after']!r} at {_when(ch['time'])}")
             if core["status"] == "unknown" and core.get("why"):
                 core["why"] += f" ({core['pattern_note']})"
-        rec = {"time": c["time"], "pid": c["pid"], "comm": c["comm"], "exe": c["exe"], "unit": c["unit"],
+        rec = {"time": c["time"], "pid": c["pid"], "comm": c["comm"], "exe": c["exe"], "unit": c["unit"], "uid": c.get("uid"),
                "signal": c["signal"], "signo": c["signo"], "sources": c["sources"], "core": core,
-               "likely_reason": None, "unit_result": c["unit_result"], "evidence": c["events"]}
+               "likely_reason": None, "unit_result": c["unit_result"], "evidence": c["events"],
+               "untrusted": None}
+        if c["events"] and all(ev.get("untrusted") for ev in c["events"]):
+            rec["untrusted"] = c["events"][0]["untrusted"]  # nothing but lines anyone could have written
         if core["status"] in ("missing", "empty", "truncated"):
             rec["likely_reason"] = likely_reason(c, core, cenv)
             inst = env["instance"](c) if rec["unit"] is None else None

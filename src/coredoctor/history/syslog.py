@@ -20,6 +20,8 @@ import gzip
 import os
 import re
 import time
+import zlib
+from typing import Iterator
 
 try:  # the regex parser: public as sre_parse before 3.11, re._parser since
     from re import _constants as _sre_c
@@ -28,13 +30,15 @@ except ImportError:  # pragma: no cover - Python < 3.11
     import sre_constants as _sre_c
     import sre_parse as _sre_p
 
-from coredoctor.history import daemonlog, kmsg
+from coredoctor.history import MAX_LINE as MAX_RECORD
+from coredoctor.history import BadRecord, MAX_TIME, daemonlog, kmsg
 
 __all__ = ["LOG_NAMES", "ANCHORS", "log_files", "read", "parse_line", "required_literals", "choose_anchors"]
 
 #: the files a syslog daemon writes crash lines to: Debian/Ubuntu (kern.log, syslog, daemon.log),
 #: RHEL/SUSE (messages)
 LOG_NAMES = ("kern.log", "syslog", "messages", "daemon.log")
+KERNEL_LOG = "kern.log"  # the log of facility kern only
 
 CHUNK = 8 << 20  # bytes read at a time
 MAX_LINE = 1 << 20  # a longer "line" (no newline in a MiB: not a syslog file) is cut, to bound memory
@@ -202,9 +206,12 @@ def __getattr__(name):
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                                        "Nov", "Dec"), 1)}
 _TAIL = r" (?P<host>\S+) (?P<ident>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?:(?: |$)(?P<msg>.*)$"
-_RFC3164 = re.compile(r"^(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)" + _TAIL)
-_RFC3339 = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)" + _TAIL)
-_DMESG_PREFIX = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+_RFC3164 = re.compile(r"^(?P<mon>[A-Z][a-z]{2}) {1,2}(?P<day>\d{1,2}) (?P<h>\d\d):(?P<m>\d\d):(?P<s>\d\d)" + _TAIL,
+                      re.ASCII)
+_RFC3339 = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)" + _TAIL,
+                      re.ASCII)
+_DMESG_PREFIX = re.compile(r"^\[\s*\d+\.\d+\]\s?", re.ASCII)
+_FRACTION = re.compile(r"^(.{19})\.([0-9]+)(.*)$", re.ASCII)
 
 
 class _Clock:
@@ -213,6 +220,8 @@ class _Clock:
     spans a new year); mktime() once per hour of the file."""
 
     def __init__(self, mtime):
+        if mtime is not None and not 0 <= mtime < MAX_TIME:
+            mtime = None  # an impossible mtime (touch -d, os.utime): the year is this one's
         self.mtime = mtime
         self.year = time.localtime(mtime if mtime is not None else time.time()).tm_year
         self.hours = {}
@@ -236,16 +245,19 @@ class _Clock:
 
     @staticmethod
     def rfc3339(ts):
+        t = ts.replace("Z", "+00:00").replace(" ", "T")
+        if len(t) > 6 and t[-5] in "+-" and t[-3] != ":":  # +0000 (Python < 3.11 wants +00:00)
+            t = t[:-2] + ":" + t[-2:]
+        f = _FRACTION.match(t)
+        if f:  # Python < 3.11 takes a fraction of 3 or 6 digits only
+            t = f.group(1) + "." + (f.group(2) + "00000")[:6] + f.group(3)
         try:
-            d = datetime.datetime.fromisoformat(ts.replace("Z", "+00:00").replace(" ", "T"))
-        except ValueError:
-            if len(ts) > 6 and ts[-5] in "+-" and ts[-3] != ":":  # +0000 (Python < 3.11 wants +00:00)
-                return _Clock.rfc3339(ts[:-2] + ":" + ts[-2:])
+            return datetime.datetime.fromisoformat(t).timestamp()  # naive: local time
+        except (ValueError, OverflowError, OSError):  # no such day, or out of the platform's range
             return None
-        return d.timestamp()  # naive: local time
 
 
-def parse_line(line, mtime=None, source="syslog", clock=None):
+def parse_line(line: str, mtime: "float | None" = None, source: str = "syslog", clock=None) -> "kmsg.Event | None":
     """Classify one syslog file line (str). ``mtime``: the file's mtime (the year of RFC 3164 lines);
     ``clock``: a :class:`_Clock` reused across the lines of one file."""
     m = _RFC3164.match(line)
@@ -257,6 +269,14 @@ def parse_line(line, mtime=None, source="syslog", clock=None):
             return None
         when = _Clock.rfc3339(m.group("ts"))
     ident, msg = m.group("ident"), m.group("msg")
+    if when is not None and not 0 <= when < MAX_TIME:
+        when = None
+    if ident == "kernel" and m.group("pid") is not None:
+        # the kernel's lines carry no pid ("host kernel: ..."): "kernel[N]:" is a process that
+        # tagged itself so (logger -t kernel -i); a crash line there is forged
+        if daemonlog.parse_tagged(msg, when, source) is not None or kmsg.parse_line(msg, when) is not None:
+            raise BadRecord(source, "a kernel crash line tagged kernel[PID]: written by a process, not the kernel")
+        return None
     if ident == "kernel":
         if msg[:1] == "[":
             p = _DMESG_PREFIX.match(msg)
@@ -266,10 +286,12 @@ def parse_line(line, mtime=None, source="syslog", clock=None):
         # journal), relayed by the syslog daemon as kernel lines: "kernel: systemd-coredump[N]: ..."
         e = daemonlog.parse_tagged(msg, when, source)
         if e is None:
-            e = kmsg.parse_line(msg, when)
+            e = kmsg.parse_line(msg, when, source)
             if e is not None:
                 e.setdefault("ref", e.get("source"))
                 e["source"] = source
+        if e is not None:
+            e["_kernel"] = True  # tagged "kernel": see read() for which files may say so
     else:
         e = daemonlog.parse_message(ident, m.group("pid"), msg, when, source=source)
     if e is not None:
@@ -281,7 +303,7 @@ def parse_line(line, mtime=None, source="syslog", clock=None):
 
 # -- files ----------------------------------------------------------------------------------------
 
-_ROT = re.compile(r"^(?P<base>.+?)(?:\.(?P<n>\d+)|-(?P<date>\d{8}))?(?P<gz>\.gz)?$")
+_ROT = re.compile(r"^(?P<base>.+?)(?:\.(?P<n>\d+)|-(?P<date>\d{8}))?(?P<gz>\.gz)?$", re.S | re.ASCII)  # any name matches
 
 
 def _rotation_key(name):
@@ -422,17 +444,30 @@ def _find_lines(buf, end, anchors, find):
         yield bytes(buf[s:nl(b"\n", s, end)])
 
 
-def read(paths=None, since=None, root="/", chunk_size=CHUNK):
+def read(paths: "list[str] | None" = None, since: "float | None" = None, root: str = "/", chunk_size: int = CHUNK,
+         skipped=None) -> "Iterator[kmsg.Event]":
     """Every classified crash line in ``paths`` (default: :func:`log_files` of ``root``), in file
     order. ``since`` (seconds since the epoch): rotated files last written before it are skipped
     whole, and events dated before it are left out. A line that a syslog daemon wrote to two logs
     (Debian's rsyslog sends kernel messages to both kern.log and syslog) is given once, from the
     first file read. Events: see :mod:`.kmsg` and :mod:`.daemonlog`; ``source`` is
-    ``syslog:PATH``, ``time`` seconds since the epoch."""
+    ``syslog:PATH``, ``time`` seconds since the epoch. ``skipped``: called with the
+    :class:`~coredoctor.history.BadRecord` of each line left out (too long, a forged kernel
+    line, a number no kernel prints)."""
     if paths is None:
         paths = log_files(root)
     logs = {_ROT.match(os.path.basename(p)).group("base") for p in paths}
     seen = {} if len(logs) > 1 else None  # hash((time, line)) -> the log it was first found in
+    # Only facility kern counts as the kernel. A file gets no facility per line, but kern.log gets
+    # kern.* only (Debian's and Ubuntu's rsyslog.conf), and a syslog daemon turns the kern
+    # facility of a message from its local socket into user (rsyslog's imuxsock, journald): any
+    # process can log "kernel: x[1]: segfault at ..." at facility user into syslog or messages.
+    # When kern.log is read too, a kernel line of another file that kern.log does not hold is
+    # not the kernel's: it is given with ``untrusted`` (the why), and correlation takes no
+    # refusal from it. (kern.log first, so that its lines are known when the others are read.)
+    kern_only = KERNEL_LOG in logs
+    if kern_only:
+        paths = sorted(paths, key=lambda p: _ROT.match(os.path.basename(p)).group("base") != KERNEL_LOG)
     for path in paths:
         try:
             st = os.stat(path)
@@ -441,22 +476,36 @@ def read(paths=None, since=None, root="/", chunk_size=CHUNK):
         if since is not None and st.st_mtime < since:
             continue
         log = _ROT.match(os.path.basename(path)).group("base")
-        for e in daemonlog.linked(kmsg.join_task_context(_file_events(path, st.st_mtime, chunk_size))):
+        for e in daemonlog.linked(kmsg.join_task_context(_file_events(path, st.st_mtime, chunk_size, skipped))):
+            kernel = e.pop("_kernel", False)
             if since is not None and e["time"] is not None and e["time"] < since:
                 continue
             if seen is not None and seen.setdefault(hash((e["time"], e["line"])), log) != log:
                 continue
+            if kernel and kern_only and log != KERNEL_LOG:
+                e["untrusted"] = (f"a kernel line in {log} that {KERNEL_LOG} does not hold: any process can "
+                                  "log as 'kernel' at facility user; not the kernel's word")
             yield e
 
 
-def _file_events(path, mtime, chunk_size):
+def _file_events(path, mtime, chunk_size, skipped=None):
     source = "syslog:" + path
     clock = _Clock(mtime)
     try:
         with _open(path) as f:
             for raw in candidate_lines(f, chunk_size):
-                e = parse_line(raw.decode("utf-8", "replace"), mtime, source, clock)
+                if len(raw) > MAX_RECORD:
+                    if skipped is not None:
+                        skipped(BadRecord(source, f"a line of {len(raw)} bytes (no syslog daemon writes one "
+                                                  f"over {MAX_RECORD})"))
+                    continue
+                try:
+                    e = parse_line(raw.decode("utf-8", "replace"), mtime, source, clock)
+                except BadRecord as err:
+                    if skipped is not None:
+                        skipped(err)
+                    continue
                 if e is not None:
                     yield e
-    except (OSError, EOFError, gzip.BadGzipFile):
-        return  # unreadable, or a truncated rotation: what was read counts
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error):
+        return  # unreadable, or a truncated or corrupt rotation: what was read counts

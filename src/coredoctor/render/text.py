@@ -192,11 +192,17 @@ def crashes_report(doc):
     """Verdict first (how many crashes kept their core), then a table newest first, then why
     for each core that did not survive, with the fix."""
     import time
+    doc = _no_controls(doc)  # names, paths and log lines are anyone's: none may start a line of its own
     recs = doc["crashes"]
     absent = [f"{k} ({v.split(': ', 1)[1]})" for k, v in doc.get("read", {}).items() if not v.startswith("read")]
+    sk = doc.get("skipped") or {}
+    skipped = ("Skipped as unreadable or untrusted: " + ", ".join(f"{k} {n}" for k, n in sorted(sk.items()))
+               + " record" + ("s" if sum(sk.values()) != 1 else "") + " (" + "; ".join(
+                   w for ws in (doc.get("skipped_why") or {}).values() for w in ws[:1]) + ")") if sk else None
     if not recs:
         return "No crashes found in " + ", ".join(k for k, v in doc.get("read", {}).items() if v.startswith("read")) \
-            + "." + (("\n  not read: " + "; ".join(absent)) if absent else "")
+            + "." + (("\n  not read: " + "; ".join(absent)) if absent else "") + \
+            (("\n" + _wrap("  ", skipped)) if skipped else "")
     by = {}
     for r in recs:
         by.setdefault(r["core"]["status"], []).append(r)
@@ -213,7 +219,10 @@ def crashes_report(doc):
         head += f", {len(by['unknown'])} unknown"
     out = [head + ".", "", f"  {'TIME':19}  {'PID':>7}  {'COMM':15}  {'SIGNAL':7}  {'CORE':9}  SOURCES"]
     for r in recs:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])) if r["time"] else "?"
+        try:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])) if r["time"] else "?"
+        except (OverflowError, OSError, ValueError):  # no time this platform can show
+            when = "?"
         srcs = ",".join(sorted({s.split(":", 1)[0] for s in r["sources"]}))
         out.append(f"  {when:19}  {r['pid'] if r['pid'] is not None else '?':>7}  {(r['comm'] or '?')[:15]:15}  "
                    f"{(r['signal'] or str(r['signo'] or '?'))[:7]:7}  {r['core']['status']:9}  {srcs}")
@@ -251,7 +260,27 @@ def crashes_report(doc):
         out.append(_wrap("", f"core unknown for {len(rs)} ({names}): {why}"))
     if absent:
         out += ["", "Not read: " + "; ".join(absent)]
+    forged = [r for r in recs if r.get("untrusted")]
+    if forged:
+        out += ["", _wrap("", f"Not the kernel's word ({len(forged)}): " + ", ".join(
+            "%s[%s]" % (r["comm"], r["pid"]) for r in forged[:4]) + (", ..." if len(forged) > 4 else "")
+            + " -- " + forged[0]["untrusted"])]
+    if skipped:
+        out += ["", _wrap("", skipped)]
     return "\n".join(out)
+
+
+def _no_controls(v):
+    """*v* with every control character in its strings (C0, DEL, C1: a newline or an escape
+    sequence in a process name) written as ``\\xNN``."""
+    import re
+    if isinstance(v, str):
+        return re.sub(r"[\x00-\x1f\x7f-\x9f]", lambda m: f"\\x{ord(m.group()):02x}", v)
+    if isinstance(v, dict):
+        return {k: _no_controls(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_no_controls(x) for x in v]
+    return v
 
 
 def _wrap(prefix, text, width=100):
