@@ -14,6 +14,7 @@ dumpable-change events recorded, with the instance's ring-buffer overrun/dropped
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -83,11 +84,16 @@ def kernel_only(exe, n, work, userstack=True):
 
 def traced(exe, n, work, out):
     env = dict(os.environ, PYTHONPATH=SRC)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run([sys.executable, "-m", "coredoctor", "trace", "--json", "-o", out, "--", exe, str(n),
                         str(work)], capture_output=True, text=True, env=env, timeout=600)
     if r.returncode != 0:
         raise SystemExit(f"traced run failed ({r.returncode}): {r.stderr}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     secs = tuple(map(float, r.stdout.split()))
+    # the tracer's own CPU time: its process and the workload it waited for, less the workload's
+    both = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    secs = secs + (both - secs[1],)
     recs = [json.loads(line) for line in open(out)]
     changes = sum(1 for x in recs if x.get("event") == "dumpable-change" and x.get("syscall") == "setresuid")
     summ = [x for x in recs if x.get("event") == "summary"][0]
@@ -114,11 +120,12 @@ def main():
         print(f"workload: {n} setresuid() calls, {work} loop iterations between them, "
               f"{n / base:,.0f} changes/s untraced; {os.cpu_count()} CPUs, kernel {os.uname().release}")
         out = os.path.join(d, "trace.jsonl")
-        ratios, kratios, cratios, kcratios, rows = [], [], [], [], []
+        ratios, kratios, cratios, kcratios, rows, tracer = [], [], [], [], [], []
         for i in range(a.rounds):
             (u, uc) = untraced(exe, n, work)
             (k, kc), kst = kernel_only(exe, n, work)
-            (t, tc), got, summ = traced(exe, n, work, out)
+            (t, tc, tracer_cpu), got, summ = traced(exe, n, work, out)
+            tracer.append(tracer_cpu / n)
             ratios.append(t / u)
             kratios.append(k / u)
             cratios.append(tc / uc)
@@ -127,7 +134,9 @@ def main():
             print(f"round {i + 1}: untraced {u:.3f} s (cpu {uc:.3f}) | recording only {k:.3f} s "
                   f"({(k / u - 1) * 100:+.1f}%, cpu {(kc / uc - 1) * 100:+.1f}%) | coredoctor trace {t:.3f} s "
                   f"({(t / u - 1) * 100:+.1f}%, cpu {(tc / uc - 1) * 100:+.1f}%), transitions {got}/{n}, "
-                  f"overrun {summ['buffer']['overrun']}, dropped {summ['buffer']['dropped_events']}", flush=True)
+                  f"overrun {summ['buffer']['overrun']}, dropped {summ['buffer']['dropped_events']}, "
+                  f"tracer cpu {tracer_cpu:.3f} s ({tracer_cpu / n * 1e6:.1f} us/transition, "
+                  f"{summ.get('reader', 'text')} reader)", flush=True)
         lost = [n - got for _, _, got, _ in rows]
 
         def pct(xs):
@@ -139,6 +148,8 @@ def main():
               f"{pct(cratios)} (goal <= 10%); kernel recording alone: wall {pct(kratios)}, cpu {pct(kcratios)}; "
               f"transitions lost: max {max(lost)} of {n} per round (goal 0); load average "
               f"{os.getloadavg()[0]:.1f} (other work on this machine)")
+        print(f"tracer's own cpu per transition (its process, less the workload's): median "
+              f"{statistics.median(tracer) * 1e6:.1f} us")
 
 
 if __name__ == "__main__":

@@ -525,3 +525,21 @@ def test_stop_request_records_a_signal_and_wakes_the_loop():
     finally:
         st.restore()
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_text_lines_escape_names_that_would_forge_lines():
+    from coredoctor.render.trace import line, safe
+    evil = "x\n12:00:00.000000  init[1]  SIGSEGV\x1b[2J\u2028\udcff\\"
+    r = {"event": "dumpable-change", "time": 1.0, "pid": 5, "tid": 5, "comm": evil, "syscall": "execve",
+         "args": ["/tmp/" + evil], "creds_before": {"uid": [0] * 4, "gid": [0] * 4},
+         "creds_after": {"uid": [0] * 4, "gid": [0] * 4}, "before": 1, "after": 0, "changed": True,
+         "cause": "exec", "suid_dumpable": 0, "confirmed": None,
+         "stack": [{"addr": "0x1", "module": "/lib/" + evil, "offset": "0x1", "symbol": None}]}
+    text = line(r)
+    head, stack = text.split("\n")  # the one line break is the renderer's own (the stack line)
+    assert safe(evil) in head and "\x1b" not in text and "\u2028" not in text and "\udcff" not in text
+    assert "x\\x0a12:00:00.000000  init[1]" in head and stack.lstrip().startswith("at ")
+    assert safe("a\\b") == "a\\\\b"  # an escape cannot be forged either
+    f = {"event": "fatal-signal", "pid": 5, "comm": evil, "signal": "SIGSEGV", "how": "fault",
+         "dumps_by_default": True, "predicted": None, "dumped": None, "agrees": None}
+    assert "\n" not in line(f) and "\n" not in line({"event": "notice", "what": evil})
