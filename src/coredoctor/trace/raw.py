@@ -30,7 +30,7 @@ event, keeping an event back for one drained read when its stack is not committe
 import re
 import struct
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 __all__ = ["DecodeError", "EventFormat", "PageHeader", "Decoder", "RawReader", "parse_format",
            "parse_header_page", "parse_header_event"]
@@ -152,7 +152,7 @@ class PageHeader:
 
 
 def parse_header_page(text: str) -> PageHeader:
-    got = {}
+    got: Dict[str, Tuple[int, int]] = {}
     for line in text.splitlines():
         m = _FIELD.match(line)
         if m:
@@ -188,8 +188,21 @@ def _text(b: bytes) -> str:
 
 
 class _Compiled:
+    """An event's format turned into struct unpackers (made once per event ID)."""
     __slots__ = ("fmt", "name", "kind", "syscall", "args_st", "argnames", "ret_st", "ret_off", "fields",
                  "min_size", "pid_st", "pid_off")
+    fmt: "EventFormat"
+    name: str
+    kind: str
+    syscall: Optional[str]
+    args_st: Any
+    argnames: List[str]
+    ret_st: Any
+    ret_off: int
+    fields: List[Tuple[Field, Any]]
+    min_size: int
+    pid_st: struct.Struct
+    pid_off: int
 
 
 class Decoder:
@@ -242,6 +255,7 @@ class Decoder:
                 c.args_st = (struct.Struct(self.e + "Q" * len(offs)), base)  # the common case: one unpack
         elif f.kind == "exit":
             r = f.ret
+            assert r is not None  # EventFormat() refuses an exit event without one
             c.ret_st, c.ret_off = struct.Struct(self.e + _INTS[r.size].lower()), r.offset
         else:
             c.fields = []
@@ -317,7 +331,7 @@ class Decoder:
         decoded is counted in :attr:`bad` and skipped when its length is known, else the rest of
         the page is (its entries can no longer be found)."""
         h = self.header
-        out = []
+        out: List[dict] = []
         if len(data) < h.data_off:
             if data:
                 self.bad += 1
@@ -422,8 +436,8 @@ class RawReader:
     def __init__(self, decoder: Decoder, userstack: bool = False):
         self.d = decoder
         self.userstack = userstack
-        self._pending = {}  # cpu -> [event, waited over a drained read]
-        self._ready = []  # complete, not yet given out (an earlier event of another CPU is pending)
+        self._pending: Dict[int, list] = {}  # cpu -> [event, waited over a drained read]
+        self._ready: List[dict] = []  # complete, not yet given out (an earlier event of another CPU is pending)
         self._seq = 0
         self.unparsed = 0
         self.orphan_stacks = 0

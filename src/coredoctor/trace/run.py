@@ -13,6 +13,7 @@ import copy
 import os
 import signal
 import time
+from typing import Optional
 
 from coredoctor.errors import Error, UsageError
 from coredoctor.trace import events as E
@@ -46,26 +47,26 @@ class StopRequest:
     reader's poll() watches, so a blocked wait ends at once; :meth:`check` raises :class:`Stop`
     at points of the tracer's choosing (between start-up steps, once per loop)."""
 
-    def __init__(self):
-        self.signum = None
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
         self.count = 0
         self.r, self.w = os.pipe()
         for fd in (self.r, self.w):
             os.set_blocking(fd, False)
-        self._old = {}
-        self._old_wakeup = None
+        self._old: dict = {}
+        self._old_wakeup: Optional[int] = None
 
     def _handler(self, signum, frame):
         self.count += 1
         if self.signum is None:
             self.signum = signum
 
-    def install(self):
+    def install(self) -> None:
         self._old_wakeup = signal.set_wakeup_fd(self.w)
         for sig in STOP_SIGNALS:
             self._old[sig] = signal.signal(sig, self._handler)
 
-    def restore(self):
+    def restore(self) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
         self._old = {}
@@ -77,14 +78,14 @@ class StopRequest:
                 pass
 
     @property
-    def requested(self):
+    def requested(self) -> bool:
         return self.signum is not None
 
-    def check(self):
+    def check(self) -> None:
         if self.signum is not None:
             raise Stop()
 
-    def clear_wakeups(self):
+    def clear_wakeups(self) -> None:
         try:
             while os.read(self.r, 512):
                 pass

@@ -23,6 +23,7 @@ import re
 import select
 import subprocess
 import time
+from typing import Any, Dict, List, Optional, Tuple
 
 __all__ = ["find_tracefs", "Instance", "remove_stale", "PREFIX", "SYSCALLS", "TRACEPOINTS", "TracefsError"]
 
@@ -246,14 +247,14 @@ class Instance:
             self._apply_filters()
 
     # --- reading ----------------------------------------------------------------------------
-    def open_pipe(self, wake_fd=None):
+    def open_pipe(self, wake_fd: Optional[int] = None) -> None:
         self.fd = os.open(os.path.join(self.path, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
         self._poll = select.poll()
         self._poll.register(self.fd, select.POLLIN)
         if wake_fd is not None:
             self._poll.register(wake_fd, select.POLLIN)
 
-    def _events_file(self, rel):
+    def _events_file(self, rel: str) -> Optional[str]:
         """A file under events/ of this instance, else of the top level (the formats and page
         headers are the same for every instance)."""
         for base in (self.path, self.root):
@@ -264,7 +265,7 @@ class Instance:
                 continue
         return None
 
-    def raw_decoder(self):
+    def raw_decoder(self) -> Tuple[Any, Any]:
         """The decoder for this instance's ``per_cpu/cpuN/trace_pipe_raw`` pages, from the
         kernel's own header and format files: ``(decoder, notices)``, or ``(None, reason)`` when
         binary reading is not possible here (a file missing or not understood)."""
@@ -289,28 +290,29 @@ class Instance:
         cpus = self._raw_cpus()
         if not cpus:
             return None, "per_cpu/cpuN/trace_pipe_raw is missing"
-        formats, notes = {}, []
+        formats: Dict[int, Any] = {}
+        notes: List[str] = []
         for ev in self.enabled:
             text = self._events_file(f"{ev}/format")
             try:
                 if text is None:
                     raise raw.DecodeError("no format file")
-                f = raw.parse_format(text, ev.split("/")[0])
+                fm = raw.parse_format(text, ev.split("/")[0])
             except raw.DecodeError as e:
                 notes.append(f"{ev}: its format is not understood ({e}): not traced")
                 continue
-            formats[f.id] = f
+            formats[fm.id] = fm
         stack_id = None
         if self.options.get("userstacktrace"):
             text = self._events_file("ftrace/user_stack/format")
             try:
                 if text is None:
                     raise raw.DecodeError("no format file")
-                f = raw.parse_format(text, "ftrace")
-                if not any(x.name == "caller" and x.kind == "array" for x in f.fields):
+                fm = raw.parse_format(text, "ftrace")
+                if not any(x.name == "caller" and x.kind == "array" for x in fm.fields):
                     raise raw.DecodeError("no caller[] field")
-                formats[f.id] = f
-                stack_id = f.id
+                formats[fm.id] = fm
+                stack_id = fm.id
             except raw.DecodeError as e:
                 notes.append(f"ftrace/user_stack: {e}: events carry no user stacks")
         if not formats or stack_id is not None and len(formats) == 1:
@@ -326,7 +328,7 @@ class Instance:
         return sorted(int(n[3:]) for n in names if re.fullmatch(r"cpu\d+", n)
                       and os.path.exists(os.path.join(base, n, "trace_pipe_raw")))
 
-    def open_raw(self, page_size=4096, wake_fd=None):
+    def open_raw(self, page_size: int = 4096, wake_fd: Optional[int] = None) -> None:
         """Open every CPU's ``trace_pipe_raw`` (non-blocking). ``buffer_percent`` 0: a poll
         wakes as soon as any page has data (the default, 50, waits for half a buffer)."""
         try:
@@ -349,7 +351,8 @@ class Instance:
             self._poll.register(wake_fd, select.POLLIN)
         self.page_size = page_size
 
-    def read_raw(self, timeout=0.1, max_pages=256):
+    def read_raw(self, timeout: float = 0.1,
+                 max_pages: int = 256) -> Tuple[List[Tuple[int, bytes]], bool]:
         """The pages the kernel has, all CPUs (at most *max_pages* per CPU), after waiting at
         most *timeout* seconds for the first. Returns ``([(cpu, page bytes), ...], drained)``;
         *drained*: every CPU's buffer was emptied (each read() gives one page)."""
