@@ -233,6 +233,15 @@ class Decoder:
         if any_fmt is not None:
             ct = any_fmt.common["common_type"]
             self.type_st = (struct.Struct(self.e + _INTS[ct.size]), ct.offset)
+        self._stk = None  # the user stack record, decoded without the general path (one per event)
+        if self.stack is not None and self.type_st is not None:
+            sf = {x.name: x for x in self.stack.fmt.fields}
+            tg, cl = sf.get("tgid"), sf.get("caller")
+            if tg is not None and tg.kind == "int" and cl is not None and cl.kind == "array":
+                self._stk = (stack_id, self.stack.min_size, self.stack.pid_st, self.stack.pid_off,
+                             struct.Struct(self.e + _INTS[tg.size]), tg.offset,
+                             struct.Struct(self.e + _INTS[cl.size // cl.count] * cl.count), cl.offset,
+                             (1 << (8 * (cl.size // cl.count))) - 1)
         self.bad = 0  # records that could not be decoded
         self.unknown = 0  # records of an ID without a format
         self.missed = 0  # events the kernel lost (counted in the pages' headers; -1: some)
@@ -351,6 +360,8 @@ class Decoder:
         pos = h.data_off
         u32 = self.u32
         big = self.big
+        stk = self._stk
+        tst, toff = self.type_st or (None, 0)
         while pos + 4 <= end:
             w = u32.unpack_from(data, pos)[0]
             if big:
@@ -400,6 +411,17 @@ class Decoder:
             if roff + rsize > end:
                 self.bad += 1
                 break
+            if stk is not None and rsize >= stk[1] and tst.unpack_from(data, roff + toff)[0] == stk[0]:
+                addrs = []
+                for a in stk[6].unpack_from(data, roff + stk[7]):
+                    if a == 0 or a == stk[8]:
+                        break
+                    addrs.append(a)
+                out.append({"comm": None, "pid": stk[2].unpack_from(data, roff + stk[3])[0], "name": "user_stack",
+                            "kind": "ustack", "tgid": stk[4].unpack_from(data, roff + stk[5])[0], "addrs": addrs,
+                            "ts": ts / 1e9, "cpu": cpu})
+                pos = nxt
+                continue
             try:
                 c, ev = self.record(data, roff, rsize)
             except (DecodeError, struct.error) as e:
