@@ -76,3 +76,17 @@ def test_forged_names_neither_break_nor_fool_trace(tmp_path, saved_sysctls):
     # the names are the kernel's: the exec'd file's basename (15 bytes), the prctl'd name
     assert ex["comm"] == FORGED_FILE[:15], ex
     assert first["comm"] in [n[:15] for n in FORGED_NAMES], first
+
+
+def test_text_fallback_says_so_and_still_traces(saved_sysctls, monkeypatch):
+    """Where binary reading is not possible (here: switched off), the text trace_pipe is read,
+    and a notice says so and what it means."""
+    L.write_sysctl("fs.suid_dumpable", "0")
+    monkeypatch.setenv("COREDOCTOR_DISABLE", "raw")
+    rc, recs, err, out = T.trace([], T.actor(f"setresgid:-1,{NOBODY},-1", "exit"))
+    assert rc == 0, err
+    notes = [r["what"] for r in T.of(recs, "notice")]
+    assert any(n.startswith("reading the text trace_pipe: binary reading switched off") for n in notes), recs
+    assert T.of(recs, "summary")[0]["reader"] == "text"
+    ch = T.of(recs, "dumpable-change")
+    assert [(r["syscall"], r["args"], r["before"], r["after"]) for r in ch] == [("setresgid", [-1, NOBODY, -1], 1, 0)]

@@ -270,6 +270,8 @@ class Instance:
         kernel's own header and format files: ``(decoder, notices)``, or ``(None, reason)`` when
         binary reading is not possible here (a file missing or not understood)."""
         from coredoctor.trace import raw
+        if "raw" in os.environ.get("COREDOCTOR_DISABLE", "").split(","):
+            return None, "binary reading switched off (COREDOCTOR_DISABLE=raw)"
         hp = self._events_file("header_page")
         he = self._events_file("header_event")
         if hp is None or he is None:
