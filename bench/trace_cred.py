@@ -82,6 +82,57 @@ def kernel_only(exe, n, work, userstack=True):
         return tuple(map(float, f.read().split())), st
 
 
+def decode_cost(exe, n, work, repeat=5):
+    """The readers alone on the same recorded events: the workload runs under an instance with
+    a buffer large enough for all of them; its ``trace`` file (the text, read without consuming)
+    and then every CPU's ``trace_pipe_raw`` pages are read, and each is parsed *repeat* times,
+    text and binary in turn (so that a change of the machine's speed hits both alike).
+    Returns (events, text us/event, raw us/event)."""
+    import time
+    sys.path.insert(0, SRC)
+    from coredoctor.trace import events, raw, tracefs
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        os.execv(exe, [exe, str(n), str(work)])
+    os.close(r)
+    with tracefs.Instance(userstack=True, buffer_kb=65536) as inst:
+        inst._write("trace_clock", "mono")
+        inst.setup(pids=[pid])
+        os.write(w, b"g")
+        os.close(w)
+        os.waitpid(pid, 0)
+        inst._write("tracing_on", "0")
+        text = inst._read("trace")
+        dec, _ = inst.raw_decoder()
+        inst.open_raw(page_size=dec.header.page_size)
+        pages = []
+        while True:
+            got, drained = inst.read_raw(timeout=0)
+            pages += got
+            if drained and not got:
+                break
+    tt, rt, count = [], [], 0
+    for _ in range(repeat):
+        t0 = time.process_time()
+        p = events.Parser(userstack=True)
+        a = p.feed(text, drained=True) + p.flush()
+        t1 = time.process_time()
+        rr = raw.RawReader(raw.Decoder(dec.formats and {c.fmt.id: c.fmt for c in dec.formats.values()},
+                                       dec.header, None, dec.stack_id), userstack=True)
+        b = rr.feed(pages, drained=True) + rr.flush()
+        t2 = time.process_time()
+        if len(a) != len(b):
+            raise SystemExit(f"the readers disagree: {len(a)} text events, {len(b)} binary")
+        count = len(b)
+        tt.append((t1 - t0) / count)
+        rt.append((t2 - t1) / count)
+    return count, statistics.median(tt) * 1e6, statistics.median(rt) * 1e6
+
+
 def traced(exe, n, work, out):
     env = dict(os.environ, PYTHONPATH=SRC)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -105,6 +156,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--changes", type=int, default=30000)
     ap.add_argument("--rate", type=float, default=10000.0, help="target changes/s untraced")
+    ap.add_argument("--decode-only", action="store_true", help="only the readers' cost on recorded events")
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (tracefs, setresuid)")
@@ -116,6 +168,11 @@ def main():
         for _ in range(8):  # calibrate the work between changes to the target rate
             rate = n / untraced(exe, n, work)[0]
             work = max(1, int(work * rate / aim))
+        if a.decode_only:
+            cnt, t_us, r_us = decode_cost(exe, n, work)
+            print(f"readers on the same {cnt} recorded events (each with its user stack): text trace "
+                  f"{t_us:.1f} us/event, binary trace_pipe_raw {r_us:.1f} us/event ({t_us / r_us:.1f}x)")
+            return
         base = untraced(exe, n, work)[0]
         print(f"workload: {n} setresuid() calls, {work} loop iterations between them, "
               f"{n / base:,.0f} changes/s untraced; {os.cpu_count()} CPUs, kernel {os.uname().release}")

@@ -27,6 +27,7 @@ event, keeping an event back for one drained read when its stack is not committe
 :class:`coredoctor.trace.events.Parser`).
 """
 
+import operator
 import re
 import struct
 import sys
@@ -190,7 +191,7 @@ def _text(b: bytes) -> str:
 class _Compiled:
     """An event's format turned into struct unpackers (made once per event ID)."""
     __slots__ = ("fmt", "name", "kind", "syscall", "args_st", "argnames", "ret_st", "ret_off", "fields",
-                 "min_size", "pid_st", "pid_off")
+                 "min_size", "pid_st", "pid_off", "one")
     fmt: "EventFormat"
     name: str
     kind: str
@@ -203,6 +204,19 @@ class _Compiled:
     min_size: int
     pid_st: struct.Struct
     pid_off: int
+    one: Optional[struct.Struct]
+
+
+def _layout(e: str, fields: List[Tuple[int, int, bool]]) -> Optional[struct.Struct]:
+    """One struct for integer fields (offset, size, signed) in offset order, pad bytes between;
+    None when they overlap (then each is read on its own)."""
+    code, at = e, 0
+    for off, size, signed in fields:
+        if off < at or size not in _INTS:
+            return None
+        code += "x" * (off - at) + (_INTS[size].lower() if signed else _INTS[size])
+        at = off + size
+    return struct.Struct(code)
 
 
 class Decoder:
@@ -254,8 +268,12 @@ class Decoder:
         pid = f.common["common_pid"]
         c.pid_st, c.pid_off = struct.Struct(self.e + _INTS[pid.size].lower()), pid.offset
         c.min_size = f.size
-        c.args_st = c.ret_st = None
+        c.args_st = c.ret_st = c.one = None
         c.argnames = [a.name for a in f.args]
+        if f.kind == "enter":  # common_pid and the arguments in one unpack
+            c.one = _layout(self.e, [(pid.offset, pid.size, True)] + [(a.offset, a.size, False) for a in f.args])
+        elif f.kind == "exit" and f.ret is not None:
+            c.one = _layout(self.e, [(pid.offset, pid.size, True), (f.ret.offset, f.ret.size, True)])
         if f.kind == "enter":
             offs = [a.offset for a in f.args]
             c.args_st = [(struct.Struct(self.e + _INTS[a.size]), a.offset) for a in f.args]
@@ -292,6 +310,13 @@ class Decoder:
             return None, {}
         if size < c.min_size:
             raise DecodeError(f"{c.name}: record of {size} bytes, the format needs {c.min_size}")
+        if c.one is not None:
+            v = c.one.unpack_from(data, off)
+            if c.kind == "enter":
+                return c, {"comm": None, "pid": v[0], "tgid": None, "name": c.name, "kind": "enter",
+                           "args": list(v[1:]), "syscall": c.syscall, "argnames": c.argnames}
+            return c, {"comm": None, "pid": v[0], "tgid": None, "name": c.name, "kind": "exit",
+                       "syscall": c.syscall, "ret": v[1]}
         pid = c.pid_st.unpack_from(data, off + c.pid_off)[0]
         ev = {"comm": None, "pid": pid, "tgid": None, "name": c.name, "kind": c.kind}
         if c.kind == "enter":
@@ -362,34 +387,18 @@ class Decoder:
         big = self.big
         stk = self._stk
         tst, toff = self.type_st or (None, 0)
+        t_max = self.t_max if self.t_max < min(self.t_pad, self.t_ext, self.t_abs) else 28
         while pos + 4 <= end:
             w = u32.unpack_from(data, pos)[0]
             if big:
                 tl, delta = w >> 27, w & ((1 << 27) - 1)
             else:
                 tl, delta = w & 31, w >> 5
-            if tl == self.t_pad:
-                if delta == 0 or pos + 8 > end:
-                    break  # a null event: nothing after it on this page
-                n = u32.unpack_from(data, pos + 4)[0]
-                ts += delta
-                if n == 0:
-                    self.bad += 1
-                    break
-                pos += 4 + n
-                continue
-            if tl == self.t_ext or tl == self.t_abs:
-                if pos + 8 > end:
-                    self.bad += 1
-                    break
-                v = (u32.unpack_from(data, pos + 4)[0] << TS_SHIFT) + delta
-                if tl == self.t_ext:
-                    ts += v
-                else:
-                    ts = v | (ts & TS_MSB)
-                pos += 8
-                continue
-            if tl == 0:
+            if 0 < tl <= t_max:  # the common case: a record of type_len * 4 bytes
+                rsize = tl * 4
+                roff = pos + 4
+                nxt = roff + rsize
+            elif tl == 0:
                 if pos + 8 > end:
                     self.bad += 1
                     break
@@ -400,10 +409,27 @@ class Decoder:
                 rsize = n - 4
                 roff = pos + 8
                 nxt = pos + 4 + ((n + 3) & ~3)
-            elif tl <= self.t_max:
-                rsize = tl * 4
-                roff = pos + 4
-                nxt = roff + rsize
+            elif tl == self.t_pad:
+                if delta == 0 or pos + 8 > end:
+                    break  # a null event: nothing after it on this page
+                n = u32.unpack_from(data, pos + 4)[0]
+                ts += delta
+                if n == 0:
+                    self.bad += 1
+                    break
+                pos += 4 + n
+                continue
+            elif tl == self.t_ext or tl == self.t_abs:
+                if pos + 8 > end:
+                    self.bad += 1
+                    break
+                v = (u32.unpack_from(data, pos + 4)[0] << TS_SHIFT) + delta
+                if tl == self.t_ext:
+                    ts += v
+                else:
+                    ts = v | (ts & TS_MSB)
+                pos += 8
+                continue
             else:  # a type_len this kernel's header_event does not name
                 self.bad += 1
                 break
@@ -445,6 +471,9 @@ class Decoder:
                 ev["kind"], ev["tgid"], ev["addrs"] = "ustack", f.get("tgid"), addrs
             out.append(ev)
         return out
+
+
+_ORDER = operator.itemgetter("ts", "seq")
 
 
 class RawReader:
@@ -502,7 +531,7 @@ class RawReader:
     def _give(self) -> List[dict]:
         if not self._ready:
             return []
-        self._ready.sort(key=lambda e: (e["ts"], e["seq"]))
+        self._ready.sort(key=_ORDER)
         if self._pending:
             first = min(p[0]["ts"] for p in self._pending.values())
             i = 0
