@@ -543,3 +543,27 @@ def test_text_lines_escape_names_that_would_forge_lines():
     f = {"event": "fatal-signal", "pid": 5, "comm": evil, "signal": "SIGSEGV", "how": "fault",
          "dumps_by_default": True, "predicted": None, "dumped": None, "agrees": None}
     assert "\n" not in line(f) and "\n" not in line({"event": "notice", "what": evil})
+
+
+def test_raw_61_recording_char_array_names_and_no_group_dead():
+    """The same actor recorded in the Debian 12 guest (6.1): fork/exit names as char[16], no
+    group_dead, the same decoder; the tracker still sees the exit (pid == tgid)."""
+    rec = RP.load("raw-6.1.json")
+    assert rec["kernel"].startswith("6.1.")
+    rr = R.RawReader(RP.decoder(rec), userstack=True)
+    evs = rr.feed(RP.pages(rec), drained=True) + rr.flush()
+    pid = rec["pid"]
+    assert rr.bad == 0 and rr.d.unknown == 0 and {e["pid"] for e in evs} == {pid}
+    assert [(e.get("syscall"), e["kind"]) for e in evs if e.get("syscall") == "setresgid"] == [
+        ("setresgid", "enter"), ("setresgid", "exit")]
+    out = [e for e in evs if e["name"] == "sched_process_exit"][0]
+    assert out["fields"] == {"comm": "x-1 [000] ..: a", "pid": pid, "prio": 120}
+    assert all(e.get("ustack") for e in evs)
+    k = RawKernel(pid)
+    tr = Tracker(kernel=k, use_pidfd=False)
+    tr.attach(pid, dumpable_override={"value": 1, "candidates": [1], "source": "test"})
+    tr.handle(evs)
+    k.creds = dict(k.creds, gid=[0, 65534, 0, 65534])
+    res = tr.confirm(final=True)
+    fs = [r for r in res if r["event"] == "fatal-signal"]
+    assert len(fs) == 1 and fs[0]["how"] == "fault" and fs[0]["exit_status"] == 11
