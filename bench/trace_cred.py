@@ -14,6 +14,7 @@ dumpable-change events recorded, with the instance's ring-buffer overrun/dropped
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -81,13 +82,75 @@ def kernel_only(exe, n, work, userstack=True):
         return tuple(map(float, f.read().split())), st
 
 
+def decode_cost(exe, n, work, repeat=5):
+    """The readers alone on the same recorded events: the workload runs under an instance with
+    a buffer large enough for all of them; its ``trace`` file (the text, read without consuming)
+    and then every CPU's ``trace_pipe_raw`` pages are read, and each is parsed *repeat* times,
+    text and binary in turn (so that a change of the machine's speed hits both alike).
+    Returns (events, text us/event, raw us/event)."""
+    import time
+    sys.path.insert(0, SRC)
+    from coredoctor.trace import events, raw, tracefs
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        os.execv(exe, [exe, str(n), str(work)])
+    os.close(r)
+    with tracefs.Instance(userstack=True, buffer_kb=65536) as inst:
+        inst._write("trace_clock", "mono")
+        inst.setup(pids=[pid])
+        os.write(w, b"g")
+        os.close(w)
+        os.waitpid(pid, 0)
+        inst._write("tracing_on", "0")
+        text = inst._read("trace")
+        dec, _ = inst.raw_decoder()
+        inst.open_raw(page_size=dec.header.page_size)
+        pages = []
+        while True:
+            got, drained = inst.read_raw(timeout=0)
+            pages += got
+            if drained and not got:
+                break
+    import gc
+    tt, rt, count = [], [], 0
+    fmts = {c.fmt.id: c.fmt for c in dec.formats.values()}
+    for _ in range(repeat):
+        # only the counts are kept: the tracer hands each batch on and drops it, and a heap full
+        # of the other reader's events would make the collector slow down whichever runs second
+        gc.collect()
+        t0 = time.process_time()
+        p = events.Parser(userstack=True)
+        a = len(p.feed(text, drained=True) + p.flush())
+        t1 = time.process_time()
+        gc.collect()
+        t1b = time.process_time()
+        rr = raw.RawReader(raw.Decoder(fmts, dec.header, None, dec.stack_id), userstack=True)
+        b = len(rr.feed(pages, drained=True) + rr.flush())
+        t2 = time.process_time()
+        if a != b:
+            raise SystemExit(f"the readers disagree: {a} text events, {b} binary")
+        count = b
+        tt.append((t1 - t0) / count)
+        rt.append((t2 - t1b) / count)
+    return count, statistics.median(tt) * 1e6, statistics.median(rt) * 1e6
+
+
 def traced(exe, n, work, out):
     env = dict(os.environ, PYTHONPATH=SRC)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run([sys.executable, "-m", "coredoctor", "trace", "--json", "-o", out, "--", exe, str(n),
                         str(work)], capture_output=True, text=True, env=env, timeout=600)
     if r.returncode != 0:
         raise SystemExit(f"traced run failed ({r.returncode}): {r.stderr}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     secs = tuple(map(float, r.stdout.split()))
+    # the tracer's own CPU time: its process and the workload it waited for, less the workload's
+    both = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    secs = secs + (both - secs[1],)
     recs = [json.loads(line) for line in open(out)]
     changes = sum(1 for x in recs if x.get("event") == "dumpable-change" and x.get("syscall") == "setresuid")
     summ = [x for x in recs if x.get("event") == "summary"][0]
@@ -99,6 +162,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--changes", type=int, default=30000)
     ap.add_argument("--rate", type=float, default=10000.0, help="target changes/s untraced")
+    ap.add_argument("--decode-only", action="store_true", help="only the readers' cost on recorded events")
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (tracefs, setresuid)")
@@ -110,15 +174,21 @@ def main():
         for _ in range(8):  # calibrate the work between changes to the target rate
             rate = n / untraced(exe, n, work)[0]
             work = max(1, int(work * rate / aim))
+        if a.decode_only:
+            cnt, t_us, r_us = decode_cost(exe, n, work)
+            print(f"readers on the same {cnt} recorded events (each with its user stack): text trace "
+                  f"{t_us:.1f} us/event, binary trace_pipe_raw {r_us:.1f} us/event ({t_us / r_us:.1f}x)")
+            return
         base = untraced(exe, n, work)[0]
         print(f"workload: {n} setresuid() calls, {work} loop iterations between them, "
               f"{n / base:,.0f} changes/s untraced; {os.cpu_count()} CPUs, kernel {os.uname().release}")
         out = os.path.join(d, "trace.jsonl")
-        ratios, kratios, cratios, kcratios, rows = [], [], [], [], []
+        ratios, kratios, cratios, kcratios, rows, tracer = [], [], [], [], [], []
         for i in range(a.rounds):
             (u, uc) = untraced(exe, n, work)
             (k, kc), kst = kernel_only(exe, n, work)
-            (t, tc), got, summ = traced(exe, n, work, out)
+            (t, tc, tracer_cpu), got, summ = traced(exe, n, work, out)
+            tracer.append(tracer_cpu / n)
             ratios.append(t / u)
             kratios.append(k / u)
             cratios.append(tc / uc)
@@ -127,7 +197,9 @@ def main():
             print(f"round {i + 1}: untraced {u:.3f} s (cpu {uc:.3f}) | recording only {k:.3f} s "
                   f"({(k / u - 1) * 100:+.1f}%, cpu {(kc / uc - 1) * 100:+.1f}%) | coredoctor trace {t:.3f} s "
                   f"({(t / u - 1) * 100:+.1f}%, cpu {(tc / uc - 1) * 100:+.1f}%), transitions {got}/{n}, "
-                  f"overrun {summ['buffer']['overrun']}, dropped {summ['buffer']['dropped_events']}", flush=True)
+                  f"overrun {summ['buffer']['overrun']}, dropped {summ['buffer']['dropped_events']}, "
+                  f"tracer cpu {tracer_cpu:.3f} s ({tracer_cpu / n * 1e6:.1f} us/transition, "
+                  f"{summ.get('reader', 'text')} reader)", flush=True)
         lost = [n - got for _, _, got, _ in rows]
 
         def pct(xs):
@@ -139,6 +211,8 @@ def main():
               f"{pct(cratios)} (goal <= 10%); kernel recording alone: wall {pct(kratios)}, cpu {pct(kcratios)}; "
               f"transitions lost: max {max(lost)} of {n} per round (goal 0); load average "
               f"{os.getloadavg()[0]:.1f} (other work on this machine)")
+        print(f"tracer's own cpu per transition (its process, less the workload's): median "
+              f"{statistics.median(tracer) * 1e6:.1f} us")
 
 
 if __name__ == "__main__":

@@ -437,7 +437,11 @@ def cmd_trace(args):
             text = rtrace.line(r)
             if text is None:
                 return
-            out.write(text + "\n")
+            try:
+                out.write(text + "\n")
+            except UnicodeEncodeError:  # a terminal that cannot show a name: escape what it cannot
+                enc = getattr(out, "encoding", None) or "ascii"
+                out.write(text.encode(enc, "backslashreplace").decode(enc, "replace") + "\n")
         out.flush()
 
     what = " ".join(cmd) if cmd else ", ".join([f"pid {p}" for p in pids] + [f"name {n}" for n in args.name])

@@ -5,7 +5,8 @@ coredoctor trace can confirm each from the kernel, then waits or faults.
 
 Steps: ``core`` (RLIMIT_CORE unlimited), ``setresgid:r,e,s``, ``setresuid:r,e,s``,
 ``setgroups:`` (empty list), ``setfsuid:N``, ``prctl:N`` (PR_SET_DUMPABLE), ``sleep:S``,
-``waitfile:PATH``, ``fault`` (a NULL read: a real SIGSEGV), ``exit``.
+``waitfile:PATH``, ``fault`` (a NULL read: a real SIGSEGV), ``exit``, ``name:STR``
+(prctl(PR_SET_NAME): any bytes, the kernel keeps 15), ``pid:LABEL`` (prints ``pid LABEL N``).
 """
 import ctypes
 import os
@@ -21,7 +22,7 @@ def main():
     time.sleep(PAUSE)
     for step in sys.argv[1:]:
         name, _, arg = step.partition(":")
-        vals = [int(x) for x in arg.split(",")] if arg and name not in ("sleep", "waitfile") else []
+        vals = [int(x) for x in arg.split(",")] if arg and name not in ("sleep", "waitfile", "name", "pid") else []
         if name == "core":
             resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
         if name == "setresgid":
@@ -34,6 +35,11 @@ def main():
             libc.setfsuid(vals[0])
         elif name == "prctl":
             libc.prctl(4, vals[0], 0, 0, 0)
+        elif name == "name":
+            libc.prctl(15, ctypes.c_char_p(arg.encode("utf-8", "surrogateescape")), 0, 0, 0)
+        elif name == "pid":
+            print(f"pid {arg} {os.getpid()}", flush=True)
+            continue
         elif name == "sleep":
             time.sleep(float(arg))
             continue

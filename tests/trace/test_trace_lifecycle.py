@@ -107,3 +107,32 @@ def test_command_passes_through_and_exit_code():
     r = subprocess.run([T.PY, "-m", "coredoctor", "trace", "--", "/nonexistent/cmd"], env=T.env(),
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 127 and "cannot run /nonexistent/cmd" in r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_stop_during_start_up_still_stops_and_removes_the_instance(sleeper, sig):
+    """The signal comes the moment the instance exists (while its options and events are being
+    set up): the handler only records it, start-up goes on to a check point, and the instance is
+    removed. At least one try must land before the tracer attached (no attach record)."""
+    early = 0
+    for attempt in range(4):
+        p = subprocess.Popen([T.PY, "-m", "coredoctor", "trace", "--json", "--pid", str(sleeper.pid)], env=T.env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=_default_sigint)
+        name = f"coredoctor-{p.pid}"
+        root = T.tracefs_root()
+        deadline = time.time() + 20
+        while time.time() < deadline and p.poll() is None:
+            if root is None:
+                root = T.tracefs_root()
+            elif os.path.isdir(os.path.join(root, "instances", name)):
+                break
+            time.sleep(0.001)
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=20)
+        assert p.returncode == 130, (attempt, p.returncode, err)
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+        assert name not in T.instances()
+        if '"attach"' not in out:
+            early += 1
+    assert early >= 1, "no signal came during start-up"

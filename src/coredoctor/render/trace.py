@@ -5,7 +5,21 @@ import time
 
 from coredoctor.trace.symbols import format_frame
 
-__all__ = ["line"]
+__all__ = ["line", "safe"]
+
+#: control characters (C0, DEL, C1), the line and paragraph separators, and lone surrogates:
+#: escaped, so that a crafted process or file name cannot start an output line of its own
+_UNSAFE = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+           for c in list(range(0x20)) + list(range(0x7F, 0xA0)) + [0x2028, 0x2029]}
+_UNSAFE[ord("\\")] = "\\\\"
+
+
+def safe(s) -> str:
+    """*s* as one printable line: control characters escaped (``\\x0a``), backslashes doubled."""
+    s = str(s).translate(_UNSAFE)
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in s):
+        s = "".join(f"\\u{ord(c):04x}" if 0xD800 <= ord(c) <= 0xDFFF else c for c in s)
+    return s
 
 
 def _t(ts):
@@ -30,7 +44,7 @@ def _delta(before, after):
 def _stack(stack):
     if not stack:
         return None
-    return "at " + " <- ".join(format_frame(f) if isinstance(f, dict) else str(f) for f in stack[:4])
+    return "at " + safe(" <- ".join(format_frame(f) if isinstance(f, dict) else str(f) for f in stack[:4]))
 
 
 def _confirmed(c):
@@ -55,8 +69,9 @@ def _dv(v, cands=None):
 def line(r):
     """One record -> text (possibly two lines), or None for records not shown."""
     ev = r.get("event")
-    who = f"{r.get('comm')}[{r.get('pid')}]" if r.get("tid") in (None, r.get("pid")) else \
-        f"{r.get('comm')}[{r.get('pid')}/{r.get('tid')}]"
+    comm = safe(r.get("comm"))
+    who = f"{comm}[{r.get('pid')}]" if r.get("tid") in (None, r.get("pid")) else \
+        f"{comm}[{r.get('pid')}/{r.get('tid')}]"
     if ev == "attach":
         c = r.get("creds")
         return (f"{_t(time.time())}  {who}  attached: {_ids(c) if c else 'credentials unknown'}, "
@@ -64,7 +79,7 @@ def line(r):
     if ev in ("dumpable-change", "cred-change"):
         call = f"{r['syscall']}({', '.join(map(str, r.get('args') or []))})"
         if r["syscall"] == "execve":
-            call = f"execve({(r.get('args') or ['?'])[0]})"
+            call = f"execve({safe((r.get('args') or ['?'])[0])})"
         elif r["syscall"] == "prctl":
             call = f"prctl(PR_SET_DUMPABLE, {r['after']})"
         ids = _delta(r["creds_before"], r["creds_after"]) if r.get("creds_before") and r.get("creds_after") else ""
@@ -94,7 +109,7 @@ def line(r):
     if ev == "exit":
         return None
     if ev == "notice":
-        return f"note: {r['what']}"
+        return f"note: {safe(r['what'])}"
     if ev == "summary":
         return (f"{r['dumpable_changes']} dumpable transition(s), {r['cred_changes']} other credential "
                 f"change(s), {r['fatal_signals']} fatal signal(s); {r['events']} events, {r['lost']} lost")

@@ -13,6 +13,7 @@ import copy
 import os
 import signal
 import time
+from typing import Optional
 
 from coredoctor.errors import Error, UsageError
 from coredoctor.trace import events as E
@@ -27,13 +28,69 @@ READ_SIZE = 1 << 20
 
 
 class Stop(BaseException):
-    """SIGTERM: leave the loop and clean up, as for Ctrl-C. A BaseException, like
-    KeyboardInterrupt, so that the best-effort ``except Exception`` around symbolizing and
-    predicting cannot swallow it (seen under the slow 6.1 guest: a SIGTERM during attach)."""
+    """A stop was asked for (SIGINT, SIGTERM, SIGHUP): raised only at the loop's own check
+    points (:meth:`StopRequest.check`), never from a signal handler. A BaseException, so that
+    the best-effort ``except Exception`` around symbolizing and predicting cannot swallow it."""
 
 
-def _on_term(signum, frame):
-    raise Stop()
+#: the signals that stop the tracer (each gives exit code 130, as Ctrl-C)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class StopRequest:
+    """Signal handlers that only record the request and wake the loop.
+
+    A handler that raised (KeyboardInterrupt, or an exception of ours) would raise at whatever
+    bytecode runs when the signal comes -- inside an import-lock callback it is printed as
+    "Exception ignored" and lost, and the tracer runs on (seen in the 6.1 guest). Here the
+    handler sets :attr:`signum`; ``signal.set_wakeup_fd`` writes a byte to a pipe that the
+    reader's poll() watches, so a blocked wait ends at once; :meth:`check` raises :class:`Stop`
+    at points of the tracer's choosing (between start-up steps, once per loop)."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self.count = 0
+        self.r, self.w = os.pipe()
+        for fd in (self.r, self.w):
+            os.set_blocking(fd, False)
+        self._old: dict = {}
+        self._old_wakeup: Optional[int] = None
+
+    def _handler(self, signum, frame):
+        self.count += 1
+        if self.signum is None:
+            self.signum = signum
+
+    def install(self) -> None:
+        self._old_wakeup = signal.set_wakeup_fd(self.w)
+        for sig in STOP_SIGNALS:
+            self._old[sig] = signal.signal(sig, self._handler)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+        self._old = {}
+        signal.set_wakeup_fd(self._old_wakeup if self._old_wakeup is not None else -1)
+        for fd in (self.r, self.w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Stop()
+
+    def clear_wakeups(self) -> None:
+        try:
+            while os.read(self.r, 512):
+                pass
+        except OSError:
+            pass
 
 
 def _tids(pid):
@@ -148,8 +205,9 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
     pids = sorted(set(pids))
     if not (pids or names or cmd):
         raise UsageError("name what to trace: -- CMD, --pid PID, --name NAME or --unit UNIT")
-    old_term = signal.signal(signal.SIGTERM, _on_term)
-    old_hup = signal.signal(signal.SIGHUP, _on_term)
+    from coredoctor.trace import raw as R  # imported before any signal can be recorded
+    stop = StopRequest()
+    stop.install()
     inst = None
     child = None
     go_w = None
@@ -159,17 +217,22 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
             inst = tracefs.Instance(userstack=userstack, buffer_kb=buffer_kb or 8192)
         except tracefs.TracefsError as e:
             raise UsageError(str(e))
+        stop.check()  # a stop during start-up: the instance is removed below
         offset = _clock(inst)
         if cmd:
             go_r, go_w = os.pipe()
             child = os.fork()
             if child == 0:  # pragma: no cover - the child
                 try:
+                    signal.set_wakeup_fd(-1)
+                    for sig in STOP_SIGNALS:
+                        signal.signal(sig, signal.SIG_DFL)
                     os.close(go_w)
-                    os.read(go_r, 1)
+                    os.close(stop.r)
+                    os.close(stop.w)
+                    if os.read(go_r, 1) != b"g":  # the tracer stopped before it was ready
+                        os._exit(128 + signal.SIGTERM)
                     os.close(go_r)
-                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                    signal.signal(signal.SIGHUP, signal.SIG_DFL)
                     os.execvp(cmd[0], cmd)
                 except OSError as e:
                     os.write(2, f"coredoctor trace: cannot run {cmd[0]}: {e.strerror}\n".encode())
@@ -178,8 +241,18 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
         watch = list(pids) + ([child] if child else [])
         tids = sorted({t for p in watch for t in (_tids(p) or [p])})
         inst.setup(pids=tids, names=names)
+        stop.check()
         for ev in inst.missing:
             emit({"event": "notice", "what": f"{ev} is not offered by this kernel: not traced"})
+        want_stack = bool(inst.options.get("userstacktrace") and userstack)
+        decoder, why = inst.raw_decoder()
+        if decoder is None:
+            emit({"event": "notice", "what": f"reading the text trace_pipe: {why} (binary records "
+                                             "cannot be read here; a process name that looks like a "
+                                             "trace line could mislead the text reader)"})
+        else:
+            for n in why:
+                emit({"event": "notice", "what": n})
         if inst.stale_removed:
             emit({"event": "notice", "what": "removed tracefs instances left by killed runs: "
                                              + ", ".join(inst.stale_removed)})
@@ -201,6 +274,7 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
                 emit(r)
             if tracker.procs.get(p) is not None:
                 predictor.refresh(tracker.procs[p])
+            stop.check()
         if names:
             from coredoctor.snapshot import proc as procmod
             for pid, comm in procmod.comms().items():
@@ -209,8 +283,20 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
                     if r is not None:
                         emit(r)
                         predictor.refresh(tracker.procs[pid])
-        parser = E.Parser(userstack=inst.options.get("userstacktrace") and userstack)
-        inst.open_pipe()
+        stop.check()
+        if decoder is not None:
+            parser = R.RawReader(decoder, userstack=want_stack and decoder.stack is not None)
+            inst.open_raw(page_size=decoder.header.page_size, wake_fd=stop.r)
+
+            def read(timeout):
+                return inst.read_raw(timeout=timeout, max_pages=READ_SIZE // decoder.header.page_size)
+        else:
+            parser = E.Parser(userstack=want_stack)
+            inst.open_pipe(wake_fd=stop.r)
+
+            def read(timeout):
+                return inst.read(timeout=timeout, size=READ_SIZE)
+        stop.check()
         if go_w is not None:
             os.write(go_w, b"g")
             os.close(go_w)
@@ -219,7 +305,7 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
         child_status = None
         while True:
             began = time.monotonic()
-            text, drained = inst.read(timeout=0.1, size=READ_SIZE)
+            text, drained = read(0.1)
             if text or drained:  # an empty drained read may complete an event kept for its stack
                 tracker.handle(parser.feed(text, drained=drained))
             if drained and not parser.holding:  # every event from before *began* is handled
@@ -233,23 +319,31 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
                     direct[child] = st
             if child_status is not None:
                 break
+            if stop.requested:
+                rc = 130
+                break
             if duration is not None and time.monotonic() - start >= duration:
                 break
             if not cmd and not names and pids and not any(
                     os.path.exists(f"/proc/{p}") for p in list(tracker.procs) + pids):
                 break
             _refresh(tracker, predictor)
-        # drain: the kernel may still hold events of the last moments
+            stop.clear_wakeups()  # a wakeup byte of no stop must not keep poll() from waiting
+        # drain: the kernel may still hold events of the last moments (bounded: a busy process
+        # must not keep a stopping tracer alive)
+        asked = stop.count
+        stop.clear_wakeups()
         idle = 0
-        while idle < 2:
-            text, drained = inst.read(timeout=0.05, size=READ_SIZE)
+        deadline = time.monotonic() + 3.0
+        while idle < 2 and time.monotonic() < deadline and stop.count == asked:  # a new stop: at once
+            text, drained = read(0.05)
             if text:
                 tracker.handle(parser.feed(text, drained=drained))
                 idle = 0
             else:
                 idle += 1
         tracker.handle(parser.flush())
-        deadline = time.monotonic() + 1.5
+        deadline = time.monotonic() + (0.3 if stop.requested else 1.5)
         while tracker.finished and time.monotonic() < deadline:
             for r in tracker.confirm():
                 emit(r)
@@ -261,7 +355,10 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
                    "dumpable_changes": tracker.counts["dumpable_changes"],
                    "cred_changes": tracker.counts["cred_changes"], "fatal_signals": tracker.counts["fatal_signals"],
                    "lost": st["overrun"] + st["dropped_events"] + st["commit_overrun"], "buffer": st,
-                   "unparsed_lines": parser.unparsed}
+                   "unparsed_lines": parser.unparsed, "reader": "raw" if decoder is not None else "text"}
+        if decoder is not None:
+            summary["undecodable_records"] = decoder.bad
+            summary["pages_after_loss"] = decoder.missed_pages
         emit(summary)
         if stats_out is not None:
             stats_out.update(summary)
@@ -273,12 +370,15 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
     except (KeyboardInterrupt, Stop):
         rc = 130
     finally:
-        if go_w is not None:
-            os.close(go_w)
-        if inst is not None:
-            inst.close()
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGHUP, old_hup)
+        try:
+            if go_w is not None:
+                os.close(go_w)
+            if inst is not None:
+                inst.close()
+        finally:
+            stop.restore()
+    if stop.requested:
+        rc = 130
     return rc
 
 

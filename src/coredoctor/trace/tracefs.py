@@ -23,6 +23,7 @@ import re
 import select
 import subprocess
 import time
+from typing import Any, Dict, List, Optional, Tuple
 
 __all__ = ["find_tracefs", "Instance", "remove_stale", "PREFIX", "SYSCALLS", "TRACEPOINTS", "TracefsError"]
 
@@ -246,10 +247,142 @@ class Instance:
             self._apply_filters()
 
     # --- reading ----------------------------------------------------------------------------
-    def open_pipe(self):
+    def open_pipe(self, wake_fd: Optional[int] = None) -> None:
         self.fd = os.open(os.path.join(self.path, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
         self._poll = select.poll()
         self._poll.register(self.fd, select.POLLIN)
+        if wake_fd is not None:
+            self._poll.register(wake_fd, select.POLLIN)
+
+    def _events_file(self, rel: str) -> Optional[str]:
+        """A file under events/ of this instance, else of the top level (the formats and page
+        headers are the same for every instance)."""
+        for base in (self.path, self.root):
+            try:
+                with open(os.path.join(base, "events", rel)) as f:
+                    return f.read()
+            except OSError:
+                continue
+        return None
+
+    def raw_decoder(self) -> Tuple[Any, Any]:
+        """The decoder for this instance's ``per_cpu/cpuN/trace_pipe_raw`` pages, from the
+        kernel's own header and format files: ``(decoder, notices)``, or ``(None, reason)`` when
+        binary reading is not possible here (a file missing or not understood)."""
+        from coredoctor.trace import raw
+        if "raw" in os.environ.get("COREDOCTOR_DISABLE", "").split(","):
+            return None, "binary reading switched off (COREDOCTOR_DISABLE=raw)"
+        hp = self._events_file("header_page")
+        he = self._events_file("header_event")
+        if hp is None or he is None:
+            return None, "events/header_page or header_event is missing"
+        try:
+            header = raw.parse_header_page(hp)
+            hev = raw.parse_header_event(he)
+        except raw.DecodeError as e:
+            return None, f"the ring-buffer page header is not understood ({e})"
+        try:
+            with open(os.path.join(self.path, "buffer_subbuf_size_kb")) as f:  # 6.8+: sub-buffers
+                sub = int(f.read().strip()) * 1024
+            if sub != header.page_size:
+                header.data_size = sub - header.data_off
+                header.page_size = sub
+        except (OSError, ValueError):
+            pass
+        cpus = self._raw_cpus()
+        if not cpus:
+            return None, "per_cpu/cpuN/trace_pipe_raw is missing"
+        formats: Dict[int, Any] = {}
+        notes: List[str] = []
+        for ev in self.enabled:
+            text = self._events_file(f"{ev}/format")
+            try:
+                if text is None:
+                    raise raw.DecodeError("no format file")
+                fm = raw.parse_format(text, ev.split("/")[0])
+            except raw.DecodeError as e:
+                notes.append(f"{ev}: its format is not understood ({e}): not traced")
+                continue
+            formats[fm.id] = fm
+        stack_id = None
+        if self.options.get("userstacktrace"):
+            text = self._events_file("ftrace/user_stack/format")
+            try:
+                if text is None:
+                    raise raw.DecodeError("no format file")
+                fm = raw.parse_format(text, "ftrace")
+                if not any(x.name == "caller" and x.kind == "array" for x in fm.fields):
+                    raise raw.DecodeError("no caller[] field")
+                formats[fm.id] = fm
+                stack_id = fm.id
+            except raw.DecodeError as e:
+                notes.append(f"ftrace/user_stack: {e}: events carry no user stacks")
+        if not formats or stack_id is not None and len(formats) == 1:
+            return None, "no event format is understood"
+        return raw.Decoder(formats, header, hev, stack_id), notes
+
+    def _raw_cpus(self):
+        base = os.path.join(self.path, "per_cpu")
+        try:
+            names = os.listdir(base)
+        except OSError:
+            return []
+        return sorted(int(n[3:]) for n in names if re.fullmatch(r"cpu\d+", n)
+                      and os.path.exists(os.path.join(base, n, "trace_pipe_raw")))
+
+    def open_raw(self, page_size: int = 4096, wake_fd: Optional[int] = None) -> None:
+        """Open every CPU's ``trace_pipe_raw`` (non-blocking). ``buffer_percent`` 0: a poll
+        wakes as soon as any page has data (the default, 50, waits for half a buffer)."""
+        try:
+            self._write("buffer_percent", "0")
+        except OSError:
+            pass  # older kernels: poll wakes on any data anyway; the loop reads every 0.1 s
+        self.raw_fds = {}
+        self._poll = select.poll()
+        for cpu in self._raw_cpus():
+            try:
+                fd = os.open(os.path.join(self.path, "per_cpu", f"cpu{cpu}", "trace_pipe_raw"),
+                             os.O_RDONLY | os.O_NONBLOCK)
+            except OSError:
+                continue  # an offline CPU
+            self.raw_fds[cpu] = fd
+            self._poll.register(fd, select.POLLIN)
+        if not self.raw_fds:
+            raise TracefsError("no per_cpu/cpuN/trace_pipe_raw could be opened")
+        if wake_fd is not None:
+            self._poll.register(wake_fd, select.POLLIN)
+        self.page_size = page_size
+
+    def read_raw(self, timeout: float = 0.1,
+                 max_pages: int = 256) -> Tuple[List[Tuple[int, bytes]], bool]:
+        """The pages the kernel has, all CPUs (at most *max_pages* per CPU), after waiting at
+        most *timeout* seconds for the first. Returns ``([(cpu, page bytes), ...], drained)``;
+        *drained*: every CPU's buffer was emptied (each read() gives one page)."""
+        out = []
+        drained = True
+        for attempt in (0, 1):
+            for cpu, fd in self.raw_fds.items():
+                for _ in range(max_pages):
+                    try:
+                        b = os.read(fd, self.page_size)
+                    except BlockingIOError:
+                        break
+                    except OSError as e:
+                        if e.errno in (errno.EINTR, errno.EAGAIN):
+                            break
+                        raise
+                    if not b:
+                        break
+                    out.append((cpu, b))
+                else:
+                    drained = False
+            if out or attempt or not timeout:
+                return out, drained
+            try:
+                self._poll.poll(int(timeout * 1000))
+            except InterruptedError:
+                pass
+        return out, drained
 
     def read(self, timeout=0.1, size=1 << 20):
         """Whatever the kernel has (up to *size* bytes), waiting at most *timeout* seconds for
@@ -311,6 +444,12 @@ class Instance:
                 except OSError:
                     pass
                 self.fd = None
+            for fd in getattr(self, "raw_fds", {}).values():
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.raw_fds = {}
             for i in range(50):
                 try:
                     os.rmdir(self.path)

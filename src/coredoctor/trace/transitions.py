@@ -185,7 +185,10 @@ class Tracker:
         t = self.tasks.get(ev["pid"])
         if t is not None:
             return t
-        tgid = ev.get("tgid") or ev["pid"]
+        tgid = ev.get("tgid")
+        if not tgid:  # binary records name only the task (its user stack names the tgid)
+            c0 = self.k.read_creds(ev["pid"])
+            tgid = (c0 or {}).get("tgid") or ev["pid"]
         if tgid not in self.procs:
             self.attach(tgid, quiet=True)
         c = self.k.read_creds(tgid, ev["pid"])
@@ -478,7 +481,8 @@ class Tracker:
         t = self.tasks.pop(pid, None)
         tgid = t.tgid if t else (ev.get("tgid") or pid)
         dead = f.get("group_dead")
-        group_dead = (dead == "true") if dead is not None else (pid == tgid)  # 6.1 has no group_dead
+        # text prints "true"/"false", binary records a bool; 6.1 has no group_dead
+        group_dead = (dead is True or dead == "true") if dead is not None else (pid == tgid)
         if not group_dead:
             return
         p = self.procs.get(tgid)
