@@ -396,6 +396,7 @@ def bash_completion(p: argparse.ArgumentParser) -> str:
         flags = [f for o in opts for f in o.flags]
         L.append(f"        {name})")
         if any(value_kind(o) == "command" for o in pos):
+            flags.append("--")
             L += ["            if [[ -n $dashdash ]]; then",
                   "                if (( cword == dashdash + 1 )); then COMPREPLY=($(compgen -c -- \"$cur\"))",
                   "                else COMPREPLY=($(compgen -f -- \"$cur\")); compopt -o filenames 2>/dev/null",

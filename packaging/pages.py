@@ -260,7 +260,7 @@ PAGES: Dict[str, Dict[str, Section]] = {
             "$ sudo coredoctor trace -- ovs-ctl --ovs-user=openvswitch start\nRun a command under "
             "trace; the trace goes to standard error, the command's output passes through.",
             "$ sudo coredoctor trace --name ovs-vswitchd\nAlso processes of that name not started yet.",
-            "$ sudo coredoctor trace --pid 24441 --unit nginx.service --json --duration 600",
+            "$ sudo coredoctor trace --unit nginx.service --json --duration 600",
         ],
         "SEE ALSO": ["coredoctor-check(8)", "prctl(2)", "setresuid(2)"],
     },
