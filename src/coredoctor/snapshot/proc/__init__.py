@@ -22,14 +22,14 @@ import os
 import pwd
 import resource
 import signal
-import stat
+import stat as _st
 from typing import Any, Dict, List, Optional, Tuple
 
 from coredoctor.errors import AccessDenied, KernelThread, NoSuchProcess, ProcessGone, ZombieProcess, proc_error
 from coredoctor.snapshot.proc import base as _base, dumpability, pidfd
-from coredoctor.snapshot.proc.base import list_pids, parse_stat, parse_status, root, tids
+from coredoctor.snapshot.proc.base import list_pids, parse_stat, parse_status, root, stat as _stat, tids
 
-__all__ = ["read_process", "list_pids", "comms", "tids", "Wants", "PROC", "root", "unit_from_cgroup",
+__all__ = ["read_process", "stat", "list_pids", "comms", "tids", "Wants", "PROC", "root", "unit_from_cgroup",
            "parse_status", "parse_stat", "UNIT_SUFFIXES", "is_live_root"]
 
 #: the root at import time (kept for older callers; every read asks :func:`root`)
@@ -60,6 +60,11 @@ def _group(gid: int) -> Optional[str]:
         except KeyError:
             _group_cache[gid] = None
     return _group_cache[gid]
+
+
+def stat(pid: int) -> Dict[str, Any]:
+    """/proc/PID/stat parsed (state, ppid, flags, starttime, exit_code); NoSuchProcess when gone."""
+    return _stat(pid)
 
 
 def is_live_root(r: Optional[str] = None) -> bool:
@@ -159,8 +164,8 @@ def _exe_stat(pid: int, exe: str, base: Optional[str] = None) -> Optional[Dict[s
     except OSError:
         pass
     return {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid,
-            "setuid": bool(st.st_mode & stat.S_ISUID),
-            "setgid": bool(st.st_mode & stat.S_ISGID and st.st_mode & stat.S_IXGRP),
+            "setuid": bool(st.st_mode & _st.S_ISUID),
+            "setgid": bool(st.st_mode & _st.S_ISGID and st.st_mode & _st.S_IXGRP),
             "fcaps": fcaps}
 
 
