@@ -9,10 +9,15 @@ Processes vanish while they are being read. :func:`proc_error` is the one place 
 :class:`ProcessGone` or :class:`AccessDenied` (the idea of psutil's ``wrap_exceptions``).
 """
 
+from __future__ import annotations
+
 import contextlib
 import errno
 import os
-from typing import Iterator, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
+    from typing import Iterator, Optional
 
 __all__ = ["Error", "UsageError", "NoSuchProcess", "ProcessGone", "ZombieProcess", "KernelThread",
            "AccessDenied", "SnapshotError", "NotRoot", "proc_errors"]

@@ -73,8 +73,9 @@ def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
     snap["paths"] = {}
     signo = kernel["signals"].get(signal, 11)
     if parsed["kind"] == "file":
+        files = {}
         for pid in targets:
-            _destination_facts(snap, procs[pid], signo)
+            _destination_facts(snap, procs[pid], signo, files)
     return snap
 
 
@@ -90,8 +91,11 @@ def _ptrace_fallback(procs, kernel):
         procs[pid]["dumpable"] = ans
 
 
-def _destination_facts(snap, proc, signo):
+def _destination_facts(snap, proc, signo, files=None):
+    """*files* caches the existing-file facts per (directory key, name) for one snapshot: the
+    processes that share a directory (most share a cwd of ``/``) share its ``lstat``."""
     dest = {}
+    files = {} if files is None else files
     # both views whatever the flag is now: where a dumpable=2 fix would send the core (check's
     # follow-on fixes), and where it goes after the process changes its flag (trace predicts on
     # this reading with the flag it followed since: a drop under suid_dumpable=2 moves the open
@@ -106,7 +110,10 @@ def _destination_facts(snap, proc, signo):
         facts = snap["paths"][key]
         entry = {"key": key}
         if facts.get("exists") and all(p is not None for p in base_parts):
-            entry["file"] = fs.file_facts(facts["host_path"], "".join(base_parts))
+            name = "".join(base_parts)
+            if (key, name) not in files:
+                files[(key, name)] = fs.file_facts(facts["host_path"], name)
+            entry["file"] = dict(files[(key, name)])
         dest[str(v)] = entry
     proc["dest"] = dest
 

@@ -9,8 +9,13 @@ uses for a process's ``unit``) serve both, so ``check NAME`` and ``check --from 
 pick the same processes. A word that names nothing is a :class:`UsageError`.
 """
 
+from __future__ import annotations
+
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
+    from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from coredoctor.errors import AccessDenied, NoSuchProcess, UsageError
 from coredoctor.snapshot import proc

@@ -17,13 +17,18 @@ answer).
 - :func:`unit_from_cgroup`: the one rule that names a process's systemd unit.
 """
 
+from __future__ import annotations
+
 import grp
 import os
 import pwd
 import resource
 import signal
 import stat as _st
-from typing import Any, Dict, List, Optional, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
+    from typing import Any, Dict, List, Optional, Tuple
 
 from coredoctor.errors import AccessDenied, KernelThread, NoSuchProcess, ProcessGone, ZombieProcess, proc_error
 from coredoctor.snapshot.proc import base as _base, dumpability, pidfd
@@ -38,7 +43,8 @@ PROC = root()
 #: the systemd unit types a process's cgroup can be named after (systemd.unit(5))
 UNIT_SUFFIXES = (".service", ".scope", ".socket", ".mount")
 
-Proc = Dict[str, Any]
+if TYPE_CHECKING:
+    Proc = Dict[str, Any]
 
 _user_cache: Dict[int, Optional[str]] = {}
 _group_cache: Dict[int, Optional[str]] = {}
@@ -277,7 +283,7 @@ def _read_process(pid: int, base: str, pfd: Optional[int], use_pidfd: bool, want
         raise _no_mm(pid, s)
     uids = [int(x) for x in s["Uid"].split()]
     gids = [int(x) for x in s["Gid"].split()]
-    p = {
+    p: Proc = {
         "pid": pid,
         "comm": comm,
         "ppid": int(s.get("PPid", 0)),

@@ -8,8 +8,13 @@ and the one parser of each file: ``status`` (proc_pid_status(5)) and ``stat``
 process's own choice and may hold spaces and parentheses).
 """
 
+from __future__ import annotations
+
 import os
-from typing import Dict, List, Optional, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
+    from typing import Any, Dict, List, Optional, Tuple
 
 from coredoctor.errors import proc_error
 
@@ -83,7 +88,7 @@ def parse_status(text: str) -> Dict[str, str]:
     return out
 
 
-def parse_stat(text: str) -> Optional[Dict[str, int]]:
+def parse_stat(text: str) -> Optional[Dict[str, Any]]:
     """/proc/PID/stat -> {"state", "ppid", "flags", "starttime", "exit_code"} (exit_code, field
     52, 3.5+, only while the task is a zombie: its wait status, 0x80 if a core was written), or
     None when the text is not a stat line."""
@@ -94,7 +99,7 @@ def parse_stat(text: str) -> Optional[Dict[str, int]]:
     if len(rest) < 20:
         return None
     try:
-        out = {"state": rest[0], "ppid": int(rest[1]), "flags": int(rest[6]), "starttime": int(rest[19])}
+        out: Dict[str, Any] = {"state": rest[0], "ppid": int(rest[1]), "flags": int(rest[6]), "starttime": int(rest[19])}
         out["exit_code"] = int(rest[49]) if len(rest) >= 50 else None
     except ValueError:
         return None
@@ -106,7 +111,7 @@ def status(pid: int, tid: Optional[int] = None, base: Optional[str] = None, firs
     return parse_status(read(pid, "status", tid=tid, base=base, first=first))
 
 
-def stat(pid: int, tid: Optional[int] = None, base: Optional[str] = None, first: bool = True) -> Dict[str, int]:
+def stat(pid: int, tid: Optional[int] = None, base: Optional[str] = None, first: bool = True) -> Dict[str, Any]:
     """The parsed stat of *pid*; NoSuchProcess when it is gone (or the line cannot be parsed)."""
     from coredoctor.errors import NoSuchProcess
     p = parse_stat(read(pid, "stat", tid=tid, base=base, first=first))

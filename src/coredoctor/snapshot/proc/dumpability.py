@@ -15,8 +15,13 @@ Each answer is ``{"value": 0|1|2|None, "candidates": [...], "source": "pidfd"|"p
 "ptrace-access"|"unknown", "evidence": str}``.
 """
 
+from __future__ import annotations
+
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
+    from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from coredoctor.errors import Error, ProcessGone
 from coredoctor.kernel import dumpable as d
@@ -24,7 +29,8 @@ from coredoctor.snapshot.proc import base, pidfd
 
 __all__ = ["from_pidfd", "from_owner", "ptrace_eligible", "by_ptrace", "disabled_features", "self_facts"]
 
-Dumpable = Dict[str, Any]
+if TYPE_CHECKING:
+    Dumpable = Dict[str, Any]
 
 
 def disabled_features() -> set:

@@ -9,11 +9,16 @@ instead of the kernel's; fixed by "coredump: fix PIDFD_INFO_COREDUMP ioctl check
 answer is feature-detected per kernel by :func:`probe`, never inferred from the version.
 """
 
+from __future__ import annotations
+
 import errno
 import fcntl
 import os
 import struct
-from typing import Dict, List, Optional, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
+    from typing import Dict, List, Optional, Tuple
 
 __all__ = ["probe", "coredump_info", "exit_status", "open_pidfd", "PIDFD_INFO_COREDUMP", "PIDFD_INFO_EXIT",
            "PIDFD_GET_INFO"]

@@ -13,10 +13,15 @@ dumpable != 1. A control target (the probe's own parent, dumpable=1) guards agai
 that refuses everything.
 """
 
+from __future__ import annotations
+
 import errno
 import json
 import os
-from typing import Dict, Iterable, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
+    from typing import Dict, Iterable, Optional
 
 __all__ = ["probe_root_dumpable"]
 

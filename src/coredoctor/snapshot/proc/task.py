@@ -12,8 +12,13 @@ Like the rest of the reader these raise the error model (NoSuchProcess when the 
 the tracer, which expects tasks to exit at any moment, catches them in one place.
 """
 
+from __future__ import annotations
+
 import os
-from typing import Any, Dict, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
+    from typing import Any, Dict, Optional
 
 from coredoctor.errors import NoSuchProcess
 from coredoctor.snapshot.proc import base, dumpability
