@@ -236,3 +236,53 @@ def test_classify():
     assert targets.classify(["12", "nginx.service", "a.scope", "x.socket", "m.mount", "ovs-vswitchd", "a.b"],
                             [3]) == ([3, 12], ["ovs-vswitchd", "a.b"], ["nginx.service", "a.scope", "x.socket",
                                                                           "m.mount"])
+
+
+def _many(fake, n):
+    for pid in range(1000, 1000 + n):
+        if pid % 7 == 0:
+            _make(fake, pid, f"z{pid}", state="Z (zombie)", vm=False)
+        elif pid % 11 == 0:
+            _make(fake, pid, f"g{pid}", files={"limits": None})
+        else:
+            _make(fake, pid, f"p{pid}")
+    return list(range(1000, 1000 + n)) + [99999]  # and one that never existed
+
+
+def _expected(pids):
+    ok = [p for p in pids if p != 99999 and p % 7 and p % 11]
+    return ok, {"gone": sum(1 for p in pids if p == 99999 or (p % 7 and not p % 11)),
+                "no_mm": sum(1 for p in pids if p != 99999 and not p % 7), "denied": 0}
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_read_many_same_answer_either_way(fake, monkeypatch, parallel):
+    from coredoctor.snapshot.proc import batch
+    monkeypatch.setattr(batch, "PARALLEL_MIN", 10)
+    monkeypatch.setattr(batch, "_cpus", lambda: 2)
+    monkeypatch.setenv("COREDOCTOR_DISABLE", "pidfd,ptrace" + ("" if parallel else ",parallel"))
+    pids = _many(fake, 60)
+    forked = []
+    real_fork = os.fork
+    monkeypatch.setattr(os, "fork", lambda: forked.append(1) or real_fork())
+    procs, skipped = batch.read_many(pids, proc.read_process)
+    ok, counts = _expected(pids)
+    assert list(procs) == ok and skipped == counts
+    assert procs[1002]["comm"] == "p1002" and procs[1002]["unit"] == "p1002.service"
+    assert bool(forked) is parallel
+
+
+def test_read_many_survives_a_dead_forked_reader(fake, monkeypatch):
+    from coredoctor.snapshot.proc import batch
+    monkeypatch.setattr(batch, "PARALLEL_MIN", 10)
+    monkeypatch.setattr(batch, "_cpus", lambda: 2)
+    pids = _many(fake, 40)
+    parent = os.getpid()
+
+    def read(pid):
+        if os.getpid() != parent:
+            os.kill(os.getpid(), 9)  # the forked reader is killed mid-read
+        return proc.read_process(pid)
+    procs, skipped = batch.read_many(pids, read)
+    ok, counts = _expected(pids)
+    assert list(procs) == ok and skipped == counts

@@ -11,10 +11,10 @@ import json
 import os
 import time
 
-from coredoctor.errors import AccessDenied, KernelThread, NoSuchProcess, SnapshotError, ZombieProcess
+from coredoctor.errors import AccessDenied, KernelThread, NoSuchProcess, SnapshotError
 from coredoctor.kernel import core_pattern, gates
 from coredoctor.snapshot import fs, handlers, proc as procmod, sysctl
-from coredoctor.snapshot.proc import dumpability
+from coredoctor.snapshot.proc import batch, dumpability
 
 __all__ = ["take", "load", "dump", "SCHEMA", "disabled_features"]
 
@@ -39,21 +39,13 @@ def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
     wants = procmod.Wants(parsed)
     all_mode = pids is None
     wanted = procmod.list_pids() if all_mode else list(pids)
-    procs = {}
-    skipped = {"gone": 0, "no_mm": 0, "denied": 0}
-    for pid in wanted:
-        # the one place a snapshot decides about the reader's errors: a named target that is
-        # missing raises (strict), anything else is skipped and counted
-        try:
-            procs[pid] = procmod.read_process(pid, use_pidfd, wants)
-        except (ZombieProcess, KernelThread):
-            if strict and not all_mode:
-                raise
-            skipped["no_mm"] += 1
-        except (NoSuchProcess, AccessDenied) as e:  # NoSuchProcess includes ProcessGone
-            if strict and not all_mode:
-                raise
-            skipped["denied" if isinstance(e, AccessDenied) else "gone"] += 1
+    # the one place a snapshot decides about the reader's errors: a named target that is
+    # missing raises (strict); otherwise it is skipped and counted (gone, no_mm, denied)
+    if strict and not all_mode:
+        procs = {pid: procmod.read_process(pid, use_pidfd, wants) for pid in wanted}
+        skipped = {"gone": 0, "no_mm": 0, "denied": 0}
+    else:
+        procs, skipped = batch.read_many(wanted, lambda pid: procmod.read_process(pid, use_pidfd, wants))
     targets = sorted(procs)
     if with_parents and not all_mode:
         # the ancestor chain: where a non-dumpable flag was inherited from

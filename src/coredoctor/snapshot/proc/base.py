@@ -81,6 +81,11 @@ def parse_status(text: str) -> Dict[str, str]:
     """/proc/PID/status -> {key: value} for :data:`STATUS_KEYS` (values stripped)."""
     out = {}
     keys = STATUS_KEYS
+    # every key read is printed before CapAmb (proc_pid_status(): task_sig() and task_cap()
+    # come after the memory lines, then seccomp, cpus and context switches, which are not read)
+    end = text.find("\nCapAmb:")
+    if end >= 0:
+        text = text[:end]
     for line in text.split("\n"):
         k, _, v = line.partition(":")
         if k in keys:
