@@ -6,7 +6,11 @@ Every error the tool reports to a user. The CLI prints ``str(err)`` on one line 
 
 Processes vanish while they are being read. :func:`proc_error` is the one place that turns
 ``ENOENT``/``ESRCH``/``EACCES`` from a ``/proc/PID`` read into :class:`NoSuchProcess`,
-:class:`ProcessGone` or :class:`AccessDenied` (the idea of psutil's ``wrap_exceptions``).
+:class:`ProcessGone` or :class:`AccessDenied` (the idea of psutil's ``wrap_exceptions``); the
+reader (:mod:`coredoctor.snapshot.proc`) raises :class:`ZombieProcess` (a ``NoSuchProcess``, as
+in psutil) and :class:`KernelThread` for tasks without user memory. Each carries ``pid`` and,
+once it was read, ``name``. They are raised everywhere in the reader and caught once, by the
+caller that decides (``snapshot.take`` skips and counts; the tracer takes them as no answer).
 """
 
 from __future__ import annotations
