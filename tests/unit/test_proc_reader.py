@@ -259,7 +259,7 @@ def _expected(pids):
 def test_read_many_same_answer_either_way(fake, monkeypatch, parallel):
     from coredoctor.snapshot.proc import batch
     monkeypatch.setattr(batch, "PARALLEL_MIN", 10)
-    monkeypatch.setattr(batch, "_cpus", lambda: 2)
+    monkeypatch.setattr(batch, "_idle_cpus", lambda: 2.0)
     monkeypatch.setenv("COREDOCTOR_DISABLE", "pidfd,ptrace" + ("" if parallel else ",parallel"))
     pids = _many(fake, 60)
     forked = []
@@ -275,7 +275,7 @@ def test_read_many_same_answer_either_way(fake, monkeypatch, parallel):
 def test_read_many_survives_a_dead_forked_reader(fake, monkeypatch):
     from coredoctor.snapshot.proc import batch
     monkeypatch.setattr(batch, "PARALLEL_MIN", 10)
-    monkeypatch.setattr(batch, "_cpus", lambda: 2)
+    monkeypatch.setattr(batch, "_idle_cpus", lambda: 2.0)
     pids = _many(fake, 40)
     parent = os.getpid()
 

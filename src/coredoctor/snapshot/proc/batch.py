@@ -1,9 +1,9 @@
 """
 Reading many processes
 ----------------------
-``check --all`` reads every process; on a machine with more than one CPU the reads are split
-between this process and one forked reader (each opens its own pidfds, so identity checks are
-unchanged), whose results come back over a pipe as :mod:`marshal` data (the snapshot is plain
+``check --all`` reads every process; where more than one CPU is idle (the CPUs it may use, less
+the 1-minute load average) the reads are split between this process and one forked reader
+(each opens its own pidfds, so identity checks are unchanged), whose results come back over a pipe as :mod:`marshal` data (the snapshot is plain
 data). Anything wrong with the forked reader -- it dies, is killed, or answers garbage -- and
 its share is read again here, so the result never depends on it. ``COREDOCTOR_DISABLE=parallel``
 reads everything in this process.
@@ -45,18 +45,24 @@ def _read_share(pids: Sequence[int], read: Callable[[int], Dict[str, Any]]) -> T
     return procs, skipped
 
 
-def _cpus() -> int:
+def _idle_cpus() -> float:
+    """How many of the CPUs this process may run on are idle: those it may use, less the
+    1-minute load average (a second reader on a busy machine only adds a fork and a copy)."""
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    try:
+        return n - os.getloadavg()[0]
+    except OSError:
+        return 0.0
 
 
 def read_many(pids: Sequence[int], read: Callable[[int], Dict[str, Any]]) -> Tuple[Dict[int, Any], Dict[str, int]]:
     """``({pid: process}, skipped counts)`` for *pids*, read with *read* (which raises the
     reader's errors), in two processes where that is faster."""
     pids = list(pids)
-    if len(pids) < PARALLEL_MIN or _cpus() < 2 or "parallel" in dumpability.disabled_features():
+    if len(pids) < PARALLEL_MIN or _idle_cpus() <= 1 or "parallel" in dumpability.disabled_features():
         return _read_share(pids, read)
     theirs, mine = pids[: len(pids) // 2], pids[len(pids) // 2:]
     r, w = os.pipe()
