@@ -121,15 +121,18 @@ def test_unknown_pid_and_name():
 def test_zombie_target():
     p = subprocess.Popen(["/bin/true"])
     time.sleep(0.3)  # exited, not yet reaped: a zombie has no mm
+    os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)  # surely exited, still not reaped
     try:
-        assert "kernel thread or a zombie" in one_line_error(run("check", "--pid", str(p.pid)))
+        err = one_line_error(run("check", "--pid", str(p.pid)))
+        assert "kernel thread or a zombie" in err
+        assert f"true (pid {p.pid})" in err and "it is a zombie" in err
     finally:
         p.wait()
 
 
 @root_only
 def test_kernel_thread_target():
-    one_line_error(run("check", "--pid", "2"))  # kthreadd
+    assert "it is a kernel thread" in one_line_error(run("check", "--pid", "2"))  # kthreadd
 
 
 def test_not_root():

@@ -148,83 +148,19 @@ def _need_root(what):
 
 
 def _resolve_live(args):
-    """Target words -> pids, on the live system."""
-    from coredoctor.snapshot import proc as procmod
-    if args.all:
-        if args.target or args.pid:
-            raise UsageError("--all takes no other targets")
-        return None
-    pids = list(args.pid)
-    names, units = [], []
-    for t in args.target:
-        if t.isdigit():
-            pids.append(int(t))
-        elif "." in t and t.rsplit(".", 1)[1] in ("service", "scope", "socket", "mount"):
-            units.append(t)
-        else:
-            names.append(t)
-    if not (pids or names or units):
-        raise UsageError("name a target: a process name, a pid, a unit (NAME.service), or --all")
-    for pid in pids:
-        if pid <= 0 or not os.path.isdir(f"{procmod.PROC}/{pid}"):
-            raise UsageError(f"no such process: pid {pid}")
-    if names or units:
-        found = _scan_names(names, units)
-        for t in names + units:
-            if not found.get(t):
-                kind = "unit" if t in units else "process named"
-                raise UsageError(f"no {kind} {t!r} is running")
-            pids.extend(found[t])
-    return sorted(set(pids))
+    """Target words -> pids, on the live system (snapshot/targets.py)."""
+    from coredoctor.snapshot import targets
+    return targets.resolve_live(args.target, args.pid, args.all)
 
 
 def _scan_names(names, units):
-    from coredoctor.snapshot import proc as procmod
-    found = {t: [] for t in names + units}
-    for pid in procmod.list_pids():
-        base = f"{procmod.PROC}/{pid}"
-        try:
-            if names:
-                with open(f"{base}/comm") as f:
-                    comm = f.read().strip()
-                try:
-                    exe = os.path.basename(os.readlink(f"{base}/exe")).replace(" (deleted)", "")
-                except OSError:
-                    exe = None
-                for n in names:
-                    if n in (comm, exe) or (len(n) > 15 and n[:15] == comm):
-                        found[n].append(pid)
-            if units:
-                with open(f"{base}/cgroup") as f:
-                    cg = f.read()
-                for u in units:
-                    if f"/{u}\n" in cg or f"/{u}/" in cg:
-                        found[u].append(pid)
-        except OSError:
-            continue
-    return found
+    from coredoctor.snapshot import targets
+    return targets.find(names, units)
 
 
 def _resolve_offline(args, snap):
-    procs = {p["pid"]: p for p in snap["processes"]}
-    if args.all:
-        return sorted(snap.get("targets") or procs)
-    if not (args.target or args.pid):
-        return list(snap.get("targets") or [])
-    pids = list(args.pid)
-    for t in args.target:
-        if t.isdigit():
-            pids.append(int(t))
-            continue
-        m = [p["pid"] for p in procs.values()
-             if t in (p.get("comm"), os.path.basename(p.get("exe") or ""), p.get("unit"))]
-        if not m:
-            raise UsageError(f"no process {t!r} in the snapshot")
-        pids.extend(m)
-    for pid in pids:
-        if pid not in procs:
-            raise UsageError(f"pid {pid} is not in the snapshot")
-    return sorted(set(pids))
+    from coredoctor.snapshot import targets
+    return targets.resolve_offline(snap, args.target, args.pid, args.all)
 
 
 def _live_signal(name):
@@ -412,11 +348,8 @@ def cmd_trace(args):
         if pid <= 0 or not os.path.isdir(f"/proc/{pid}"):
             raise UsageError(f"no such process: pid {pid}")
     if args.unit:
-        found = _scan_names([], args.unit)
-        for u in args.unit:
-            if not found.get(u):
-                raise UsageError(f"no unit {u!r} is running")
-            pids.extend(found[u])
+        from coredoctor.snapshot import targets
+        pids.extend(targets.unit_pids(args.unit))
     for n in args.name:
         if not n or "\n" in n:
             raise UsageError(f"not a process name: {n!r}")

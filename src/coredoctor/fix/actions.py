@@ -29,10 +29,10 @@ class ApplyError(Error):
 
 
 def _starttime(pid):
+    from coredoctor.snapshot import proc
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+        return str(proc.stat(pid)["starttime"])
+    except Error:
         return None
 
 

@@ -118,18 +118,15 @@ def _start_time(pid):
     """When *pid* started, in seconds since the epoch (``starttime`` of /proc/PID/stat, clock
     ticks since boot), or None when it is gone."""
     global _BOOT
+    from coredoctor.errors import Error
+    from coredoctor.snapshot import proc
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+        start = proc.stat(pid)["starttime"]
+    except Error:
         return None
-    fields = stat[stat.rfind(b")") + 2:].split()
     if _BOOT is None:
         _BOOT = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
-    try:
-        return _BOOT + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (IndexError, ValueError):
-        return None
+    return _BOOT + start / os.sysconf("SC_CLK_TCK")
 
 
 class Host:

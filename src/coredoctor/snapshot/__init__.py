@@ -11,18 +11,17 @@ import json
 import os
 import time
 
-from coredoctor.errors import AccessDenied, NoSuchProcess, SnapshotError
+from coredoctor.errors import AccessDenied, KernelThread, NoSuchProcess, SnapshotError
 from coredoctor.kernel import core_pattern, gates
-from coredoctor.snapshot import fs, handlers, own, proc as procmod, ptrace, sysctl
+from coredoctor.snapshot import fs, handlers, own, proc as procmod, sysctl
+from coredoctor.snapshot.proc import batch, dumpability
 
 __all__ = ["take", "load", "dump", "SCHEMA", "disabled_features"]
 
 SCHEMA = "coredoctor.snapshot/1"
 
 
-def disabled_features():
-    v = os.environ.get("COREDOCTOR_DISABLE", "")
-    return {x.strip() for x in v.split(",") if x.strip()}
+disabled_features = dumpability.disabled_features
 
 
 def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
@@ -40,23 +39,13 @@ def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
     wants = procmod.Wants(parsed)
     all_mode = pids is None
     wanted = procmod.list_pids() if all_mode else list(pids)
-    procs = {}
-    skipped = {"gone": 0, "no_mm": 0, "denied": 0}
-    for pid in wanted:
-        try:
-            p = procmod.read_process(pid, use_pidfd, wants)
-        except (NoSuchProcess, AccessDenied) as e:  # NoSuchProcess includes ProcessGone
-            if strict and not all_mode:
-                raise
-            skipped["denied" if isinstance(e, AccessDenied) else "gone"] += 1
-            continue
-        if p is None:
-            if strict and not all_mode:
-                raise NoSuchProcess(pid, f"pid {pid} has no user memory (a kernel thread or a zombie): "
-                                         "nothing to dump")
-            skipped["no_mm"] += 1
-            continue
-        procs[pid] = p
+    # the one place a snapshot decides about the reader's errors: a named target that is
+    # missing raises (strict); otherwise it is skipped and counted (gone, no_mm, denied)
+    if strict and not all_mode:
+        procs = {pid: procmod.read_process(pid, use_pidfd, wants) for pid in wanted}
+        skipped = {"gone": 0, "no_mm": 0, "denied": 0}
+    else:
+        procs, skipped = batch.read_many(wanted, lambda pid: procmod.read_process(pid, use_pidfd, wants))
     targets = sorted(procs)
     if with_parents and not all_mode:
         # the ancestor chain: where a non-dumpable flag was inherited from
@@ -65,9 +54,7 @@ def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
             while pp and pp not in procs:
                 try:
                     parent = procmod.read_process(pp, use_pidfd, wants)
-                except (NoSuchProcess, AccessDenied):
-                    parent = None
-                if not parent:
+                except (NoSuchProcess, KernelThread, AccessDenied):
                     break
                 procs[pp] = parent
                 pp = parent["ppid"]
@@ -79,56 +66,29 @@ def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
     snap["paths"] = {}
     signo = kernel["signals"].get(signal, 11)
     if parsed["kind"] == "file":
+        files = {}
         for pid in targets:
-            _destination_facts(snap, procs[pid], signo)
+            _destination_facts(snap, procs[pid], signo, files)
     return snap
 
 
 def _ptrace_fallback(procs, kernel):
-    """Refine root:root processes whose /proc ownership cannot tell (no pidfd query)."""
+    """Refine root:root processes whose /proc ownership cannot tell (no pidfd query), in one
+    forked probe for all of them (:func:`dumpability.by_ptrace`: the one eligibility rule)."""
     if not kernel["features"].get("ptrace_probe"):
         return
-    # only where a refusal can mean nothing but dumpable != 1: same ids as the probe (all 0),
-    # the same user namespace, and permitted capabilities within the probe's own
-    # (cap_ptrace_access_check(), security/commoncap.c)
-    try:
-        mine = int(procmod.parse_status(procmod.read_text("/proc/self/status")).get("CapPrm") or "0", 16)
-    except OSError:
-        return
-    try:
-        my_userns = os.readlink("/proc/self/ns/user")
-    except OSError:
-        my_userns = None
-    need = []
-    for p in procs.values():
-        if p["dumpable"]["source"] != "unknown" or set(p["creds"]["uid"][:3]) != {0} \
-                or set(p["creds"]["gid"][:3]) != {0}:
-            continue
-        if int(p["creds"].get("cap_prm") or "0", 16) & ~mine:
-            continue
-        try:
-            if my_userns is None or os.readlink(f"/proc/{p['pid']}/ns/user") != my_userns:
-                continue
-        except OSError:
-            continue
-        need.append(p)
-    if not need:
-        return
-    res = ptrace.probe_root_dumpable([p["pid"] for p in need])
-    for p in need:
-        r = res.get(p["pid"])
-        if r is True:
-            p["dumpable"] = {"value": 1, "candidates": [1], "source": "ptrace-access",
-                             "evidence": "a root probe without CAP_SYS_PTRACE may access it "
-                                         "(__ptrace_may_access(): dumpable == 1)"}
-        elif r is False:
-            p["dumpable"] = {"value": None, "candidates": [0, 2], "source": "ptrace-access",
-                             "evidence": "a root probe without CAP_SYS_PTRACE is refused "
-                                         "(__ptrace_may_access(): dumpable != 1); 0 and 2 look alike"}
+    cands = [(p["pid"], p["creds"]["uid"], p["creds"]["gid"], int(p["creds"].get("cap_prm") or "0", 16),
+              p.get("userns_is_host"))
+             for p in procs.values() if p["dumpable"]["source"] == "unknown"]
+    for pid, ans in dumpability.by_ptrace(cands).items():
+        procs[pid]["dumpable"] = ans
 
 
-def _destination_facts(snap, proc, signo):
+def _destination_facts(snap, proc, signo, files=None):
+    """*files* caches the existing-file facts per (directory key, name) for one snapshot: the
+    processes that share a directory (most share a cwd of ``/``) share its ``lstat``."""
     dest = {}
+    files = {} if files is None else files
     # both views whatever the flag is now: where a dumpable=2 fix would send the core (check's
     # follow-on fixes), and where it goes after the process changes its flag (trace predicts on
     # this reading with the flag it followed since: a drop under suid_dumpable=2 moves the open
@@ -143,7 +103,10 @@ def _destination_facts(snap, proc, signo):
         facts = snap["paths"][key]
         entry = {"key": key}
         if facts.get("exists") and all(p is not None for p in base_parts):
-            entry["file"] = fs.file_facts(facts["host_path"], "".join(base_parts))
+            name = "".join(base_parts)
+            if (key, name) not in files:
+                files[(key, name)] = fs.file_facts(facts["host_path"], name)
+            entry["file"] = dict(files[(key, name)])
         dest[str(v)] = entry
     proc["dest"] = dest
 

@@ -7,9 +7,8 @@ patterns), the pidfd coredump query.
 """
 
 import os
-import platform
 
-from coredoctor.snapshot import pidfd
+from coredoctor.snapshot.proc import pidfd
 
 __all__ = ["read_sysctls", "read_kernel", "SYSCTLS"]
 
@@ -51,11 +50,11 @@ def read_kernel(disabled=()):
     numbers = {n: int(getattr(pysignal, n)) for n in sorted(dir(pysignal))
                if n.startswith("SIG") and not n.startswith(("SIG_", "SIGRT")) and isinstance(getattr(pysignal, n), int)}
     modes = _read("/proc/sys/kernel/core_modes")
-    u = platform.uname()
+    u = os.uname()
     return {
         "release": u.release,
         "machine": u.machine,
-        "hostname": os.uname().nodename,
+        "hostname": u.nodename,
         "page_size": os.sysconf("SC_PAGE_SIZE"),
         "signals": numbers,
         "features": {

@@ -94,9 +94,10 @@ class StopRequest:
 
 
 def _tids(pid):
+    from coredoctor.snapshot import proc
     try:
-        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    except OSError:
+        return proc.tids(pid)
+    except Error:
         return []
 
 
@@ -262,7 +263,7 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
                           clock_offset=offset or 0.0, direct_children=direct,
                           on_fork=(lambda c: inst.follow([c])) if names else None,
                           on_exit=(lambda c: inst.unfollow([c])) if names else None)
-        from coredoctor.snapshot import task as task_io
+        from coredoctor.snapshot.proc import task as task_io
         mine = task_io.self_dumpable()
         for p in watch:
             over = None

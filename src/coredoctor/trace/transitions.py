@@ -35,7 +35,7 @@ import time
 
 from coredoctor.kernel import cred as C
 from coredoctor.kernel.signal import SIG_KERNEL_COREDUMP
-from coredoctor.snapshot import task as task_io
+from coredoctor.trace import reads as task_io
 
 __all__ = ["Tracker", "signal_name", "DEFAULT_IGNORED", "STOP_SIGNALS"]
 
