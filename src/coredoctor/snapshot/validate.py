@@ -448,7 +448,7 @@ def parse(text: str) -> Any:
 
 def _read_bounded(path: str) -> bytes:
     if path == "-":
-        fd, close = sys.stdin.fileno(), False
+        fd, close = 0, False  # the process's stdin, whatever sys.stdin was replaced with
     else:
         fd, close = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK), True
     try:
