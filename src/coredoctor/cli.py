@@ -138,12 +138,14 @@ def _backstop_streams() -> None:
 
 
 def _where(e: BaseException) -> str:
-    import traceback
-    frames = traceback.extract_tb(e.__traceback__)
-    if not frames:
+    """file:line in function where *e* was raised (no import: it may run after a privilege drop)."""
+    tb = e.__traceback__
+    if tb is None:
         return "?"
-    f = frames[-1]
-    return f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{os.path.basename(code.co_filename)}:{tb.tb_lineno} in {code.co_name}"
 
 
 def main(argv=None) -> int:

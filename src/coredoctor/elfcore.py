@@ -10,7 +10,6 @@ import errno
 import os
 import stat
 import struct
-from typing import Any, Dict, Optional
 
 __all__ = ["read_core_info", "inspect", "NotACore", "open_core"]
 
@@ -68,7 +67,7 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return b"".join(out)
 
 
-def read_core_info(path: str, max_notes_bytes: int = 4 << 20) -> Dict[str, Any]:
+def read_core_info(path: str, max_notes_bytes: int = 4 << 20) -> dict:
     """``{"pid", "ppid", "uid", "gid", "fname", "psargs", "signal", "size"}`` of an ELF core
     (with ``prstatus_pid``: the pid of the first thread's NT_PRSTATUS).
 
@@ -84,7 +83,7 @@ def read_core_info(path: str, max_notes_bytes: int = 4 << 20) -> Dict[str, Any]:
         os.close(fd)
 
 
-def _read_core(fd: int, path: str, max_notes_bytes: int) -> Dict[str, Any]:
+def _read_core(fd: int, path: str, max_notes_bytes: int) -> dict:
     size = os.fstat(fd).st_size
     head = _pread(fd, EHDR_SIZE, 0)
     if len(head) < EHDR_SIZE or head[:4] != b"\x7fELF":
@@ -112,7 +111,7 @@ def _read_core(fd: int, path: str, max_notes_bytes: int) -> Dict[str, Any]:
     if not 0 < e_phoff < MAX_OFFSET:
         raise NotACore(f"{path}: implausible program header offset {e_phoff:#x}")
     table = e_phentsize * e_phnum
-    info = {"size": size, "expected_size": e_phoff + table, "notes_complete": False}  # type: Dict[str, Any]
+    info = {"size": size, "expected_size": e_phoff + table, "notes_complete": False}  # type: dict
     phdrs = _pread(fd, table, e_phoff)
     if len(phdrs) < table:
         info["truncated"] = True
@@ -138,7 +137,7 @@ def _read_core(fd: int, path: str, max_notes_bytes: int) -> Dict[str, Any]:
     return info
 
 
-def inspect(path: str) -> Dict[str, Any]:
+def inspect(path: str) -> dict:
     """What a core file holds, honestly: ``{"status", "size", "expected_size", "pid", "why"}``.
 
     ``present``: a complete ET_CORE naming its pid; ``truncated``: an ELF core shorter than its
@@ -153,7 +152,7 @@ def inspect(path: str) -> Dict[str, Any]:
     except OSError as e:
         return {"status": "unreadable", "size": None, "expected_size": None, "pid": None,
                 "why": f"{path}: {e.strerror}"}
-    size = None  # type: Optional[int]
+    size = None
     try:
         size = os.fstat(fd).st_size
         head = _pread(fd, EHDR_SIZE, 0)
@@ -181,7 +180,7 @@ def inspect(path: str) -> Dict[str, Any]:
             "why": None, "fname": info.get("fname"), "signal": info.get("signal")}
 
 
-def _parse_notes(buf: bytes, info: Dict[str, Any]) -> None:
+def _parse_notes(buf: bytes, info: dict) -> None:
     """Walk the notes of one PT_NOTE segment (Elf64_Nhdr, name and desc each 4-aligned).
 
     Only complete notes named ``CORE`` count (fill_note() in fs/binfmt_elf.c): a note whose

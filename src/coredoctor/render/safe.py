@@ -13,8 +13,6 @@ JSON output is not cleaned (``json.dumps`` escapes, and its consumers want the e
 """
 
 import re
-from typing import Any
-
 __all__ = ["escape", "clean"]
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -36,7 +34,7 @@ def escape(s: str) -> str:
     return _BAD.sub(_one, s)
 
 
-def clean(obj: Any) -> Any:
+def clean(obj: object) -> object:
     """A copy of *obj* with :func:`escape` applied to every string (keys included)."""
     if isinstance(obj, str):
         return escape(obj)

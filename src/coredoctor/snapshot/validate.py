@@ -26,7 +26,7 @@ import json
 import os
 import re
 import sys
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from collections import namedtuple
 
 from coredoctor.errors import SnapshotError
 
@@ -46,21 +46,17 @@ PID0 = (0, 1 << 22)      # a ppid / tracer pid: 0 for none
 PATH_MAX = 4096 + 64     # PATH_MAX, plus " (deleted)" and the like
 
 
-class Field(NamedTuple):
+class Field(namedtuple("Field", "kind lo hi maxlen minlen required const",
+                       defaults=(None, None, None, 0, (), None))):
     """One row: what a value at that path must be. *kind* lists the JSON types allowed
     (``int``, ``num``, ``str``, ``hex``, ``bool``, ``null``, ``object``, ``map``, ``list``);
     ``object`` names its *required* keys, ``map`` has free keys (its values are the row
-    ``PATH.*``); ``list`` items are the row ``PATH[]``."""
-    kind: str
-    lo: Optional[int] = None
-    hi: Optional[int] = None
-    maxlen: Optional[int] = None      # str/hex length, list/map size
-    minlen: int = 0
-    required: Tuple[str, ...] = ()
-    const: Optional[str] = None
+    ``PATH.*``); ``list`` items are the row ``PATH[]``; *lo*..*hi* bound an integer, *minlen*..
+    *maxlen* a string's, a list's or an object's length; *const* the one string allowed."""
+    __slots__ = ()
 
 
-def _f(kind: str, rng: Optional[Tuple[int, int]] = None, **kw: Any) -> Field:
+def _f(kind: str, rng: "tuple | None" = None, **kw: object) -> Field:
     if rng is not None:
         kw["lo"], kw["hi"] = rng
     return Field(kind, **kw)
@@ -69,7 +65,7 @@ def _f(kind: str, rng: Optional[Tuple[int, int]] = None, **kw: Any) -> Field:
 #: path -> Field. Paths: ``a.b`` keys, ``[]`` list items, ``.*`` any key of a map. Each row's
 #: source is what snapshot/ writes there (the module named in the comment) and the kernel's
 #: own bound where there is one.
-FIELDS: Dict[str, Field] = {
+FIELDS = {
     "": _f("object", required=("schema", "kernel", "sysctl", "processes", "targets")),
     "schema": _f("str", const=SCHEMA),
     "taken_at": _f("num|null", (0, 1 << 40)),                        # time.time()
@@ -243,7 +239,7 @@ class Bad(Exception):
         self.where, self.what = where, what
 
 
-def _shown(v: Any) -> str:
+def _shown(v: object) -> str:
     if isinstance(v, dict):
         return "an object"
     if isinstance(v, list):
@@ -264,7 +260,7 @@ def _expected(spec: Field) -> str:
     return " or ".join(words)
 
 
-def _type_ok(k: str, v: Any, spec: Field) -> bool:
+def _type_ok(k: str, v: object, spec: Field) -> bool:
     if k == "null":
         return v is None
     if k == "bool":
@@ -291,7 +287,7 @@ def _display(where: str, key: str) -> str:
     return f"{where}[{json.dumps(key)}]"
 
 
-def _check(v: Any, pattern: str, where: str, depth: int) -> None:
+def _check(v: object, pattern: str, where: str, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise Bad(where, f"nested deeper than {MAX_DEPTH} levels")
     spec = FIELDS.get(pattern)
@@ -323,7 +319,7 @@ def _check(v: Any, pattern: str, where: str, depth: int) -> None:
             _check(item, f"{pattern}[]", f"{where}[{i}]", depth + 1)
 
 
-def _check_any(v: Any, where: str, depth: int) -> None:
+def _check_any(v: object, where: str, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise Bad(where, f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(v, str) and len(v) > MAX_STR:
@@ -384,11 +380,11 @@ def _super_options(snap: dict) -> None:
 
 
 #: what no single field can say: checked in this order after every field is well-typed
-RULES: List[Callable[[dict], None]] = [_unique_pids, _targets_present, _dumpable_consistent, _dest_keys_present,
-                                       _super_options]
+RULES = [_unique_pids, _targets_present, _dumpable_consistent, _dest_keys_present,
+         _super_options]
 
 
-def validate(snap: Any) -> None:
+def validate(snap: object) -> None:
     """Raise :class:`Bad` naming the first field of *snap* that ``take()`` could not have written."""
     if not isinstance(snap, dict):
         raise Bad("", f"expected an object (a coredoctor snapshot), got {_shown(snap)}")
@@ -439,7 +435,7 @@ def _parse_constant(s: str) -> float:
     raise _Number(f"{s} is not JSON")
 
 
-def parse(text: str) -> Any:
+def parse(text: str) -> object:
     """JSON *text* within the bounds above; ValueError (one line) otherwise."""
     if nesting_depth(text) > MAX_DEPTH:
         raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
