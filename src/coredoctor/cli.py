@@ -495,8 +495,8 @@ def cmd_trace(args):
     cmd = list(args.command)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
-    if args.duration is not None and args.duration <= 0:
-        raise UsageError("--duration must be positive")
+    if args.duration is not None and not 0 < args.duration < float("inf"):  # also NaN
+        raise UsageError("--duration must be a positive number of seconds")
     pids = list(args.pid)
     for pid in pids:
         if pid <= 0 or not os.path.isdir(f"/proc/{pid}"):
