@@ -95,7 +95,7 @@ def test_guest_skip_summary_is_read_and_checked():
     assert [(n, f) for n, f, _ in skips] == [(3, "tests/crashlab/test_crashlab.py"), (1, "tests/unit/test_elf.py")]
     only_socket = {("tests/crashlab/test_crashlab.py", "no socket core_pattern"): "6.16+"}
     assert unexpected_skips(skips, only_socket) == [skips[1]]
-    assert unexpected_skips(skips, dict(only_socket, **{("tests/unit/test_elf.py", "needs gcc"): "-"})) == []
+    assert unexpected_skips(skips, {**only_socket, ("tests/unit/test_elf.py", "needs gcc"): "-"}) == []
     with pytest.raises(AssertionError, match="does not add up"):
         guest_skips(SAMPLE.replace("4 skipped", "5 skipped"))
     assert guest_skips("12 passed in 3.0s") == []
