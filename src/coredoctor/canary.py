@@ -39,13 +39,17 @@ def spec_like(proc):
 def spec_for_user(user, group=None, rlimit_core=None):
     import grp
     import pwd
+    def numeric(v):  # an id: ASCII digits that fit a uid_t/gid_t (not thousands of digits)
+        s = str(v)
+        return s.isdigit() and s.isascii() and len(s) <= 10 and int(s) < 1 << 32
+
     try:
-        pw = pwd.getpwnam(user) if not str(user).isdigit() else pwd.getpwuid(int(user))
-    except KeyError:
+        pw = pwd.getpwnam(user) if not numeric(user) else pwd.getpwuid(int(user))
+    except (KeyError, ValueError, OverflowError):
         raise UsageError(f"no such user: {user}")
     try:
-        gid = (grp.getgrnam(group).gr_gid if not str(group).isdigit() else int(group)) if group else pw.pw_gid
-    except KeyError:
+        gid = (grp.getgrnam(group).gr_gid if not numeric(group) else int(group)) if group else pw.pw_gid
+    except (KeyError, ValueError, OverflowError):
         raise UsageError(f"no such group: {group}")
     groups = sorted({g.gr_gid for g in grp.getgrall() if pw.pw_name in g.gr_mem} | {gid})
     return {"uid": [pw.pw_uid] * 4, "gid": [gid] * 4, "groups": groups,

@@ -17,7 +17,9 @@ examples:
   coredoctor explain-flags 204                decode an mm->flags value read with crash/drgn
 
 exit status of check: 0 every target would dump, 1 at least one would not (or is
-undecided), 2 bad usage or no such target.
+undecided), 2 bad usage, no such target, or a snapshot that is not one (too big, too deep,
+a bad field: the error names it). Every subcommand: 130 interrupted, 70 an internal error
+(a bug: one line names it), never a traceback.
 """
 
 
@@ -104,41 +106,78 @@ def _parser():
     return p
 
 
-def main(argv=None):
+#: exit codes of every subcommand (besides its own, documented in its epilog)
+EXIT_USAGE = 2       # bad usage, no such target, a file that is not what it should be (a snapshot)
+EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 70   # EX_SOFTWARE: a bug in coredoctor; one line names the exception and where
+MAX_ERROR_LINE = 1000  # an error line quotes input: never more than this many characters
+
+
+def _say(msg: str) -> None:
+    """One line on stderr, whatever *msg* holds (control characters, lone surrogates, length)."""
+    from coredoctor.render.safe import escape
+    line = escape(f"coredoctor: {msg}")
+    if len(line) > MAX_ERROR_LINE:
+        line = line[:MAX_ERROR_LINE - 3] + "..."
+    try:
+        print(line, file=sys.stderr)
+    except (OSError, ValueError):  # stderr closed: the exit code still tells
+        pass
+
+
+def _backstop_streams() -> None:
+    """Text output never fails on a character the terminal cannot encode (escaping at the
+    renderers' boundary is the first line; this is the backstop)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconf = getattr(stream, "reconfigure", None)
+        if reconf is not None:
+            try:
+                reconf(errors="backslashreplace")
+            except (ValueError, OSError, TypeError):
+                pass
+
+
+def _where(e: BaseException) -> str:
+    """file:line in function where *e* was raised (no import: it may run after a privilege drop)."""
+    tb = e.__traceback__
+    if tb is None:
+        return "?"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return f"{os.path.basename(code.co_filename)}:{tb.tb_lineno} in {code.co_name}"
+
+
+def main(argv=None) -> int:
+    """Parse, dispatch from :data:`COMMANDS`, and turn whatever escapes into one stderr line
+    and the documented exit code (argparse's own errors exit 2 as argparse does)."""
+    _backstop_streams()
     p = _parser()
     args = p.parse_args(argv)
-    try:
-        if args.cmd == "check":
-            return cmd_check(args)
-        if args.cmd == "snapshot":
-            return cmd_snapshot(args)
-        if args.cmd == "explain-flags":
-            return cmd_explain_flags(args)
-        if args.cmd == "canary":
-            return cmd_canary(args)
-        if args.cmd == "fix":
-            return cmd_fix(args)
-        if args.cmd == "crashes":
-            return cmd_crashes(args)
-        if args.cmd == "trace":
-            return cmd_trace(args)
+    handler = COMMANDS.get(args.cmd)
+    if handler is None:
         p.print_help()
-        return 2
+        return EXIT_USAGE
+    try:
+        return handler(args)
     except Error as e:
-        print(f"coredoctor: {e}", file=sys.stderr)
+        _say(str(e))
         return e.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `coredoctor check --all | head`: not an error
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except OSError:
+        except (OSError, ValueError):
             pass
         return 0
     except OSError as e:  # a system refusal nobody foresaw: still one line, never a traceback
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
-        print(f"coredoctor: {e.strerror or e}{where}", file=sys.stderr)
-        return 2
+        _say(f"{e.strerror or e}{where}")
+        return EXIT_USAGE
+    except Exception as e:  # a bug: one line naming it and where, never a traceback
+        _say(f"internal error: {e.__class__.__name__} at {_where(e)}: {e}")
+        return EXIT_INTERNAL
 
 
 def _need_root(what):
@@ -181,7 +220,7 @@ def cmd_check(args):
     from coredoctor import snapshot
     from coredoctor.kernel import gates
     from coredoctor.kernel.signal import normalize_signal
-    from coredoctor.render import json as rjson, text as rtext
+    from coredoctor.render import json as rjson, safe, text as rtext
 
     if args.from_file:
         snap = snapshot.load(args.from_file)
@@ -207,9 +246,9 @@ def cmd_check(args):
         print(rjson.dumps(rjson.check_document(snap["kernel"]["release"], results, snap.get("skipped")),
                           pretty=sys.stdout.isatty() or len(results) == 1))
     elif len(results) == 1 or (not args.all and len(results) <= 3) or args.verbose:
-        print("\n\n".join(rtext.target_report(t) for t in results))
+        print("\n\n".join(rtext.target_report(safe.clean(t)) for t in results))
     else:
-        print(rtext.summary_table(results, snap.get("skipped")))
+        print(rtext.summary_table(safe.clean(results), safe.clean(snap.get("skipped"))))
     return 0 if all(t["dumps"] is True for t in results) else 1
 
 
@@ -228,18 +267,17 @@ def cmd_snapshot(args):
     return 0
 
 
-def cmd_explain_flags(args):
+def cmd_explain_flags(args) -> int:
     import json
-    from coredoctor.kernel.dumpable import decode_mm_flags
-    from coredoctor.render import text as rtext
+    from coredoctor.kernel.dumpable import decode_mm_flags, parse_mm_flags
+    from coredoctor.render import safe, text as rtext
     try:
-        v = int(args.value, 0)
-    except ValueError:
-        raise UsageError(f"not a number: {args.value!r} (decimal, or hex with 0x)")
-    if v < 0:
-        raise UsageError("mm->flags is never negative")
+        v = parse_mm_flags(args.value)
+    except ValueError as e:
+        shown = args.value if len(args.value) <= 40 else args.value[:37] + "..."
+        raise UsageError(f"explain-flags {shown!r}: {e}")
     d = decode_mm_flags(v)
-    print(json.dumps(d, indent=2) if args.json else rtext.explain_flags(d))
+    print(json.dumps(d, indent=2) if args.json else rtext.explain_flags(safe.clean(d)))
     return 0
 
 
@@ -248,7 +286,7 @@ def cmd_canary(args):
     import json
     from coredoctor import canary, snapshot
     from coredoctor.kernel import gates
-    from coredoctor.render import text as rtext
+    from coredoctor.render import safe, text as rtext
     if bool(args.like) == bool(args.user):
         raise UsageError("name what to imitate: --like PID, or --user USER [--group GROUP]")
     if args.like:
@@ -267,7 +305,7 @@ def cmd_canary(args):
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(rtext.canary_report(report))
+        print(rtext.canary_report(safe.clean(report)))
     if report["agrees"] is False:
         return 4
     return 0 if report["dumped"] else 1
@@ -277,7 +315,7 @@ def cmd_fix(args):
     _need_root("coredoctor fix")
     import json
     from coredoctor.fix import actions, journal
-    from coredoctor.render import text as rtext
+    from coredoctor.render import safe, text as rtext
     if args.list:
         entries = journal.list_all()
         doc = {"schema": "coredoctor.fix/1", "fixes": [
@@ -297,8 +335,13 @@ def cmd_fix(args):
     doc, targets = _plan_fix(args)
     if args.apply:
         actions.apply_document(doc, targets)
-    print(json.dumps(doc, indent=2) if args.json else rtext.fix_plan(doc))
+    print(json.dumps(doc, indent=2) if args.json else rtext.fix_plan(_clean_but_actions(safe, doc)))
     return 0
+
+
+def _clean_but_actions(safe, doc):
+    """Names escaped for text; the actions' commands and file contents shown exactly."""
+    return dict(safe.clean({k: v for k, v in doc.items() if k != "actions"}), actions=doc["actions"])
 
 
 def _plan_fix(args):
@@ -320,7 +363,7 @@ def cmd_crashes(args):
     _need_root("coredoctor crashes")
     import json
     from coredoctor.history import crashes as hist, report
-    from coredoctor.render import text as rtext
+    from coredoctor.render import safe, text as rtext
     try:
         since = hist.parse_since(args.since) if args.since else None
     except ValueError as e:
@@ -329,20 +372,20 @@ def cmd_crashes(args):
         if not os.path.isfile(f):
             raise UsageError(f"--log {f}: no such file")
     doc = report.build(since, only=args.source or None, log_files=args.log or None)
-    print(json.dumps(doc, indent=2) if args.json else rtext.crashes_report(doc))
+    print(json.dumps(doc, indent=2) if args.json else rtext.crashes_report(safe.clean(doc)))
     return 0
 
 
 def cmd_trace(args):
     _need_root("coredoctor trace")
     import json
-    from coredoctor.render import trace as rtrace
+    from coredoctor.render import safe, trace as rtrace
     from coredoctor.trace import run as trun
     cmd = list(args.command)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
-    if args.duration is not None and args.duration <= 0:
-        raise UsageError("--duration must be positive")
+    if args.duration is not None and not 0 < args.duration < float("inf"):  # also NaN
+        raise UsageError("--duration must be a positive number of seconds")
     pids = list(args.pid)
     for pid in pids:
         if pid <= 0 or not os.path.isdir(f"/proc/{pid}"):
@@ -367,7 +410,7 @@ def cmd_trace(args):
         if args.json:
             out.write(json.dumps(r, separators=(",", ":")) + "\n")
         else:
-            text = rtrace.line(r)
+            text = rtrace.line(safe.clean(r))
             if text is None:
                 return
             try:
@@ -386,3 +429,15 @@ def cmd_trace(args):
     finally:
         if args.output:
             out.close()
+
+
+#: subcommand -> handler (argparse's ``dest="cmd"``)
+COMMANDS = {
+    "check": cmd_check,
+    "snapshot": cmd_snapshot,
+    "explain-flags": cmd_explain_flags,
+    "canary": cmd_canary,
+    "fix": cmd_fix,
+    "crashes": cmd_crashes,
+    "trace": cmd_trace,
+}

@@ -34,6 +34,9 @@ SHN_UNDEF = 0
 NT_GNU_BUILD_ID = 3
 
 _MAX_TABLE = 64 << 20  # a symbol or string table larger than this is not read (corrupt header)
+_MAX_OFFSET = 1 << 62  # no file offset or size beyond this is plausible (pread() takes < 2^63)
+_PHDR_SIZE = 56        # sizeof(Elf64_Phdr)
+_SHDR_SIZE = 64        # sizeof(Elf64_Shdr)
 
 
 class NotAnElf(ValueError):
@@ -107,7 +110,7 @@ class Elf:
 
 
 def _pread(fd, size, offset, exact=True):
-    if not (0 <= offset < 1 << 62 and 0 <= size <= _MAX_TABLE):
+    if not (0 <= offset < _MAX_OFFSET and 0 <= size <= _MAX_TABLE):
         raise NotAnElf(f"implausible offset {offset:#x} or size {size:#x}")
     data = os.pread(fd, size, offset)
     if exact and len(data) < size:
@@ -141,11 +144,19 @@ def _read_elf(fd, symbols):
     notes = []
     if e_phentsize * e_phnum > 1 << 20 or e_shentsize * e_shnum > 16 << 20:
         raise NotAnElf("implausible header table sizes")
-    if e_phoff and e_phnum and e_phentsize >= 56:
+    # a table with entries smaller than its entry type is damaged, not empty (gABI: e_phentsize
+    # is sizeof(Elf64_Phdr), e_shentsize sizeof(Elf64_Shdr))
+    if e_phnum and e_phoff and e_phentsize < _PHDR_SIZE:
+        raise NotAnElf(f"e_phentsize {e_phentsize} is less than an Elf64_Phdr ({_PHDR_SIZE})")
+    if e_shnum and e_shoff and e_shentsize < _SHDR_SIZE:
+        raise NotAnElf(f"e_shentsize {e_shentsize} is less than an Elf64_Shdr ({_SHDR_SIZE})")
+    if e_phoff and e_phnum:
         ph = _pread(fd, e_phentsize * e_phnum, e_phoff)
         for i in range(e_phnum):
             p_type, _pf, p_offset, p_vaddr, _pa, p_filesz, _memsz = struct.unpack_from(
                 "<IIQQQQQ", ph, i * e_phentsize)
+            if p_type in (PT_LOAD, PT_NOTE) and (p_offset >= _MAX_OFFSET or p_filesz >= _MAX_OFFSET):
+                raise NotAnElf(f"program header {i}: implausible offset {p_offset:#x} or size {p_filesz:#x}")
             if p_type == PT_LOAD:
                 e.loads.append((p_offset, p_vaddr, p_filesz))
             elif p_type == PT_NOTE:
@@ -154,7 +165,7 @@ def _read_elf(fd, symbols):
         e.build_id = _build_id(fd, off, size)
         if e.build_id:
             break
-    if not (e_shoff and e_shnum and e_shentsize >= 64):
+    if not (e_shoff and e_shnum):
         return e
     sh = _pread(fd, e_shentsize * e_shnum, e_shoff)
     secs = [struct.unpack_from("<IIQQQQIIQQ", sh, i * e_shentsize) for i in range(e_shnum)]

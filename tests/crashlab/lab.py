@@ -98,6 +98,27 @@ class Victim:
             return False
         return True
 
+    def survives(self, timeout=30):
+        """After a signal was sent: True if the process still answers (the signal was ignored,
+        handled or left pending: ``kill()`` made it pending before the ping was written, and a
+        pending unblocked signal is delivered before the process can run on to answer), False
+        once it died -- then its raw status is in ``self.status``. Never a guess from a timer."""
+        import select
+        self.send("ping")
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            r, _, _ = select.select([self.p.stdout], [], [], max(0.0, deadline - time.time()))
+            if not r:
+                break
+            line = self.p.stdout.readline()
+            if line.strip() == "pong":
+                return True
+            if line == "":  # EOF: it died; its real exit status, however long the dump takes
+                if self.wait(timeout) is None:
+                    raise AssertionError(f"pid {self.pid} closed its stdout but did not exit in {timeout}s")
+                return False
+        raise AssertionError(f"pid {self.pid} neither answered nor died within {timeout}s")
+
     def fault(self):
         self.send("fault")
         return self.wait()

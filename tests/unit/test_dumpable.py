@@ -54,8 +54,24 @@ def test_inherited_chain_reports_where_it_began():
     monitor = _proc([997] * 4, [996] * 4, pid=5, ppid=1)
     worker = _proc([997] * 4, [996] * 4, pid=6, ppid=5)
     r = cause(worker, monitor, ROOT)
-    assert (r["cause"], r["origin"], r["via"], r["from"]) == ("privilege-change", 5, [5], "None:None") or \
-        (r["cause"], r["origin"], r["via"]) == ("privilege-change", 5, [5])
+    # where it began: the monitor (pid 5) switched from its parent's 0:0 (ROOT, pid 1) to 997:996
+    assert (r["cause"], r["origin"], r["origin_comm"], r["via"], r["from"], r["to"]) == \
+        ("privilege-change", 5, "p5", [5], "0:0", "997:996")
     # a non-dumpable parent whose own cause is unknown: just "inherited"
     orphan_parent = _proc([997] * 4, [996] * 4, pid=5, ppid=0)
     assert cause(worker, orphan_parent)["cause"] == "inherited"
+
+
+def test_parse_mm_flags_bounds():
+    assert d.parse_mm_flags("204") == 204 == d.parse_mm_flags("0xcc") == d.parse_mm_flags(" 0XCC\n")
+    assert d.parse_mm_flags(str((1 << 64) - 1)) == (1 << 64) - 1
+    for bad, why in (("1" + "0" * 3599, "too long"), ("0x" + "f" * 3600, "too long"),
+                     (hex(1 << 64), "does not fit"), (str(1 << 64), "does not fit"), ("-1", "never negative"),
+                     ("\u0661\u0662", "not a number"), ("1_000", "not a number"), ("0o17", "not a number"),
+                     ("", "not a number"), ("0x", "not a number")):
+        try:
+            d.parse_mm_flags(bad)
+        except ValueError as e:
+            assert why in str(e), (bad, str(e))
+        else:
+            raise AssertionError(f"{bad!r} was accepted")

@@ -191,3 +191,33 @@ def test_damaged_headers_never_crash(tmp_path, objs):
         finally:
             os.close(fd)
     assert "elf" in outcomes
+
+
+@pytest.mark.parametrize("what,off,fmt,value,why", [
+    ("e_phentsize 0", 54, "<H", 0, "e_phentsize 0 is less than an Elf64_Phdr"),
+    ("e_phentsize 40", 54, "<H", 40, "e_phentsize 40 is less than"),
+    ("e_shentsize 0", 58, "<H", 0, "e_shentsize 0 is less than an Elf64_Shdr"),
+    ("e_phoff 2^62", 32, "<Q", 1 << 62, "implausible offset"),
+    ("e_shoff 2^64-1", 40, "<Q", (1 << 64) - 1, "implausible offset"),
+])
+def test_damaged_header_fields_are_one_error(objs, tmp_path, what, off, fmt, value, why):
+    with open(objs["pie"], "rb") as f:
+        b = bytearray(f.read())
+    struct.pack_into(fmt, b, off, value)
+    p = tmp_path / "damaged"
+    p.write_bytes(bytes(b))
+    with pytest.raises(NotAnElf, match=why):
+        read_elf_path(str(p))
+
+
+def test_load_offset_past_2_62_is_damaged(objs, tmp_path):
+    with open(objs["pie"], "rb") as f:
+        b = bytearray(f.read())
+    e_phoff, = struct.unpack_from("<Q", b, 32)
+    e_phnum, = struct.unpack_from("<H", b, 56)
+    i = next(i for i in range(e_phnum) if struct.unpack_from("<I", b, e_phoff + 56 * i)[0] == 1)  # a PT_LOAD
+    struct.pack_into("<Q", b, e_phoff + 56 * i + 8, 1 << 63)
+    p = tmp_path / "damaged"
+    p.write_bytes(bytes(b))
+    with pytest.raises(NotAnElf, match=f"program header {i}: implausible offset"):
+        read_elf_path(str(p))

@@ -44,7 +44,11 @@ SPECIFIERS = {
 
 @functools.lru_cache(maxsize=64)
 def parse(pattern, socket_supported=False):
-    """Classify a pattern: ``{"kind": "file"|"pipe"|"socket", ...}`` (cached: do not mutate)."""
+    """Classify a pattern: ``{"kind": "file"|"pipe"|"socket", ...}`` (cached: do not mutate).
+
+    TypeError for anything but a string (a snapshot's value must be validated first)."""
+    if not isinstance(pattern, str):
+        raise TypeError(f"core_pattern must be a string, not {type(pattern).__name__}")
     p = pattern.rstrip("\n")
     if p.startswith("|"):
         tokens = p[1:].split()
@@ -61,7 +65,7 @@ def parse(pattern, socket_supported=False):
 
 
 def _esc(s):
-    return None if s is None else s.replace("/", "!")
+    return None if s is None else str(s).replace("/", "!")
 
 
 def _value(spec, ctx):
@@ -93,7 +97,7 @@ def _value(spec, ctx):
         return _esc(g("exe"))
     if spec == "f":
         exe = g("exe")
-        return None if exe is None else exe.rsplit("/", 1)[-1]
+        return None if exe is None else str(exe).rsplit("/", 1)[-1]
     if spec == "c":
         return _s(g("rlimit_core"))
     if spec == "C":

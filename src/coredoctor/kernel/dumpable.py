@@ -44,7 +44,36 @@ def describe_value(v):
     return _NAMES.get(v, "unknown")
 
 
-def decode_mm_flags(value):
+#: mm->flags is one unsigned long (word 0 of the mm_flags_t bitmap on 6.18+, include/linux/mm_types.h)
+MM_FLAGS_BITS = 64
+_MM_FLAGS_MAX_TEXT = 2 + 64  # "0x" + 16 hex digits, or 20 decimal digits: anything longer is not one
+
+
+def parse_mm_flags(text: str) -> int:
+    """An mm->flags value as crash/drgn print it: decimal or ``0x`` hex, ASCII digits only.
+
+    ValueError (with a reason) for anything else: another base, Unicode digits, ``_``, a sign,
+    or a value that does not fit the 64-bit word -- checked on the text before converting, so
+    a value of thousands of digits never reaches ``int()`` (Python's int max-str-digits limit).
+    """
+    t = text.strip()
+    if len(t) > _MM_FLAGS_MAX_TEXT:
+        raise ValueError(f"too long for a {MM_FLAGS_BITS}-bit mm->flags word ({len(t)} characters)")
+    if t[:2].lower() == "0x":
+        digits, base, allowed = t[2:], 16, "0123456789abcdefABCDEF"
+    else:
+        digits, base, allowed = t, 10, "0123456789"
+    if t.startswith("-"):
+        raise ValueError("mm->flags is never negative")
+    if not digits or any(c not in allowed for c in digits):
+        raise ValueError("not a number (decimal, or hex with 0x)")
+    v = int(digits, base)
+    if v >> MM_FLAGS_BITS:
+        raise ValueError(f"{t} does not fit the {MM_FLAGS_BITS}-bit mm->flags word")
+    return v
+
+
+def decode_mm_flags(value: int) -> dict:
     """Decode the generic low bits (0..10) of ``mm->flags`` (word 0 of mm_flags_t on 6.18+).
 
     Bits 0-1 are the dumpable value; bits 2-10 the coredump_filter. Upper bits differ between
@@ -52,6 +81,8 @@ def decode_mm_flags(value):
     bits (raw 3), which ``__get_dumpable()`` reads as 2.
     """
     value = int(value)
+    if value < 0 or value >> MM_FLAGS_BITS:
+        raise ValueError(f"mm->flags is an unsigned {MM_FLAGS_BITS}-bit word")
     raw = value & 3
     dumpable = 2 if raw == 3 else raw
     filt = (value >> 2) & 0x1FF

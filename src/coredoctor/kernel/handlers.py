@@ -54,7 +54,7 @@ def parse_size(v: Any) -> Optional[int]:
         if s and s[-1].upper() == "B":
             return int(s[:-1])
         return int(s)
-    except ValueError:
+    except (ValueError, OverflowError):  # "nanG", "1e999G", or thousands of digits
         return None
 
 

@@ -22,6 +22,8 @@ def normalize_signal(name, numbers):
     """'segv', '11', 'SIGSEGV' -> 'SIGSEGV' using the snapshot's name->number table."""
     s = str(name).strip().upper()
     if s.isdigit():
+        if not s.isascii() or len(s) > 3:  # Unicode digits, or thousands of them (int() limit)
+            raise ValueError(f"unknown signal number {s[:20]}")
         for k, v in numbers.items():
             if v == int(s):
                 return k

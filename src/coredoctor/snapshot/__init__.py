@@ -117,65 +117,7 @@ def dump(snap, fp):
 
 
 def load(path):
-    """Read a snapshot file (``-`` for stdin); SnapshotError on anything that is not one."""
-    import sys
-    try:
-        if path == "-":
-            data = json.load(sys.stdin)
-        else:
-            with open(path) as f:
-                data = json.load(f)
-    except FileNotFoundError:
-        raise SnapshotError(f"snapshot file not found: {path}")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise SnapshotError(f"{path} is not valid JSON ({e.__class__.__name__}: {e})")
-    except OSError as e:
-        raise SnapshotError(f"cannot read {path}: {e.strerror}")
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise SnapshotError(f"{path} is not a coredoctor snapshot (schema {SCHEMA} expected)")
-    for key in ("kernel", "sysctl", "processes", "targets"):
-        if key not in data:
-            raise SnapshotError(f"{path}: snapshot is missing '{key}'")
-    problem = _validate(data)
-    if problem:
-        raise SnapshotError(f"{path}: snapshot is corrupt ({problem})")
-    return data
-
-
-def _ints(v, n=None):
-    return isinstance(v, list) and (n is None or len(v) == n) and all(isinstance(x, int) for x in v)
-
-
-def _validate(data):
-    """The shape the model relies on; returns a description of the first problem or None."""
-    k = data.get("kernel")
-    if not isinstance(k, dict) or not isinstance(k.get("signals"), dict) or "SIGSEGV" not in k["signals"]:
-        return "kernel.signals is missing"
-    if not isinstance(k.get("features"), dict):
-        return "kernel.features is missing"
-    if not isinstance(data.get("sysctl"), dict) or not isinstance(data["sysctl"].get("kernel.core_pattern"), str):
-        return "sysctl kernel.core_pattern is missing"
-    if not isinstance(data.get("processes"), list) or not _ints(data.get("targets")):
-        return "processes/targets are not lists"
-    pids = set()
-    for i, p in enumerate(data["processes"]):
-        where = f"processes[{i}]"
-        if not isinstance(p, dict) or not isinstance(p.get("pid"), int):
-            return f"{where}.pid"
-        c = p.get("creds")
-        if not isinstance(c, dict) or not _ints(c.get("uid"), 4) or not _ints(c.get("gid"), 4):
-            return f"{where}.creds uid/gid must be lists of 4 ids"
-        d = p.get("dumpable")
-        if not isinstance(d, dict) or not _ints(d.get("candidates")) or not set(d["candidates"]) <= {0, 1, 2} \
-                or not d["candidates"]:
-            return f"{where}.dumpable.candidates"
-        lim = p.get("limits")
-        if not isinstance(lim, dict) or not isinstance(lim.get("core"), list) or len(lim["core"]) != 2:
-            return f"{where}.limits.core"
-        if not isinstance(p.get("sig"), dict):
-            return f"{where}.sig"
-        pids.add(p["pid"])
-    missing = [t for t in data["targets"] if t not in pids]
-    if missing:
-        return f"target pid {missing[0]} has no process entry"
-    return None
+    """Read a snapshot file (``-`` for stdin); SnapshotError on anything that is not one
+    (bounded and validated completely: see :mod:`coredoctor.snapshot.validate`)."""
+    from coredoctor.snapshot import validate
+    return validate.load(path)
