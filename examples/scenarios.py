@@ -65,6 +65,7 @@ class Run:
         os.chmod(self.tmp, 0o755)
         self.saved = {k: L.read_sysctl(k) for k in L.SYSCTLS}
         self.sysctl_file = open(SYSCTL_FILE, "rb").read() if os.path.exists(SYSCTL_FILE) else None
+        self.sysctl_file_mode = os.stat(SYSCTL_FILE).st_mode & 0o7777 if self.sysctl_file is not None else None
         self.crash_dir_existed = os.path.exists("/var/crash")
         self.victims: List[L.Victim] = []
         self.named: Dict[str, L.Victim] = {}
@@ -120,6 +121,7 @@ class Run:
         elif not os.path.exists(SYSCTL_FILE) or open(SYSCTL_FILE, "rb").read() != self.sysctl_file:
             with open(SYSCTL_FILE, "wb") as f:
                 f.write(self.sysctl_file)
+            os.chmod(SYSCTL_FILE, self.sysctl_file_mode or 0o644)
         if not self.crash_dir_existed and os.path.isdir("/var/crash") and not os.path.islink("/var/crash"):
             try:
                 os.rmdir("/var/crash")  # never delete a core: only an empty directory goes
@@ -293,6 +295,32 @@ def _elide_crashes(out: str, focus: Sequence[str]) -> str:
     return "\n".join(res)
 
 
+def readme_refreshed(readme: str) -> str:
+    """*readme* with every code block that starts with a ``# coredoctor ...`` line replaced by
+    the first transcript block of the same (normalized) command, with its elisions."""
+    recorded = []
+    for ex in EXAMPLES:
+        if os.path.exists(ex.path):
+            recorded += parse_file(ex.path)
+
+    def repl(m: "re.Match[str]") -> str:
+        body = m.group(2)
+        first = body.split("\n", 1)[0]
+        if not first.startswith("# coredoctor "):
+            return m.group(0)
+        for cmd, out in recorded:
+            if norm(cmd) == norm(first):
+                return m.group(1) + cmd + "\n" + out.rstrip("\n") + "\n" + m.group(3)
+        return m.group(0)
+
+    return re.sub(r"(^```[a-z]*\n)(.*?)(^```)", repl, readme, flags=re.S | re.M)
+
+
+def parse_file(path: str) -> List[Tuple[str, str]]:
+    with open(path) as f:
+        return [(c, o) for c, o, _ in parse(f.read())]
+
+
 # ---------------------------------------------------------------- stable parts
 
 #: the normalization rules, in order (documented in examples/README.md)
@@ -321,7 +349,6 @@ def paragraphs(out: str) -> List[str]:
 
 
 GATE = re.compile(r"^\s*(ok|FAIL|warn|\?\?|unknown|skip)\s+([a-z][a-z-]*)\s{2,}", re.M)
-FIXHEAD = re.compile(r"^  (\d+)\. .*?(\[restart needed\])?$", re.M)
 
 
 def _check_text(out: str) -> Dict[str, Any]:
@@ -329,8 +356,7 @@ def _check_text(out: str) -> Dict[str, Any]:
     info = [norm(x) for x in re.findall(r"dumpable: \S+ via \S+, cause \S+", out)]
     return {"verdict": paras[0] if paras else "", "gates": GATE.findall(out), "dumpable": info,
             "destination": [norm(x) for x in re.findall(r"core destination: (.*)", out)],
-            "fix headings": len(re.findall(r"^  \d+\. ", out, re.M)),
-            "restart needed": out.count("[restart needed]")}
+            "restart needed": "[restart needed]" in out}
 
 
 def _all_text(out: str, focus: Sequence[str]) -> Dict[str, Any]:
