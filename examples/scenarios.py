@@ -7,7 +7,6 @@ Used by ``examples/regenerate`` (writes ``examples/*_example.txt``) and by
 Every sysctl, file and directory a scenario changes is put back by ``Run.close()``, also when a
 step fails.
 """
-import contextlib
 import json
 import os
 import re
@@ -17,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -331,6 +330,7 @@ RULES: List[Tuple[str, str]] = [
     (r"\b\d\d:\d\d:\d\d(?:\.\d+)?\b", "<time>"),
     (r"\b0x[0-9a-f]{5,}\b", "<addr>"),
     (r"\+0x[0-9a-f]+", "+<off>"),
+    (r"(?<![\w-])(-m |mode |chmod )([0-7]{3,4})\b", r"\1o\2"),  # file modes are kept (as o1777)
     (r"\b\d{3,}\b", "<n>"),
     (r"\b\d+ events\b", "<n> events"),
     (r"[ \t]+", " "),
@@ -498,15 +498,9 @@ def stable(kind: str, out: str, status: Optional[int], focus: Sequence[str] = ()
         res.update(_check_json(json.loads(out)))
     elif kind == "snapshot-file":
         res["output"] = out.strip()
-    elif kind == "first-line":
-        res["first line"] = norm(out.strip("\n").split("\n")[0])
     else:
         raise ValueError(f"unknown kind {kind}")
     return res
-
-
-def json_doc(kind: str, out: str) -> Optional[Any]:
-    return json.loads(out) if kind.endswith("-json") else None
 
 
 # ---------------------------------------------------------------- the examples
@@ -518,6 +512,11 @@ def _seed(run: Run) -> None:
 def _worker(run: Run) -> None:
     run.victim("billing-api", dict(DROP, comm="billing-api"))
     run.victim("report-worker", {"rlimit_core": [None, None], "comm": "report-worker"})
+
+
+def _three(run: Run) -> None:
+    _worker(run)
+    run.victim("queue-worker", {"rlimit_core": [0, None], "comm": "queue-worker"})
 
 
 CHECK = Example(
@@ -559,7 +558,7 @@ Three crash-lab victims among the host's processes: billing-api dropped from roo
 nobody:nogroup under fs.suid_dumpable=0, queue-worker runs with RLIMIT_CORE 0 (the usual
 `ulimit -c 0`), report-worker as root with RLIMIT_CORE unlimited; kernel.core_pattern is `core`.
 """,
-    lambda run: (_worker(run), run.victim("queue-worker", {"rlimit_core": [0, None], "comm": "queue-worker"})),
+    _three,
     [Step(["check", "--all"], "all-text", focus=("billing-api", "queue-worker", "report-worker"),
           after="""
 How to read it: one line of counts, then the processes grouped by the first gate that stops their
@@ -610,10 +609,6 @@ dumpable value in bits 0-1 and coredump_filter in bits 2-10. No root needed, not
           after="0xcd: the same filter, dumpable=1.")])
 
 
-def _actor(run: Run) -> None:
-    pass
-
-
 TRACE = Example(
     "trace", "coredoctor trace: watch the flag change, live",
     """
@@ -623,7 +618,7 @@ from the shell. The trace goes to stderr when a command runs; the command's own 
 actor prints `did STEP` after each step) is sent to /dev/null here so that it does not cut
 through the trace's lines.
 """,
-    _actor,
+    lambda run: None,
     [Step(["trace", "--", ACTOR_PYTHON, "tests/trace/actor.py", "setresgid:-1,65534,-1",
            "setresuid:-1,65534,-1", "setresuid:-1,0,-1", "prctl:1", "fault"], "trace-text",
           stdout_to="/dev/null",
@@ -640,7 +635,7 @@ with the command's status: 139 = 128 + SIGSEGV.
 def _crashes_setup(run: Run) -> None:
     cores = run.cores()
     L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p", "fs.suid_dumpable": "0"})
-    specs = {"billing-api": dict(DROP, comm="billing-api"),
+    specs: Dict[str, Dict[str, Any]] = {"billing-api": dict(DROP, comm="billing-api"),
              "queue-worker": {"rlimit_core": [0, None], "comm": "queue-worker"},
              "report-worker": {"rlimit_core": [None, None], "comm": "report-worker"}}
     time.sleep(1.1)  # --since below starts at a whole second after anything older

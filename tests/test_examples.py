@@ -119,6 +119,7 @@ def test_comparison_can_fail():
     fix = S.BY_NAME["fix"]
     fstep, (fcmd, fout, fstatus) = fix.steps[0], recorded(fix)[0]
     assert compare(fstep, fout, fstatus, fout.replace("fs.suid_dumpable=2\n", "fs.suid_dumpable=1\n"), fstatus)
+    assert compare(fstep, fout, fstatus, fout.replace("mkdir -m 1777", "mkdir -m 0755"), fstatus)
     js = S.BY_NAME["check_json"]
     jstep, (jcmd, jout, jstatus) = js.steps[0], recorded(js)[0]
     doc = json.loads(jout)
