@@ -69,6 +69,9 @@ class Run:
         self.victims: List[L.Victim] = []
         self.named: Dict[str, L.Victim] = {}
         self.values: Dict[str, str] = {}
+        self.daemons: List[subprocess.Popen] = []  # type: ignore[type-arg]
+        self.daemon_pids: List[int] = []
+        self.pids: Dict[str, str] = {}
         self.env = {"COREDOCTOR_STATE_DIR": os.path.join(self.tmp, "state")}
         self.started = time.time()
 
@@ -78,7 +81,21 @@ class Run:
         self.named[label] = v
         return v
 
+    def daemon(self, monitor: str, worker: str) -> None:
+        """examples/daemon.py: a monitor that drops to nobody:nogroup, then forks the worker."""
+        p = subprocess.Popen([sys.executable, os.path.join(HERE, "daemon.py"), monitor, worker],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=self.tmp)
+        self.daemons.append(p)
+        line = p.stdout.readline() if p.stdout else ""
+        if not line.startswith("READY "):
+            raise RuntimeError(f"examples/daemon.py did not start: {line!r}")
+        mpid, wpid = (int(x) for x in line.split()[1:3])
+        self.daemon_pids += [wpid, mpid]
+        self.pids[monitor], self.pids[worker] = str(mpid), str(wpid)
+
     def pid(self, label: str) -> str:
+        if label in self.pids:
+            return self.pids[label]
         return str(self.named[label].pid)
 
     def cores(self) -> str:
@@ -109,6 +126,20 @@ class Run:
         problems = []
         for v in self.victims:
             v.close()
+        for p in self.daemons:
+            if p.stdin:
+                p.stdin.close()  # the monitor ends its worker and exits
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                for pid in self.daemon_pids:  # the processes this run started, by pid
+                    try:
+                        os.kill(pid, 9)
+                    except ProcessLookupError:
+                        pass
+                p.wait()
+            if p.stdout:
+                p.stdout.close()
         L.write_sysctl("fs.suid_dumpable", self.saved["fs.suid_dumpable"])
         for k in ("kernel.core_pattern", "kernel.core_uses_pid", "kernel.core_pipe_limit"):
             L.write_sysctl(k, self.saved[k])
@@ -215,9 +246,10 @@ def parse(text: str) -> List[Tuple[str, str, Optional[int]]]:
     return blocks
 
 
-#: in a transcript, rows of processes the example did not start are left out of `check --all`
-#: and `crashes` (a host has hundreds): one line says how many
-ELIDED = re.compile(r"^\s*\.\.\. \(\d+ other (?:processes|crashes) left out\)$|^\s*\.\.\.$")
+def _left_out(n: int, what: str) -> str:
+    """In a transcript, rows of processes the example did not start are left out of
+    `check --all` and `crashes` (a host has hundreds): one line says how many."""
+    return f"... ({n} other {what if n != 1 else what[:-2] if what.endswith('es') else what[:-1]} left out)"
 
 
 def shown_output(st: Step, out: str) -> str:
@@ -251,15 +283,15 @@ def _elide_all(out: str, focus: Sequence[str]) -> str:
             skipped += 1
             continue
         if skipped:
-            res.append(f"    ... ({skipped} other processes left out)")
+            res.append("    " + _left_out(skipped, "processes"))
             skipped = 0
         core = _core_entries(line, focus)
         if core and core[0] > len(core[1]):
             n, kept = core
-            line = f"CORE ({n}): " + ", ".join(kept + [f"... ({n - len(kept)} other processes left out)"])
+            line = f"CORE ({n}): " + ", ".join(kept + [_left_out(n - len(kept), "processes")])
         res.append(line)
     if skipped:
-        res.append(f"    ... ({skipped} other processes left out)")
+        res.append("    " + _left_out(skipped, "processes"))
     return "\n".join(res)
 
 
@@ -286,11 +318,11 @@ def _elide_crashes(out: str, focus: Sequence[str]) -> str:
         else:
             in_other = False
         if skipped and (m or d or not line.startswith(" ")):
-            res.append(f"  ... ({skipped} other crashes left out)")
+            res.append("  " + _left_out(skipped, "crashes"))
             skipped = 0
         res.append(line)
     if skipped:
-        res.append(f"  ... ({skipped} other crashes left out)")
+        res.append("  " + _left_out(skipped, "crashes"))
     return "\n".join(res)
 
 
@@ -509,33 +541,41 @@ def _seed(run: Run) -> None:
     run.victim("billing-api", dict(DROP, comm="billing-api"))
 
 
+def _seed_daemon(run: Run) -> None:
+    run.daemon("monitor", "billing-api")
+    run.victim("report-worker", {"rlimit_core": [None, None], "comm": "report-worker"})
+
+
 def _worker(run: Run) -> None:
     run.victim("billing-api", dict(DROP, comm="billing-api"))
     run.victim("report-worker", {"rlimit_core": [None, None], "comm": "report-worker"})
 
 
 def _three(run: Run) -> None:
-    _worker(run)
+    _seed_daemon(run)
     run.victim("queue-worker", {"rlimit_core": [0, None], "comm": "queue-worker"})
 
 
 CHECK = Example(
     "check", "coredoctor check: one process",
     """
-The seed case. A daemon (here a crash-lab victim, tests/crashlab/victim.py, named billing-api)
-starts as root with RLIMIT_CORE unlimited and drops to nobody:nogroup (setresgid, setgroups,
-setresuid) the way privilege-separating daemons do, while fs.suid_dumpable is 0 (the default)
-and kernel.core_pattern is `core`. A second process, report-worker, stays root with RLIMIT_CORE
-unlimited in a root-owned directory.
+The seed case. A daemon started the way Open vSwitch runs with --ovs-user (examples/daemon.py):
+its monitor process starts as root with RLIMIT_CORE unlimited, drops to nobody:nogroup
+(setresgid, setgroups, setresuid) while fs.suid_dumpable is 0 (the default), then forks the
+worker, billing-api, that does the work. kernel.core_pattern is `core`. A second process,
+report-worker (tests/crashlab/victim.py), stays root with RLIMIT_CORE unlimited in a root-owned
+directory.
 """,
-    _worker,
+    _seed_daemon,
     [Step(lambda r: ["check", "--pid", r.pid("billing-api")], "check-text",
           before="Would a SIGSEGV now leave a core?",
           after="""
 How to read it: the first paragraph is the verdict. The gates are listed in the kernel's order up
 to the first that fails (FAIL); `dumpable: 0 via pidfd` says the value was read from the kernel
-(PIDFD_INFO_COREDUMP, 6.16+), not guessed. The cause names the moment the flag was lost: its
-credential change, copied from fs.suid_dumpable=0 by commit_creds(). The fix sets an absolute
+(PIDFD_INFO_COREDUMP, 6.16+), not guessed. The cause names the moment the flag was lost: not in
+billing-api, which never changed credentials, but in its parent: the monitor's credential change,
+where commit_creds() copied fs.suid_dumpable=0; the worker inherited the flag at fork. The
+fix sets an absolute
 core_pattern first (mode 2 refuses relative names), then fs.suid_dumpable=2, persists both, and
 says a restart is needed: the flag of a running process is not re-read. Exit status 1: it would
 not dump.
@@ -549,17 +589,21 @@ Every gate passes: the core would be written to the process's cwd (a relative pa
      Step(lambda r: ["check", "--pid", r.pid("billing-api"), "--signal", "SIGABRT", "--how", "kill"],
           "check-text",
           before="Another signal, sent with kill() rather than raised by a fault:",
-          after="The signal gate is evaluated for SIGABRT sent by kill(); the dumpable gate still stops it.")])
+          after="""
+The signal gate is evaluated for SIGABRT sent by kill() (a signal that is ignored, blocked or
+handled would stop it there); the dumpable gate still stops it.
+""")])
 
 CHECK_ALL = Example(
     "check_all", "coredoctor check --all: every process on the host",
     """
-Three crash-lab victims among the host's processes: billing-api dropped from root to
-nobody:nogroup under fs.suid_dumpable=0, queue-worker runs with RLIMIT_CORE 0 (the usual
-`ulimit -c 0`), report-worker as root with RLIMIT_CORE unlimited; kernel.core_pattern is `core`.
+Among the host's processes: the seed's daemon (examples/daemon.py: its monitor dropped from root
+to nobody:nogroup under fs.suid_dumpable=0, then forked billing-api), and two crash-lab victims:
+queue-worker runs with RLIMIT_CORE 0 (the usual `ulimit -c 0`), report-worker as root with
+RLIMIT_CORE unlimited; kernel.core_pattern is `core`.
 """,
     _three,
-    [Step(["check", "--all"], "all-text", focus=("billing-api", "queue-worker", "report-worker"),
+    [Step(["check", "--all"], "all-text", focus=("monitor", "billing-api", "queue-worker", "report-worker"),
           after="""
 How to read it: one line of counts, then the processes grouped by the first gate that stops their
 core, with the reason in a few words. The rows of the other processes of the test machine are
@@ -640,7 +684,6 @@ def _crashes_setup(run: Run) -> None:
              "report-worker": {"rlimit_core": [None, None], "comm": "report-worker"}}
     time.sleep(1.1)  # --since below starts at a whole second after anything older
     run.values["since"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    time.sleep(1.0)
     L.kernel_log_room(len(specs))
     for label, spec in specs.items():
         v = run.victim(label + "-crashed", spec)
