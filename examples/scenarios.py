@@ -158,8 +158,8 @@ class Run:
             except OSError:
                 problems.append("/var/crash was created by an example and is not empty: left in place")
         shutil.rmtree(self.tmp, ignore_errors=True)
-        for p in problems:
-            sys.stderr.write(f"examples: {p}\n")
+        for msg in problems:
+            sys.stderr.write(f"examples: {msg}\n")
         return problems
 
 
@@ -460,18 +460,27 @@ def _crashes_text(out: str, focus: Sequence[str]) -> Dict[str, Any]:
     return {"summary": first, "rows": sorted(rows), "details": sorted(details)}
 
 
+def _common(a: Any, b: Any) -> Any:
+    """What two key skeletons share (recursively)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: _common(a[k], b[k]) for k in a if k in b}
+    if isinstance(a, list) and isinstance(b, list):
+        return [_common(a[0], b[0])] if a and b else []
+    return None
+
+
 def keys(doc: Any) -> Any:
     """The key skeleton of a JSON document: dicts by their keys, lists by the keys that every
-    one of their (dict) elements has."""
+    one of their (dict) elements has, recursively."""
     if isinstance(doc, dict):
         return {k: keys(v) for k, v in doc.items()}
     if isinstance(doc, list):
-        common: Optional[Dict[str, Any]] = None
+        common: Any = None
         for x in doc:
             s = keys(x)
             if not isinstance(s, dict):
                 return []
-            common = dict(s) if common is None else {k: v for k, v in common.items() if k in s}
+            common = s if common is None else _common(common, s)
         return [common] if common else []
     return None
 
@@ -506,6 +515,13 @@ def _check_json(doc: Dict[str, Any]) -> Dict[str, Any]:
     return {"schema": doc.get("schema"), "targets": ts}
 
 
+def _crashes_json(doc: Dict[str, Any], focus: Sequence[str]) -> Dict[str, Any]:
+    cs = sorted((c.get("comm"), c.get("signal"), (c.get("core") or {}).get("status"),
+                 (c.get("likely_reason") or {}).get("gate"), bool((c.get("likely_reason") or {}).get("fix")))
+                for c in doc.get("crashes", []) if c.get("comm") in focus)
+    return {"schema": doc.get("schema"), "crashes": cs}
+
+
 def _snapshot_json(doc: Dict[str, Any]) -> Dict[str, Any]:
     return {"schema": doc.get("schema"), "processes": len(doc.get("processes", []))}
 
@@ -528,6 +544,8 @@ def stable(kind: str, out: str, status: Optional[int], focus: Sequence[str] = ()
         res.update(_crashes_text(out, focus))
     elif kind == "check-json":
         res.update(_check_json(json.loads(out)))
+    elif kind == "crashes-json":
+        res.update(_crashes_json(json.loads(out), focus))
     elif kind == "snapshot-file":
         res["output"] = out.strip()
     else:
@@ -711,6 +729,15 @@ the kernel's or the handler's own refusal line when there is one; otherwise, as 
 on the running instance of the same program (started after the crash: same ids, limits, cwd).
 Crashes of other processes in the same window, if any, are left out of this transcript. Exit
 status 0: the listing worked (whatever it found).
+"""),
+     Step(lambda r: ["crashes", "--since", r.values["since"], "--json"], "crashes-json",
+          focus=("billing-api", "queue-worker", "report-worker"),
+          before="For scripts (schema coredoctor.crashes/1):",
+          after="""
+`core.status` is present, truncated, empty, missing or unknown; `likely_reason` is null for a
+core that landed, else a gate id of check with its evidence, the fix commands and the running
+`instance` it was read from; `evidence` holds each line that reported the crash and where it was
+read (`sources`). The schema changes only by addition.
 """)])
 
 

@@ -139,6 +139,20 @@ def test_comparison_can_fail():
     assert compare(jstep, jout, jstatus, json.dumps(doc), jstatus) == []
     del doc["targets"][0]["gates"][0]["kernel_ref"]
     assert compare(jstep, jout, jstatus, json.dumps(doc), jstatus)
+    tr = S.BY_NAME["trace"]
+    tstep, (tcmd, tout, tstatus) = tr.steps[0], recorded(tr)[0]
+    assert compare(tstep, tout, tstatus, re.sub(r"\d\d:\d\d:\d\d\.\d+", "23:59:59.000001", tout), tstatus) == []
+    assert compare(tstep, tout, tstatus, tout.replace("dumpable 1 -> 0", "dumpable 1 -> 1"), tstatus)
+    assert compare(tstep, tout, tstatus, tout.replace("[kernel agrees: pidfd 1]", "KERNEL DISAGREES"), tstatus)
+    assert compare(tstep, tout, tstatus, tout.replace("kernel: no core", "kernel: core"), tstatus)
+    cr = S.BY_NAME["crashes"]
+    (cstep, cjstep), ((_, cout, cstatus), (_, cjout, cjstatus)) = cr.steps, recorded(cr)
+    assert compare(cstep, cout, cstatus, cout.replace("SIGSEGV  missing", "SIGSEGV  unknown", 1), cstatus)
+    assert compare(cstep, cout, cstatus, cout.replace("why: rlimit-core", "why: space"), cstatus)
+    assert compare(cjstep, cjout, cjstatus, cjout.replace('"gate": "dumpable"', '"gate": null'), cjstatus)
+    ca = S.BY_NAME["canary"]
+    kstep, (kcmd, kout, kstatus) = ca.steps[1], recorded(ca)[1]
+    assert compare(kstep, kout, kstatus, kout.replace("the kernel agrees", "the kernel DISAGREES"), kstatus)
     al = S.BY_NAME["check_all"]
     astep, (acmd, aout, astatus) = al.steps[0], recorded(al)[0]
     assert compare(astep, aout, astatus, aout.replace("blocked at 'dumpable'", "blocked at 'core-dir'"), astatus)
