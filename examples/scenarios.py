@@ -391,6 +391,15 @@ def _check_text(out: str) -> Dict[str, Any]:
             "restart needed": "[restart needed]" in out}
 
 
+def _row_reason(reason: str) -> str:
+    """A row's reason; one cut at the line's width (`...`) is compared only up to its first
+    number of 3+ digits (a pid's width moves the cut) and without its last, partial word."""
+    r = norm(reason)
+    if r.endswith("..."):
+        r = r[:-3].split("<n>")[0].rsplit(" ", 1)[0]
+    return r
+
+
 def _all_text(out: str, focus: Sequence[str]) -> Dict[str, Any]:
     lines = out.splitlines()
     heading, rows = None, []
@@ -399,7 +408,7 @@ def _all_text(out: str, focus: Sequence[str]) -> Dict[str, Any]:
             heading = norm(re.sub(r"\(\d+\)", "(<count>)", line))
         m = ROW.match(line)
         if m and any(m.group(2).strip() == f[:15] for f in focus):
-            rows.append((heading, m.group(2).strip(), norm(m.group(3))))
+            rows.append((heading, m.group(2).strip(), _row_reason(m.group(3))))
         core = _core_entries(line, focus)
         if core:
             rows += [("CORE", e.split("(")[0], "") for e in core[1]]

@@ -156,3 +156,9 @@ def test_comparison_can_fail():
     al = S.BY_NAME["check_all"]
     astep, (acmd, aout, astatus) = al.steps[0], recorded(al)[0]
     assert compare(astep, aout, astatus, aout.replace("blocked at 'dumpable'", "blocked at 'core-dir'"), astatus)
+    assert compare(astep, aout, astatus, aout.replace("it is not dumpable", "it is not readable"), astatus)
+    # a row cut at the line's width: a pid of another width moves the cut
+    row = next(x for x in aout.splitlines() if "since its parent monitor (pid" in x)
+    pid = re.search(r"\(pid (\d+)", row).group(1)
+    moved = row.replace(f"(pid {pid}", "(pid 1" + pid).rstrip(".")[:-1 - 2] + "..."
+    assert compare(astep, aout, astatus, aout.replace(row, moved), astatus) == []
