@@ -59,7 +59,7 @@ def recorded_features():
 
 @root
 @pytest.mark.parametrize("name", [e.name for e in S.EXAMPLES])
-def test_transcript_still_true(name, recorded_features):
+def test_transcript_still_true(name, recorded_features, saved_sysctls):
     ex = S.BY_NAME[name]
     blocks = recorded(ex)
     assert len(blocks) == len(ex.steps), f"{ex.path}: {len(blocks)} blocks for {len(ex.steps)} steps"
