@@ -286,3 +286,17 @@ def test_read_many_survives_a_dead_forked_reader(fake, monkeypatch):
     procs, skipped = batch.read_many(pids, read)
     ok, counts = _expected(pids)
     assert list(procs) == ok and skipped == counts
+
+
+def test_ptrace_eligibility_is_one_rule(monkeypatch):
+    from coredoctor.snapshot.proc import dumpability
+    root, caps = [0, 0, 0, 0], 0x1FF
+    assert dumpability.ptrace_eligible(root, root, caps, caps, True)
+    assert not dumpability.ptrace_eligible([0, 0, 1000, 0], root, caps, caps, True)  # a saved uid that is not 0
+    assert not dumpability.ptrace_eligible(root, [0, 5, 0, 0], caps, caps, True)
+    assert not dumpability.ptrace_eligible(root, root, caps | 0x200, caps, True)  # a capability the probe lacks
+    assert not dumpability.ptrace_eligible(root, root, caps, None, True)
+    assert not dumpability.ptrace_eligible(root, root, caps, caps, False)  # another user namespace
+    assert not dumpability.ptrace_eligible(root, root, caps, caps, None)
+    monkeypatch.setenv("COREDOCTOR_DISABLE", "ptrace")
+    assert dumpability.by_ptrace([(os.getpid(), root, root, 0, True)]) == {}
