@@ -310,11 +310,19 @@ def _apport_report(pid, sig, uid):
             f"Signal: {sig}\nProcStatus:\n Name:\tx{pid}\n Pid:\t{pid}\n Uid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
 
 
-def test_planted_crash_files_in_an_apport_dir(tmp_path):
+def test_planted_crash_files_in_an_apport_dir():
     """/var/crash is world-writable: reports planted there by a user -- owned by them while naming
     another uid, a symlink to /etc/shadow, Unicode digits in Signal and Pid, a 10 GiB sparse file, a
     FIFO -- are skipped and counted, each with its reason; the genuine reports beside them are read
     (one root's, one given to the crashed user as apport does)."""
+    import pathlib
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cdlab-apport-", dir="/tmp") as root:  # removed, 10 GiB and all
+        _planted_crash_files(pathlib.Path(root))
+
+
+def _planted_crash_files(tmp_path):
     import time
 
     from coredoctor.history import Skips, report

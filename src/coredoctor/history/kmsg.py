@@ -115,10 +115,12 @@ def parse_line(msg: str, when: "float | None" = None, source: str = "kmsg") -> "
         if g.get("trap"):
             e["signal"] = _TRAP_SIGNAL.get(g["trap"])
         if g.get("atime"):
-            sec, dot, ms = g["atime"].partition(".")
-            e["time"] = finite_time(number(sec, "seconds", source, "audit time") + (
-                number(ms, "seconds", source, "audit time") / 10 ** len(ms) if dot else 0.0), source)
-            number(g["serial"], "u64", source, "audit serial")
+            # audit_log_start(): "audit(%llu.%03lu:%u)", seconds, milliseconds, serial
+            if not _AUDIT_TIME.fullmatch(g["atime"]):
+                raise BadRecord(source, "audit time is not SECONDS.MILLISECONDS of ASCII digits")
+            if len(g["serial"]) > 20:
+                number(g["serial"], "u64", source, "audit serial")
+            e["time"] = finite_time(float(g["atime"]), source)
             e["serial"] = f"{g['atime']}:{g['serial']}"  # audit(TIME:SERIAL) names one record everywhere
             e["comm"] = _untrusted(g["comm"])
             g["exe"] = _untrusted(g["exe"]) if g.get("exe") else None
@@ -132,7 +134,8 @@ def parse_line(msg: str, when: "float | None" = None, source: str = "kmsg") -> "
     return None
 
 
-_AUDIT_UID = re.compile(r" uid=([0-9]+) ", re.ASCII)  # audit_log_task(): "auid=%u uid=%u gid=%u ses=%u"
+_AUDIT_UID = re.compile(r" uid=([0-9]+) ", re.ASCII)
+_AUDIT_TIME = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?", re.ASCII)  # audit_log_task(): "auid=%u uid=%u gid=%u ses=%u"
 
 
 def _untrusted(v):

@@ -18,7 +18,7 @@ import os
 import time
 
 from coredoctor.errors import Error
-from coredoctor.history import BadRecord, Skips
+from coredoctor.history import Skips
 from coredoctor.history import apport, audit, cores, crashes as corr, daemonlog, journal, kmsg, stores, syslog
 from coredoctor.history import sysctl_history
 from coredoctor.kernel import core_pattern, handlers

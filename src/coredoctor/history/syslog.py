@@ -268,10 +268,10 @@ def parse_line(line: str, mtime: "float | None" = None, source: str = "syslog", 
         if not m:
             return None
         when = _Clock.rfc3339(m.group("ts"))
-    ident, msg = m.group("ident"), m.group("msg")
+    ident, msg, pid = m.group("ident", "msg", "pid")
     if when is not None and not 0 <= when < MAX_TIME:
         when = None
-    if ident == "kernel" and m.group("pid") is not None:
+    if ident == "kernel" and pid is not None:
         # the kernel's lines carry no pid ("host kernel: ..."): "kernel[N]:" is a process that
         # tagged itself so (logger -t kernel -i); a crash line there is forged
         if daemonlog.parse_tagged(msg, when, source) is not None or kmsg.parse_line(msg, when) is not None:
@@ -293,7 +293,7 @@ def parse_line(line: str, mtime: "float | None" = None, source: str = "syslog", 
         if e is not None:
             e["_kernel"] = True  # tagged "kernel": see read() for which files may say so
     else:
-        e = daemonlog.parse_message(ident, m.group("pid"), msg, when, source=source)
+        e = daemonlog.parse_message(ident, pid, msg, when, source=source)
     if e is not None:
         e["host"] = m.group("host")
         e.setdefault("unit", None)  # one shape for kernel and daemon events
