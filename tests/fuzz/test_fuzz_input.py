@@ -254,3 +254,22 @@ def test_check_from_mutated_snapshots(scratch, snap):
         else:
             assert rc == 2 and err.startswith("coredoctor: ") and any(
                 w in err for w in ("(corrupt snapshot)", "is not a coredoctor snapshot", "is not valid JSON")), (rc, err)
+
+
+@SLOW
+@given(comm=st.text(max_size=40), exe=st.one_of(st.none(), st.text(max_size=60)))
+def test_names_cannot_forge_text_output(scratch, comm, exe):
+    """Any comm/exe (control characters, ESC, lone surrogates, line separators): the text report
+    holds no raw control character but its own line breaks, and its first line is the
+    escaped name -- a name cannot add, end or overwrite a line."""
+    snap = copy.deepcopy(FIXTURES["dropped-suid0.json"])
+    t = next(p for p in snap["processes"] if p["pid"] == snap["targets"][0])
+    t["comm"], t["exe"] = comm, exe
+    p = os.path.join(scratch, "names.json")
+    with open(p, "w") as f:
+        json.dump(snap, f)
+    rc, out, err = _check_from(p)
+    assert rc == 1 and err == "", err
+    assert not [c for c in out if (ord(c) < 0x20 and c != "\n") or 0x7f <= ord(c) <= 0x9f
+                or 0xd800 <= ord(c) <= 0xdfff or c in "\u2028\u2029"], out[:300]
+    assert out.startswith(f"{safe.escape(comm)} (pid {t['pid']}): a SIGSEGV now would NOT"), out[:300]
