@@ -195,6 +195,8 @@ def run_example(ex: Example) -> List[Result]:
             written = open(to).read() if to and os.path.isfile(to) else None
             results.append(Result(shown_command(args, to), out, status, written))
             run.values[f"out{len(results)}"] = out
+            if "--apply" in args:
+                run.values["applied"] = out
     except BaseException:
         run.close()
         raise
@@ -531,6 +533,22 @@ def _crashes_json(doc: Dict[str, Any], focus: Sequence[str]) -> Dict[str, Any]:
     return {"schema": doc.get("schema"), "crashes": cs}
 
 
+def _fix_json(doc: Dict[str, Any]) -> Dict[str, Any]:
+    def action(a: Dict[str, Any]) -> Tuple[Any, ...]:
+        return (a.get("kind"), a.get("key") or a.get("path"), a.get("value"), a.get("mode"))
+    return {"schema": doc.get("schema"), "applied": doc.get("applied"),
+            "targets": [(t.get("dumps"), t.get("blocking_gate"), norm(t.get("verdict") or ""))
+                        for t in doc.get("targets", [])],
+            "actions": [action(a) for a in doc.get("actions", [])],
+            "needs restart": len(doc.get("needs_restart") or []), "refused": doc.get("refused")}
+
+
+def _canary_json(doc: Dict[str, Any]) -> Dict[str, Any]:
+    p = doc.get("predicted") or {}
+    return {"schema": doc.get("schema"), "dumped": doc.get("dumped"), "agrees": doc.get("agrees"),
+            "predicted": (p.get("dumps"), p.get("blocking_gate"))}
+
+
 def _snapshot_json(doc: Dict[str, Any]) -> Dict[str, Any]:
     return {"schema": doc.get("schema"), "processes": len(doc.get("processes", []))}
 
@@ -555,6 +573,10 @@ def stable(kind: str, out: str, status: Optional[int], focus: Sequence[str] = ()
         res.update(_check_json(json.loads(out)))
     elif kind == "crashes-json":
         res.update(_crashes_json(json.loads(out), focus))
+    elif kind == "fix-json":
+        res.update(_fix_json(json.loads(out)))
+    elif kind == "canary-json":
+        res.update(_canary_json(json.loads(out)))
     elif kind == "snapshot-file":
         res["output"] = out.strip()
     else:
@@ -755,9 +777,10 @@ def _fix_restarted(run: Run) -> None:
 
 
 def _fix_id(run: Run) -> str:
-    m = re.search(r"\b\d{8}T\d{6}-[0-9a-f]{6}\b", run.values.get("out2", ""))
+    out = run.values.get("applied", "")
+    m = re.search(r"\b\d{8}T\d{6}-[0-9a-f]{6}\b", out)
     if not m:
-        raise RuntimeError("fix --apply printed no fix id:\n" + run.values.get("out2", ""))
+        raise RuntimeError("fix --apply printed no fix id:\n" + out)
     return m.group(0)
 
 
@@ -776,6 +799,13 @@ the sysctls, /etc/sysctl.d/90-coredoctor.conf and /var/crash.
 The actions in the order they will be made: an absolute core_pattern before fs.suid_dumpable=2
 (mode 2 refuses relative names), then the file that persists them. RESTART NEEDED: the running
 process keeps the flag it got at its privilege change.
+"""),
+     Step(lambda r: ["fix", "--pid", r.pid("billing-api"), "--json"], "fix-json",
+          before="The same plan for scripts (schema coredoctor.fix/1):",
+          after="""
+`actions` are the records `--apply` makes, in order, each with why; `needs_restart` names the
+processes that keep their old state until restarted; `refused` says what fix will not do (for
+example fs.suid_dumpable=2 with a relative core_pattern). The schema changes only by addition.
 """),
      Step(lambda r: ["fix", "--pid", r.pid("billing-api"), "--apply"], "fix-text",
           after="""
@@ -812,6 +842,12 @@ from root to nobody:nogroup under fs.suid_dumpable=0.
     _canary_setup,
     [Step(lambda r: ["canary", "--like", r.pid("billing-api")], "lines",
           after="No core, as check predicted. Exit status 1: no core landed."),
+     Step(lambda r: ["canary", "--like", r.pid("billing-api"), "--json"], "canary-json",
+          before="For scripts (schema coredoctor.canary/1):",
+          after="""
+`dumped` is what the kernel did (the wait status's WCOREDUMP bit, and the core found and verified),
+`predicted` what check said before the fault, `agrees` whether they match (false: exit status 4).
+"""),
      Step(["canary", "--user", "nobody", "--group", "nogroup"], "lines", prepare=_canary_suid2,
           before="After `sysctl -w kernel.core_pattern=<tmp>/cores/core.%e.%p` and `sysctl -w fs.suid_dumpable=2`:",
           after="""
