@@ -730,6 +730,7 @@ def _crashes_setup(run: Run) -> None:
     L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p", "fs.suid_dumpable": "0"})
     specs: Dict[str, Dict[str, Any]] = {"billing-api": dict(DROP, comm="billing-api"),
              "queue-worker": {"rlimit_core": [0, None], "comm": "queue-worker"},
+             "indexer": {"rlimit_core": [256 * 1024, None], "comm": "indexer"},
              "report-worker": {"rlimit_core": [None, None], "comm": "report-worker"}}
     time.sleep(1.1)  # --since below starts at a whole second after anything older
     run.values["since"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -744,25 +745,27 @@ def _crashes_setup(run: Run) -> None:
 CRASHES = Example(
     "crashes", "coredoctor crashes: it crashed -- is there a core, and if not, why not?",
     """
-kernel.core_pattern is <tmp>/cores/core.%e.%p (a sticky, world-writable directory). Three
+kernel.core_pattern is <tmp>/cores/core.%e.%p (a sticky, world-writable directory). Four
 crash-lab victims crashed with a real SIGSEGV: billing-api after dropping from root to
-nobody:nogroup under fs.suid_dumpable=0, queue-worker with RLIMIT_CORE 0, report-worker as root
-with RLIMIT_CORE unlimited. Then each was started again, as a supervisor would.
+nobody:nogroup under fs.suid_dumpable=0, queue-worker with RLIMIT_CORE 0, indexer with
+RLIMIT_CORE 256 KiB (less than its memory), report-worker as root with RLIMIT_CORE unlimited.
+Then each was started again, as a supervisor would.
 """,
     _crashes_setup,
     [Step(lambda r: ["crashes", "--since", r.values["since"]], "crashes-text",
-          focus=("billing-api", "queue-worker", "report-worker"),
+          focus=("billing-api", "queue-worker", "indexer", "report-worker"),
           after="""
 How to read it: one line of counts, a table (newest first) of every crash since then with the
 state of its core and where it was seen, then for each crash without a whole core: where the core
-was expected, and `why:` the gate of check that explains it, with the fix. The reason comes from
+was expected (or, for a truncated one, how much of what its program headers describe it holds),
+and `why:` the gate of check that explains it, with the fix. The reason comes from
 the kernel's or the handler's own refusal line when there is one; otherwise, as here, from check
 on the running instance of the same program (started after the crash: same ids, limits, cwd).
 Crashes of other processes in the same window, if any, are left out of this transcript. Exit
 status 0: the listing worked (whatever it found).
 """),
      Step(lambda r: ["crashes", "--since", r.values["since"], "--json"], "crashes-json",
-          focus=("billing-api", "queue-worker", "report-worker"),
+          focus=("billing-api", "queue-worker", "indexer", "report-worker"),
           before="For scripts (schema coredoctor.crashes/1):",
           after="""
 `core.status` is present, truncated, empty, missing or unknown; `likely_reason` is null for a
