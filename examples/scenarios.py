@@ -195,6 +195,8 @@ def run_example(ex: Example) -> List[Result]:
             written = open(to).read() if to and os.path.isfile(to) else None
             results.append(Result(shown_command(args, to), out, status, written))
             run.values[f"out{len(results)}"] = out
+            if "--apply" in args:
+                run.values["applied"] = out
     except BaseException:
         run.close()
         raise
@@ -531,6 +533,22 @@ def _crashes_json(doc: Dict[str, Any], focus: Sequence[str]) -> Dict[str, Any]:
     return {"schema": doc.get("schema"), "crashes": cs}
 
 
+def _fix_json(doc: Dict[str, Any]) -> Dict[str, Any]:
+    def action(a: Dict[str, Any]) -> Tuple[Any, ...]:
+        return (a.get("kind"), a.get("key") or a.get("path"), a.get("value"), a.get("mode"))
+    return {"schema": doc.get("schema"), "applied": doc.get("applied"),
+            "targets": [(t.get("dumps"), t.get("blocking_gate"), norm(t.get("verdict") or ""))
+                        for t in doc.get("targets", [])],
+            "actions": [action(a) for a in doc.get("actions", [])],
+            "needs restart": len(doc.get("needs_restart") or []), "refused": doc.get("refused")}
+
+
+def _canary_json(doc: Dict[str, Any]) -> Dict[str, Any]:
+    p = doc.get("predicted") or {}
+    return {"schema": doc.get("schema"), "dumped": doc.get("dumped"), "agrees": doc.get("agrees"),
+            "predicted": (p.get("dumps"), p.get("blocking_gate"))}
+
+
 def _snapshot_json(doc: Dict[str, Any]) -> Dict[str, Any]:
     return {"schema": doc.get("schema"), "processes": len(doc.get("processes", []))}
 
@@ -555,6 +573,10 @@ def stable(kind: str, out: str, status: Optional[int], focus: Sequence[str] = ()
         res.update(_check_json(json.loads(out)))
     elif kind == "crashes-json":
         res.update(_crashes_json(json.loads(out), focus))
+    elif kind == "fix-json":
+        res.update(_fix_json(json.loads(out)))
+    elif kind == "canary-json":
+        res.update(_canary_json(json.loads(out)))
     elif kind == "snapshot-file":
         res["output"] = out.strip()
     else:
@@ -708,6 +730,7 @@ def _crashes_setup(run: Run) -> None:
     L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p", "fs.suid_dumpable": "0"})
     specs: Dict[str, Dict[str, Any]] = {"billing-api": dict(DROP, comm="billing-api"),
              "queue-worker": {"rlimit_core": [0, None], "comm": "queue-worker"},
+             "indexer": {"rlimit_core": [256 * 1024, None], "comm": "indexer"},
              "report-worker": {"rlimit_core": [None, None], "comm": "report-worker"}}
     time.sleep(1.1)  # --since below starts at a whole second after anything older
     run.values["since"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -722,25 +745,27 @@ def _crashes_setup(run: Run) -> None:
 CRASHES = Example(
     "crashes", "coredoctor crashes: it crashed -- is there a core, and if not, why not?",
     """
-kernel.core_pattern is <tmp>/cores/core.%e.%p (a sticky, world-writable directory). Three
+kernel.core_pattern is <tmp>/cores/core.%e.%p (a sticky, world-writable directory). Four
 crash-lab victims crashed with a real SIGSEGV: billing-api after dropping from root to
-nobody:nogroup under fs.suid_dumpable=0, queue-worker with RLIMIT_CORE 0, report-worker as root
-with RLIMIT_CORE unlimited. Then each was started again, as a supervisor would.
+nobody:nogroup under fs.suid_dumpable=0, queue-worker with RLIMIT_CORE 0, indexer with
+RLIMIT_CORE 256 KiB (less than its memory), report-worker as root with RLIMIT_CORE unlimited.
+Then each was started again, as a supervisor would.
 """,
     _crashes_setup,
     [Step(lambda r: ["crashes", "--since", r.values["since"]], "crashes-text",
-          focus=("billing-api", "queue-worker", "report-worker"),
+          focus=("billing-api", "queue-worker", "indexer", "report-worker"),
           after="""
 How to read it: one line of counts, a table (newest first) of every crash since then with the
 state of its core and where it was seen, then for each crash without a whole core: where the core
-was expected, and `why:` the gate of check that explains it, with the fix. The reason comes from
+was expected (or, for a truncated one, how much of what its program headers describe it holds),
+and `why:` the gate of check that explains it, with the fix. The reason comes from
 the kernel's or the handler's own refusal line when there is one; otherwise, as here, from check
 on the running instance of the same program (started after the crash: same ids, limits, cwd).
 Crashes of other processes in the same window, if any, are left out of this transcript. Exit
 status 0: the listing worked (whatever it found).
 """),
      Step(lambda r: ["crashes", "--since", r.values["since"], "--json"], "crashes-json",
-          focus=("billing-api", "queue-worker", "report-worker"),
+          focus=("billing-api", "queue-worker", "indexer", "report-worker"),
           before="For scripts (schema coredoctor.crashes/1):",
           after="""
 `core.status` is present, truncated, empty, missing or unknown; `likely_reason` is null for a
@@ -755,9 +780,10 @@ def _fix_restarted(run: Run) -> None:
 
 
 def _fix_id(run: Run) -> str:
-    m = re.search(r"\b\d{8}T\d{6}-[0-9a-f]{6}\b", run.values.get("out2", ""))
+    out = run.values.get("applied", "")
+    m = re.search(r"\b\d{8}T\d{6}-[0-9a-f]{6}\b", out)
     if not m:
-        raise RuntimeError("fix --apply printed no fix id:\n" + run.values.get("out2", ""))
+        raise RuntimeError("fix --apply printed no fix id:\n" + out)
     return m.group(0)
 
 
@@ -776,6 +802,13 @@ the sysctls, /etc/sysctl.d/90-coredoctor.conf and /var/crash.
 The actions in the order they will be made: an absolute core_pattern before fs.suid_dumpable=2
 (mode 2 refuses relative names), then the file that persists them. RESTART NEEDED: the running
 process keeps the flag it got at its privilege change.
+"""),
+     Step(lambda r: ["fix", "--pid", r.pid("billing-api"), "--json"], "fix-json",
+          before="The same plan for scripts (schema coredoctor.fix/1):",
+          after="""
+`actions` are the records `--apply` makes, in order, each with why; `needs_restart` names the
+processes that keep their old state until restarted; `refused` says what fix will not do (for
+example fs.suid_dumpable=2 with a relative core_pattern). The schema changes only by addition.
 """),
      Step(lambda r: ["fix", "--pid", r.pid("billing-api"), "--apply"], "fix-text",
           after="""
@@ -812,6 +845,12 @@ from root to nobody:nogroup under fs.suid_dumpable=0.
     _canary_setup,
     [Step(lambda r: ["canary", "--like", r.pid("billing-api")], "lines",
           after="No core, as check predicted. Exit status 1: no core landed."),
+     Step(lambda r: ["canary", "--like", r.pid("billing-api"), "--json"], "canary-json",
+          before="For scripts (schema coredoctor.canary/1):",
+          after="""
+`dumped` is what the kernel did (the wait status's WCOREDUMP bit, and the core found and verified),
+`predicted` what check said before the fault, `agrees` whether they match (false: exit status 4).
+"""),
      Step(["canary", "--user", "nobody", "--group", "nogroup"], "lines", prepare=_canary_suid2,
           before="After `sysctl -w kernel.core_pattern=<tmp>/cores/core.%e.%p` and `sysctl -w fs.suid_dumpable=2`:",
           after="""

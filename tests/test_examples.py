@@ -151,7 +151,9 @@ def test_comparison_can_fail():
     assert compare(cstep, cout, cstatus, cout.replace("why: rlimit-core", "why: space"), cstatus)
     assert compare(cjstep, cjout, cjstatus, cjout.replace('"gate": "dumpable"', '"gate": null'), cjstatus)
     ca = S.BY_NAME["canary"]
-    kstep, (kcmd, kout, kstatus) = ca.steps[1], recorded(ca)[1]
+    kstep, (kcmd, kout, kstatus) = ca.steps[2], recorded(ca)[2]
+    jkstep, (_, jkout, jkstatus) = ca.steps[1], recorded(ca)[1]
+    assert compare(jkstep, jkout, jkstatus, jkout.replace('"agrees": true', '"agrees": false'), jkstatus)
     assert compare(kstep, kout, kstatus, kout.replace("the kernel agrees", "the kernel DISAGREES"), kstatus)
     al = S.BY_NAME["check_all"]
     astep, (acmd, aout, astatus) = al.steps[0], recorded(al)[0]
