@@ -36,7 +36,10 @@ def classify(words: Iterable[str], pids: Iterable[int] = ()) -> Tuple[List[int],
     """Target words -> (pids, names, units)."""
     out_pids, names, units = list(pids), [], []
     for t in words:
-        if t.isdigit():
+        if t.isascii() and t.isdigit():
+            # PID_MAX_LIMIT is 4194304 (include/linux/threads.h): a pid has at most 7 digits
+            if len(t.lstrip("0")) > 7:
+                raise UsageError(f"not a pid: {t[:20]}{'...' if len(t) > 20 else ''} (more than 7 digits)")
             out_pids.append(int(t))
         elif is_unit(t):
             units.append(t)
