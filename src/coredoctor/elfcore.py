@@ -10,6 +10,7 @@ import errno
 import os
 import stat
 import struct
+from typing import Optional
 
 __all__ = ["read_core_info", "inspect", "NotACore", "open_core"]
 
@@ -137,16 +138,25 @@ def _read_core(fd: int, path: str, max_notes_bytes: int) -> dict:
     return info
 
 
-def inspect(path: str) -> dict:
+def inspect(path: str, fd: Optional[int] = None) -> dict:
     """What a core file holds, honestly: ``{"status", "size", "expected_size", "pid", "why"}``.
 
     ``present``: a complete ET_CORE naming its pid; ``truncated``: an ELF core shorter than its
     program headers say (RLIMIT_CORE or RLIMIT_FSIZE stopped ``dump_emit()``; the pid is still
     known when the notes made it); ``empty``: 0 bytes; ``not-core``: anything else (a symlink,
     a FIFO, a header out of bounds); ``unreadable``: the open or a read failed.
+
+    *fd*: a descriptor the caller already opened safely (openat with O_NOFOLLOW from a directory
+    descriptor); it is read through a duplicate and left open. It must be a regular file.
     """
     try:
-        fd = open_core(path)
+        if fd is None:
+            fd = open_core(path)
+        else:
+            fd = os.dup(fd)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise NotACore(f"{path}: not a regular file")
     except NotACore as e:
         return {"status": "not-core", "size": None, "expected_size": None, "pid": None, "why": str(e)}
     except OSError as e:

@@ -82,7 +82,7 @@ def _match_open(path, fd, st, dst, crash):
                 "why": f"{path} is owned by uid {st.st_uid} in a world-writable directory, and the crashed "
                        "process's uid is not known: it cannot be told from a planted file"}
     try:
-        info = elfcore.inspect(f"/proc/self/fd/{fd}")  # this very inode, whatever the name is now
+        info = elfcore.inspect(path, fd=fd)  # this very inode, whatever the name is now
     except (ValueError, OverflowError, struct.error, MemoryError, IndexError):
         info = {"status": "not-core", "size": st.st_size, "pid": None, "why": "not a readable ELF core"}
     if info.get("why"):
