@@ -303,13 +303,10 @@ def man_pages(p: argparse.ArgumentParser, version: str, epoch: Optional[int] = N
     for name, help_, _ in subs:
         cmds += [".TP", _b(name), _roff(help_[:1].upper() + help_[1:]) + (
             "." if help_ and not help_.endswith((".", "?")) else "") + f" See {_b(PROG + '-' + name)}(8)."]
-    top_opts = [o for o in options(p)]
     see = [f"{PROG}-{n}(8)" for n, _, _ in subs] + list(top.get("SEE ALSO", []))
-    pages = {f"{PROG}.8": _page(PROG, str(top.get("NAME", p.description or PROG)),
-                                f"{PROG}", top_opts + [], dict(top, **{"SEE ALSO": see}), version, date,
-                                extra=None)}
     # the top page lists the commands before its own options
-    pages[f"{PROG}.8"] = pages[f"{PROG}.8"].replace(".SH OPTIONS\n", "\n".join(cmds) + "\n.SH OPTIONS\n", 1)
+    pages = {f"{PROG}.8": _page(PROG, str(top.get("NAME", p.description or PROG)), PROG, options(p),
+                                dict(top, **{"SEE ALSO": see}), version, date, extra=cmds)}
     for name, help_, sub in subs:
         prose = dict(table.get(name, {}))
         see = [f"{PROG}(8)"] + list(prose.get("SEE ALSO", []))
