@@ -17,7 +17,7 @@ import datetime
 import os
 import re
 import sys
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -27,6 +27,10 @@ __all__ = ["load_parser", "subcommands", "Option", "options", "man_pages", "bash
            "zsh_completion", "value_kind", "PROG"]
 
 PROG = "coredoctor"
+
+
+#: the names coredoctor.cli's parser factory has had or may be given
+FACTORY_NAMES = ("_parser", "build_parser", "make_parser", "parser", "get_parser")
 
 
 class _Captured(Exception):
@@ -44,7 +48,7 @@ def load_parser(src: str = SRC) -> argparse.ArgumentParser:
     if src not in sys.path:
         sys.path.insert(0, src)
     from coredoctor import cli  # type: ignore
-    for name in ("_parser", "build_parser", "make_parser", "parser", "get_parser"):
+    for name in FACTORY_NAMES:
         f = getattr(cli, name, None)
         if callable(f):
             try:
@@ -217,14 +221,13 @@ def _options_section(opts: List[Option]) -> List[str]:
     return out
 
 
-def _prose(section: str, value: object) -> List[str]:
+def _prose(section: str, value: Any) -> List[str]:
     """A section from the pages table: a list of paragraphs; a (term, text) pair is a .TP item;
     a paragraph starting with '$ ' is an example command (bold, no fill)."""
     out = [f".SH {section}"]
-    if isinstance(value, str):
-        value = [value]
+    items: List[Any] = [value] if isinstance(value, str) else list(value)
     first = True
-    for item in value:  # type: ignore[union-attr]
+    for item in items:
         if isinstance(item, tuple):
             term, text = item
             out += [".TP", _b(term) if not term.startswith("<") else _i(term.strip("<>")), _roff(text)]
@@ -263,7 +266,7 @@ SECTIONS = ("DESCRIPTION", "OPTIONS", "EXIT STATUS", "ENVIRONMENT", "FILES", "OV
             "EXAMPLES", "SEE ALSO")
 
 
-def _page(name: str, summary: str, words: str, opts: List[Option], prose: Dict[str, object],
+def _page(name: str, summary: str, words: str, opts: List[Option], prose: Dict[str, Any],
           version: str, date: str, extra: Optional[List[str]] = None) -> str:
     lines = _header(name, version, date, summary) + _synopsis(words, opts, top=name == PROG)
     for sec in SECTIONS:
@@ -272,7 +275,7 @@ def _page(name: str, summary: str, words: str, opts: List[Option], prose: Dict[s
                 lines += extra
             lines += _options_section(opts)
         elif sec == "SEE ALSO":
-            lines += _see_also(prose.get("SEE ALSO", []))  # type: ignore[arg-type]
+            lines += _see_also(prose.get("SEE ALSO", []))
         elif sec in prose:
             lines += _prose(sec, prose[sec])
     return "\n".join(lines) + "\n"
@@ -286,11 +289,13 @@ def _date(epoch: Optional[int]) -> str:
 
 
 def man_pages(p: argparse.ArgumentParser, version: str, epoch: Optional[int] = None,
-              table: Optional[Dict[str, Dict[str, object]]] = None) -> Dict[str, str]:
+              table: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[str, str]:
     """{file name: roff text}: ``coredoctor.8`` and ``coredoctor-SUB.8`` for every subcommand."""
     if table is None:
         sys.path.insert(0, HERE)
-        from pages import PAGES as table  # type: ignore
+        from pages import PAGES
+        table = PAGES
+    assert table is not None
     date = _date(epoch)
     subs = subcommands(p)
     top = table.get(PROG, {})
@@ -298,16 +303,13 @@ def man_pages(p: argparse.ArgumentParser, version: str, epoch: Optional[int] = N
     for name, help_, _ in subs:
         cmds += [".TP", _b(name), _roff(help_[:1].upper() + help_[1:]) + (
             "." if help_ and not help_.endswith((".", "?")) else "") + f" See {_b(PROG + '-' + name)}(8)."]
-    top_opts = [o for o in options(p)]
-    see = [f"{PROG}-{n}(8)" for n, _, _ in subs] + list(top.get("SEE ALSO", []))  # type: ignore[arg-type]
-    pages = {f"{PROG}.8": _page(PROG, str(top.get("NAME", p.description or PROG)),
-                                f"{PROG}", top_opts + [], dict(top, **{"SEE ALSO": see}), version, date,
-                                extra=None)}
+    see = [f"{PROG}-{n}(8)" for n, _, _ in subs] + list(top.get("SEE ALSO", []))
     # the top page lists the commands before its own options
-    pages[f"{PROG}.8"] = pages[f"{PROG}.8"].replace(".SH OPTIONS\n", "\n".join(cmds) + "\n.SH OPTIONS\n", 1)
+    pages = {f"{PROG}.8": _page(PROG, str(top.get("NAME", p.description or PROG)), PROG, options(p),
+                                dict(top, **{"SEE ALSO": see}), version, date, extra=cmds)}
     for name, help_, sub in subs:
         prose = dict(table.get(name, {}))
-        see = [f"{PROG}(8)"] + list(prose.get("SEE ALSO", []))  # type: ignore[arg-type]
+        see = [f"{PROG}(8)"] + list(prose.get("SEE ALSO", []))
         prose["SEE ALSO"] = see
         summary = str(prose.get("NAME", help_))
         pages[f"{PROG}-{name}.8"] = _page(f"{PROG}-{name}", summary, f"{PROG} {name}", options(sub), prose,

@@ -3,6 +3,7 @@ as readline calls it) with and without the bash-completion package's helpers, an
 zsh (syntax, and compinit registering it from the package's vendor-completions directory)."""
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -131,19 +132,22 @@ def zsh_complete(dist, tmp_path, line: str, expect: list) -> str:
         f"zpty z 'ZDOTDIR={home} TERM=dumb {ZSH} -i'\n"
         f"zpty -w -n z {line!r}$'\\t'\n"
         f"local -a want=({words})\n"
-        "out=''\n"
-        "integer n=0\n"
+        "out='' w='' chunk=''\n"
+        "integer n=0 missing=0\n"
         "while (( n++ < 100 )); do\n"
         "  zpty -r -t z chunk && out+=$chunk || sleep 0.1\n"
-        "  local w missing=0\n"
+        "  missing=0\n"
         "  for w in $want; do [[ $out == *$w* ]] || missing=1; done\n"
         "  (( missing )) || break\n"
         "done\n"
-        "print -r -- $out\n"
+        "print -r -- \"<<<$out>>>\"\n"
         "zpty -d z\n")
     r = subprocess.run([ZSH, "-f", str(home / "drive.zsh")], capture_output=True, text=True, timeout=60,
                        env=dict(os.environ, HOME=str(home)))
-    return r.stdout
+    m = re.search(r"<<<(.*)>>>", r.stdout, re.S)
+    assert m, (r.stdout[-2000:], r.stderr)
+    # only what the terminal showed after the line was typed (not the typed line itself)
+    return m.group(1).split(line.strip(), 1)[-1]
 
 
 @pytest.mark.skipif(ZSH is None, reason="zsh is not installed (run-tests installs it)")

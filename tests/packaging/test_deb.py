@@ -146,3 +146,14 @@ def test_install_into_fresh_bookworm_and_remove(dist, root):
     assert not os.path.exists(os.path.join(root.path, "usr/lib/python3/dist-packages/coredoctor"))
     # and python3, pulled in for it, is still there (dpkg -r removes only coredoctor)
     assert root.run("python3 -c 'print(1)'").stdout == "1\n"
+
+
+def test_two_builds_of_one_commit_are_the_same_bytes(dist, tmp_path, clean_env):
+    """Timestamps come from the last commit (SOURCE_DATE_EPOCH), gzip headers carry no name or
+    time, md5sums and the tar are in a fixed order: rebuilding gives the same .deb."""
+    from conftest import PACKAGING, ROOT, SYSTEM_PYTHON
+    r = subprocess.run([SYSTEM_PYTHON, os.path.join(PACKAGING, "build-dist"), "--out", str(tmp_path)],
+                       capture_output=True, text=True, cwd=ROOT, env=clean_env)
+    assert r.returncode == 0, r.stderr
+    with open(dist.deb, "rb") as a, open(tmp_path / os.path.basename(dist.deb), "rb") as b:
+        assert a.read() == b.read()

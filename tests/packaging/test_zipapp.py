@@ -121,3 +121,37 @@ def test_the_system_python_is_not_the_venv():
                        capture_output=True, text=True)
     prefix, base = r.stdout.split()
     assert prefix == base == "/usr"
+
+
+def _pyenv(version: str):
+    import glob
+    found = sorted(glob.glob(f"/root/.pyenv/versions/{version}.*/bin/python{version}"))
+    return found[-1] if found else None
+
+
+@pytest.mark.skipif(_pyenv("3.9") is None, reason="no Python 3.9 interpreter here (pyenv)")
+def test_runs_on_the_oldest_python_it_supports(bare, no_core_process, clean_env):
+    """3.9: RHEL 9's python3, and RHEL 8's python39."""
+    py = _pyenv("3.9")
+    r = subprocess.run([py, "coredoctor.pyz", "explain-flags", "204"], cwd=bare.dir, env=clean_env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "SUID_DUMP_DISABLE" in r.stdout, r.stderr
+    r = subprocess.run([py, "coredoctor.pyz", "check", "--pid", str(no_core_process), "--json"], cwd=bare.dir,
+                       env=clean_env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    (t,) = json.loads(r.stdout)["targets"]
+    assert (t["dumps"], t["blocking_gate"]) == (False, "rlimit-core")
+    r = subprocess.run([py, "coredoctor.pyz", "snapshot", "--pid", str(no_core_process)], cwd=bare.dir,
+                       env=clean_env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and json.loads(r.stdout)["schema"] == "coredoctor.snapshot/1", r.stderr
+
+
+@pytest.mark.skipif(_pyenv("3.6") is None, reason="no Python 3.6 interpreter here (pyenv)")
+def test_too_old_a_python_gets_one_line_not_a_traceback(bare, clean_env):
+    """RHEL 8's platform python3 is 3.6, below what coredoctor supports (requires-python >= 3.9,
+    nothing tests it there): refuse in one line that says what to run instead, rather than run
+    half-way (without the guard, 3.6 gets through snapshot --all)."""
+    r = subprocess.run([_pyenv("3.6"), "coredoctor.pyz", "snapshot", "--all"], cwd=bare.dir, env=clean_env,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "needs Python 3.9 or later, this is 3.6" in r.stderr
