@@ -28,7 +28,8 @@ def _confirmed(r, nxt=None):
         else:
             assert nxt["after"] in c["candidates"], (r, nxt)
         return
-    assert c["agrees"] is True, r
+    assert c["agrees"] is True, json.dumps({"confirmed": c, "syscall": r["syscall"], "args": r["args"],
+                                            "time": r["time"]})  # a str: shown whole
     if c["source"] in ("proc-owner", "ptrace-access") and c["value"] is None:  # no pidfd query (< 6.16)
         assert r["after"] in c["candidates"] and c["candidates"] == [0, 2], r
         assert "cannot tell 0 from 2" in c["note"]

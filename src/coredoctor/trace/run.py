@@ -218,6 +218,9 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
             inst = tracefs.Instance(userstack=userstack, buffer_kb=buffer_kb or 8192)
         except tracefs.TracefsError as e:
             raise UsageError(str(e))
+        if inst.stale_removed:  # said before any stop is acted on: they are gone either way
+            emit({"event": "notice", "what": "removed tracefs instances left by killed runs: "
+                                             + ", ".join(inst.stale_removed)})
         stop.check()  # a stop during start-up: the instance is removed below
         offset = _clock(inst)
         if cmd:
@@ -254,9 +257,6 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
         else:
             for n in why:
                 emit({"event": "notice", "what": n})
-        if inst.stale_removed:
-            emit({"event": "notice", "what": "removed tracefs instances left by killed runs: "
-                                             + ", ".join(inst.stale_removed)})
         predictor = Predictor(mono=offset is not None)
         direct = {child: None} if child else {}
         tracker = Tracker(predict=predictor, symbolizer=Symbolizer(), mono=offset is not None,
