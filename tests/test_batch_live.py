@@ -1,7 +1,7 @@
 """Batched evaluation over a live `snapshot --all` of real processes in varied states
 (different RLIMIT_CORE, dumpable 0 by prctl, cwd, umask, ignored signals): the batched results
 equal evaluating each process alone, processes with equal facts were batched, and the CLI's
-`check --from SNAP --json` is byte-identical with and without COREDOCTOR_DISABLE=batch."""
+`check --from SNAP --json` is byte-identical with and without batching (kernel.disabled: batch)."""
 import json
 import os
 import resource
@@ -83,8 +83,10 @@ def test_batched_equals_alone_over_a_live_snapshot(varied, tmp_path):
     groups, _ = batch.group([by_pid[p] for p in sleeps])
     assert len(groups) <= 6 * 2 < len(sleeps), len(groups)  # 6 states of sleep (x2: memory may differ)
     # the CLI end to end: the same document with and without batching
-    path = tmp_path / "snap.json"
-    path.write_bytes(out.stdout)
-    docs = [subprocess.run([sys.executable, "-m", "coredoctor", "check", "--from", str(path), "--json"],
-                           env=dict(ENV, COREDOCTOR_DISABLE=d), capture_output=True).stdout for d in ("", "batch")]
-    assert docs[0] == docs[1] and json.loads(docs[0])["targets"]
+    docs = []
+    for disabled in ([], ["batch"]):  # kernel.disabled: as COREDOCTOR_DISABLE=batch records it
+        path = tmp_path / f"snap{len(docs)}.json"
+        path.write_text(json.dumps(dict(snap, kernel=dict(snap["kernel"], disabled=disabled))))
+        docs.append(subprocess.run([sys.executable, "-m", "coredoctor", "check", "--from", str(path), "--json"],
+                                   env=ENV, capture_output=True).stdout)
+    assert docs[0] == docs[1] and len(json.loads(docs[0])["targets"]) == len(pids)

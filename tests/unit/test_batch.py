@@ -138,7 +138,7 @@ def test_disable_batch(monkeypatch):
     monkeypatch.setattr(evaluator, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
     gates.evaluate_targets(snap, pids)
     batched = len(calls)
-    monkeypatch.setenv("COREDOCTOR_DISABLE", "batch")
+    snap["kernel"]["disabled"] = ["batch"]  # what a snapshot taken with COREDOCTOR_DISABLE=batch records
     calls.clear()
     gates.evaluate_targets(snap, pids)
     assert len(calls) == len(pids) > batched

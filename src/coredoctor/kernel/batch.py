@@ -25,7 +25,6 @@ are read, not changed, after evaluation.
 """
 
 import marshal
-import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from coredoctor.kernel.world import estimate_core_size
@@ -140,8 +139,11 @@ class Rebinder:
 def evaluate_many(snap: Dict[str, Any], members: List[Dict[str, Any]], facts: Dict[str, Any],
                   ev: Callable[[Dict[str, Any], Dict[str, Any]], Target]) -> List[Target]:
     """``[ev(p, facts) for p in members]``, evaluating once per set of identical facts.
-    *ev(proc, facts)* evaluates one process entry of *snap* (its parent looked up by ppid)."""
-    if len(members) < 3 or "batch" in os.environ.get("COREDOCTOR_DISABLE", "").split(","):
+    *ev(proc, facts)* evaluates one process entry of *snap* (its parent looked up by ppid).
+    A snapshot taken with ``COREDOCTOR_DISABLE=batch`` (recorded in ``kernel.disabled``) is
+    evaluated process by process."""
+    disabled = (snap.get("kernel") or {}).get("disabled") or ()
+    if len(members) < 3 or (isinstance(disabled, list) and "batch" in disabled):
         return [ev(p, facts) for p in members]
     groups, alone = group(members)
     out: List[Optional[Target]] = [None] * len(members)

@@ -135,7 +135,7 @@ def evaluate(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[s
 def evaluate_targets(snap: Dict[str, Any], pids: List[int], signal: str = "SIGSEGV",
                      how: Optional[str] = None) -> List[Target]:
     """:func:`evaluate` for each of *pids* (processes of *snap*), once per set of processes
-    whose facts differ only in the pid (:mod:`.batch`; ``COREDOCTOR_DISABLE=batch``: each alone)."""
+    whose facts differ only in the pid (:mod:`.batch`; a snapshot taken with ``COREDOCTOR_DISABLE=batch``: each alone)."""
     procs = {p["pid"]: p for p in snap["processes"]}
     facts = R.facts_of(snap)
 
