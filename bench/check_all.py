@@ -4,7 +4,11 @@ process table, in the same run. Starts N idle processes (default 2000) so that t
 that many entries, times both commands alternately, prints the figures and the median ratio
 (goal <= 3). Run as root. Ends only the processes it started.
 
-usage: sudo python3 bench/check_all.py [--procs 2000] [--rounds 7]
+usage: sudo python3 bench/check_all.py [--procs 2000] [--rounds 7] [--against OTHER_CHECKOUT]
+
+--against times a second source tree (another checkout's src/, e.g. the branch before a change)
+in the same rounds, alternating with this one, and prints its figures too: a before/after on a
+loaded machine is only fair within one run.
 """
 import argparse
 import os
@@ -40,6 +44,7 @@ def main():
     ap.add_argument("--coredoctor", help="the coredoctor command to time (default: .venv/bin/coredoctor, "
                     "then the one beside this python, then the one on PATH, then python -m coredoctor "
                     "from src/)")
+    ap.add_argument("--against", metavar="CHECKOUT", help="also time CHECKOUT/src in the same rounds")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root")
@@ -58,12 +63,21 @@ def main():
                                                 shutil.which("coredoctor")) if c and os.path.exists(c)), None)
         cd = ([exe] if exe else [sys.executable, "-m", "coredoctor"]) + ["check", "--all", "--json"]
         ps = ["ps", "-eo", "pid,uid,gid,rss,comm"]
+        other = os.path.join(os.path.abspath(a.against), "src") if a.against else None
+        if other:
+            subprocess.run([sys.executable, "-m", "compileall", "-q", other], stdout=subprocess.DEVNULL, check=True)
+            env_o = dict(os.environ, PYTHONPATH=other)
+            timed(cd, env_o)
         timed(cd, env), timed(ps)  # warm caches
         rows = []
+        orows = []
         load = []
         for _ in range(a.rounds):
             (t_cd, c_cd), (t_ps, c_ps) = timed(cd, env), timed(ps)
             rows.append((t_cd, t_ps, t_cd / t_ps, c_cd, c_ps))
+            if other:
+                (t_o, c_o), (t_ps2, c_ps2) = timed(cd, env_o), timed(ps)
+                orows.append((t_o, t_ps2, t_o / t_ps2, c_o, c_ps2))
             load.append(os.getloadavg()[0])
         print(f"processes in the table: {n}  (kernel {os.uname().release}, {os.cpu_count()} CPUs, "
               f"1-minute load {min(load):.2f}-{max(load):.2f} during the rounds)")
@@ -80,6 +94,11 @@ def main():
         c_ps = statistics.median(r[4] for r in rows)
         print(f"median CPU (user+sys): check {c_cd * 1000:.0f} ms, ps {c_ps * 1000:.0f} ms, "
               f"ratio {statistics.median(r[3] / r[4] for r in rows):.2f}")
+        if orows:
+            print(f"against {other} (same rounds, alternating): median check "
+                  f"{statistics.median(r[0] for r in orows) * 1000:.0f} ms, ratio "
+                  f"{statistics.median(r[2] for r in orows):.2f}; CPU {statistics.median(r[3] for r in orows) * 1000:.0f} ms, "
+                  f"ratio {statistics.median(r[3] / r[4] for r in orows):.2f}")
     finally:
         for k in kids:
             k.send_signal(signal.SIGKILL)

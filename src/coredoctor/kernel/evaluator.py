@@ -134,10 +134,16 @@ def evaluate(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[s
 
 def evaluate_targets(snap: Dict[str, Any], pids: List[int], signal: str = "SIGSEGV",
                      how: Optional[str] = None) -> List[Target]:
-    """:func:`evaluate` for each of *pids* (processes of *snap*)."""
+    """:func:`evaluate` for each of *pids* (processes of *snap*), once per set of processes
+    whose facts differ only in the pid (:mod:`.batch`; a snapshot taken with ``COREDOCTOR_DISABLE=batch``: each alone)."""
     procs = {p["pid"]: p for p in snap["processes"]}
     facts = R.facts_of(snap)
-    return [evaluate(snap, procs[pid], procs.get(procs[pid].get("ppid")), signal, how, procs, facts) for pid in pids]
+
+    def ev(proc: Dict[str, Any], facts: Dict[str, Any]) -> Target:
+        return evaluate(snap, proc, procs.get(proc.get("ppid")), signal, how, procs, facts)
+
+    from coredoctor.kernel import batch
+    return batch.evaluate_many(snap, [procs[pid] for pid in pids], facts, ev)
 
 
 def _fixes(snap, proc, parent, signal, how, cands, info, worlds, dumps, blocking, facts):

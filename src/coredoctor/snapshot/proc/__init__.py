@@ -157,6 +157,19 @@ def unit_from_cgroup(text: str) -> Tuple[Optional[str], Optional[str]]:
 #: the name older callers and tests use
 _unit_from_cgroup = unit_from_cgroup
 
+_UNITS: Dict[str, Tuple[Optional[str], Optional[str]]] = {}
+
+
+def _unit_of(text: str) -> Tuple[Optional[str], Optional[str]]:
+    """:func:`unit_from_cgroup`, parsed once per distinct cgroup file text (most processes of a
+    host share a few cgroups; the file itself is still read for each process)."""
+    r = _UNITS.get(text)
+    if r is None:
+        if len(_UNITS) > 4096:
+            _UNITS.clear()
+        r = _UNITS[text] = unit_from_cgroup(text)
+    return r
+
 
 def _exe_stat(pid: int, exe: str, base: Optional[str] = None) -> Optional[Dict[str, Any]]:
     path = f"{base or root() + '/' + str(pid)}/exe"
@@ -322,7 +335,7 @@ def _read_process(pid: int, base: str, pfd: Optional[int], use_pidfd: bool, want
     if wants.userns:
         p["userns_is_host"] = _ns_is_host(base, "user", wants)
     cg = _optional(pid, "cgroup", comm, r, denied_ok=True)
-    p["unit"], p["cgroup"] = unit_from_cgroup(cg) if cg is not None else (None, None)
+    p["unit"], p["cgroup"] = _unit_of(cg) if cg is not None else (None, None)
     p["uts_is_host"] = _ns_is_host(base, "uts", wants) if wants.uts else None
     if wants.thread_comm and p["threads"] > 1:
         p["thread_comms_same"] = _thread_comms_same(pid)
