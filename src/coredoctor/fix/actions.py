@@ -46,7 +46,7 @@ def _capture(a):
     if k in REPORTED_KINDS:
         return None  # reported, not applied: nothing to restore
     if k in ("file", "dropin"):
-        prior = {"existed": os.path.exists(a["path"]), "created_dirs": []}
+        prior: Dict[str, Any] = {"existed": os.path.exists(a["path"]), "created_dirs": []}
         d = os.path.dirname(a["path"])
         while d and not os.path.exists(d):
             prior["created_dirs"].insert(0, d)
