@@ -14,7 +14,9 @@ import os
 import re
 from typing import Iterator
 
-from coredoctor.history import BadRecord, MAX_LINE, kmsg, lines_bounded
+from typing import List
+
+from coredoctor.history import BadRecord, MAX_LINE, OnSkip, kmsg, lines_bounded
 
 __all__ = ["log_files", "read"]
 
@@ -39,7 +41,7 @@ def _rotation(path):
     return int(m.group(1)) if m else 0
 
 
-def log_files(root="/"):
+def log_files(root: str = "/") -> List[str]:
     """audit.log and its numbered rotations under *root*, newest first."""
     base = os.path.join(root, _configured_log(root).lstrip("/"))
     found = [base] if os.path.isfile(base) else []
@@ -48,7 +50,7 @@ def log_files(root="/"):
 
 
 def read(paths: "list[str] | None" = None, since: "float | None" = None, root: str = "/",
-         skipped=None) -> "Iterator[kmsg.Event]":
+         skipped: "OnSkip | None" = None) -> "Iterator[kmsg.Event]":
     """ANOM_ABEND records as :class:`kmsg.Event` (``event`` ``audit-abend``, ``serial``,
     ``source`` ``audit:PATH``), in file order. Files that cannot be read are skipped: the
     caller reports them through :func:`log_files` and what came back. ``skipped``: called with

@@ -15,6 +15,8 @@ audit record is the same record wherever its ``audit(TIME:SERIAL)`` appears.
 import re
 import time
 
+from typing import Any, Dict, Iterable, List
+
 __all__ = ["correlate", "parse_since", "WINDOW"]
 
 WINDOW = 5.0  # seconds: events of one crash (syslog has 1 s resolution, kmsg times are estimates)
@@ -94,7 +96,7 @@ def _unit_fits(c, e):
     return bool(c["comm"]) and u.rsplit(".", 1)[0].startswith(c["comm"][:15])
 
 
-def correlate(events):
+def correlate(events: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Group classified events into crash records, oldest first.
 
     Each record: ``time`` (the earliest event), ``pid``, ``comm``, ``exe``, ``unit``,
@@ -103,7 +105,9 @@ def correlate(events):
     kernel or a handler), ``stored`` (cores a handler says it kept) and ``unit_result``
     (``dumped``/``killed`` from systemd).
     """
-    crashes, by_pid, orphans = [], {}, []
+    crashes: List[Dict[str, Any]] = []
+    by_pid: Dict[int, List[Dict[str, Any]]] = {}
+    orphans: List[Dict[str, Any]] = []
     for e in sorted(events, key=lambda e: (e.get("time") is None, e.get("time") or 0)):
         if e.get("pid") is None or e.get("event") == "handler":
             orphans.append(e)

@@ -16,7 +16,7 @@ import subprocess
 
 import stat
 
-from coredoctor.history import BadRecord, DIGITS, apport, finite_time, number
+from coredoctor.history import BadRecord, DIGITS, OnSkip, apport, finite_time, number
 
 __all__ = ["systemd_coredump", "apport_cores", "SYSTEMD_STORE"]
 
@@ -107,7 +107,8 @@ def _coredumpctl(since, skipped=None):
     return out
 
 
-def systemd_coredump(since: "float | None" = None, root: str = "/", skipped=None) -> "tuple[list[dict], str]":
+def systemd_coredump(since: "float | None" = None, root: str = "/",
+                     skipped: "OnSkip | None" = None) -> "tuple[list[dict], str]":
     """``(events, how)``: what systemd-coredump kept; *how* is ``coredumpctl`` or ``store``.
     The store is read too: coredumpctl knows only what the journal recorded."""
     events = _coredumpctl(since, skipped) if root == "/" else None
@@ -118,7 +119,7 @@ def systemd_coredump(since: "float | None" = None, root: str = "/", skipped=None
     return events, how
 
 
-def apport_cores(root: str = "/", skipped=None) -> "list[dict]":
+def apport_cores(root: str = "/", skipped: "OnSkip | None" = None) -> "list[dict]":
     """apport's stored cores as events (pid from the name, time from the file; symlinks and
     other non-files are passed over)."""
     out = []
