@@ -14,6 +14,8 @@ import os
 import resource
 import time
 
+from typing import Any, Callable, Dict, List, Optional
+
 from coredoctor import elfcore
 from coredoctor.errors import UsageError
 
@@ -23,7 +25,7 @@ CANARY_COMM = "cd-canary"
 PR_SET_NAME = 15
 
 
-def spec_like(proc):
+def spec_like(proc: Dict[str, Any]) -> Dict[str, Any]:
     """The canary spec that reproduces snapshot process *proc*."""
     c = proc["creds"]
     lim = proc.get("limits") or {}
@@ -36,7 +38,8 @@ def spec_like(proc):
             "cwd_link": f"/proc/{proc['pid']}/cwd"}
 
 
-def spec_for_user(user, group=None, rlimit_core=None):
+def spec_for_user(user: str, group: Optional[str] = None,
+                  rlimit_core: Optional[List[Optional[int]]] = None) -> Dict[str, Any]:
     import grp
     import pwd
     def numeric(v):  # an id: ASCII digits that fit a uid_t/gid_t (not thousands of digits)
@@ -110,7 +113,8 @@ def _child(spec, ready_w, go_r):
     os._exit(112)
 
 
-def run(spec, evaluate, keep=False, timeout=30.0):
+def run(spec: Dict[str, Any], evaluate: Callable[[int], Dict[str, Any]], keep: bool = False,
+        timeout: float = 30.0) -> Dict[str, Any]:
     """Fork the canary, get the model's prediction via *evaluate(pid)* (a callable returning a
     check target dict), fault it, and report what the kernel did."""
     ready_r, ready_w = os.pipe()

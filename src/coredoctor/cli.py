@@ -4,6 +4,8 @@ import argparse
 import os
 import sys
 
+from typing import Any, Dict, List, Optional, TextIO
+
 from coredoctor import __version__
 from coredoctor.errors import Error, NotRoot, UsageError
 
@@ -148,7 +150,7 @@ def _where(e: BaseException) -> str:
     return f"{os.path.basename(code.co_filename)}:{tb.tb_lineno} in {code.co_name}"
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     """Parse, dispatch from :data:`COMMANDS`, and turn whatever escapes into one stderr line
     and the documented exit code (argparse's own errors exit 2 as argparse does)."""
     _backstop_streams()
@@ -214,7 +216,7 @@ def _live_signal(name):
         raise UsageError(str(e))
 
 
-def cmd_check(args):
+def cmd_check(args: argparse.Namespace) -> int:
     if not args.from_file:
         _need_root("coredoctor check")
     from coredoctor import snapshot
@@ -252,7 +254,7 @@ def cmd_check(args):
     return 0 if all(t["dumps"] is True for t in results) else 1
 
 
-def cmd_snapshot(args):
+def cmd_snapshot(args: argparse.Namespace) -> int:
     _need_root("coredoctor snapshot")
     from coredoctor import snapshot
     pids = _resolve_live(args)
@@ -267,7 +269,7 @@ def cmd_snapshot(args):
     return 0
 
 
-def cmd_explain_flags(args) -> int:
+def cmd_explain_flags(args: argparse.Namespace) -> int:
     import json
     from coredoctor.kernel.dumpable import decode_mm_flags, parse_mm_flags
     from coredoctor.render import safe, text as rtext
@@ -281,7 +283,7 @@ def cmd_explain_flags(args) -> int:
     return 0
 
 
-def cmd_canary(args):
+def cmd_canary(args: argparse.Namespace) -> int:
     _need_root("coredoctor canary")
     import json
     from coredoctor import canary, snapshot
@@ -311,19 +313,20 @@ def cmd_canary(args):
     return 0 if report["dumped"] else 1
 
 
-def cmd_fix(args):
+def cmd_fix(args: argparse.Namespace) -> int:
     _need_root("coredoctor fix")
     import json
     from coredoctor.fix import actions, journal
     from coredoctor.render import safe, text as rtext
     if args.list:
         entries = journal.list_all()
-        doc = {"schema": "coredoctor.fix/1", "fixes": [
+        fixes: List[Dict[str, Any]] = [
             {"id": e["id"], "created": e.get("created"), "state": e.get("state"), "target": e.get("target"),
              "targets": actions.entry_targets(e),
              "actions": [dict(r["action"], done=r.get("done"), error=r.get("error")) for r in e.get("actions", [])]}
-            for e in entries]}
-        print(json.dumps(doc, indent=2) if args.json else rtext.fix_list(doc["fixes"]))
+            for e in entries]
+        doc = {"schema": "coredoctor.fix/1", "fixes": fixes}
+        print(json.dumps(doc, indent=2) if args.json else rtext.fix_list(fixes))
         return 0
     if args.rollback:
         entry, notes = actions.rollback(args.rollback)
@@ -359,7 +362,7 @@ def _plan_fix(args):
     return fplan.document(snap, targets, found, running=set(procmod.comms().values())), targets
 
 
-def cmd_crashes(args):
+def cmd_crashes(args: argparse.Namespace) -> int:
     _need_root("coredoctor crashes")
     import json
     from coredoctor.history import crashes as hist, report
@@ -376,7 +379,7 @@ def cmd_crashes(args):
     return 0
 
 
-def cmd_trace(args):
+def cmd_trace(args: argparse.Namespace) -> int:
     _need_root("coredoctor trace")
     import json
     from coredoctor.render import safe, trace as rtrace
@@ -398,6 +401,7 @@ def cmd_trace(args):
             raise UsageError(f"not a process name: {n!r}")
     if not (pids or args.name or cmd):
         raise UsageError("name what to trace: -- CMD, --pid PID, --name NAME or --unit UNIT")
+    out: TextIO
     if args.output:
         try:
             out = open(args.output, "w", buffering=1)

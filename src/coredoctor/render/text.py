@@ -8,6 +8,8 @@ commands to fix.
 import shutil
 import textwrap
 
+from typing import Any, Dict, List, Optional, Sequence
+
 from coredoctor.kernel import reasons
 
 __all__ = ["target_report", "summary_table", "explain_flags", "canary_report", "fix_plan", "fix_list",
@@ -20,7 +22,7 @@ def _width():
     return max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
 
 
-def target_report(t):
+def target_report(t: Dict[str, Any]) -> str:
     w = _width()
     out = [textwrap.fill(t["verdict"], w, subsequent_indent="  ")]
     out.append("")
@@ -56,7 +58,7 @@ def _cut(line, w):
     return line if len(line) <= w else line[:w - 3] + "..."
 
 
-def summary_table(targets, skipped=None):
+def summary_table(targets: Sequence[Dict[str, Any]], skipped: Optional[Dict[str, Any]] = None) -> str:
     yes = [t for t in targets if t["dumps"] is True]
     no = [t for t in targets if t["dumps"] is False]
     unk = [t for t in targets if t["dumps"] is None]
@@ -65,7 +67,7 @@ def summary_table(targets, skipped=None):
            f"{len(unk)} undecided (signal {targets[0]['signal'] if targets else 'SIGSEGV'})."]
     if skipped and skipped.get("gone"):
         out.append(f"({skipped['gone']} exited while being read and were skipped)")
-    by_gate = {}
+    by_gate: Dict[Optional[str], List[Dict[str, Any]]] = {}
     for t in no:
         by_gate.setdefault(t["blocking_gate"], []).append(t)
     def rows(title, ts):
@@ -90,7 +92,7 @@ def summary_table(targets, skipped=None):
     return "\n".join(out)
 
 
-def explain_flags(d):
+def explain_flags(d: Dict[str, Any]) -> str:
     lines = [f"mm->flags {d['value']} ({d['hex']}):",
              f"  dumpable bits 0-1 = {d['dumpable_raw']:02b}: dumpable={d['dumpable']} ({d['dumpable_name']})",
              f"  coredump_filter bits 2-10 = {d['coredump_filter']}: {', '.join(d['coredump_filter_bits']) or 'none'}"]
@@ -105,7 +107,7 @@ def explain_flags(d):
     return "\n".join(lines)
 
 
-def canary_report(r):
+def canary_report(r: Dict[str, Any]) -> str:
     c = r["credentials"]
     who = f"canary pid {r['pid']} (uid {c['uid'][1]}, gid {c['gid'][1]})"
     if r.get("like"):
@@ -136,7 +138,7 @@ def _action_cmd(a):
     return describe(a)
 
 
-def fix_plan(doc):
+def fix_plan(doc: Dict[str, Any]) -> str:
     out = []
     for t in doc["targets"]:
         out.append(t["verdict"])
@@ -167,7 +169,7 @@ def fix_plan(doc):
     return "\n".join(out)
 
 
-def fix_list(fixes):
+def fix_list(fixes: Sequence[Dict[str, Any]]) -> str:
     if not fixes:
         return "No fixes have been applied on this host."
     import time
@@ -182,13 +184,13 @@ def fix_list(fixes):
     return "\n".join(out)
 
 
-def fix_rollback(doc):
+def fix_rollback(doc: Dict[str, Any]) -> str:
     out = [f"Fix {doc['id']} rolled back. Restored:"] + [f"  - {r}" for r in doc["restored"]]
     out += [f"  note: {n}" for n in doc["notes"]]
     return "\n".join(out)
 
 
-def crashes_report(doc):
+def crashes_report(doc: Dict[str, Any]) -> str:
     """Verdict first (how many crashes kept their core), then a table newest first, then why
     for each core that did not survive, with the fix."""
     import time
@@ -203,12 +205,12 @@ def crashes_report(doc):
         return "No crashes found in " + ", ".join(k for k, v in doc.get("read", {}).items() if v.startswith("read")) \
             + "." + (("\n  not read: " + "; ".join(absent)) if absent else "") + \
             (("\n" + _wrap("  ", skipped)) if skipped else "")
-    by = {}
+    by: Dict[str, List[Dict[str, Any]]] = {}
     for r in recs:
         by.setdefault(r["core"]["status"], []).append(r)
     kept = len(by.get("present", []))
     lost = [r for r in recs if r["core"]["status"] in ("missing", "empty", "truncated")]
-    gates = {}
+    gates: Dict[str, int] = {}
     for r in lost:
         g = (r.get("likely_reason") or {}).get("gate") or "unknown reason"
         gates[g] = gates.get(g, 0) + 1
@@ -250,7 +252,7 @@ def crashes_report(doc):
                 out.append(f"    already changed since by fix {lr['fixed_by']} (coredoctor fix --list)")
             elif lr.get("instance") and lr.get("gate"):
                 out.append(f"    coredoctor fix --pid {lr['instance']}     # plan the fix for the running instance")
-    unknown = {}
+    unknown: Dict[str, List[Dict[str, Any]]] = {}
     for r in recs:
         if r["core"]["status"] == "unknown":
             unknown.setdefault(r["core"].get("why") or "?", []).append(r)

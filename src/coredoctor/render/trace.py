@@ -3,6 +3,8 @@
 
 import time
 
+from typing import Any, Dict, Optional
+
 from coredoctor.trace.symbols import format_frame
 
 __all__ = ["line", "safe"]
@@ -14,7 +16,7 @@ _UNSAFE = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
 _UNSAFE[ord("\\")] = "\\\\"
 
 
-def safe(s) -> str:
+def safe(s: object) -> str:
     """*s* as one printable line: control characters escaped (``\\x0a``), backslashes doubled."""
     s = str(s).translate(_UNSAFE)
     if any(0xD800 <= ord(c) <= 0xDFFF for c in s):
@@ -66,7 +68,7 @@ def _dv(v, cands=None):
     return str(v)
 
 
-def line(r):
+def line(r: Dict[str, Any]) -> Optional[str]:
     """One record -> text (possibly two lines), or None for records not shown."""
     ev = r.get("event")
     comm = safe(r.get("comm"))

@@ -8,6 +8,8 @@ patterns), the pidfd coredump query.
 
 import os
 
+from typing import Any, Dict, Iterable, Optional, Union
+
 from coredoctor.snapshot.proc import pidfd
 
 __all__ = ["read_sysctls", "read_kernel", "SYSCTLS"]
@@ -31,7 +33,7 @@ def _read(path):
         return None
 
 
-def read_sysctls():
+def read_sysctls() -> Dict[str, Union[int, str, None]]:
     out = {}
     for name, path in SYSCTLS.items():
         v = _read(path)
@@ -44,7 +46,7 @@ def read_sysctls():
     return out
 
 
-def read_kernel(disabled=()):
+def read_kernel(disabled: Iterable[str] = ()) -> Dict[str, Any]:
     """Facts about the running kernel, with the features that answered."""
     import signal as pysignal
     numbers = {n: int(getattr(pysignal, n)) for n in sorted(dir(pysignal))
