@@ -5,6 +5,7 @@ import ast
 import os
 import subprocess
 import sys
+import tempfile
 import warnings
 
 import pytest
@@ -33,15 +34,19 @@ NOT_YET = (
 )
 
 
-def _mypy(*args: str, timeout: float = 600) -> "subprocess.CompletedProcess[str]":
+def _mypy(*args: str, cwd: str = ROOT, timeout: float = 600) -> "subprocess.CompletedProcess[str]":
     # no cache: a cold run takes seconds, and a stale cache in the worktree cannot hide an error
     return subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", os.devnull, *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def _can_target(version: str) -> bool:
-    """Whether the installed mypy checks against Python *version* (mypy 2 starts at 3.10)."""
-    r = _mypy("--python-version", version, "-c", "pass", timeout=120)
+    """Whether the installed mypy checks against Python *version* (mypy 2 starts at 3.10); asked
+    outside the project (its config names files, and mypy takes files or -c, not both)."""
+    with tempfile.TemporaryDirectory() as d:
+        r = _mypy("--python-version", version, "-c", "pass", cwd=d, timeout=120)
+    if r.returncode != 0 and "is not supported" not in r.stderr:
+        pytest.fail(f"mypy could not be asked about Python {version}:\n{r.stdout}{r.stderr}")
     return r.returncode == 0
 
 
