@@ -7,7 +7,7 @@ kernel/capability.c: ``capable_wrt_inode_uidgid()``). POSIX ACLs and LSMs are no
 """
 
 import stat
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Collection, Mapping, Optional, Tuple
 
 __all__ = ["CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_SYS_RESOURCE",
            "has_cap", "may_access", "may_delete", "MAY_EXEC", "MAY_WRITE", "MAY_READ"]
@@ -26,7 +26,7 @@ def has_cap(cap_hex: Optional[str], cap: int) -> bool:
     return bool((int(cap_hex or "0", 16) >> cap) & 1)
 
 
-def _dac(mode, uid, gid, fsuid, fsgid, groups, mask):
+def _dac(mode: int, uid: int, gid: int, fsuid: int, fsgid: int, groups: Collection[int], mask: int) -> bool:
     if fsuid == uid:
         bits = (mode >> 6) & 7
     elif fsgid == gid or gid in groups:

@@ -25,7 +25,7 @@ SYSCTLS = {
 }
 
 
-def _read(path):
+def _read(path: str) -> Optional[str]:
     try:
         with open(path) as f:
             return f.read().rstrip("\n")
@@ -34,9 +34,9 @@ def _read(path):
 
 
 def read_sysctls() -> Dict[str, Union[int, str, None]]:
-    out = {}
+    out: Dict[str, Union[int, str, None]] = {}
     for name, path in SYSCTLS.items():
-        v = _read(path)
+        v: Union[int, str, None] = _read(path)
         if v is not None and name not in ("kernel.core_pattern", "kernel.core_modes"):
             try:
                 v = int(v)
