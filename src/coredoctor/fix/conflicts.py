@@ -32,7 +32,7 @@ def sysctl_files() -> List[str]:
     return order
 
 
-def _norm(key):
+def _norm(key: str) -> str:
     return key.strip().lstrip("-").replace("/", ".")
 
 
@@ -89,7 +89,7 @@ def find(ours_path: str, wanted: Mapping[str, object]) -> List[Dict[str, Any]]:
     return found
 
 
-def _systemd_is_init():
+def _systemd_is_init() -> bool:
     if os.path.isdir("/run/systemd/system"):  # sd_booted()
         return True
     try:

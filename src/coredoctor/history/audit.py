@@ -24,7 +24,7 @@ _CONF = "etc/audit/auditd.conf"
 _DEFAULT = "/var/log/audit/audit.log"
 
 
-def _configured_log(root):
+def _configured_log(root: str) -> str:
     try:
         with open(os.path.join(root, _CONF)) as f:
             for line in f:
@@ -36,7 +36,7 @@ def _configured_log(root):
     return _DEFAULT
 
 
-def _rotation(path):
+def _rotation(path: str) -> int:
     m = re.search(r"\.(\d+)$", path)
     return int(m.group(1)) if m else 0
 

@@ -133,7 +133,7 @@ MAX_FIRST_LINE = 16 << 10
 _KIND = {"uid": "uid", "size": "u64", "max": "u64", "limit": "u64", "mode": "mode"}
 
 
-def _ident_family(ident):
+def _ident_family(ident: Optional[str]) -> Optional[str]:
     if not ident:
         return None
     ident = ident.rsplit("/", 1)[-1]
@@ -221,7 +221,7 @@ _APPORT_LINE = re.compile(r"^(?:(?P<level>[A-Z]+): )?apport \(pid (?P<hpid>[0-9]
                           re.ASCII)
 
 
-def _apport_time(text):
+def _apport_time(text: str) -> Optional[float]:
     base, _, frac = text.partition(",")
     if len(base) > 64:
         return None

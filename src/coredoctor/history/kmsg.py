@@ -146,7 +146,7 @@ _AUDIT_UID = re.compile(r" uid=([0-9]+) ", re.ASCII)
 _AUDIT_TIME = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?", re.ASCII)  # audit_log_task(): "auid=%u uid=%u gid=%u ses=%u"
 
 
-def _untrusted(v):
+def _untrusted(v: str) -> str:
     """audit_log_n_untrustedstring(): "quoted" as is, otherwise hex-encoded bytes."""
     if v.startswith('"'):
         return v.strip('"')
@@ -199,7 +199,7 @@ def parse_dmesg_line(line: str, boot_time: "float | None" = None) -> "Event | No
 _USER = re.compile(r"^(?P<ident>[^\s\[:]+)\[(?P<pid>[0-9]+)\]: (?P<msg>.*)", re.ASCII)
 
 
-def _ascii_int(text):
+def _ascii_int(text: str) -> Optional[int]:
     """A kmsg header field (written by the kernel: ``%llu``) or None."""
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else None
 

@@ -68,11 +68,11 @@ def parse(pattern: str, socket_supported: bool = False) -> Dict[str, Any]:
             "has_pid": "%p" in p.replace("%%", "")}
 
 
-def _esc(s):
+def _esc(s: object) -> Optional[str]:
     return None if s is None else str(s).replace("/", "!")
 
 
-def _value(spec, ctx):
+def _value(spec: str, ctx: Mapping[str, Any]) -> Optional[str]:
     """Value of one specifier from *ctx* (dict of known facts), or None if unknown."""
     g = ctx.get
     if spec == "p":
@@ -111,11 +111,11 @@ def _value(spec, ctx):
     return ""  # unknown specifiers expand to nothing (format_corename's default: break)
 
 
-def _s(v):
+def _s(v: object) -> Optional[str]:
     return None if v is None else str(v)
 
 
-def _expand_text(text, ctx):
+def _expand_text(text: str, ctx: Mapping[str, Any]) -> Parts:
     """Expand one piece of pattern text into a list of parts (str or None for unknown)."""
     parts: Parts = []
     i = 0

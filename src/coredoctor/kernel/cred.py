@@ -114,17 +114,17 @@ def normalize_id(v: int) -> int:
     return v & 0xFFFFFFFF
 
 
-def _has_cap(creds, cap):
+def _has_cap(creds: Creds, cap: int) -> bool:
     return bool(int(creds.get("cap_eff") or 0) >> cap & 1)
 
 
-def _copy(creds):
+def _copy(creds: Creds) -> Creds:
     return {"uid": list(creds["uid"]), "gid": list(creds["gid"]), "cap_prm": int(creds.get("cap_prm") or 0),
             "cap_eff": int(creds.get("cap_eff") or 0), "keep_caps": bool(creds.get("keep_caps")),
             "cap_bnd": creds.get("cap_bnd")}
 
 
-def _fix_setuid(old, new):
+def _fix_setuid(old: Creds, new: Creds) -> Creds:
     """cap_emulate_setxuid() and the fsuid part of cap_task_fix_setuid() (no SECURE_NO_SETUID_FIXUP)."""
     o, n = old["uid"], new["uid"]
     if 0 in o[:3] and 0 not in n[:3] and not old.get("keep_caps"):
@@ -191,7 +191,8 @@ def apply_syscall(name: str, args: List[int], creds: Creds,
     return new, name, None
 
 
-def _setfs(name, args, creds, ret):
+def _setfs(name: str, args: List[int], creds: Creds,
+           ret: Optional[int]) -> Tuple[Optional[Creds], Optional[str], Optional[str]]:
     key, cap = ("uid", CAP_SETUID) if name == "setfsuid" else ("gid", CAP_SETGID)
     v = normalize_id(args[0])
     new = _copy(creds)

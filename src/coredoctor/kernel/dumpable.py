@@ -207,12 +207,13 @@ def infer_cause(proc: Proc, parent_of: Optional[Callable[[Proc], Optional[Proc]]
     return _cause("unknown", "no evidence of a credential change, a set-id exec or prctl was found", proc)
 
 
-def _cause(cause, evidence, proc, frm=None, to=None):
+def _cause(cause: Optional[str], evidence: str, proc: Proc, frm: Optional[str] = None,
+           to: Optional[str] = None) -> Dict[str, Any]:
     return {"cause": cause, "evidence": evidence, "origin": proc["pid"] if cause else None,
             "origin_comm": proc.get("comm"), "from": frm, "to": to, "via": []}
 
 
-def _ids_name(c):
+def _ids_name(c: Dict[str, Any]) -> str:
     u = c.get("user") or str(c["uid"][1])
     g = c.get("group") or str(c["gid"][1])
     return f"{u}:{g}"
