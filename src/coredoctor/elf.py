@@ -114,7 +114,7 @@ class Elf:
         return None
 
 
-def _pread(fd, size, offset, exact=True):
+def _pread(fd: int, size: int, offset: int, exact: bool = True) -> bytes:
     if not (0 <= offset < _MAX_OFFSET and 0 <= size <= _MAX_TABLE):
         raise NotAnElf(f"implausible offset {offset:#x} or size {size:#x}")
     data = os.pread(fd, size, offset)
@@ -135,7 +135,7 @@ def read_elf(fd: int, symbols: bool = True) -> "Elf":
         raise NotAnElf(f"damaged ELF: {e}") from e
 
 
-def _read_elf(fd, symbols):
+def _read_elf(fd: int, symbols: bool) -> Elf:
     head = os.pread(fd, 64, 0)
     if len(head) < 16 or head[:4] != b"\x7fELF":
         raise NotAnElf("not an ELF file")
@@ -204,7 +204,7 @@ def read_elf_path(path: str, symbols: bool = True) -> "Elf":
         os.close(fd)
 
 
-def _build_id(fd, off, size):
+def _build_id(fd: int, off: int, size: int) -> Optional[str]:
     buf = _pread(fd, min(size, 1 << 16), off, exact=False)
     pos = 0
     while pos + 12 <= len(buf):
@@ -219,7 +219,7 @@ def _build_id(fd, off, size):
     return None
 
 
-def _symbols(fd, secs, wanted, source):
+def _symbols(fd: int, secs: List[Tuple[int, ...]], wanted: int, source: str) -> Optional[SymbolTable]:
     for s in secs:
         if s[1] != wanted or s[1] == SHT_NOBITS:
             continue

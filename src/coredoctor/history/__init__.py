@@ -14,7 +14,7 @@ line, anyone plants files in /var/crash or /tmp. Each parser returns records or 
 import math
 import os
 import stat
-from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple, overload
 
 from coredoctor.errors import Error
 
@@ -95,6 +95,14 @@ def signed(text: Optional[str], kind: str = "u64", source: str = "?", what: Opti
     if isinstance(text, str) and text.startswith("-"):
         return -number(text[1:], kind, source, what)
     return number(text, kind, source, what)
+
+
+@overload
+def finite_time(t: float, source: str = ..., what: str = ...) -> float: ...
+@overload
+def finite_time(t: None, source: str = ..., what: str = ...) -> None: ...
+@overload
+def finite_time(t: Optional[float], source: str = ..., what: str = ...) -> Optional[float]: ...
 
 
 def finite_time(t: Optional[float], source: str = "?", what: str = "time") -> Optional[float]:

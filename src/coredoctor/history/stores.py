@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+from typing import Any, Dict, List, Optional
 
 import stat
 
@@ -24,7 +25,7 @@ SYSTEMD_STORE = "/var/lib/systemd/coredump"
 _COMPRESSED = (".zst", ".xz", ".lz4", ".gz")
 
 
-def _store_glob(root, since, skipped=None):
+def _store_glob(root: str, since: Optional[float], skipped: "OnSkip | None" = None) -> List[Dict[str, Any]]:
     out = []
     for p in glob.glob(os.path.join(glob.escape(root), SYSTEMD_STORE.lstrip("/"), "core.*")):
         name = os.path.basename(p)
@@ -56,14 +57,14 @@ def _store_glob(root, since, skipped=None):
     return out
 
 
-def _row_int(v, kind):
+def _row_int(v: object, kind: str) -> Optional[int]:
     """A number of coredumpctl's JSON (an int there), or None when it is not one in range."""
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 10 ** DIGITS[kind]:
         return None
     return v
 
 
-def _coredumpctl(since, skipped=None):
+def _coredumpctl(since: Optional[float], skipped: "OnSkip | None" = None) -> Optional[List[Dict[str, Any]]]:
     if shutil.which("coredumpctl") is None:
         return None
     cmd = ["coredumpctl", "--json=short", "--no-pager", "-q", "list"]

@@ -75,7 +75,7 @@ def take(pids: Optional[Iterable[int]] = None, signal: str = "SIGSEGV", strict: 
     return snap
 
 
-def _ptrace_fallback(procs, kernel):
+def _ptrace_fallback(procs: Dict[int, Dict[str, Any]], kernel: Dict[str, Any]) -> None:
     """Refine root:root processes whose /proc ownership cannot tell (no pidfd query), in one
     forked probe for all of them (:func:`dumpability.by_ptrace`: the one eligibility rule)."""
     if not kernel["features"].get("ptrace_probe"):
@@ -87,7 +87,8 @@ def _ptrace_fallback(procs, kernel):
         procs[pid]["dumpable"] = ans
 
 
-def _destination_facts(snap, proc, signo, files=None):
+def _destination_facts(snap: Dict[str, Any], proc: Dict[str, Any], signo: int,
+                       files: Optional[Dict[Tuple[Any, str], Dict[str, Any]]] = None) -> None:
     """*files* caches the existing-file facts per (directory key, name) for one snapshot: the
     processes that share a directory (most share a cwd of ``/``) share its ``lstat``."""
     dest = {}

@@ -19,7 +19,7 @@ __all__ = ["walk_dir", "file_facts"]
 _MAXLINKS = 40
 
 
-def _inode(st):
+def _inode(st: os.stat_result) -> Dict[str, int]:
     return {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid}
 
 
@@ -106,7 +106,7 @@ def walk_dir(base: str, dirpath: str, root: Optional[str] = None, cwd_path: Opti
 _mounts: Optional[Dict[str, Dict[str, str]]] = None
 
 
-def _mount_of(dev):
+def _mount_of(dev: int) -> Dict[str, str]:
     """fstype and super-block options (ext4 resuid=/resgid=) of the mount holding device *dev*,
     from /proc/self/mountinfo (proc(5): field 3 is major:minor, then after ' - ' fstype, source,
     super options)."""
