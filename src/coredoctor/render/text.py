@@ -18,7 +18,7 @@ __all__ = ["target_report", "summary_table", "explain_flags", "canary_report", "
 _MARK = {"pass": "ok", "fail": "FAIL", "warn": "warn", "unknown": "??"}
 
 
-def _width():
+def _width() -> int:
     return max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
 
 
@@ -54,7 +54,7 @@ def target_report(t: Dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _cut(line, w):
+def _cut(line: str, w: int) -> str:
     return line if len(line) <= w else line[:w - 3] + "..."
 
 
@@ -70,7 +70,7 @@ def summary_table(targets: Sequence[Dict[str, Any]], skipped: Optional[Dict[str,
     by_gate: Dict[Optional[str], List[Dict[str, Any]]] = {}
     for t in no:
         by_gate.setdefault(t["blocking_gate"], []).append(t)
-    def rows(title, ts):
+    def rows(title: str, ts: List[Dict[str, Any]]) -> None:
         out.extend(["", title])
         for t in ts:
             reason = reasons.reason_text(t) if "reasons" in t else t["verdict"]
@@ -133,7 +133,7 @@ def canary_report(r: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _action_cmd(a):
+def _action_cmd(a: Dict[str, Any]) -> str:
     from coredoctor.fix.actions import describe
     return describe(a)
 
@@ -285,6 +285,6 @@ def _no_controls(v):
     return v
 
 
-def _wrap(prefix, text, width=100):
+def _wrap(prefix: str, text: str, width: int = 100) -> str:
     import textwrap
     return textwrap.fill(text, width=width, initial_indent=prefix, subsequent_indent=" " * len(prefix) + "  ")
