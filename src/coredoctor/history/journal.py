@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import subprocess
-from typing import Collection, Iterator, Optional, Tuple
+from typing import Any, Collection, Dict, Iterator, Optional, Tuple
 
 from coredoctor.history import BadRecord, OnSkip, finite_time, kmsg, lines_bounded, number
 
@@ -46,7 +46,7 @@ def available(directory: Optional[str] = None) -> Tuple[bool, str]:
     return False, "no journal files (" + ", ".join([directory] if directory else _DIRS) + ")"
 
 
-def _text(v, source="journal"):
+def _text(v: object, source: str = "journal") -> Optional[str]:
     if isinstance(v, list):
         if v and isinstance(v[0], int):  # non-UTF-8 fields come as byte arrays
             if not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in v):
@@ -58,14 +58,14 @@ def _text(v, source="journal"):
     return v
 
 
-def _int(v, kind="pid", what=None):
+def _int(v: object, kind: str = "pid", what: Optional[str] = None) -> Optional[int]:
     v = _text(v)
     if v is None or v == "":
         return None
     return number(v, kind, "journal", what)
 
 
-def _usec(v, what):
+def _usec(v: object, what: str) -> Optional[float]:
     """A journal timestamp (usec since the epoch, u64) as seconds, or None."""
     t = _int(v, "u64", what)
     return None if t is None else finite_time(t / 1e6, "journal", what)
@@ -100,7 +100,7 @@ def trusted_uids() -> "set[int]":
     return uids
 
 
-def _parse_entry(entry, classify):
+def _parse_entry(entry: Dict[str, Any], classify: "kmsg.Classify | None") -> "kmsg.Event | None":
     msg = _text(entry.get("MESSAGE"))
     if msg is None:
         return None
@@ -172,7 +172,7 @@ def read(since: "float | None" = None, directory: "str | None" = None, classify:
     stdout = p.stdout
     assert stdout is not None  # (stdout=PIPE)
 
-    def events():
+    def events() -> Iterator["kmsg.Event"]:
         for raw, n in lines_bounded(stdout, MAX_ENTRY):
             try:
                 if raw is None:
