@@ -19,7 +19,7 @@ import time
 import zlib
 from typing import Iterator
 
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
 
 from coredoctor.history import BadRecord, MAX_LINE, OnSkip, lines_bounded, number, open_in_dir, safe_dir_entries
 
@@ -40,7 +40,7 @@ _WANTED = {"ProblemType", "Date", "ExecutablePath", "Signal", "SignalName", "Pro
            "UnreportableReason", "ProcCwd", "_PID"}
 
 
-def _date(text):
+def _date(text: str) -> Optional[float]:
     """apport's dates are time.asctime() in local time: 'Tue Nov 25 01:36:00 2026'."""
     try:
         return time.mktime(time.strptime(text.strip(), "%a %b %d %H:%M:%S %Y"))
@@ -48,7 +48,7 @@ def _date(text):
         return None
 
 
-def _parse_report(f, source, limit=MAX_REPORT):
+def _parse_report(f: BinaryIO, source: str, limit: int = MAX_REPORT) -> Dict[str, str]:
     """The fields of :data:`_WANTED` of an open report (binary file *f*), reading at most *limit*
     bytes and no line of a wanted field longer than 64 KiB (the CoreDump's lines are passed over).
     ``f.tell()`` is what was read, also when it raises BadRecord."""
@@ -97,7 +97,8 @@ def _parse_report(f, source, limit=MAX_REPORT):
                 fields[cur] = ""
 
 
-def _report(path, fd, st, skipped=None, limit=MAX_REPORT):
+def _report(path: str, fd: int, st: os.stat_result, skipped: "OnSkip | None" = None,
+            limit: int = MAX_REPORT) -> Tuple[Dict[str, Any], int]:
     """One report's event, from its open *fd* (:func:`read_reports`), and the bytes read;
     BadRecord when it cannot be trusted or read."""
     if st.st_nlink != 1:  # a hard link to someone else's file: apport writes each report anew

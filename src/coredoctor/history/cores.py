@@ -35,7 +35,7 @@ def find(path_glob: str, crash: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     return None
 
 
-def _match_file(path, crash):
+def _match_file(path: str, crash: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     """The core at *path*, if it belongs to *crash* (its pid in the ELF notes; written after
     the crash, so an older core of a reused pid does not count). The file is opened with openat
     O_NOFOLLOW from its directory (core directories are often world-writable: a symlink named like
@@ -66,7 +66,8 @@ def _match_file(path, crash):
         os.close(fd)
 
 
-def _match_open(path, fd, st, dst, crash):
+def _match_open(path: str, fd: int, st: os.stat_result, dst: os.stat_result,
+                crash: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     if crash["time"] is not None and st.st_mtime < crash["time"] - 2 * corr.WINDOW:
         return None
     shared = bool(dst.st_mode & stat.S_IWOTH)  # world-writable: anyone may have put it there
@@ -116,7 +117,7 @@ def size(path: str) -> Optional[int]:
 _BOOT = None
 
 
-def _start_time(pid):
+def _start_time(pid: int) -> Optional[float]:
     """When *pid* started, in seconds since the epoch (``starttime`` of /proc/PID/stat, clock
     ticks since boot), or None when it is gone."""
     global _BOOT
