@@ -3,8 +3,8 @@
 import argparse
 import os
 import sys
-
-from typing import Any, Dict, List, Optional, TextIO
+from types import ModuleType
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from coredoctor import __version__
 from coredoctor.errors import Error, NotRoot, UsageError
@@ -35,14 +35,14 @@ exit status: the command's, with -- CMD; otherwise 0 (2 bad usage, 130 interrupt
 """
 
 
-def _parser():
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="coredoctor", description="Why would a crash leave no core dump, "
                                 "and what exactly to change so that it does.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     p.add_argument("--version", action="version", version=f"coredoctor {__version__}")
     sub = p.add_subparsers(dest="cmd")
 
-    def targets(sp):
+    def targets(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("target", nargs="*", help="process name, pid or unit (NAME.service)")
         sp.add_argument("-p", "--pid", type=int, action="append", default=[], help="a pid (repeatable)")
         sp.add_argument("--all", action="store_true", help="every process")
@@ -182,29 +182,29 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_INTERNAL
 
 
-def _need_root(what):
+def _need_root(what: str) -> None:
     if os.geteuid() != 0:
         raise NotRoot(f"{what} needs root to read other processes' credentials, limits and "
                       "dumpability: run it with sudo (or evaluate a saved snapshot with --from FILE)")
 
 
-def _resolve_live(args):
+def _resolve_live(args: argparse.Namespace) -> Optional[List[int]]:
     """Target words -> pids, on the live system (snapshot/targets.py)."""
     from coredoctor.snapshot import targets
     return targets.resolve_live(args.target, args.pid, args.all)
 
 
-def _scan_names(names, units):
+def _scan_names(names: Sequence[str], units: Sequence[str]) -> Dict[str, List[int]]:
     from coredoctor.snapshot import targets
     return targets.find(names, units)
 
 
-def _resolve_offline(args, snap):
+def _resolve_offline(args: argparse.Namespace, snap: Dict[str, Any]) -> List[int]:
     from coredoctor.snapshot import targets
     return targets.resolve_offline(snap, args.target, args.pid, args.all)
 
 
-def _live_signal(name):
+def _live_signal(name: str) -> str:
     """A signal name or number as this machine numbers it (SIGSEGV, segv, 11)."""
     import signal as pysignal
     from coredoctor.kernel.signal import normalize_signal
@@ -228,8 +228,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         snap = snapshot.load(args.from_file)
         pids = _resolve_offline(args, snap)
     else:
-        pids = _resolve_live(args)
-        snap = snapshot.take(pids, signal=_live_signal(args.signal))
+        live = _resolve_live(args)  # (None: every process)
+        snap = snapshot.take(live, signal=_live_signal(args.signal))
         pids = snap["targets"]
     try:
         sig = normalize_signal(args.signal, snap["kernel"]["signals"])
@@ -297,7 +297,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
     else:
         spec = canary.spec_for_user(args.user, args.group)
 
-    def evaluate(pid):
+    def evaluate(pid: int) -> Dict[str, Any]:
         s = snapshot.take([pid])
         procs = {p["pid"]: p for p in s["processes"]}
         return gates.evaluate(s, procs[pid], procs.get(procs[pid]["ppid"]), "SIGSEGV", "fault", procs)
@@ -342,12 +342,12 @@ def cmd_fix(args: argparse.Namespace) -> int:
     return 0
 
 
-def _clean_but_actions(safe, doc):
+def _clean_but_actions(safe: ModuleType, doc: Dict[str, Any]) -> Dict[str, Any]:
     """Names escaped for text; the actions' commands and file contents shown exactly."""
     return dict(safe.clean({k: v for k, v in doc.items() if k != "actions"}), actions=doc["actions"])
 
 
-def _plan_fix(args):
+def _plan_fix(args: argparse.Namespace) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
     from coredoctor import snapshot
     from coredoctor.fix import conflicts, plan as fplan
     from coredoctor.kernel import gates
@@ -410,7 +410,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     else:
         out = sys.stderr if cmd else sys.stdout
 
-    def emit(r):
+    def emit(r: Dict[str, Any]) -> None:
         if args.json:
             out.write(json.dumps(r, separators=(",", ":")) + "\n")
         else:
