@@ -8,7 +8,7 @@ commands to fix.
 import shutil
 import textwrap
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, overload
 
 from coredoctor.kernel import reasons
 
@@ -272,7 +272,13 @@ def crashes_report(doc: Dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _no_controls(v):
+@overload
+def _no_controls(v: Dict[str, Any]) -> Dict[str, Any]: ...
+@overload
+def _no_controls(v: object) -> object: ...
+
+
+def _no_controls(v: object) -> object:
     """*v* with every control character in its strings (C0, DEL, C1: a newline or an escape
     sequence in a process name) written as ``\\xNN``."""
     import re
