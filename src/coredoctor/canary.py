@@ -14,6 +14,8 @@ import os
 import resource
 import time
 
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+
 from coredoctor import elfcore
 from coredoctor.errors import UsageError
 
@@ -23,7 +25,7 @@ CANARY_COMM = "cd-canary"
 PR_SET_NAME = 15
 
 
-def spec_like(proc):
+def spec_like(proc: Dict[str, Any]) -> Dict[str, Any]:
     """The canary spec that reproduces snapshot process *proc*."""
     c = proc["creds"]
     lim = proc.get("limits") or {}
@@ -36,10 +38,11 @@ def spec_like(proc):
             "cwd_link": f"/proc/{proc['pid']}/cwd"}
 
 
-def spec_for_user(user, group=None, rlimit_core=None):
+def spec_for_user(user: str, group: Optional[str] = None,
+                  rlimit_core: Optional[List[Optional[int]]] = None) -> Dict[str, Any]:
     import grp
     import pwd
-    def numeric(v):  # an id: ASCII digits that fit a uid_t/gid_t (not thousands of digits)
+    def numeric(v: object) -> bool:  # an id: ASCII digits that fit a uid_t/gid_t (not thousands of digits)
         s = str(v)
         return s.isdigit() and s.isascii() and len(s) <= 10 and int(s) < 1 << 32
 
@@ -57,17 +60,24 @@ def spec_for_user(user, group=None, rlimit_core=None):
             "umask": 0o022, "coredump_filter": None}
 
 
-def _rl(v):
+def _rl(v: Optional[int]) -> int:
     return resource.RLIM_INFINITY if v is None else v
 
 
-def _child(spec, ready_w, go_r):
+def _limits(pair: Sequence[Optional[int]]) -> Tuple[int, int]:
+    """``[soft, hard]`` of a spec (None: unlimited) for setrlimit() (a ValueError for another
+    length, as setrlimit() gives)."""
+    soft, hard = pair
+    return _rl(soft), _rl(hard)
+
+
+def _child(spec: Dict[str, Any], ready_w: int, go_r: int) -> NoReturn:
     import ctypes
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_NAME, CANARY_COMM.encode(), 0, 0, 0)
-        resource.setrlimit(resource.RLIMIT_CORE, tuple(_rl(v) for v in spec["rlimit_core"]))
-        resource.setrlimit(resource.RLIMIT_FSIZE, tuple(_rl(v) for v in spec["rlimit_fsize"]))
+        resource.setrlimit(resource.RLIMIT_CORE, _limits(spec["rlimit_core"]))
+        resource.setrlimit(resource.RLIMIT_FSIZE, _limits(spec["rlimit_fsize"]))
         if spec.get("coredump_filter"):
             with open("/proc/self/coredump_filter", "w") as f:
                 f.write(spec["coredump_filter"])
@@ -110,7 +120,8 @@ def _child(spec, ready_w, go_r):
     os._exit(112)
 
 
-def run(spec, evaluate, keep=False, timeout=30.0):
+def run(spec: Dict[str, Any], evaluate: Callable[[int], Dict[str, Any]], keep: bool = False,
+        timeout: float = 30.0) -> Dict[str, Any]:
     """Fork the canary, get the model's prediction via *evaluate(pid)* (a callable returning a
     check target dict), fault it, and report what the kernel did."""
     ready_r, ready_w = os.pipe()
@@ -174,12 +185,12 @@ def run(spec, evaluate, keep=False, timeout=30.0):
     return report
 
 
-def _outcome(t):
+def _outcome(t: Dict[str, Any]) -> str:
     from coredoctor.kernel import reasons
     return reasons.outcome(t)
 
 
-def _find_core(predicted, pid, started):
+def _find_core(predicted: Dict[str, Any], pid: int, started: float) -> Optional[Dict[str, Any]]:
     dest = predicted["core_destination"]
     handler = dest.get("handler")
     if dest["kind"] == "file":
@@ -193,7 +204,7 @@ def _find_core(predicted, pid, started):
     return None  # an unknown handler or a socket server: where it keeps cores is its business
 
 
-def _wait_glob(pattern, pid, started, verify, timeout=10.0):
+def _wait_glob(pattern: str, pid: int, started: float, verify: bool, timeout: float = 10.0) -> Dict[str, Any]:
     deadline = time.time() + timeout
     while time.time() < deadline:
         cands = [p for p in glob.glob(pattern) if os.path.getmtime(p) >= started - 1]
@@ -203,7 +214,7 @@ def _wait_glob(pattern, pid, started, verify, timeout=10.0):
     return {"path": None, "size": 0, "found": False}
 
 
-def _describe(path, pid, verify=True, settle=5.0):
+def _describe(path: str, pid: int, verify: bool = True, settle: float = 5.0) -> Dict[str, Any]:
     # a pipe helper may still be writing: wait for the size to settle
     last, deadline = -1, time.time() + settle
     while time.time() < deadline:

@@ -3,6 +3,8 @@
 import argparse
 import os
 import sys
+from types import ModuleType
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from coredoctor import __version__
 from coredoctor.errors import Error, NotRoot, UsageError
@@ -33,14 +35,14 @@ exit status: the command's, with -- CMD; otherwise 0 (2 bad usage, 130 interrupt
 """
 
 
-def _parser():
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="coredoctor", description="Why would a crash leave no core dump, "
                                 "and what exactly to change so that it does.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     p.add_argument("--version", action="version", version=f"coredoctor {__version__}")
     sub = p.add_subparsers(dest="cmd")
 
-    def targets(sp):
+    def targets(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("target", nargs="*", help="process name, pid or unit (NAME.service)")
         sp.add_argument("-p", "--pid", type=int, action="append", default=[], help="a pid (repeatable)")
         sp.add_argument("--all", action="store_true", help="every process")
@@ -148,7 +150,7 @@ def _where(e: BaseException) -> str:
     return f"{os.path.basename(code.co_filename)}:{tb.tb_lineno} in {code.co_name}"
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     """Parse, dispatch from :data:`COMMANDS`, and turn whatever escapes into one stderr line
     and the documented exit code (argparse's own errors exit 2 as argparse does)."""
     _backstop_streams()
@@ -180,29 +182,29 @@ def main(argv=None) -> int:
         return EXIT_INTERNAL
 
 
-def _need_root(what):
+def _need_root(what: str) -> None:
     if os.geteuid() != 0:
         raise NotRoot(f"{what} needs root to read other processes' credentials, limits and "
                       "dumpability: run it with sudo (or evaluate a saved snapshot with --from FILE)")
 
 
-def _resolve_live(args):
+def _resolve_live(args: argparse.Namespace) -> Optional[List[int]]:
     """Target words -> pids, on the live system (snapshot/targets.py)."""
     from coredoctor.snapshot import targets
     return targets.resolve_live(args.target, args.pid, args.all)
 
 
-def _scan_names(names, units):
+def _scan_names(names: Sequence[str], units: Sequence[str]) -> Dict[str, List[int]]:
     from coredoctor.snapshot import targets
     return targets.find(names, units)
 
 
-def _resolve_offline(args, snap):
+def _resolve_offline(args: argparse.Namespace, snap: Dict[str, Any]) -> List[int]:
     from coredoctor.snapshot import targets
     return targets.resolve_offline(snap, args.target, args.pid, args.all)
 
 
-def _live_signal(name):
+def _live_signal(name: str) -> str:
     """A signal name or number as this machine numbers it (SIGSEGV, segv, 11)."""
     import signal as pysignal
     from coredoctor.kernel.signal import normalize_signal
@@ -214,7 +216,7 @@ def _live_signal(name):
         raise UsageError(str(e))
 
 
-def cmd_check(args):
+def cmd_check(args: argparse.Namespace) -> int:
     if not args.from_file:
         _need_root("coredoctor check")
     from coredoctor import snapshot
@@ -226,8 +228,8 @@ def cmd_check(args):
         snap = snapshot.load(args.from_file)
         pids = _resolve_offline(args, snap)
     else:
-        pids = _resolve_live(args)
-        snap = snapshot.take(pids, signal=_live_signal(args.signal))
+        live = _resolve_live(args)  # (None: every process)
+        snap = snapshot.take(live, signal=_live_signal(args.signal))
         pids = snap["targets"]
     try:
         sig = normalize_signal(args.signal, snap["kernel"]["signals"])
@@ -252,7 +254,7 @@ def cmd_check(args):
     return 0 if all(t["dumps"] is True for t in results) else 1
 
 
-def cmd_snapshot(args):
+def cmd_snapshot(args: argparse.Namespace) -> int:
     _need_root("coredoctor snapshot")
     from coredoctor import snapshot
     pids = _resolve_live(args)
@@ -267,7 +269,7 @@ def cmd_snapshot(args):
     return 0
 
 
-def cmd_explain_flags(args) -> int:
+def cmd_explain_flags(args: argparse.Namespace) -> int:
     import json
     from coredoctor.kernel.dumpable import decode_mm_flags, parse_mm_flags
     from coredoctor.render import safe, text as rtext
@@ -281,7 +283,7 @@ def cmd_explain_flags(args) -> int:
     return 0
 
 
-def cmd_canary(args):
+def cmd_canary(args: argparse.Namespace) -> int:
     _need_root("coredoctor canary")
     import json
     from coredoctor import canary, snapshot
@@ -295,7 +297,7 @@ def cmd_canary(args):
     else:
         spec = canary.spec_for_user(args.user, args.group)
 
-    def evaluate(pid):
+    def evaluate(pid: int) -> Dict[str, Any]:
         s = snapshot.take([pid])
         procs = {p["pid"]: p for p in s["processes"]}
         return gates.evaluate(s, procs[pid], procs.get(procs[pid]["ppid"]), "SIGSEGV", "fault", procs)
@@ -311,19 +313,20 @@ def cmd_canary(args):
     return 0 if report["dumped"] else 1
 
 
-def cmd_fix(args):
+def cmd_fix(args: argparse.Namespace) -> int:
     _need_root("coredoctor fix")
     import json
     from coredoctor.fix import actions, journal
     from coredoctor.render import safe, text as rtext
     if args.list:
         entries = journal.list_all()
-        doc = {"schema": "coredoctor.fix/1", "fixes": [
+        fixes: List[Dict[str, Any]] = [
             {"id": e["id"], "created": e.get("created"), "state": e.get("state"), "target": e.get("target"),
              "targets": actions.entry_targets(e),
              "actions": [dict(r["action"], done=r.get("done"), error=r.get("error")) for r in e.get("actions", [])]}
-            for e in entries]}
-        print(json.dumps(doc, indent=2) if args.json else rtext.fix_list(doc["fixes"]))
+            for e in entries]
+        doc = {"schema": "coredoctor.fix/1", "fixes": fixes}
+        print(json.dumps(doc, indent=2) if args.json else rtext.fix_list(fixes))
         return 0
     if args.rollback:
         entry, notes = actions.rollback(args.rollback)
@@ -339,12 +342,12 @@ def cmd_fix(args):
     return 0
 
 
-def _clean_but_actions(safe, doc):
+def _clean_but_actions(safe: ModuleType, doc: Dict[str, Any]) -> Dict[str, Any]:
     """Names escaped for text; the actions' commands and file contents shown exactly."""
     return dict(safe.clean({k: v for k, v in doc.items() if k != "actions"}), actions=doc["actions"])
 
 
-def _plan_fix(args):
+def _plan_fix(args: argparse.Namespace) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
     from coredoctor import snapshot
     from coredoctor.fix import conflicts, plan as fplan
     from coredoctor.kernel import gates
@@ -359,7 +362,7 @@ def _plan_fix(args):
     return fplan.document(snap, targets, found, running=set(procmod.comms().values())), targets
 
 
-def cmd_crashes(args):
+def cmd_crashes(args: argparse.Namespace) -> int:
     _need_root("coredoctor crashes")
     import json
     from coredoctor.history import crashes as hist, report
@@ -376,7 +379,7 @@ def cmd_crashes(args):
     return 0
 
 
-def cmd_trace(args):
+def cmd_trace(args: argparse.Namespace) -> int:
     _need_root("coredoctor trace")
     import json
     from coredoctor.render import safe, trace as rtrace
@@ -398,6 +401,7 @@ def cmd_trace(args):
             raise UsageError(f"not a process name: {n!r}")
     if not (pids or args.name or cmd):
         raise UsageError("name what to trace: -- CMD, --pid PID, --name NAME or --unit UNIT")
+    out: TextIO
     if args.output:
         try:
             out = open(args.output, "w", buffering=1)
@@ -406,7 +410,7 @@ def cmd_trace(args):
     else:
         out = sys.stderr if cmd else sys.stdout
 
-    def emit(r):
+    def emit(r: Dict[str, Any]) -> None:
         if args.json:
             out.write(json.dumps(r, separators=(",", ":")) + "\n")
         else:

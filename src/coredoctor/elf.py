@@ -17,6 +17,8 @@ import bisect
 import os
 import struct
 
+from typing import Dict, Iterable, List, Optional, Tuple
+
 __all__ = ["Elf", "NotAnElf", "read_elf", "read_elf_path", "SymbolTable"]
 
 ELFCLASS64 = 2
@@ -54,10 +56,10 @@ class SymbolTable:
 
     __slots__ = ("addrs", "ends", "names", "source")
 
-    def __init__(self, entries, source):
+    def __init__(self, entries: Iterable[Tuple[int, int, str, int]], source: str) -> None:
         """*entries*: iterable of ``(value, size, name, bind)``; *source*: where they came from
         (``"symtab"``, ``"dynsym"``, ``"debug:PATH"``)."""
-        best = {}
+        best: Dict[int, Tuple[Tuple[bool, int, int, str], int, str]] = {}
         for value, size, name, bind in entries:
             key = (bind == STB_LOCAL, len(name) - len(name.lstrip("_")), len(name), name)
             cur = best.get(value)
@@ -72,10 +74,10 @@ class SymbolTable:
         self.names = [best[a][2] for a in self.addrs]
         self.source = source
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.addrs)
 
-    def lookup(self, vaddr):
+    def lookup(self, vaddr: int) -> Optional[Tuple[str, int]]:
         i = bisect.bisect_right(self.addrs, vaddr) - 1
         # the nearest preceding symbol first; a few earlier ones in case an enclosing function
         # (larger size) starts before a smaller symbol that does not contain the address
@@ -92,15 +94,18 @@ class Elf:
     __slots__ = ("supported", "elfclass", "data", "e_type", "machine", "loads", "build_id",
                  "symbols", "debuglink")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.supported = False
-        self.elfclass = self.data = self.e_type = self.machine = None
-        self.loads = []          # (p_offset, p_vaddr, p_filesz) of each PT_LOAD
-        self.build_id = None     # lowercase hex
-        self.symbols = None      # SymbolTable from .symtab, else .dynsym, else None
-        self.debuglink = None    # .gnu_debuglink file name
+        self.elfclass: Optional[int] = None
+        self.data: Optional[int] = None
+        self.e_type: Optional[int] = None
+        self.machine: Optional[int] = None
+        self.loads: List[Tuple[int, int, int]] = []  # (p_offset, p_vaddr, p_filesz) of each PT_LOAD
+        self.build_id: Optional[str] = None          # lowercase hex
+        self.symbols: Optional[SymbolTable] = None   # from .symtab, else .dynsym, else None
+        self.debuglink: Optional[str] = None         # .gnu_debuglink file name
 
-    def offset_to_vaddr(self, offset):
+    def offset_to_vaddr(self, offset: int) -> Optional[int]:
         """The link-time virtual address of file offset *offset*, through the ``PT_LOAD`` that
         contains it (``None`` if none does)."""
         for p_offset, p_vaddr, p_filesz in self.loads:
@@ -109,7 +114,7 @@ class Elf:
         return None
 
 
-def _pread(fd, size, offset, exact=True):
+def _pread(fd: int, size: int, offset: int, exact: bool = True) -> bytes:
     if not (0 <= offset < _MAX_OFFSET and 0 <= size <= _MAX_TABLE):
         raise NotAnElf(f"implausible offset {offset:#x} or size {size:#x}")
     data = os.pread(fd, size, offset)
@@ -118,7 +123,7 @@ def _pread(fd, size, offset, exact=True):
     return data
 
 
-def read_elf(fd, symbols=True):
+def read_elf(fd: int, symbols: bool = True) -> "Elf":
     """Read the ELF object open on *fd*: :class:`Elf`. Raises :class:`NotAnElf` (also for
     damaged headers and tables), or OSError from the reads.
 
@@ -130,7 +135,7 @@ def read_elf(fd, symbols=True):
         raise NotAnElf(f"damaged ELF: {e}") from e
 
 
-def _read_elf(fd, symbols):
+def _read_elf(fd: int, symbols: bool) -> Elf:
     head = os.pread(fd, 64, 0)
     if len(head) < 16 or head[:4] != b"\x7fELF":
         raise NotAnElf("not an ELF file")
@@ -190,7 +195,7 @@ def _read_elf(fd, symbols):
     return e
 
 
-def read_elf_path(path, symbols=True):
+def read_elf_path(path: str, symbols: bool = True) -> "Elf":
     """:func:`read_elf` on a path (opened read-only, closed afterwards)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -199,7 +204,7 @@ def read_elf_path(path, symbols=True):
         os.close(fd)
 
 
-def _build_id(fd, off, size):
+def _build_id(fd: int, off: int, size: int) -> Optional[str]:
     buf = _pread(fd, min(size, 1 << 16), off, exact=False)
     pos = 0
     while pos + 12 <= len(buf):
@@ -214,7 +219,7 @@ def _build_id(fd, off, size):
     return None
 
 
-def _symbols(fd, secs, wanted, source):
+def _symbols(fd: int, secs: List[Tuple[int, ...]], wanted: int, source: str) -> Optional[SymbolTable]:
     for s in secs:
         if s[1] != wanted or s[1] == SHT_NOBITS:
             continue

@@ -10,7 +10,7 @@ import errno
 import os
 import stat
 import struct
-from typing import Optional
+from typing import Any, Dict, Optional
 
 __all__ = ["read_core_info", "inspect", "NotACore", "open_core"]
 
@@ -30,7 +30,7 @@ MAX_PHNUM = 1 << 20        # program headers read at most (56 MiB of them)
 
 
 class NotACore(ValueError):
-    def __init__(self, message, info=None):
+    def __init__(self, message: str, info: Optional[Dict[str, Any]] = None) -> None:
         super().__init__(message)
         self.info = info  # what could be read of a cut core (expected_size, truncated)
 

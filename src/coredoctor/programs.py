@@ -7,6 +7,8 @@ happen), and programs that make themselves non-dumpable on purpose. Matched on t
 executable's file name.
 """
 
+from typing import Optional
+
 __all__ = ["reraising_handler", "DELIBERATELY_UNDUMPABLE", "own_switch"]
 
 #: exe name -> {signal: where the handler re-raises}
@@ -22,7 +24,7 @@ DELIBERATELY_UNDUMPABLE = ("sshd", "ssh-agent", "sftp-server", "ssh-pkcs11-helpe
                            "keepassxc")
 
 
-def reraising_handler(exe, signal):
+def reraising_handler(exe: Optional[str], signal: str) -> Optional[str]:
     """Evidence string if *exe*'s handler for *signal* is known to re-raise it, else None."""
     if not exe:
         return None
@@ -44,7 +46,7 @@ _SWITCHES = {
 }
 
 
-def own_switch(exe):
+def own_switch(exe: Optional[str]) -> Optional[str]:
     """The daemon's own switch for staying dumpable, if coredoctor knows one."""
     if not exe:
         return None

@@ -12,7 +12,7 @@ import os
 import resource
 import subprocess
 import time
-from typing import Any, Dict, List, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from coredoctor.errors import Error, UsageError
 from coredoctor.fix import journal
@@ -28,7 +28,7 @@ class ApplyError(Error):
     exit_code = 1
 
 
-def _starttime(pid):
+def _starttime(pid: int) -> Optional[str]:
     from coredoctor.snapshot import proc
     try:
         return str(proc.stat(pid)["starttime"])
@@ -36,7 +36,7 @@ def _starttime(pid):
         return None
 
 
-def _capture(a):
+def _capture(a: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     k = a["kind"]
     if k == "sysctl":
         with open(_SYSCTL_PATH[a["key"]]) as f:
@@ -46,7 +46,7 @@ def _capture(a):
     if k in REPORTED_KINDS:
         return None  # reported, not applied: nothing to restore
     if k in ("file", "dropin"):
-        prior = {"existed": os.path.exists(a["path"]), "created_dirs": []}
+        prior: Dict[str, Any] = {"existed": os.path.exists(a["path"]), "created_dirs": []}
         d = os.path.dirname(a["path"])
         while d and not os.path.exists(d):
             prior["created_dirs"].insert(0, d)
@@ -63,11 +63,11 @@ def _capture(a):
     raise UsageError(f"unknown action {k}")
 
 
-def _rl(v):
+def _rl(v: Optional[int]) -> int:
     return resource.RLIM_INFINITY if v is None else v
 
 
-def _do(a):
+def _do(a: Dict[str, Any]) -> None:
     k = a["kind"]
     if k == "sysctl":
         with open(_SYSCTL_PATH[a["key"]], "w") as f:
@@ -82,10 +82,11 @@ def _do(a):
         if a.get("after") == "systemctl daemon-reload" and _systemd_running():
             subprocess.run(["systemctl", "daemon-reload"], check=False)
     elif k == "prlimit":
-        resource.prlimit(a["pid"], _RES[a["resource"]], tuple(_rl(v) for v in a["value"]))
+        soft, hard = a["value"]  # (a ValueError for any other length, as prlimit() gives)
+        resource.prlimit(a["pid"], _RES[a["resource"]], (_rl(soft), _rl(hard)))
 
 
-def _undo(a, prior):
+def _undo(a: Dict[str, Any], prior: Dict[str, Any]) -> Optional[str]:
     """Restore *prior*; returns a note about anything that could not be restored."""
     k = a["kind"]
     if k == "sysctl":
@@ -121,16 +122,16 @@ def _undo(a, prior):
     return None
 
 
-def _systemd_running():
+def _systemd_running() -> bool:
     return os.path.isdir("/run/systemd/system")
 
 
-def _limit_error(a, e):
+def _limit_error(a: Dict[str, Any], e: OSError) -> str:
     return (f"{e.strerror}: raising another user's RLIMIT_{a['resource'].upper()} needs CAP_SYS_RESOURCE "
             f"(pid {a['pid']} keeps its limit until it is started again)")
 
 
-def _target_rec(t):
+def _target_rec(t: Dict[str, Any]) -> Dict[str, Any]:
     return {"pid": t["pid"], "comm": t["comm"], "exe": t.get("exe"), "unit": t.get("unit"),
             "starttime": _starttime(t["pid"])}
 

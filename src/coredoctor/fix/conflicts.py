@@ -7,6 +7,7 @@ a later file wins (sysctl.d(5)). Debian also links ``99-sysctl.conf`` to ``/etc/
 """
 
 import os
+from typing import Any, Dict, List, Mapping
 
 __all__ = ["SYSCTL_DIRS", "sysctl_files", "settings", "find"]
 
@@ -14,7 +15,7 @@ SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/us
 KEYS = ("kernel.core_pattern", "fs.suid_dumpable", "kernel.core_pipe_limit", "kernel.core_uses_pid")
 
 
-def sysctl_files():
+def sysctl_files() -> List[str]:
     """The effective sysctl.d files in the order they are applied."""
     chosen = {}
     for d in SYSCTL_DIRS:
@@ -31,11 +32,11 @@ def sysctl_files():
     return order
 
 
-def _norm(key):
+def _norm(key: str) -> str:
     return key.strip().lstrip("-").replace("/", ".")
 
 
-def settings(path):
+def settings(path: str) -> Dict[str, str]:
     """{key: value} of the core-dump keys that *path* sets."""
     out = {}
     try:
@@ -53,14 +54,14 @@ def settings(path):
     return out
 
 
-def find(ours_path, wanted):
+def find(ours_path: str, wanted: Mapping[str, object]) -> List[Dict[str, Any]]:
     """Conflicts with *wanted* ({key: value}) written to *ours_path*: files applied after ours
     that set a key differently (they win at boot), and known programs that rewrite the keys."""
     files = sysctl_files()
     if ours_path not in files:
         files = sorted(files + [ours_path], key=lambda p: (p == "/etc/sysctl.conf", os.path.basename(p)))
     after = False
-    found = []
+    found: List[Dict[str, Any]] = []
     for p in files:
         if p == ours_path:
             after = True
@@ -88,7 +89,7 @@ def find(ours_path, wanted):
     return found
 
 
-def _systemd_is_init():
+def _systemd_is_init() -> bool:
     if os.path.isdir("/run/systemd/system"):  # sd_booted()
         return True
     try:

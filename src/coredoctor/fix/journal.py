@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import time
+from typing import Any, Dict, List, Optional
 
 from coredoctor.errors import UsageError
 
@@ -18,11 +19,12 @@ __all__ = ["JOURNAL_DIR", "new_id", "save", "load", "list_all", "atomic_write"]
 JOURNAL_DIR = os.environ.get("COREDOCTOR_STATE_DIR", "/var/lib/coredoctor") + "/fixes"
 
 
-def new_id():
+def new_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def atomic_write(path, data, mode=0o644, uid=None, gid=None):
+def atomic_write(path: str, data: bytes, mode: int = 0o644, uid: Optional[int] = None,
+                 gid: Optional[int] = None) -> None:
     """Write *data* (bytes) to *path* through a temporary file in the same directory and a
     rename: readers see the old bytes or the new ones, never a torn file."""
     d = os.path.dirname(path) or "."
@@ -45,13 +47,13 @@ def atomic_write(path, data, mode=0o644, uid=None, gid=None):
         pass
 
 
-def save(entry):
+def save(entry: Dict[str, Any]) -> None:
     os.makedirs(JOURNAL_DIR, mode=0o700, exist_ok=True)
     atomic_write(os.path.join(JOURNAL_DIR, entry["id"] + ".json"),
                  json.dumps(entry, indent=1).encode(), mode=0o600)
 
 
-def load(fix_id):
+def load(fix_id: str) -> Dict[str, Any]:
     if not fix_id or "/" in fix_id or fix_id.startswith("."):
         raise UsageError(f"not a fix id: {fix_id!r}")
     path = os.path.join(JOURNAL_DIR, fix_id + ".json")
@@ -64,7 +66,7 @@ def load(fix_id):
         raise UsageError(f"the journal of fix {fix_id} is corrupt: {e}")
 
 
-def list_all():
+def list_all() -> List[Dict[str, Any]]:
     try:
         names = sorted(n for n in os.listdir(JOURNAL_DIR) if n.endswith(".json"))
     except FileNotFoundError:

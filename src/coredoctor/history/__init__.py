@@ -14,7 +14,7 @@ line, anyone plants files in /var/crash or /tmp. Each parser returns records or 
 import math
 import os
 import stat
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Protocol, Tuple, overload
 
 from coredoctor.errors import Error
 
@@ -42,9 +42,16 @@ class BadRecord(Error):
     ``source``: where it was read (``syslog:/var/log/messages``); ``why``: what is wrong, in our
     words (never the attacker's text)."""
 
+    #: bytes read when it was raised, where a reader charges a read budget (apport's reports)
+    seen: int = 0
+
     def __init__(self, source: str, why: str) -> None:
         self.source, self.why = source, why
         super().__init__(f"{source}: {why}")
+
+
+#: what a reader calls with each record it leaves out (:meth:`Skips.bind` makes one)
+OnSkip = Callable[[BadRecord], None]
 
 
 class Skips:
@@ -62,7 +69,7 @@ class Skips:
         if len(r) < self.KEEP and err.why not in r:
             r.append(err.why)
 
-    def bind(self, name: str):
+    def bind(self, name: str) -> "OnSkip":
         """A callback ``(BadRecord) -> None`` that counts for *name*."""
         return lambda err: self.add(name, err)
 
@@ -88,6 +95,14 @@ def signed(text: Optional[str], kind: str = "u64", source: str = "?", what: Opti
     if isinstance(text, str) and text.startswith("-"):
         return -number(text[1:], kind, source, what)
     return number(text, kind, source, what)
+
+
+@overload
+def finite_time(t: float, source: str = ..., what: str = ...) -> float: ...
+@overload
+def finite_time(t: None, source: str = ..., what: str = ...) -> None: ...
+@overload
+def finite_time(t: Optional[float], source: str = ..., what: str = ...) -> Optional[float]: ...
 
 
 def finite_time(t: Optional[float], source: str = "?", what: str = "time") -> Optional[float]:
@@ -150,7 +165,13 @@ def read_bounded(fd: int, limit: int) -> Tuple[bytes, bool]:
     return data[:limit], len(data) > limit
 
 
-def lines_bounded(f, limit: int = MAX_LINE) -> Iterator[Tuple[Optional[bytes], int]]:
+class LineReader(Protocol):
+    """What :func:`lines_bounded` reads from: a binary file, a GzipFile, a pipe."""
+
+    def readline(self, __size: int) -> bytes: ...
+
+
+def lines_bounded(f: LineReader, limit: int = MAX_LINE) -> Iterator[Tuple[Optional[bytes], int]]:
     """The lines of binary file *f*, never holding more than *limit* bytes of one: ``(line,
     length)``, with *line* None for a longer one (its *length* is what was seen of it)."""
     while True:

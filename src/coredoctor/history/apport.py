@@ -19,7 +19,12 @@ import time
 import zlib
 from typing import Iterator
 
-from coredoctor.history import BadRecord, MAX_LINE, lines_bounded, number, open_in_dir, safe_dir_entries
+from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
+
+from coredoctor.history import BadRecord, MAX_LINE, OnSkip, lines_bounded, number, open_in_dir, safe_dir_entries
+
+if TYPE_CHECKING:
+    from coredoctor.history.kmsg import Event
 
 __all__ = ["read_reports", "core_files", "read_log", "log_files", "enabled", "MAX_REPORT"]
 
@@ -35,7 +40,7 @@ _WANTED = {"ProblemType", "Date", "ExecutablePath", "Signal", "SignalName", "Pro
            "UnreportableReason", "ProcCwd", "_PID"}
 
 
-def _date(text):
+def _date(text: str) -> Optional[float]:
     """apport's dates are time.asctime() in local time: 'Tue Nov 25 01:36:00 2026'."""
     try:
         return time.mktime(time.strptime(text.strip(), "%a %b %d %H:%M:%S %Y"))
@@ -43,11 +48,13 @@ def _date(text):
         return None
 
 
-def _parse_report(f, source, limit=MAX_REPORT):
+def _parse_report(f: BinaryIO, source: str, limit: int = MAX_REPORT) -> Dict[str, str]:
     """The fields of :data:`_WANTED` of an open report (binary file *f*), reading at most *limit*
     bytes and no line of a wanted field longer than 64 KiB (the CoreDump's lines are passed over).
     ``f.tell()`` is what was read, also when it raises BadRecord."""
-    fields, cur, seen = {}, None, 0
+    fields: Dict[str, str] = {}
+    cur: Optional[str] = None
+    seen = 0
     while True:
         raw = f.readline(_FIELD_LINE)
         if not raw:
@@ -90,7 +97,8 @@ def _parse_report(f, source, limit=MAX_REPORT):
                 fields[cur] = ""
 
 
-def _report(path, fd, st, skipped=None, limit=MAX_REPORT):
+def _report(path: str, fd: int, st: os.stat_result, skipped: "OnSkip | None" = None,
+            limit: int = MAX_REPORT) -> Tuple[Dict[str, Any], int]:
     """One report's event, from its open *fd* (:func:`read_reports`), and the bytes read;
     BadRecord when it cannot be trusted or read."""
     if st.st_nlink != 1:  # a hard link to someone else's file: apport writes each report anew
@@ -104,7 +112,7 @@ def _report(path, fd, st, skipped=None, limit=MAX_REPORT):
             raise
         seen = f.tell()
     status = r.get("ProcStatus", "")
-    pid = re.search(r"^Pid:\s*(\S+)", status, re.M)
+    pid_m = re.search(r"^Pid:\s*(\S+)", status, re.M)
     uid = re.search(r"^Uid:\s*(\S+)", status, re.M)
     name = re.search(r"^Name:\s*(.+)$", status, re.M)
     crashed_uid = number(uid.group(1), "uid", path, "ProcStatus Uid") if uid else None
@@ -113,8 +121,9 @@ def _report(path, fd, st, skipped=None, limit=MAX_REPORT):
         # can drop a file in the world-writable /var/crash
         raise BadRecord(path, f"owned by uid {st.st_uid}, neither root nor the crashed process's uid: "
                               "not trusted")
-    if pid:
-        pid = number(pid.group(1), "pid", path, "ProcStatus Pid")
+    pid: Optional[int]
+    if pid_m:
+        pid = number(pid_m.group(1), "pid", path, "ProcStatus Pid")
     elif r.get("_PID"):
         pid = number(r["_PID"], "pid", path, "_PID")
     else:
@@ -131,7 +140,7 @@ def _report(path, fd, st, skipped=None, limit=MAX_REPORT):
                     f"{'with' if r.get('CoreDump') else 'without'} CoreDump"}, seen
 
 
-def read_reports(root: str = "/", since: "float | None" = None, skipped=None,
+def read_reports(root: str = "/", since: "float | None" = None, skipped: "OnSkip | None" = None,
                  limit: int = MAX_REPORT, total: int = MAX_REPORTS_TOTAL) -> "Iterator[dict]":
     """One event per crash report: ``event`` ``apport-report``, ``pid``, ``comm``, ``exe``,
     ``signo``, ``time``, ``path`` and ``core`` (``present`` when the report embeds it).
@@ -175,9 +184,9 @@ def read_reports(root: str = "/", since: "float | None" = None, skipped=None,
         os.close(dirfd)
 
 
-def core_files(root: str = "/", skipped=None) -> "dict[int, list[str]]":
+def core_files(root: str = "/", skipped: "OnSkip | None" = None) -> "dict[int, list[str]]":
     """``{pid: [paths]}`` of apport's stored cores (core.EXE_PATH.UID.BOOT_ID.PID.TIME)."""
-    out = {}
+    out: Dict[int, List[str]] = {}
     d = os.path.join(root, "var/lib/apport/coredump")
     dirfd, names = safe_dir_entries(d)
     if dirfd is None:
@@ -198,15 +207,21 @@ def core_files(root: str = "/", skipped=None) -> "dict[int, list[str]]":
     return out
 
 
-def log_files(root="/"):
+def log_files(root: str = "/") -> List[str]:
     """/var/log/apport.log and its rotations (.1, .2.gz, ...), newest first."""
     base = os.path.join(root, "var/log/apport.log")
     rot = [p for p in glob.glob(glob.escape(base) + ".*") if re.fullmatch(r"\.[0-9]{1,6}(\.gz)?", p[len(base):])]
-    return ([base] if os.path.isfile(base) else []) + sorted(rot, key=lambda p: int(re.search(r"\.([0-9]+)", p[len(base):]).group(1)))
+    return ([base] if os.path.isfile(base) else []) + sorted(rot, key=lambda p: _rotation(p[len(base):]))
+
+
+def _rotation(suffix: str) -> int:
+    """The number of a rotation suffix (``.2.gz`` -> 2; log_files() keeps only suffixes that have one)."""
+    m = re.search(r"\.([0-9]+)", suffix)
+    return int(m.group(1)) if m else 0
 
 
 def read_log(paths: "list[str] | None" = None, root: str = "/", since: "float | None" = None,
-             skipped=None) -> list:
+             skipped: "OnSkip | None" = None) -> "list[Event]":
     """apport.log lines classified by :func:`daemonlog.parse_apport_line`, oldest file first,
     with ``source`` ``apport.log:PATH``; handler lines tied to their crashed pid
     (:func:`daemonlog.link`). *skipped*: called with the BadRecord of each line left out."""
@@ -238,7 +253,7 @@ def read_log(paths: "list[str] | None" = None, root: str = "/", since: "float | 
     return daemonlog.link(out)
 
 
-def enabled(root="/"):
+def enabled(root: str = "/") -> Optional[bool]:
     """/etc/default/apport ``enabled=`` (True, False, or None when there is no such file)."""
     try:
         with open(os.path.join(root, "etc/default/apport")) as f:

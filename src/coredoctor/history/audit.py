@@ -14,7 +14,9 @@ import os
 import re
 from typing import Iterator
 
-from coredoctor.history import BadRecord, MAX_LINE, kmsg, lines_bounded
+from typing import List
+
+from coredoctor.history import BadRecord, MAX_LINE, OnSkip, kmsg, lines_bounded
 
 __all__ = ["log_files", "read"]
 
@@ -22,7 +24,7 @@ _CONF = "etc/audit/auditd.conf"
 _DEFAULT = "/var/log/audit/audit.log"
 
 
-def _configured_log(root):
+def _configured_log(root: str) -> str:
     try:
         with open(os.path.join(root, _CONF)) as f:
             for line in f:
@@ -34,12 +36,12 @@ def _configured_log(root):
     return _DEFAULT
 
 
-def _rotation(path):
+def _rotation(path: str) -> int:
     m = re.search(r"\.(\d+)$", path)
     return int(m.group(1)) if m else 0
 
 
-def log_files(root="/"):
+def log_files(root: str = "/") -> List[str]:
     """audit.log and its numbered rotations under *root*, newest first."""
     base = os.path.join(root, _configured_log(root).lstrip("/"))
     found = [base] if os.path.isfile(base) else []
@@ -48,7 +50,7 @@ def log_files(root="/"):
 
 
 def read(paths: "list[str] | None" = None, since: "float | None" = None, root: str = "/",
-         skipped=None) -> "Iterator[kmsg.Event]":
+         skipped: "OnSkip | None" = None) -> "Iterator[kmsg.Event]":
     """ANOM_ABEND records as :class:`kmsg.Event` (``event`` ``audit-abend``, ``serial``,
     ``source`` ``audit:PATH``), in file order. Files that cannot be read are skipped: the
     caller reports them through :func:`log_files` and what came back. ``skipped``: called with

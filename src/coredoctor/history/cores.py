@@ -16,6 +16,8 @@ import struct
 import subprocess
 import time
 
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
 from coredoctor import elfcore
 from coredoctor.errors import Error
 from coredoctor.history import BadRecord, open_in_dir
@@ -24,7 +26,7 @@ from coredoctor.history import crashes as corr
 __all__ = ["find", "size", "Host"]
 
 
-def find(path_glob, crash):
+def find(path_glob: str, crash: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     """The first file matching *path_glob* that is this crash's core (see :func:`_match_file`)."""
     for p in sorted(glob.glob(path_glob)):
         got = _match_file(p, crash)
@@ -33,7 +35,7 @@ def find(path_glob, crash):
     return None
 
 
-def _match_file(path, crash):
+def _match_file(path: str, crash: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     """The core at *path*, if it belongs to *crash* (its pid in the ELF notes; written after
     the crash, so an older core of a reused pid does not count). The file is opened with openat
     O_NOFOLLOW from its directory (core directories are often world-writable: a symlink named like
@@ -64,7 +66,8 @@ def _match_file(path, crash):
         os.close(fd)
 
 
-def _match_open(path, fd, st, dst, crash):
+def _match_open(path: str, fd: int, st: os.stat_result, dst: os.stat_result,
+                crash: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     if crash["time"] is not None and st.st_mtime < crash["time"] - 2 * corr.WINDOW:
         return None
     shared = bool(dst.st_mode & stat.S_IWOTH)  # world-writable: anyone may have put it there
@@ -100,11 +103,11 @@ def _match_open(path, fd, st, dst, crash):
     return out
 
 
-def name_of(path):
+def name_of(path: str) -> str:
     return os.path.basename(path)
 
 
-def size(path):
+def size(path: str) -> Optional[int]:
     try:
         return os.path.getsize(path)
     except OSError:
@@ -114,7 +117,7 @@ def size(path):
 _BOOT = None
 
 
-def _start_time(pid):
+def _start_time(pid: int) -> Optional[float]:
     """When *pid* started, in seconds since the epoch (``starttime`` of /proc/PID/stat, clock
     ticks since boot), or None when it is gone."""
     global _BOOT
@@ -132,16 +135,17 @@ def _start_time(pid):
 class Host:
     """What the live host tells about a crashed program today (read once, cached)."""
 
-    def __init__(self, parsed):
+    def __init__(self, parsed: Dict[str, Any]) -> None:
         from coredoctor.snapshot import proc as procmod
         self.parsed = parsed
-        self.comms = {}
+        self.comms: Dict[str, List[int]] = {}
         for pid, comm in procmod.comms().items():
             if pid != os.getpid():
                 self.comms.setdefault(comm, []).append(pid)
-        self._inst, self._units = {}, {}
+        self._inst: Dict[Tuple[Any, ...], Optional[Dict[str, Any]]] = {}
+        self._units: Dict[str, Optional[str]] = {}
 
-    def instance(self, crash):
+    def instance(self, crash: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
         """A running instance of the crashed program, with check's verdict for the crash's signal:
         a restarted daemon has the same ids, limits and cwd. It must be the same program: the same
         executable when a source named it, or else the same comm *and* started after the crash (a
@@ -178,7 +182,7 @@ class Host:
         self._inst[key] = found
         return found
 
-    def unit_dir(self, unit):
+    def unit_dir(self, unit: Optional[str]) -> Optional[str]:
         """A unit's WorkingDirectory= from systemd, when systemd runs (else None)."""
         if not unit or not os.path.isdir("/run/systemd/system") or shutil.which("systemctl") is None:
             return None
@@ -192,9 +196,10 @@ class Host:
                 self._units[unit] = None
         return self._units[unit]
 
-    def base_dirs(self, crash):
+    def base_dirs(self, crash: Mapping[str, Any]) -> Tuple[List[str], List[str]]:
         """Where a relative core name resolves, as far as it is knowable today."""
-        dirs, where = [], []
+        dirs: List[str] = []
+        where: List[str] = []
         inst = self.instance(crash)
         if inst and inst.get("cwd"):
             dirs.append(inst["cwd"])
@@ -202,7 +207,7 @@ class Host:
         d = self.unit_dir(crash.get("unit") or (inst or {}).get("unit"))
         if d and d not in dirs:
             dirs.append(d)
-            where.append(f"{d} (WorkingDirectory of {crash.get('unit') or inst['unit']})")
+            where.append(f"{d} (WorkingDirectory of {crash.get('unit') or (inst or {}).get('unit')})")
         return dirs, where
 
 

@@ -15,6 +15,8 @@ audit record is the same record wherever its ``audit(TIME:SERIAL)`` appears.
 import re
 import time
 
+from typing import Any, Dict, Iterable, List, Optional
+
 __all__ = ["correlate", "parse_since", "WINDOW"]
 
 WINDOW = 5.0  # seconds: events of one crash (syslog has 1 s resolution, kmsg times are estimates)
@@ -57,7 +59,7 @@ def parse_since(text: str, now: "float | None" = None) -> float:
         raise bad from None
 
 
-def _clamp(t, bad):
+def _clamp(t: float, bad: Exception) -> float:
     """Within [0, MAX_TIME]: before the epoch is the epoch, after the last time a record can carry
     (the year 2242) is that time (no record is after it)."""
     from coredoctor.history import MAX_TIME
@@ -66,25 +68,25 @@ def _clamp(t, bad):
     return min(max(0.0, t), MAX_TIME)
 
 
-def _place(source):
+def _place(source: Optional[str]) -> str:
     """'syslog:/var/log/kern.log.2.gz' -> kept as is; the kind of place is before the colon."""
     return source or "?"
 
 
-def _new(e):
+def _new(e: Dict[str, Any]) -> Dict[str, Any]:
     return {"time": e.get("time"), "pid": e.get("pid"), "comm": e.get("comm"), "exe": None, "unit": None, "uid": None,
             "signal": None, "signo": None, "sources": [], "events": [], "refusals": [], "stored": [],
             "unit_result": None, "handler_truncated": None, "_keys": {}}
 
 
-def _near(c, e):
+def _near(c: Dict[str, Any], e: Dict[str, Any]) -> bool:
     if c["time"] is None or e.get("time") is None:
         return True
     d = e["time"] - c["time"]
     return -WINDOW <= d <= (LATE_WINDOW if e.get("event") in _LATE else WINDOW)
 
 
-def _unit_fits(c, e):
+def _unit_fits(c: Dict[str, Any], e: Dict[str, Any]) -> bool:
     """A unit result without a pid belongs to a crash of that unit (or whose comm names it)."""
     u = e.get("unit")
     if not u:
@@ -94,7 +96,7 @@ def _unit_fits(c, e):
     return bool(c["comm"]) and u.rsplit(".", 1)[0].startswith(c["comm"][:15])
 
 
-def correlate(events):
+def correlate(events: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Group classified events into crash records, oldest first.
 
     Each record: ``time`` (the earliest event), ``pid``, ``comm``, ``exe``, ``unit``,
@@ -103,7 +105,9 @@ def correlate(events):
     kernel or a handler), ``stored`` (cores a handler says it kept) and ``unit_result``
     (``dumped``/``killed`` from systemd).
     """
-    crashes, by_pid, orphans = [], {}, []
+    crashes: List[Dict[str, Any]] = []
+    by_pid: Dict[int, List[Dict[str, Any]]] = {}
+    orphans: List[Dict[str, Any]] = []
     for e in sorted(events, key=lambda e: (e.get("time") is None, e.get("time") or 0)):
         if e.get("pid") is None or e.get("event") == "handler":
             orphans.append(e)
@@ -136,7 +140,7 @@ def correlate(events):
     return crashes
 
 
-def _add(c, e):
+def _add(c: Dict[str, Any], e: Dict[str, Any]) -> None:
     src = _place(e.get("source"))
     if src not in c["sources"]:
         c["sources"].append(src)

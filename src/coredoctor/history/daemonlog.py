@@ -33,6 +33,8 @@ import re
 import signal as _signal
 import time
 
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+
 from coredoctor.history import BadRecord, finite_time, number, signed
 from coredoctor.history.kmsg import Event
 from coredoctor.kernel.signal import SIG_KERNEL_COREDUMP
@@ -47,7 +49,8 @@ _CORE_SIGNALS = frozenset(s[3:] for s in SIG_KERNEL_COREDUMP)
 class P:
     __slots__ = ("ident", "event", "regex", "source", "gate", "dumped")
 
-    def __init__(self, ident, event, regex, source, gate=None, dumped=None):
+    def __init__(self, ident: str, event: str, regex: str, source: str, gate: Optional[str] = None,
+                 dumped: Optional[bool] = None) -> None:
         self.ident, self.event, self.regex, self.source = ident, event, re.compile(regex, re.ASCII), source
         self.gate, self.dumped = gate, dumped
 
@@ -130,7 +133,7 @@ MAX_FIRST_LINE = 16 << 10
 _KIND = {"uid": "uid", "size": "u64", "max": "u64", "limit": "u64", "mode": "mode"}
 
 
-def _ident_family(ident):
+def _ident_family(ident: Optional[str]) -> Optional[str]:
     if not ident:
         return None
     ident = ident.rsplit("/", 1)[-1]
@@ -218,7 +221,7 @@ _APPORT_LINE = re.compile(r"^(?:(?P<level>[A-Z]+): )?apport \(pid (?P<hpid>[0-9]
                           re.ASCII)
 
 
-def _apport_time(text):
+def _apport_time(text: str) -> Optional[float]:
     base, _, frac = text.partition(",")
     if len(base) > 64:
         return None
@@ -245,7 +248,7 @@ def parse_apport_line(line: str, source: str = "apport.log") -> "Event | None":
     return e
 
 
-def link(events):
+def link(events: Iterable[Event]) -> List[Event]:
     """Fill in the crashed pid (and comm, signal) of handler lines that do not name them --
     systemd-coredump's "Core file was truncated" and "dumped core." (no signal), apport's
     "..., ignoring" -- from the earlier line of the same handler process (same ident and hpid).
@@ -253,9 +256,9 @@ def link(events):
     return list(linked(events))
 
 
-def linked(events):
+def linked(events: Iterable[Event]) -> Iterator[Event]:
     """:func:`link` for a stream of events (a generator: constant memory per handler process)."""
-    last = {}
+    last: Dict[Tuple[Any, Any], Event] = {}
     for e in events:
         key = (e.get("ident"), e.get("hpid"))
         if key[1] is not None and str(e.get("event", "")).startswith("handler-"):

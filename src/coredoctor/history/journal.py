@@ -17,9 +17,9 @@ import json
 import os
 import shutil
 import subprocess
-from typing import Iterator
+from typing import Any, Collection, Dict, Iterator, Optional, Tuple
 
-from coredoctor.history import BadRecord, finite_time, kmsg, lines_bounded, number
+from coredoctor.history import BadRecord, OnSkip, finite_time, kmsg, lines_bounded, number
 
 __all__ = ["available", "read", "parse_entry", "parse_json_line", "COREDUMP_MESSAGE_ID", "MAX_ENTRY"]
 
@@ -35,7 +35,7 @@ _MATCHES = ["_TRANSPORT=kernel", "+", "_TRANSPORT=audit", "+", f"MESSAGE_ID={COR
             "SYSLOG_IDENTIFIER=systemd", "SYSLOG_IDENTIFIER=systemd-coredump", "SYSLOG_IDENTIFIER=apport"]
 
 
-def available(directory=None):
+def available(directory: Optional[str] = None) -> Tuple[bool, str]:
     """``(True, why)`` when journalctl exists and there are journal files to read."""
     if shutil.which("journalctl") is None:
         return False, "journalctl is not installed"
@@ -46,7 +46,7 @@ def available(directory=None):
     return False, "no journal files (" + ", ".join([directory] if directory else _DIRS) + ")"
 
 
-def _text(v, source="journal"):
+def _text(v: object, source: str = "journal") -> Optional[str]:
     if isinstance(v, list):
         if v and isinstance(v[0], int):  # non-UTF-8 fields come as byte arrays
             if not all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 255 for b in v):
@@ -58,20 +58,21 @@ def _text(v, source="journal"):
     return v
 
 
-def _int(v, kind="pid", what=None):
+def _int(v: object, kind: str = "pid", what: Optional[str] = None) -> Optional[int]:
     v = _text(v)
     if v is None or v == "":
         return None
     return number(v, kind, "journal", what)
 
 
-def _usec(v, what):
+def _usec(v: object, what: str) -> Optional[float]:
     """A journal timestamp (usec since the epoch, u64) as seconds, or None."""
     t = _int(v, "u64", what)
     return None if t is None else finite_time(t / 1e6, "journal", what)
 
 
-def parse_entry(entry: dict, classify=None, trusted_uids=None) -> "kmsg.Event | None":
+def parse_entry(entry: dict, classify: "kmsg.Classify | None" = None,
+                trusted_uids: "Collection[int] | None" = None) -> "kmsg.Event | None":
     """One journal entry (a decoded ``-o json`` object) -> an Event or None. *classify* is
     daemonlog's ``parse_message(ident, pid, message, when)`` for user-space lines.
     *trusted_uids*: the uids (journald's own ``_UID``, which a sender cannot set) that
@@ -99,7 +100,7 @@ def trusted_uids() -> "set[int]":
     return uids
 
 
-def _parse_entry(entry, classify):
+def _parse_entry(entry: Dict[str, Any], classify: "kmsg.Classify | None") -> "kmsg.Event | None":
     msg = _text(entry.get("MESSAGE"))
     if msg is None:
         return None
@@ -143,7 +144,8 @@ def _parse_entry(entry, classify):
     return e
 
 
-def parse_json_line(raw: bytes, classify=None, trusted=None) -> "kmsg.Event | None":
+def parse_json_line(raw: bytes, classify: "kmsg.Classify | None" = None,
+                    trusted: "Collection[int] | None" = None) -> "kmsg.Event | None":
     """One line of ``journalctl -o json`` -> :func:`parse_entry`; :class:`BadRecord` for a line
     that is no JSON object (or too long, or nested past the parser's depth)."""
     if len(raw) > MAX_ENTRY:
@@ -155,8 +157,8 @@ def parse_json_line(raw: bytes, classify=None, trusted=None) -> "kmsg.Event | No
     return parse_entry(entry, classify, trusted)
 
 
-def read(since: "float | None" = None, directory: "str | None" = None, classify=None, journalctl: str = "journalctl",
-         skipped=None) -> "Iterator[kmsg.Event]":
+def read(since: "float | None" = None, directory: "str | None" = None, classify: "kmsg.Classify | None" = None,
+         journalctl: str = "journalctl", skipped: "OnSkip | None" = None) -> "Iterator[kmsg.Event]":
     """Classified events from the journal, oldest first, streamed from ``journalctl -o json``.
     ``skipped``: called with the :class:`BadRecord` of each entry left out."""
     cmd = [journalctl, "-o", "json", "--no-pager", "-q"]
@@ -167,9 +169,11 @@ def read(since: "float | None" = None, directory: "str | None" = None, classify=
     cmd += _MATCHES
     trusted = trusted_uids()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    stdout = p.stdout
+    assert stdout is not None  # (stdout=PIPE)
 
-    def events():
-        for raw, n in lines_bounded(p.stdout, MAX_ENTRY):
+    def events() -> Iterator["kmsg.Event"]:
+        for raw, n in lines_bounded(stdout, MAX_ENTRY):
             try:
                 if raw is None:
                     raise BadRecord("journal", f"an entry of {n} bytes (at most {MAX_ENTRY} are read)")
@@ -185,5 +189,5 @@ def read(since: "float | None" = None, directory: "str | None" = None, classify=
     finally:
         if p.poll() is None:
             p.kill()
-        p.stdout.close()
+        stdout.close()
         p.wait()

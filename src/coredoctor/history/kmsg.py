@@ -12,7 +12,9 @@ import os
 import re
 import time
 
-from coredoctor.history import MAX_TIME, BadRecord, finite_time, number
+from typing import Callable, Iterable, Iterator, Optional, Union
+
+from coredoctor.history import MAX_TIME, BadRecord, OnSkip, finite_time, number
 
 __all__ = ["PATTERNS", "parse_line", "read_kmsg", "join_task_context", "Event", "MAX_MESSAGE"]
 
@@ -24,7 +26,8 @@ MAX_MESSAGE = 10240
 class P:
     __slots__ = ("event", "regex", "source", "gate", "signal")
 
-    def __init__(self, event, regex, source, gate=None, signal=None):
+    def __init__(self, event: str, regex: str, source: str, gate: Optional[str] = None,
+                 signal: Optional[str] = None) -> None:
         self.event, self.regex, self.source, self.gate, self.signal = event, re.compile(regex, re.ASCII), source, gate, signal
 
 
@@ -91,6 +94,11 @@ class Event(dict):
     ``signo``, ``source``, ``line`` and ``time`` (seconds since the epoch, when known)."""
 
 
+#: a classifier of user-space lines, ``(ident, pid, message, when)`` -> an Event or None
+#: (daemonlog.parse_message)
+Classify = Callable[[Optional[str], Union[int, str, None], str, Optional[float]], Optional[Event]]
+
+
 def parse_line(msg: str, when: "float | None" = None, source: str = "kmsg") -> "Event | None":
     """Classify one kernel log message (without the dmesg ``[  12.345]`` prefix). None for a line
     that is no crash line; :class:`~coredoctor.history.BadRecord` for one that looks like one and
@@ -138,7 +146,7 @@ _AUDIT_UID = re.compile(r" uid=([0-9]+) ", re.ASCII)
 _AUDIT_TIME = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?", re.ASCII)  # audit_log_task(): "auid=%u uid=%u gid=%u ses=%u"
 
 
-def _untrusted(v):
+def _untrusted(v: str) -> str:
     """audit_log_n_untrustedstring(): "quoted" as is, otherwise hex-encoded bytes."""
     if v.startswith('"'):
         return v.strip('"')
@@ -148,7 +156,7 @@ def _untrusted(v):
         return v
 
 
-def join_task_context(events, window=1.0):
+def join_task_context(events: Iterable["Event"], window: float = 1.0) -> Iterator["Event"]:
     """Give a pid-less ``fatal-signal`` event the pid (and comm) of the ``task-context`` line that
     print_fatal_signal()'s show_regs() prints right after it (5.x-6.1: the line names neither; 6.x
     ``%pD: comm:`` names no pid). ``task-context`` events are consumed: alone (an oops, a WARN) they
@@ -191,12 +199,13 @@ def parse_dmesg_line(line: str, boot_time: "float | None" = None) -> "Event | No
 _USER = re.compile(r"^(?P<ident>[^\s\[:]+)\[(?P<pid>[0-9]+)\]: (?P<msg>.*)", re.ASCII)
 
 
-def _ascii_int(text):
+def _ascii_int(text: str) -> Optional[int]:
     """A kmsg header field (written by the kernel: ``%llu``) or None."""
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else None
 
 
-def read_kmsg(path: str = "/dev/kmsg", user=None, skipped=None) -> "list[Event]":
+def read_kmsg(path: str = "/dev/kmsg", user: "Classify | None" = None,
+              skipped: "OnSkip | None" = None) -> "list[Event]":
     """Every classified record in the kernel's ring buffer, oldest first. Times are wall-clock
     estimates (record usec since boot + the boot time on CLOCK_MONOTONIC). *user*: a classifier
     ``(ident, pid, message, when)`` for lines that user-space programs wrote to /dev/kmsg

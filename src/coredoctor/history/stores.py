@@ -13,10 +13,11 @@ import json
 import os
 import shutil
 import subprocess
+from typing import Any, Dict, List, Optional
 
 import stat
 
-from coredoctor.history import BadRecord, DIGITS, apport, finite_time, number
+from coredoctor.history import BadRecord, DIGITS, OnSkip, apport, finite_time, number
 
 __all__ = ["systemd_coredump", "apport_cores", "SYSTEMD_STORE"]
 
@@ -24,7 +25,7 @@ SYSTEMD_STORE = "/var/lib/systemd/coredump"
 _COMPRESSED = (".zst", ".xz", ".lz4", ".gz")
 
 
-def _store_glob(root, since, skipped=None):
+def _store_glob(root: str, since: Optional[float], skipped: "OnSkip | None" = None) -> List[Dict[str, Any]]:
     out = []
     for p in glob.glob(os.path.join(glob.escape(root), SYSTEMD_STORE.lstrip("/"), "core.*")):
         name = os.path.basename(p)
@@ -56,14 +57,14 @@ def _store_glob(root, since, skipped=None):
     return out
 
 
-def _row_int(v, kind):
+def _row_int(v: object, kind: str) -> Optional[int]:
     """A number of coredumpctl's JSON (an int there), or None when it is not one in range."""
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 10 ** DIGITS[kind]:
         return None
     return v
 
 
-def _coredumpctl(since, skipped=None):
+def _coredumpctl(since: Optional[float], skipped: "OnSkip | None" = None) -> Optional[List[Dict[str, Any]]]:
     if shutil.which("coredumpctl") is None:
         return None
     cmd = ["coredumpctl", "--json=short", "--no-pager", "-q", "list"]
@@ -107,7 +108,8 @@ def _coredumpctl(since, skipped=None):
     return out
 
 
-def systemd_coredump(since: "float | None" = None, root: str = "/", skipped=None) -> "tuple[list[dict], str]":
+def systemd_coredump(since: "float | None" = None, root: str = "/",
+                     skipped: "OnSkip | None" = None) -> "tuple[list[dict], str]":
     """``(events, how)``: what systemd-coredump kept; *how* is ``coredumpctl`` or ``store``.
     The store is read too: coredumpctl knows only what the journal recorded."""
     events = _coredumpctl(since, skipped) if root == "/" else None
@@ -118,7 +120,7 @@ def systemd_coredump(since: "float | None" = None, root: str = "/", skipped=None
     return events, how
 
 
-def apport_cores(root: str = "/", skipped=None) -> "list[dict]":
+def apport_cores(root: str = "/", skipped: "OnSkip | None" = None) -> "list[dict]":
     """apport's stored cores as events (pid from the name, time from the file; symlinks and
     other non-files are passed over)."""
     out = []

@@ -14,13 +14,15 @@ is said to come from the journal, never guessed.
 Pure: the journal entries come in as dicts.
 """
 
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
 __all__ = ["changes", "value_at"]
 
 
-def changes(entries, key):
+def changes(entries: Optional[Iterable[Dict[str, Any]]], key: str) -> List[Dict[str, Any]]:
     """``[{"time", "before", "after", "fix", "how"}]`` for sysctl *key*, oldest first: each
     applied action (at the fix's time) and each rollback of one (at the rollback's time)."""
-    out = []
+    out: List[Dict[str, Any]] = []
     for e in entries or []:
         for rec in e.get("actions") or []:
             a, prior = rec.get("action") or {}, rec.get("prior") or {}
@@ -39,7 +41,8 @@ def changes(entries, key):
     return [c for c in out if c["before"] != c["after"]]
 
 
-def value_at(chs, when, today):
+def value_at(chs: Sequence[Dict[str, Any]], when: Optional[float],
+             today: Optional[str]) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
     """``(value, change)``: the value in force at *when* (epoch seconds) -- the ``before`` of the
     first journaled change after it -- and that change; ``(today, None)`` when no journaled
     change came after *when* (or *when* is unknown)."""

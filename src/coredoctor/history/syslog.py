@@ -19,19 +19,23 @@ import datetime
 import gzip
 import os
 import re
+import sys
 import time
 import zlib
-from typing import Iterator
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Protocol, Sequence, Set, Tuple
 
-try:  # the regex parser: public as sre_parse before 3.11, re._parser since
+if TYPE_CHECKING:
+    import ctypes
+
+if sys.version_info >= (3, 11):  # the regex parser: public as sre_parse before 3.11, re._parser since
     from re import _constants as _sre_c
     from re import _parser as _sre_p
-except ImportError:  # pragma: no cover - Python < 3.11
+else:  # pragma: no cover - Python < 3.11
     import sre_constants as _sre_c
     import sre_parse as _sre_p
 
 from coredoctor.history import MAX_LINE as MAX_RECORD
-from coredoctor.history import BadRecord, MAX_TIME, daemonlog, kmsg
+from coredoctor.history import BadRecord, MAX_TIME, OnSkip, daemonlog, kmsg
 
 __all__ = ["LOG_NAMES", "ANCHORS", "log_files", "read", "parse_line", "required_literals", "choose_anchors"]
 
@@ -55,7 +59,7 @@ def _minimal(alts):
     return tuple(sorted(a for a in alts if not any(b != a and b in a for b in alts)))
 
 
-def required_literals(regex):
+def required_literals(regex: "str | re.Pattern[str]") -> List[Tuple[str, ...]]:
     """What every match of ``regex`` (a compiled pattern or its source) must contain, as a list of
     tuples of alternatives: each match contains at least one string of every tuple. Literal runs are
     followed through groups, small character classes (``[Mm]ain``) and alternations
@@ -137,7 +141,8 @@ def _search_cost(literal):
     return 1.0 + 32.0 / len(literal)
 
 
-def choose_anchors(patterns, min_len=8):
+def choose_anchors(patterns: Sequence["kmsg.P | daemonlog.P"],
+                   min_len: int = 8) -> Tuple[Tuple[str, ...], List["kmsg.P | daemonlog.P"]]:
     """A small set of literals such that every pattern's matches contain one of them.
 
     Candidates for a pattern are its required literals (:func:`required_literals`, tuples of
@@ -158,8 +163,9 @@ def choose_anchors(patterns, min_len=8):
             common = _common_substring(r) if len(r) > 1 else ""
             if len(common) >= min_len:
                 c.append((common,))
-        if getattr(p, "ident", None):
-            c.append((p.ident,))
+        ident = getattr(p, "ident", None)  # (daemonlog's patterns have one, kmsg's none)
+        if ident:
+            c.append((ident,))
         if c:
             cands.append(c)
         else:
@@ -170,7 +176,8 @@ def choose_anchors(patterns, min_len=8):
     def covered(cs, found):
         return any(all(a in found for a in cand) for cand in cs)
 
-    chosen, found = set(), set()
+    chosen: Set[str] = set()
+    found: Set[str] = set()
     left = list(cands)
     while left:
         every = sorted({cand for cs in left for cand in cs})
@@ -186,7 +193,7 @@ def choose_anchors(patterns, min_len=8):
     return tuple(sorted(chosen)), unanchored
 
 
-_LAZY = {}
+_LAZY: Dict[str, Any] = {}
 
 
 def __getattr__(name):
@@ -257,7 +264,8 @@ class _Clock:
             return None
 
 
-def parse_line(line: str, mtime: "float | None" = None, source: str = "syslog", clock=None) -> "kmsg.Event | None":
+def parse_line(line: str, mtime: "float | None" = None, source: str = "syslog",
+               clock: "_Clock | None" = None) -> "kmsg.Event | None":
     """Classify one syslog file line (str). ``mtime``: the file's mtime (the year of RFC 3164 lines);
     ``clock``: a :class:`_Clock` reused across the lines of one file."""
     m = _RFC3164.match(line)
@@ -306,10 +314,18 @@ def parse_line(line: str, mtime: "float | None" = None, source: str = "syslog", 
 _ROT = re.compile(r"^(?P<base>.+?)(?:\.(?P<n>\d+)|-(?P<date>\d{8}))?(?P<gz>\.gz)?$", re.S | re.ASCII)  # any name matches
 
 
+def _rot_base(name: str) -> str:
+    """The log a (rotated) file name belongs to: ``kern.log`` of ``kern.log.2.gz``."""
+    m = _ROT.match(name)
+    return m.group("base") if m else name  # (only "" does not match)
+
+
 def _rotation_key(name):
     """Sort key, oldest first: dated rotations by date, then numbered ones from the highest number,
     then the live file."""
     m = _ROT.match(name)
+    if m is None:  # (only "" does not match)
+        return (2, "", 0)
     if m.group("date"):
         return (0, m.group("date"), 0)
     if m.group("n"):
@@ -317,14 +333,14 @@ def _rotation_key(name):
     return (2, "", 0)
 
 
-def log_files(root="/", names=LOG_NAMES):
+def log_files(root: str = "/", names: Sequence[str] = LOG_NAMES) -> List[str]:
     """The syslog files under ``root``/var/log, each log's rotations oldest first (the live file last)."""
     d = os.path.join(root, "var", "log")
     try:
         entries = os.listdir(d)
     except OSError:
         return []
-    out = []
+    out: List[str] = []
     for name in names:
         mine = []
         for e in entries:
@@ -364,13 +380,19 @@ def _libc_memmem():
 _MEMMEM = _libc_memmem()
 
 
+class _ChunkReader(Protocol):
+    """What :func:`candidate_lines` reads from: a binary file or a GzipFile."""
+
+    def readinto(self, __buffer: memoryview) -> int: ...
+
+
 class _MemmemFinder:
     """``find(needle, start, end)`` like bytearray.find, by memmem() on the buffer's memory. Holds a
     buffer export: release() before the bytearray is resized."""
 
     def __init__(self, buf):
         import ctypes
-        self._view = (ctypes.c_char * len(buf)).from_buffer(buf)
+        self._view: "Optional[ctypes.Array[ctypes.c_char]]" = (ctypes.c_char * len(buf)).from_buffer(buf)
         self._base = ctypes.addressof(self._view)
 
     def find(self, needle, start, end):
@@ -384,7 +406,8 @@ class _MemmemFinder:
         self._view = None
 
 
-def candidate_lines(f, chunk_size=CHUNK, anchors=None, memmem=True):
+def candidate_lines(f: "_ChunkReader", chunk_size: int = CHUNK, anchors: Optional[Sequence[bytes]] = None,
+                    memmem: bool = True) -> Iterator[bytes]:
     """The lines (bytes, without the newline) of binary file ``f`` that contain one of ``anchors``, in
     file order. Reads ``chunk_size`` bytes at a time into one buffer (memory: about the chunk size,
     up to :data:`MAX_LINE` more for a line longer than it; longer ones are cut); a line cut by a
@@ -445,7 +468,7 @@ def _find_lines(buf, end, anchors, find):
 
 
 def read(paths: "list[str] | None" = None, since: "float | None" = None, root: str = "/", chunk_size: int = CHUNK,
-         skipped=None) -> "Iterator[kmsg.Event]":
+         skipped: "OnSkip | None" = None) -> "Iterator[kmsg.Event]":
     """Every classified crash line in ``paths`` (default: :func:`log_files` of ``root``), in file
     order. ``since`` (seconds since the epoch): rotated files last written before it are skipped
     whole, and events dated before it are left out. A line that a syslog daemon wrote to two logs
@@ -456,8 +479,8 @@ def read(paths: "list[str] | None" = None, since: "float | None" = None, root: s
     line, a number no kernel prints)."""
     if paths is None:
         paths = log_files(root)
-    logs = {_ROT.match(os.path.basename(p)).group("base") for p in paths}
-    seen = {} if len(logs) > 1 else None  # hash((time, line)) -> the log it was first found in
+    logs = {_rot_base(os.path.basename(p)) for p in paths}
+    seen: Optional[Dict[int, str]] = {} if len(logs) > 1 else None  # hash((time, line)) -> the log it was first found in
     # Only facility kern counts as the kernel. A file gets no facility per line, but kern.log gets
     # kern.* only (Debian's and Ubuntu's rsyslog.conf), and a syslog daemon turns the kern
     # facility of a message from its local socket into user (rsyslog's imuxsock, journald): any
@@ -467,7 +490,7 @@ def read(paths: "list[str] | None" = None, since: "float | None" = None, root: s
     # refusal from it. (kern.log first, so that its lines are known when the others are read.)
     kern_only = KERNEL_LOG in logs
     if kern_only:
-        paths = sorted(paths, key=lambda p: _ROT.match(os.path.basename(p)).group("base") != KERNEL_LOG)
+        paths = sorted(paths, key=lambda p: _rot_base(os.path.basename(p)) != KERNEL_LOG)
     for path in paths:
         try:
             st = os.stat(path)
@@ -475,7 +498,7 @@ def read(paths: "list[str] | None" = None, since: "float | None" = None, root: s
             continue
         if since is not None and st.st_mtime < since:
             continue
-        log = _ROT.match(os.path.basename(path)).group("base")
+        log = _rot_base(os.path.basename(path))
         for e in daemonlog.linked(kmsg.join_task_context(_file_events(path, st.st_mtime, chunk_size, skipped))):
             kernel = e.pop("_kernel", False)
             if since is not None and e["time"] is not None and e["time"] < since:

@@ -17,6 +17,10 @@ rendered form shows them as ``*``.
 """
 
 import functools
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+#: one pattern part: text, or None for a value not known before the crash
+Parts = List[Optional[str]]
 
 __all__ = ["parse", "expand", "SPECIFIERS", "render", "split_dir"]
 
@@ -43,7 +47,7 @@ SPECIFIERS = {
 
 
 @functools.lru_cache(maxsize=64)
-def parse(pattern, socket_supported=False):
+def parse(pattern: str, socket_supported: bool = False) -> Dict[str, Any]:
     """Classify a pattern: ``{"kind": "file"|"pipe"|"socket", ...}`` (cached: do not mutate).
 
     TypeError for anything but a string (a snapshot's value must be validated first)."""
@@ -64,11 +68,11 @@ def parse(pattern, socket_supported=False):
             "has_pid": "%p" in p.replace("%%", "")}
 
 
-def _esc(s):
+def _esc(s: object) -> Optional[str]:
     return None if s is None else str(s).replace("/", "!")
 
 
-def _value(spec, ctx):
+def _value(spec: str, ctx: Mapping[str, Any]) -> Optional[str]:
     """Value of one specifier from *ctx* (dict of known facts), or None if unknown."""
     g = ctx.get
     if spec == "p":
@@ -107,13 +111,13 @@ def _value(spec, ctx):
     return ""  # unknown specifiers expand to nothing (format_corename's default: break)
 
 
-def _s(v):
+def _s(v: object) -> Optional[str]:
     return None if v is None else str(v)
 
 
-def _expand_text(text, ctx):
+def _expand_text(text: str, ctx: Mapping[str, Any]) -> Parts:
     """Expand one piece of pattern text into a list of parts (str or None for unknown)."""
-    parts = []
+    parts: Parts = []
     i = 0
     n = len(text)
     buf = ""
@@ -144,7 +148,7 @@ def _expand_text(text, ctx):
     return parts
 
 
-def expand(parsed, ctx, core_uses_pid=0):
+def expand(parsed: Mapping[str, Any], ctx: Mapping[str, Any], core_uses_pid: int = 0) -> Dict[str, Any]:
     """Expand a parsed pattern for a process described by *ctx*.
 
     Returns for file mode ``{"kind": "file", "parts": [...], "absolute": bool}``; for pipe mode
@@ -163,32 +167,34 @@ def expand(parsed, ctx, core_uses_pid=0):
     return {"kind": "file", "parts": parts, "absolute": isinstance(first, str) and first.startswith("/")}
 
 
-def render(parts):
+def render(parts: Parts) -> str:
     """Join parts, unknown ones as ``*``."""
     return "".join("*" if p is None else p for p in parts)
 
 
-def split_dir(parts):
+def split_dir(parts: Parts) -> Tuple[Optional[str], Parts]:
     """Split a file-mode name into (directory, basename parts).
 
     Returns ``(dir_string_or_None, base_parts)``; the directory is None when an unknown value
     sits inside it. A name without '/' has directory '.' (the cwd).
     """
     text_idx = None
+    text = ""
     for idx in range(len(parts) - 1, -1, -1):
         p = parts[idx]
         if p is not None and "/" in p:
             text_idx = idx
+            text = p
             break
     if text_idx is None:
         return ".", list(parts)
     head = parts[:text_idx]
-    cut = parts[text_idx].rfind("/")
-    dir_tail = parts[text_idx][:cut + 1]
-    base_first = parts[text_idx][cut + 1:]
+    cut = text.rfind("/")
+    dir_tail = text[:cut + 1]
+    base_first = text[cut + 1:]
     if any(p is None for p in head):
         return None, ([base_first] if base_first else []) + parts[text_idx + 1:]
-    d = "".join(head) + dir_tail
+    d = "".join(p for p in head if p is not None) + dir_tail  # (no None in head here)
     if len(d) > 1:
         d = d.rstrip("/") or "/"
     return d, ([base_first] if base_first else []) + parts[text_idx + 1:]

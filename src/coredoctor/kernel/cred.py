@@ -15,6 +15,11 @@ security/commoncap.c, kernel/nsproxy.c (3.10 .. 6.18; the behaviour modelled her
 across that range except where a rule says otherwise).
 """
 
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+#: credentials as the kernel keeps them: uid/gid [real, effective, saved, fs], cap_prm, cap_eff, ...
+Creds = Dict[str, Any]
+
 __all__ = ["RULES", "CAP_SETGID", "CAP_SETUID", "INVALID_ID", "PR_SET_DUMPABLE", "PR_SET_KEEPCAPS",
            "CLONE_NEWUSER", "apply_syscall", "commit_creds", "prctl_set_dumpable", "exec_creds", "exec_dumpable",
            "normalize_id", "ids_name"]
@@ -103,23 +108,23 @@ RULES = {
 }
 
 
-def normalize_id(v):
+def normalize_id(v: int) -> int:
     """A syscall argument as the kernel's uid_t: the low 32 bits (-1 prints as 0xffffffff or
     0xffffffffffffffff; either is INVALID_ID, "unchanged")."""
     return v & 0xFFFFFFFF
 
 
-def _has_cap(creds, cap):
+def _has_cap(creds: Creds, cap: int) -> bool:
     return bool(int(creds.get("cap_eff") or 0) >> cap & 1)
 
 
-def _copy(creds):
+def _copy(creds: Creds) -> Creds:
     return {"uid": list(creds["uid"]), "gid": list(creds["gid"]), "cap_prm": int(creds.get("cap_prm") or 0),
             "cap_eff": int(creds.get("cap_eff") or 0), "keep_caps": bool(creds.get("keep_caps")),
             "cap_bnd": creds.get("cap_bnd")}
 
 
-def _fix_setuid(old, new):
+def _fix_setuid(old: Creds, new: Creds) -> Creds:
     """cap_emulate_setxuid() and the fsuid part of cap_task_fix_setuid() (no SECURE_NO_SETUID_FIXUP)."""
     o, n = old["uid"], new["uid"]
     if 0 in o[:3] and 0 not in n[:3] and not old.get("keep_caps"):
@@ -132,7 +137,8 @@ def _fix_setuid(old, new):
     return new
 
 
-def apply_syscall(name, args, creds, ret):
+def apply_syscall(name: str, args: List[int], creds: Creds,
+                  ret: Optional[int]) -> Tuple[Optional[Creds], Optional[str], Optional[str]]:
     """What the kernel's credentials are after syscall *name* with *args* returned *ret*.
 
     Returns ``(new_creds, rule_id, note)``; *new_creds* is None when the result cannot be known
@@ -185,7 +191,8 @@ def apply_syscall(name, args, creds, ret):
     return new, name, None
 
 
-def _setfs(name, args, creds, ret):
+def _setfs(name: str, args: List[int], creds: Creds,
+           ret: Optional[int]) -> Tuple[Optional[Creds], Optional[str], Optional[str]]:
     key, cap = ("uid", CAP_SETUID) if name == "setfsuid" else ("gid", CAP_SETGID)
     v = normalize_id(args[0])
     new = _copy(creds)
@@ -208,7 +215,7 @@ def _setfs(name, args, creds, ret):
     return new, name, note
 
 
-def commit_creds(old, new, suid_dumpable):
+def commit_creds(old: Creds, new: Creds, suid_dumpable: int) -> Tuple[bool, str]:
     """commit_creds(): returns ``(resets, why)``; when *resets*, dumpable becomes *suid_dumpable*."""
     why = []
     for key, i, label in (("uid", 1, "euid"), ("gid", 1, "egid"), ("uid", 3, "fsuid"), ("gid", 3, "fsgid")):
@@ -222,7 +229,7 @@ def commit_creds(old, new, suid_dumpable):
     return True, ", ".join(why) + f": dumpable := fs.suid_dumpable ({suid_dumpable})"
 
 
-def prctl_set_dumpable(option, arg2, ret):
+def prctl_set_dumpable(option: int, arg2: int, ret: Optional[int]) -> Optional[int]:
     """prctl(option, arg2): the new dumpable value, or None when it does not set it."""
     if int(option) != PR_SET_DUMPABLE:
         return None
@@ -232,7 +239,7 @@ def prctl_set_dumpable(option, arg2, ret):
     return a if a in (0, 1) else None
 
 
-def exec_creds(pre, exe, cap_bnd=None):
+def exec_creds(pre: Creds, exe: Optional[Dict[str, Any]], cap_bnd: Optional[int] = None) -> Optional[Creds]:
     """The credentials exec gives (bprm_fill_uid(), cap_bprm_creds_from_file()): a set-uid/set-gid
     binary sets the effective, saved and fs id to its owner/group; saved and fs ids follow the
     effective ones in any case. Root (euid 0 after exec) gets the bounding set as permitted
@@ -242,8 +249,8 @@ def exec_creds(pre, exe, cap_bnd=None):
     read afterwards, shows that."""
     if exe is not None and exe.get("fcaps"):
         return None
-    new = {"uid": list(pre["uid"]), "gid": list(pre["gid"]), "cap_prm": int(pre.get("cap_prm") or 0),
-           "cap_eff": int(pre.get("cap_eff") or 0), "keep_caps": False}
+    new: Creds = {"uid": list(pre["uid"]), "gid": list(pre["gid"]), "cap_prm": int(pre.get("cap_prm") or 0),
+                  "cap_eff": int(pre.get("cap_eff") or 0), "keep_caps": False}
     if exe is not None and exe.get("setuid"):
         new["uid"][1] = exe["uid"]
     if exe is not None and exe.get("setgid"):
@@ -259,7 +266,7 @@ def exec_creds(pre, exe, cap_bnd=None):
     return new
 
 
-def exec_dumpable(pre, post, suid_dumpable, unreadable=False):
+def exec_dumpable(pre: Creds, post: Creds, suid_dumpable: int, unreadable: bool = False) -> Tuple[int, str]:
     """begin_new_exec(): ``(value, why)`` from the pre-exec and post-exec credentials."""
     if unreadable:
         return suid_dumpable, "the binary is not readable by the caller (would_dump())"
@@ -272,6 +279,6 @@ def exec_dumpable(pre, post, suid_dumpable, unreadable=False):
     return 1, "an ordinary exec: SUID_DUMP_USER"
 
 
-def ids_name(creds):
+def ids_name(creds: Creds) -> str:
     u, g = creds["uid"], creds["gid"]
     return f"uid {'/'.join(map(str, u))} gid {'/'.join(map(str, g))}"

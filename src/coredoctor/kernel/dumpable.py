@@ -16,6 +16,11 @@ Callers of ``set_dumpable()`` in 3.10..6.19 (see kernel-coredump-path.md section
 - fork copies it (``mmf_init_legacy_flags()``).
 """
 
+from typing import Any, Callable, Dict, Optional, Set, Tuple
+
+#: a process as the snapshot records it
+Proc = Dict[str, Any]
+
 from coredoctor.kernel import namei
 
 __all__ = ["SUID_DUMP_DISABLE", "SUID_DUMP_USER", "SUID_DUMP_ROOT", "MMF_DUMP_FILTER_BITS",
@@ -40,8 +45,8 @@ PIDFD_COREDUMP_ROOT = 1 << 3
 _NAMES = {0: "SUID_DUMP_DISABLE", 1: "SUID_DUMP_USER", 2: "SUID_DUMP_ROOT"}
 
 
-def describe_value(v):
-    return _NAMES.get(v, "unknown")
+def describe_value(v: Optional[int]) -> str:
+    return _NAMES.get(v, "unknown") if v is not None else "unknown"
 
 
 #: mm->flags is one unsigned long (word 0 of the mm_flags_t bitmap on 6.18+, include/linux/mm_types.h)
@@ -98,7 +103,7 @@ def decode_mm_flags(value: int) -> dict:
     }
 
 
-def from_pidfd_coredump_mask(mask):
+def from_pidfd_coredump_mask(mask: int) -> Optional[int]:
     """PIDFD_INFO_COREDUMP answer -> dumpable value, or None if the kernel said nothing."""
     if mask & PIDFD_COREDUMP_USER:
         return SUID_DUMP_USER
@@ -109,7 +114,8 @@ def from_pidfd_coredump_mask(mask):
     return None
 
 
-def from_proc_owner(owner_uid, owner_gid, euid, egid, userns_root_uid=0):
+def from_proc_owner(owner_uid: int, owner_gid: int, euid: int, egid: int,
+                    userns_root_uid: int = 0) -> Tuple[Set[int], str]:
     """What the ownership of ``/proc/PID/status`` tells about dumpability.
 
     ``task_dump_owner()``: when dumpable != SUID_DUMP_USER, entries that are not 0555 dirs are
@@ -129,7 +135,8 @@ def from_proc_owner(owner_uid, owner_gid, euid, egid, userns_root_uid=0):
             f"the process ({euid}:{egid}) nor root")
 
 
-def infer_cause(proc, parent_of, suid_dumpable_now, value, _depth=0):
+def infer_cause(proc: Proc, parent_of: Optional[Callable[[Proc], Optional[Proc]]],
+                suid_dumpable_now: Optional[int], value: Optional[int], _depth: int = 0) -> Dict[str, Any]:
     """Why is the process's dumpable value what it is?
 
     *parent_of(proc)* returns the parent's snapshot entry or None. Returns a dict:
@@ -160,7 +167,7 @@ def infer_cause(proc, parent_of, suid_dumpable_now, value, _depth=0):
         return _cause("privilege-change", f"its ids are mixed (uid r/e/s/fs {'/'.join(map(str, uids))}, gid "
                       f"{'/'.join(map(str, gids))}): a set*id() call changed its effective or fs ids "
                       "(commit_creds())", proc, frm=_ids_name(pcreds) if pcreds else None, to=name)
-    if pcreds is not None:
+    if parent is not None and pcreds is not None:  # (pcreds is only set from a parent)
         pu, pg = pcreds["uid"], pcreds["gid"]
         pdump = (parent.get("dumpable") or {}).get("candidates")
         if (pu[1], pg[1]) != (uids[1], gids[1]):
@@ -200,12 +207,13 @@ def infer_cause(proc, parent_of, suid_dumpable_now, value, _depth=0):
     return _cause("unknown", "no evidence of a credential change, a set-id exec or prctl was found", proc)
 
 
-def _cause(cause, evidence, proc, frm=None, to=None):
+def _cause(cause: Optional[str], evidence: str, proc: Proc, frm: Optional[str] = None,
+           to: Optional[str] = None) -> Dict[str, Any]:
     return {"cause": cause, "evidence": evidence, "origin": proc["pid"] if cause else None,
             "origin_comm": proc.get("comm"), "from": frm, "to": to, "via": []}
 
 
-def _ids_name(c):
+def _ids_name(c: Dict[str, Any]) -> str:
     u = c.get("user") or str(c["uid"][1])
     g = c.get("group") or str(c["gid"][1])
     return f"{u}:{g}"

@@ -7,6 +7,7 @@ kernel/capability.c: ``capable_wrt_inode_uidgid()``). POSIX ACLs and LSMs are no
 """
 
 import stat
+from typing import Any, Collection, Mapping, Optional, Tuple
 
 __all__ = ["CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_SYS_RESOURCE",
            "has_cap", "may_access", "may_delete", "MAY_EXEC", "MAY_WRITE", "MAY_READ"]
@@ -21,11 +22,11 @@ MAY_WRITE = 2
 MAY_READ = 4
 
 
-def has_cap(cap_hex, cap):
+def has_cap(cap_hex: Optional[str], cap: int) -> bool:
     return bool((int(cap_hex or "0", 16) >> cap) & 1)
 
 
-def _dac(mode, uid, gid, fsuid, fsgid, groups, mask):
+def _dac(mode: int, uid: int, gid: int, fsuid: int, fsgid: int, groups: Collection[int], mask: int) -> bool:
     if fsuid == uid:
         bits = (mode >> 6) & 7
     elif fsgid == gid or gid in groups:
@@ -35,7 +36,7 @@ def _dac(mode, uid, gid, fsuid, fsgid, groups, mask):
     return (bits & mask) == mask
 
 
-def may_access(inode, cred, mask):
+def may_access(inode: Mapping[str, Any], cred: Mapping[str, Any], mask: int) -> bool:
     """``generic_permission()`` for *inode* (``{"mode", "uid", "gid"}``) and *cred*
     (``{"fsuid", "fsgid", "groups", "cap_eff"}``). Returns True if allowed."""
     mode = inode["mode"]
@@ -52,7 +53,7 @@ def may_access(inode, cred, mask):
     return False
 
 
-def may_delete(dir_inode, victim, cred):
+def may_delete(dir_inode: Mapping[str, Any], victim: Mapping[str, Any], cred: Mapping[str, Any]) -> Tuple[bool, str]:
     """``may_delete()``: write+search on the directory and, for a sticky directory,
     ``check_sticky()`` (owner of the file or the directory, or CAP_FOWNER)."""
     if not may_access(dir_inode, cred, MAY_WRITE | MAY_EXEC):

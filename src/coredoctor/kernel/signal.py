@@ -7,6 +7,8 @@ Signal numbers are architecture-specific (SIGBUS is 10 on MIPS/SPARC/Alpha), so 
 the snapshot (read on the machine itself), never from a table here.
 """
 
+from typing import Mapping, Optional, Sequence, Tuple
+
 __all__ = ["SIG_KERNEL_COREDUMP", "FAULT_SIGNALS", "sigset_has", "normalize_signal", "disposition", "decide"]
 
 #: include/linux/signal.h SIG_KERNEL_COREDUMP_MASK -- the same set from 3.10 to 6.19
@@ -18,7 +20,7 @@ SIG_KERNEL_COREDUMP = ("SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGFPE", "SIG
 FAULT_SIGNALS = ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGTRAP")
 
 
-def normalize_signal(name, numbers):
+def normalize_signal(name: object, numbers: Mapping[str, int]) -> str:
     """'segv', '11', 'SIGSEGV' -> 'SIGSEGV' using the snapshot's name->number table."""
     s = str(name).strip().upper()
     if s.isdigit():
@@ -36,21 +38,24 @@ def normalize_signal(name, numbers):
     return min(k for k, v in numbers.items() if v == numbers[s])
 
 
-def sigset_has(hexmask, signo):
+def sigset_has(hexmask: Optional[str], signo: int) -> bool:
     """True if signal *signo* is in a /proc/PID/status sigset (bit signo-1, see proc_pid_status(5))."""
     if not hexmask:
         return False
     return bool((int(hexmask, 16) >> (signo - 1)) & 1)
 
 
-def disposition(sig, how, numbers, sig_masks, thread_blocked=None, tracer_pid=0,
-                ns_init=False, global_init=False):
+def disposition(sig: str, how: str, numbers: Mapping[str, int], sig_masks: Mapping[str, Optional[str]],
+                thread_blocked: Optional[Sequence[Optional[str]]] = None, tracer_pid: int = 0,
+                ns_init: bool = False, global_init: bool = False) -> Tuple[str, str]:
     """``(status, evidence)`` of :func:`decide`."""
     status, _case, evidence = decide(sig, how, numbers, sig_masks, thread_blocked, tracer_pid, ns_init, global_init)
     return status, evidence
 
 
-def decide(sig, how, numbers, sig_masks, thread_blocked=None, tracer_pid=0, ns_init=False, global_init=False):
+def decide(sig: str, how: str, numbers: Mapping[str, int], sig_masks: Mapping[str, Optional[str]],
+           thread_blocked: Optional[Sequence[Optional[str]]] = None, tracer_pid: int = 0, ns_init: bool = False,
+           global_init: bool = False) -> Tuple[str, Optional[str], str]:
     """Decide whether signal *sig* delivered *how* ('fault' or 'kill') reaches the default action.
 
     Returns ``(status, case, evidence)`` with status ``pass`` / ``fail`` / ``unknown`` / ``warn``;

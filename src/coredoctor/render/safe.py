@@ -13,7 +13,13 @@ JSON output is not cleaned (``json.dumps`` escapes, and its consumers want the e
 """
 
 import re
+from typing import Dict, List, TypeVar, overload
+
 __all__ = ["escape", "clean"]
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+_T = TypeVar("_T")
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # C0, DEL, C1, the lone-surrogate range, and the Unicode line/paragraph
@@ -32,6 +38,18 @@ def _one(m: "re.Match[str]") -> str:
 def escape(s: str) -> str:
     """*s* with every control character and lone surrogate as a visible escape."""
     return _BAD.sub(_one, s)
+
+
+# the same shape comes back (a dict subclass as a plain dict): the renderers read it as they
+# would have read *obj*
+@overload
+def clean(obj: str) -> str: ...
+@overload
+def clean(obj: Dict[_K, _V]) -> Dict[_K, _V]: ...
+@overload
+def clean(obj: List[_V]) -> List[_V]: ...
+@overload
+def clean(obj: _T) -> _T: ...
 
 
 def clean(obj: object) -> object:

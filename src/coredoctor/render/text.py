@@ -8,6 +8,8 @@ commands to fix.
 import shutil
 import textwrap
 
+from typing import Any, Dict, List, Optional, Sequence, overload
+
 from coredoctor.kernel import reasons
 
 __all__ = ["target_report", "summary_table", "explain_flags", "canary_report", "fix_plan", "fix_list",
@@ -16,11 +18,11 @@ __all__ = ["target_report", "summary_table", "explain_flags", "canary_report", "
 _MARK = {"pass": "ok", "fail": "FAIL", "warn": "warn", "unknown": "??"}
 
 
-def _width():
+def _width() -> int:
     return max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
 
 
-def target_report(t):
+def target_report(t: Dict[str, Any]) -> str:
     w = _width()
     out = [textwrap.fill(t["verdict"], w, subsequent_indent="  ")]
     out.append("")
@@ -52,11 +54,11 @@ def target_report(t):
     return "\n".join(out)
 
 
-def _cut(line, w):
+def _cut(line: str, w: int) -> str:
     return line if len(line) <= w else line[:w - 3] + "..."
 
 
-def summary_table(targets, skipped=None):
+def summary_table(targets: Sequence[Dict[str, Any]], skipped: Optional[Dict[str, Any]] = None) -> str:
     yes = [t for t in targets if t["dumps"] is True]
     no = [t for t in targets if t["dumps"] is False]
     unk = [t for t in targets if t["dumps"] is None]
@@ -65,10 +67,10 @@ def summary_table(targets, skipped=None):
            f"{len(unk)} undecided (signal {targets[0]['signal'] if targets else 'SIGSEGV'})."]
     if skipped and skipped.get("gone"):
         out.append(f"({skipped['gone']} exited while being read and were skipped)")
-    by_gate = {}
+    by_gate: Dict[Optional[str], List[Dict[str, Any]]] = {}
     for t in no:
         by_gate.setdefault(t["blocking_gate"], []).append(t)
-    def rows(title, ts):
+    def rows(title: str, ts: List[Dict[str, Any]]) -> None:
         out.extend(["", title])
         for t in ts:
             reason = reasons.reason_text(t) if "reasons" in t else t["verdict"]
@@ -90,7 +92,7 @@ def summary_table(targets, skipped=None):
     return "\n".join(out)
 
 
-def explain_flags(d):
+def explain_flags(d: Dict[str, Any]) -> str:
     lines = [f"mm->flags {d['value']} ({d['hex']}):",
              f"  dumpable bits 0-1 = {d['dumpable_raw']:02b}: dumpable={d['dumpable']} ({d['dumpable_name']})",
              f"  coredump_filter bits 2-10 = {d['coredump_filter']}: {', '.join(d['coredump_filter_bits']) or 'none'}"]
@@ -105,7 +107,7 @@ def explain_flags(d):
     return "\n".join(lines)
 
 
-def canary_report(r):
+def canary_report(r: Dict[str, Any]) -> str:
     c = r["credentials"]
     who = f"canary pid {r['pid']} (uid {c['uid'][1]}, gid {c['gid'][1]})"
     if r.get("like"):
@@ -131,12 +133,12 @@ def canary_report(r):
     return "\n".join(lines)
 
 
-def _action_cmd(a):
+def _action_cmd(a: Dict[str, Any]) -> str:
     from coredoctor.fix.actions import describe
     return describe(a)
 
 
-def fix_plan(doc):
+def fix_plan(doc: Dict[str, Any]) -> str:
     out = []
     for t in doc["targets"]:
         out.append(t["verdict"])
@@ -167,7 +169,7 @@ def fix_plan(doc):
     return "\n".join(out)
 
 
-def fix_list(fixes):
+def fix_list(fixes: Sequence[Dict[str, Any]]) -> str:
     if not fixes:
         return "No fixes have been applied on this host."
     import time
@@ -182,13 +184,13 @@ def fix_list(fixes):
     return "\n".join(out)
 
 
-def fix_rollback(doc):
+def fix_rollback(doc: Dict[str, Any]) -> str:
     out = [f"Fix {doc['id']} rolled back. Restored:"] + [f"  - {r}" for r in doc["restored"]]
     out += [f"  note: {n}" for n in doc["notes"]]
     return "\n".join(out)
 
 
-def crashes_report(doc):
+def crashes_report(doc: Dict[str, Any]) -> str:
     """Verdict first (how many crashes kept their core), then a table newest first, then why
     for each core that did not survive, with the fix."""
     import time
@@ -203,12 +205,12 @@ def crashes_report(doc):
         return "No crashes found in " + ", ".join(k for k, v in doc.get("read", {}).items() if v.startswith("read")) \
             + "." + (("\n  not read: " + "; ".join(absent)) if absent else "") + \
             (("\n" + _wrap("  ", skipped)) if skipped else "")
-    by = {}
+    by: Dict[str, List[Dict[str, Any]]] = {}
     for r in recs:
         by.setdefault(r["core"]["status"], []).append(r)
     kept = len(by.get("present", []))
     lost = [r for r in recs if r["core"]["status"] in ("missing", "empty", "truncated")]
-    gates = {}
+    gates: Dict[str, int] = {}
     for r in lost:
         g = (r.get("likely_reason") or {}).get("gate") or "unknown reason"
         gates[g] = gates.get(g, 0) + 1
@@ -250,7 +252,7 @@ def crashes_report(doc):
                 out.append(f"    already changed since by fix {lr['fixed_by']} (coredoctor fix --list)")
             elif lr.get("instance") and lr.get("gate"):
                 out.append(f"    coredoctor fix --pid {lr['instance']}     # plan the fix for the running instance")
-    unknown = {}
+    unknown: Dict[str, List[Dict[str, Any]]] = {}
     for r in recs:
         if r["core"]["status"] == "unknown":
             unknown.setdefault(r["core"].get("why") or "?", []).append(r)
@@ -270,7 +272,13 @@ def crashes_report(doc):
     return "\n".join(out)
 
 
-def _no_controls(v):
+@overload
+def _no_controls(v: Dict[str, Any]) -> Dict[str, Any]: ...
+@overload
+def _no_controls(v: object) -> object: ...
+
+
+def _no_controls(v: object) -> object:
     """*v* with every control character in its strings (C0, DEL, C1: a newline or an escape
     sequence in a process name) written as ``\\xNN``."""
     import re
@@ -283,6 +291,6 @@ def _no_controls(v):
     return v
 
 
-def _wrap(prefix, text, width=100):
+def _wrap(prefix: str, text: str, width: int = 100) -> str:
     import textwrap
     return textwrap.fill(text, width=width, initial_indent=prefix, subsequent_indent=" " * len(prefix) + "  ")

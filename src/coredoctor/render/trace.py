@@ -3,6 +3,8 @@
 
 import time
 
+from typing import Any, Dict, List, Optional
+
 from coredoctor.trace.symbols import format_frame
 
 __all__ = ["line", "safe"]
@@ -14,7 +16,7 @@ _UNSAFE = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
 _UNSAFE[ord("\\")] = "\\\\"
 
 
-def safe(s) -> str:
+def safe(s: object) -> str:
     """*s* as one printable line: control characters escaped (``\\x0a``), backslashes doubled."""
     s = str(s).translate(_UNSAFE)
     if any(0xD800 <= ord(c) <= 0xDFFF for c in s):
@@ -22,18 +24,18 @@ def safe(s) -> str:
     return s
 
 
-def _t(ts):
+def _t(ts: Optional[float]) -> str:
     if not ts:
         return "        -      "
     return time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1e6):06d}"
 
 
-def _ids(c):
+def _ids(c: Dict[str, Any]) -> str:
     u, g = c["uid"], c["gid"]
     return f"uid {'/'.join(map(str, u))} gid {'/'.join(map(str, g))}"
 
 
-def _delta(before, after):
+def _delta(before: Dict[str, Any], after: Dict[str, Any]) -> str:
     parts = []
     for k in ("uid", "gid"):
         if before[k] != after[k]:
@@ -41,13 +43,13 @@ def _delta(before, after):
     return ", ".join(parts) or "ids unchanged"
 
 
-def _stack(stack):
+def _stack(stack: Optional[List[Any]]) -> Optional[str]:
     if not stack:
         return None
     return "at " + safe(" <- ".join(format_frame(f) if isinstance(f, dict) else str(f) for f in stack[:4]))
 
 
-def _confirmed(c):
+def _confirmed(c: Optional[Dict[str, Any]]) -> str:
     if not c:
         return ""
     if c.get("agrees") is True:
@@ -60,13 +62,13 @@ def _confirmed(c):
     return "  [not confirmed]"
 
 
-def _dv(v, cands=None):
+def _dv(v: object, cands: Optional[List[int]] = None) -> str:
     if v is None:
         return "/".join(map(str, cands)) if cands else "?"
     return str(v)
 
 
-def line(r):
+def line(r: Dict[str, Any]) -> Optional[str]:
     """One record -> text (possibly two lines), or None for records not shown."""
     ev = r.get("event")
     comm = safe(r.get("comm"))

@@ -11,6 +11,8 @@ import json
 import os
 import time
 
+from typing import Any, Dict, Iterable, Optional, TextIO, Tuple
+
 from coredoctor.errors import AccessDenied, KernelThread, NoSuchProcess, SnapshotError
 from coredoctor.kernel import core_pattern, gates
 from coredoctor.snapshot import fs, handlers, own, proc as procmod, sysctl
@@ -24,7 +26,8 @@ SCHEMA = "coredoctor.snapshot/1"
 disabled_features = dumpability.disabled_features
 
 
-def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
+def take(pids: Optional[Iterable[int]] = None, signal: str = "SIGSEGV", strict: bool = True,
+         with_parents: bool = True) -> Dict[str, Any]:
     """Snapshot the system and the processes *pids* (all processes when None).
 
     With *strict*, a named pid that is missing or vanishes raises; otherwise it is skipped and
@@ -38,7 +41,7 @@ def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
                                 kernel["features"].get("socket_pattern", False))
     wants = procmod.Wants(parsed)
     all_mode = pids is None
-    wanted = procmod.list_pids() if all_mode else list(pids)
+    wanted = procmod.list_pids() if pids is None else list(pids)
     # the one place a snapshot decides about the reader's errors: a named target that is
     # missing raises (strict); otherwise it is skipped and counted (gone, no_mm, denied)
     if strict and not all_mode:
@@ -66,13 +69,13 @@ def take(pids=None, signal="SIGSEGV", strict=True, with_parents=True):
     snap["paths"] = {}
     signo = kernel["signals"].get(signal, 11)
     if parsed["kind"] == "file":
-        files = {}
+        files: Dict[Tuple[Any, str], Dict[str, Any]] = {}
         for pid in targets:
             _destination_facts(snap, procs[pid], signo, files)
     return snap
 
 
-def _ptrace_fallback(procs, kernel):
+def _ptrace_fallback(procs: Dict[int, Dict[str, Any]], kernel: Dict[str, Any]) -> None:
     """Refine root:root processes whose /proc ownership cannot tell (no pidfd query), in one
     forked probe for all of them (:func:`dumpability.by_ptrace`: the one eligibility rule)."""
     if not kernel["features"].get("ptrace_probe"):
@@ -84,7 +87,8 @@ def _ptrace_fallback(procs, kernel):
         procs[pid]["dumpable"] = ans
 
 
-def _destination_facts(snap, proc, signo, files=None):
+def _destination_facts(snap: Dict[str, Any], proc: Dict[str, Any], signo: int,
+                       files: Optional[Dict[Tuple[Any, str], Dict[str, Any]]] = None) -> None:
     """*files* caches the existing-file facts per (directory key, name) for one snapshot: the
     processes that share a directory (most share a cwd of ``/``) share its ``lstat``."""
     dest = {}
@@ -111,12 +115,12 @@ def _destination_facts(snap, proc, signo, files=None):
     proc["dest"] = dest
 
 
-def dump(snap, fp):
+def dump(snap: Dict[str, Any], fp: TextIO) -> None:
     json.dump(snap, fp, indent=1, sort_keys=False)
     fp.write("\n")
 
 
-def load(path):
+def load(path: str) -> Dict[str, Any]:
     """Read a snapshot file (``-`` for stdin); SnapshotError on anything that is not one
     (bounded and validated completely: see :mod:`coredoctor.snapshot.validate`)."""
     from coredoctor.snapshot import validate

@@ -12,16 +12,23 @@ import errno
 import os
 import stat
 
+from typing import Any, Dict, List, Optional
+
 __all__ = ["walk_dir", "file_facts"]
 
 _MAXLINKS = 40
 
 
-def _inode(st):
+def _inode(st: os.stat_result) -> Dict[str, int]:
     return {"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid}
 
 
-def walk_dir(base, dirpath, root=None, cwd_path=None):
+def _errname(e: OSError) -> str:
+    """``ENOENT`` for an OSError (its number as text when errno has no name for it)."""
+    return errno.errorcode.get(e.errno, str(e.errno)) if e.errno is not None else "None"
+
+
+def walk_dir(base: str, dirpath: str, root: Optional[str] = None, cwd_path: Optional[str] = None) -> Dict[str, Any]:
     """Walk *dirpath* starting at host path *base*.
 
     *dirpath* absolute: resolved from *base* as the root; relative: from *base* as the cwd,
@@ -32,17 +39,17 @@ def walk_dir(base, dirpath, root=None, cwd_path=None):
     absolute = dirpath.startswith("/")
     root = base if absolute or root is None else root
     cur_host = base
-    walk = []
-    res = {"dir": dirpath, "walk": walk, "exists": False, "error": None, "fs": None}
+    walk: List[Dict[str, Any]] = []
+    res: Dict[str, Any] = {"dir": dirpath, "walk": walk, "exists": False, "error": None, "fs": None}
     try:
         st = os.stat(cur_host)
     except OSError as e:
-        res["error"] = errno.errorcode.get(e.errno, str(e.errno))
+        res["error"] = _errname(e)
         return res
     walk.append(dict(_inode(st), path="/" if absolute else "."))
     links = 0
     stack = [c for c in dirpath.split("/") if c and c != "."]
-    parts = []  # display components below the start
+    parts: List[str] = []  # display components below the start
     at_root = absolute
     while stack:
         c = stack.pop(0)
@@ -60,7 +67,7 @@ def walk_dir(base, dirpath, root=None, cwd_path=None):
         try:
             lst = os.lstat(nxt)
         except OSError as e:
-            res["error"] = errno.errorcode.get(e.errno, str(e.errno))
+            res["error"] = _errname(e)
             res["missing"] = "/".join(parts + [c])
             return res
         if stat.S_ISLNK(lst.st_mode):
@@ -68,7 +75,7 @@ def walk_dir(base, dirpath, root=None, cwd_path=None):
             try:
                 target = os.readlink(nxt)
             except OSError as e:
-                res["error"] = errno.errorcode.get(e.errno, str(e.errno))
+                res["error"] = _errname(e)
                 return res
             if links > _MAXLINKS:
                 res["error"] = "ELOOP"
@@ -96,10 +103,10 @@ def walk_dir(base, dirpath, root=None, cwd_path=None):
     return res
 
 
-_mounts = None
+_mounts: Optional[Dict[str, Dict[str, str]]] = None
 
 
-def _mount_of(dev):
+def _mount_of(dev: int) -> Dict[str, str]:
     """fstype and super-block options (ext4 resuid=/resgid=) of the mount holding device *dev*,
     from /proc/self/mountinfo (proc(5): field 3 is major:minor, then after ' - ' fstype, source,
     super options)."""
@@ -118,13 +125,13 @@ def _mount_of(dev):
     return _mounts.get(f"{os.major(dev)}:{os.minor(dev)}", {})
 
 
-def file_facts(host_dir, name):
+def file_facts(host_dir: str, name: str) -> Dict[str, Any]:
     """``lstat`` of an existing file the dump would have to replace, or ``{"exists": False}``."""
     try:
         st = os.lstat(host_dir.rstrip("/") + "/" + name)
     except FileNotFoundError:
         return {"exists": False}
     except OSError as e:
-        return {"exists": None, "error": errno.errorcode.get(e.errno, str(e.errno))}
+        return {"exists": None, "error": _errname(e)}
     return {"exists": True, "mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid,
             "nlink": st.st_nlink, "size": st.st_size}

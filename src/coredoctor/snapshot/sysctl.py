@@ -8,6 +8,8 @@ patterns), the pidfd coredump query.
 
 import os
 
+from typing import Any, Dict, Iterable, Optional, Union
+
 from coredoctor.snapshot.proc import pidfd
 
 __all__ = ["read_sysctls", "read_kernel", "SYSCTLS"]
@@ -23,7 +25,7 @@ SYSCTLS = {
 }
 
 
-def _read(path):
+def _read(path: str) -> Optional[str]:
     try:
         with open(path) as f:
             return f.read().rstrip("\n")
@@ -31,10 +33,10 @@ def _read(path):
         return None
 
 
-def read_sysctls():
-    out = {}
+def read_sysctls() -> Dict[str, Union[int, str, None]]:
+    out: Dict[str, Union[int, str, None]] = {}
     for name, path in SYSCTLS.items():
-        v = _read(path)
+        v: Union[int, str, None] = _read(path)
         if v is not None and name not in ("kernel.core_pattern", "kernel.core_modes"):
             try:
                 v = int(v)
@@ -44,7 +46,7 @@ def read_sysctls():
     return out
 
 
-def read_kernel(disabled=()):
+def read_kernel(disabled: Iterable[str] = ()) -> Dict[str, Any]:
     """Facts about the running kernel, with the features that answered."""
     import signal as pysignal
     numbers = {n: int(getattr(pysignal, n)) for n in sorted(dir(pysignal))
