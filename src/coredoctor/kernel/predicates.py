@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from coredoctor import programs
 from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, namei, observed as O, remedies as R
 from coredoctor.kernel.reasons import reason, who
-from coredoctor.kernel.signal import FAULT_SIGNALS, decide
+from coredoctor.kernel.signal import FAULT_SIGNALS, SIG_KERNEL_COREDUMP, decide
 from coredoctor.kernel.world import dump_cred, estimate_core_size, limit_text, who_values
 
 Result = Dict[str, Any]
@@ -113,7 +113,7 @@ def signal(w: World) -> Result:
                                  "the signal's disposition is the program's own choice")])]
     res = _r(status, ev, _text(ev) if status in ("fail", "unknown") else None, fixes)
     obs = _obs(w)
-    if obs is not None and obs.signal == w["signal"]:
+    if obs is not None and obs.signal == w["signal"] and w["signal"] in SIG_KERNEL_COREDUMP:
         # the kernel delivered it and its default action ran: whatever masks, handlers or a
         # tracer the snapshot shows, they did not stop it
         res = O.settle(res, "pass", f"the kernel delivered {w['signal']} and ran its default action")
