@@ -109,6 +109,8 @@ def evaluate(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[s
     then has an ``observed`` record (the observation, and the worlds it ruled out)."""
     k = snap["kernel"]
     now_sysctl = snap["sysctl"]
+    if facts is None:
+        facts = R.facts_of(snap)  # of the host today: remedies apply now, whatever was observed
     if observed is not None and observed.sysctls:
         snap = dict(snap, sysctl=dict(snap["sysctl"], **observed.sysctls))
     if signal not in SIG_KERNEL_COREDUMP:  # canonical names pass through (aliases: the CLI normalizes)
@@ -119,8 +121,6 @@ def evaluate(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[s
     cands = d.get("candidates") or [0, 1, 2]
     if by_pid is None:
         by_pid = {p["pid"]: p for p in snap["processes"]}
-    if facts is None:
-        facts = R.facts_of(snap)
     info = dmod.infer_cause(proc, lambda p: by_pid.get(p.get("ppid")), now_sysctl.get("fs.suid_dumpable"),
                             d.get("value"))
     worlds = []
