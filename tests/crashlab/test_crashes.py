@@ -112,6 +112,11 @@ def test_truncated_by_rlimit_core_and_fsize(labdir, loud_kernel_log):
             assert (c["core"]["status"], c["core"]["path"]) == ("truncated", path), c["core"]
             assert c["core"]["expected_size"] > c["core"]["size"] == os.path.getsize(path)
             assert c["likely_reason"]["gate"] == gate and c["likely_reason"]["instance"] == again.pid, c
+            # the reason is the gate evaluated with what was observed of this crash: its core's size
+            lr = c["likely_reason"]
+            assert lr["observed"]["core_size"] == os.path.getsize(path) and lr["observed"]["signal"] == "SIGSEGV"
+            assert f"observed: the core was cut at {os.path.getsize(path)} bytes" in lr["evidence"], lr
+            assert [g["id"] for g in lr["gates"] if g["status"] == "fail" and g.get("observed")] == [gate], lr
     finally:
         for v in vs:
             v.close()

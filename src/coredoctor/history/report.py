@@ -23,7 +23,7 @@ from coredoctor.history import apport, audit, cores, crashes as corr, daemonlog,
 from coredoctor.history import sysctl_history
 from coredoctor.kernel import core_pattern, handlers
 
-__all__ = ["SCHEMA", "build", "gather", "records", "core_of", "likely_reason", "SOURCES"]
+__all__ = ["SCHEMA", "build", "gather", "records", "core_of", "likely_reason", "observe", "SOURCES"]
 
 SCHEMA = "coredoctor.crashes/1"
 SOURCES = ("kmsg", "journal", "syslog", "audit", "apport", "systemd-coredump")
@@ -182,78 +182,120 @@ def _said_no_core(crash):
 
 # -- why not ---------------------------------------------------------------------------------
 
-def likely_reason(crash, core, env):
-    """``{"gate", "evidence", "fix"}`` for a core that did not survive (or survived cut)."""
+def _gate_id(name: str) -> str:
+    """A gate id of :mod:`coredoctor.kernel.table`, checked when the module is loaded."""
+    from coredoctor.kernel.table import GATE_IDS
+    if name not in GATE_IDS:
+        raise AssertionError(f"not a gate: {name}")
+    return name
+
+
+DUMPABLE = _gate_id("dumpable")
+HANDLER_POLICY = _gate_id("handler-policy")
+
+
+def observe(crash, core, env, instance=None):
+    """What was observed of one crash, as the gate evaluator's ``observed`` input
+    (:class:`coredoctor.kernel.observed.Observed`): the signal that killed it, its core as found,
+    the first refusal line tied to a gate (the kernel's or the handler's; a handler that says it
+    cut the core counts as one), the sysctls of the crash's time from the fix journal, and the pid
+    of the running instance whose facts stand in for it."""
+    from coredoctor.kernel import observed as O
     said = [r for r in crash["refusals"] if r["gate"]]  # the kernel's or the handler's own words
+    refusal = None
     if said:
-        r = said[0]
-        return {"gate": r["gate"], "evidence": f"{r['source']} logged: {r['evidence']}", "fix": None}
-    inst = env["instance"](crash)
-    if core["status"] == "truncated" and core.get("handler"):
+        refusal = O.Refusal(said[0]["gate"], said[0]["source"], said[0]["evidence"])
+    elif core["status"] == "truncated" and core.get("handler"):
         # the handler cut it (systemd-coredump: ExternalSizeMax=, ProcessSizeMax=, or KeepFree= space)
-        return {"gate": "handler-policy", "evidence": core.get("why") or f"{core['handler']} truncated the core",
-                "fix": None}
-    if core["status"] == "truncated":
-        lim = (inst or {}).get("limits") or {}
-        exp = core.get("expected_size")
-        for key, gate, name in (("core", "rlimit-core", "RLIMIT_CORE"), ("fsize", "rlimit-fsize", "RLIMIT_FSIZE")):
-            soft = (lim.get(key) or [None])[0]
-            if soft is not None and (exp is None or soft < exp) and core["size"] <= soft + 4096:
-                return {"gate": gate, "evidence": f"the core was cut at {core['size']} bytes"
-                        + (f" of {exp}" if exp else "") + f"; the running instance pid {inst['pid']} has "
-                        f"{name} {soft}", "fix": [f"prlimit --pid {inst['pid']} --{key}=unlimited"],
-                        "instance": inst["pid"]}
-        return {"gate": "rlimit-core", "evidence": f"the core was cut at {core['size']} bytes"
-                + (f" of {exp}" if exp else "") + ": dump_emit() stops at RLIMIT_CORE (or a write at "
-                "RLIMIT_FSIZE, gate rlimit-fsize); no running instance shows which", "fix": None}
-    if core["status"] == "empty":
-        return {"gate": "space", "evidence": f"{core['path']} is empty: the kernel created it and could "
-                "write nothing (no space, or RLIMIT_FSIZE 0)", "fix": None}
+        refusal = O.Refusal(HANDLER_POLICY, str(core["handler"]),
+                            core.get("why") or f"{core['handler']} truncated the core")
+    sysctls, notes = {}, {}
+    for key, then in (("kernel.core_pattern", env.get("pattern_then")), ("fs.suid_dumpable",
+                                                                          env.get("suid_dumpable_then"))):
+        if then:
+            ch = then["change"]
+            sysctls[key] = then["value"]
+            notes[key] = f"{_changed(ch)} to {ch['after']} at {_when(ch['time'])}"
+    return O.Observed(signal=crash.get("signal"), core_status=core.get("status"), core_size=core.get("size"),
+                      expected_size=core.get("expected_size"), core_path=core.get("path"), refusal=refusal,
+                      sysctls=sysctls, sysctl_notes=notes, instance=(instance or {}).get("pid"))
+
+
+def _gate_list(gates):
+    """The gate results a likely reason rests on: the failing, the undecided, and the settled."""
+    return [{k: g[k] for k in ("id", "status", "evidence", "observed", "model_status") if k in g}
+            for g in gates if g["status"] in ("fail", "unknown") or g.get("observed")]
+
+
+def likely_reason(crash, core, env):
+    """``{"gate", "evidence", "fix", "gates", "observed"}`` for a core that did not survive (or
+    survived cut): the gates evaluated with the crash's observed facts (:func:`observe`) and a
+    running instance's facts standing in for the crashed process (``instance``); without an
+    instance, what the observation alone settles, and what became unknown."""
+    from coredoctor.kernel import evaluator, observed as O
+    inst = env["instance"](crash)
+    obs = observe(crash, core, env, inst)
+    facts = env["instance_facts"](inst) if inst and env.get("instance_facts") else None
+    if facts is not None:
+        snap, p = facts
+        procs = {q["pid"]: q for q in snap["processes"]}
+        t = evaluator.evaluate(snap, p, procs.get(p.get("ppid")), crash.get("signal") or "SIGSEGV", None, procs,
+                               observed=obs)
+        return _from_target(t, crash, inst, env)
+    seen = O.settled_without_facts(obs)
+    base = {"gates": seen, "observed": O.as_dict(obs)}
+    lost = ("no running instance of the program could be read, so its facts (credentials, limits, cwd, "
+            "umask) are unknown" if not inst else
+            f"the running instance pid {inst['pid']} could not be read again, so its facts are unknown")
+    if obs.refusal is not None:
+        r = obs.refusal
+        return dict(base, gate=r.gate, evidence=f"{r.source} logged: {r.line}", fix=None)
+    if seen:
+        return dict(base, gate=None, evidence=f"{seen[0]['evidence'].split('; ')[0]}; which of "
+                    f"{', '.join(g['id'] for g in seen)} did it is unknown: {lost}", fix=None)
     pol = env["policy"](crash) if env.get("policy") else None
-    if pol and pol[0] == "fail":
+    if pol and pol[0] == "fail":  # kernel.handlers.policy of the handler today, for this executable
         st, ev, fix = pol
-        return {"gate": "handler-policy", "evidence": f"now: {ev}", "fix": (fix or {}).get("commands")}
+        return {"gate": "handler-policy", "evidence": f"now: {ev}", "fix": (fix or {}).get("commands"),
+                "gates": [{"id": HANDLER_POLICY, "status": st, "evidence": f"now: {ev}"}], "observed": base["observed"]}
     d = env.get("missing_dir")
-    if d:
-        return {"gate": "core-dir", "evidence": f"the core directory {d} does not exist now",
-                "fix": [f"mkdir -m 1777 {d}"]}
-    if inst and inst.get("verdict") and inst["verdict"]["dumps"] is False:
-        t = inst["verdict"]
-        return {"gate": t["blocking_gate"], "evidence": f"the running instance pid {inst['pid']}: {t['verdict']}",
-                "fix": [c for f in t.get("fixes") or [] for c in f["commands"]] or None, "instance": inst["pid"]}
-    sdt = env.get("suid_dumpable_then")
-    if sdt and sdt["value"] == "0" and inst and inst.get("verdict"):
-        # the seed's case after its fix: the restarted daemon is dumpable 2 now, because it
-        # changed credentials under fs.suid_dumpable=2; the crashed one did so under 0
-        d = inst["verdict"].get("dumpable") or {}
-        now = "2" if d.get("value") == 2 else ("0 or 2" if d.get("value") is None and 2 in (d.get("candidates") or [])
-                                               else None)
-        if now:
-            ch = sdt["change"]
-            return {"gate": "dumpable", "evidence": f"the running instance pid {inst['pid']} is dumpable {now} now: it "
-                    "changed credentials, and commit_creds() set its flag to fs.suid_dumpable; at this crash "
-                    f"fs.suid_dumpable was 0 ({_changed(ch)} to {ch['after']} at {_when(ch['time'])}), "
-                    "so the crashed process had been made dumpable 0 the same way",
-                    "fix": None, "instance": inst["pid"], "fixed_by": ch["fix"]}
-    if inst and inst.get("verdict") and inst["verdict"]["dumps"] is None and \
-            inst["verdict"].get("undecided_by") == "dumpable" and core["status"] == "missing":
-        # check could not tell dumpable 0 from 2 (no pidfd query before 6.16) and the worlds
-        # disagree: only the dumpable-0 world leaves no core, and no core is there
-        t = inst["verdict"]
-        return {"gate": "dumpable", "evidence": f"the running instance pid {inst['pid']} is dumpable 0 or 2 "
-                f"(this kernel cannot say which: {t['dumpable']['evidence']}); as 2 it would have left a core, "
-                "and none is there: 0", "fix": [c for f in t.get("fixes") or [] for c in f["commands"]] or None,
-                "instance": inst["pid"]}
+    if d:  # an absolute directory: the same for every process of the host root
+        ev = f"the core directory {d} does not exist now ({lost})"
+        return {"gate": "core-dir", "evidence": ev, "fix": [f"mkdir -m 1777 {d}"],
+                "gates": [{"id": _gate_id("core-dir"), "status": "fail", "evidence": ev}],
+                "observed": base["observed"]}
     if crash["unit_result"] == "killed":
-        return {"gate": None, "evidence": "systemd saw the main process killed without a core (code=killed); "
-                "the kernel logged no refusal and no running instance could be checked", "fix": None}
-    if inst and inst.get("verdict"):
-        return {"gate": None, "evidence": f"the kernel logged no refusal, and the running instance pid {inst['pid']} "
-                f"would dump now ({inst['verdict']['verdict']}): what stopped this crash's core (core_pattern, "
-                "limits, dumpability of that process) differed then", "fix": None, "instance": inst["pid"]}
-    return {"gate": None, "evidence": "the kernel logged no refusal, and no running instance of the program "
-            "could be checked: the silent gates (dumpable, RLIMIT_CORE, the core directory) leave no trace",
-            "fix": None}
+        return dict(base, gate=None, evidence="systemd saw the main process killed without a core (code=killed); "
+                    f"the kernel logged no refusal and {lost}", fix=None)
+    return dict(base, gate=None, evidence=f"the kernel logged no refusal, and {lost}: the silent gates "
+                "(dumpable, RLIMIT_CORE, the core directory) leave no trace", fix=None)
+
+
+def _from_target(t, crash, inst, env):
+    """A likely reason from check's gates evaluated for the running instance *inst* with what was
+    observed of *crash*."""
+    pid = inst["pid"]
+    out = {"gates": _gate_list(t["gates"]), "observed": t.get("observed"), "instance": pid}
+    if t["dumps"] is False:
+        gid = t["blocking_gate"]
+        g = next((g for g in t["gates"] if g["id"] == gid), None)
+        ev = g["evidence"] if g else t["verdict"]
+        out.update(gate=gid, evidence=f"the running instance pid {pid}, whose facts stand in for the crashed "
+                   f"process: {ev}", fix=[c for f in t.get("fixes") or [] for c in f["commands"]] or None)
+        sdt = env.get("suid_dumpable_then")
+        if gid == DUMPABLE and sdt and "fs.suid_dumpable" in ((t.get("observed") or {}).get("sysctls") or {}) \
+                and g and g.get("observed"):
+            out.update(fixed_by=sdt["change"]["fix"], fix=None)  # changed since: the instance dumps now
+        return out
+    if t["dumps"] is None:
+        g = next((g for g in t["gates"] if g["id"] == t.get("undecided_by")), None)
+        out.update(gate=None, fix=None, evidence=f"unknown: the gates for the running instance pid {pid} with what "
+                   f"was observed cannot decide ({t.get('undecided_by')}: {g['evidence'] if g else t['verdict']})")
+        return out
+    out.update(gate=None, fix=None, evidence=f"the kernel logged no refusal, and the running instance pid {pid} "
+               f"would dump now, with what was observed of this crash ({t['verdict']}): what stopped this "
+               "crash's core (core_pattern, limits, dumpability of that process) differed then")
+    return out
 
 
 def handler_policy(parsed, facts, page_size=4096):
@@ -306,11 +348,33 @@ def build(since=None, only=None, log_files=None):
     host = cores.Host(penv["parsed"])
     hist = {k: sysctl_history.changes(fix_journal.list_all(), k) for k in HISTORY_KEYS}
     env = dict(penv, signals=kernel["signals"], base_dirs=host.base_dirs, instance=host.instance,
+               instance_facts=_instance_facts(),
                then=lambda crash: {k: sysctl_history.value_at(hist[k], crash.get("time"), str(now.get(k, "")))
                                    for k in HISTORY_KEYS},
                pattern_env=lambda p: pattern_env(p, kernel))
     return {"schema": SCHEMA, "core_pattern": pattern, "read": read, "crashes": records(events, env, since),
             "skipped": dict(skips.counts), "skipped_why": {k: list(v) for k, v in skips.reasons.items()}}
+
+
+def _instance_facts():
+    """``(snap, proc)`` of a running instance (snapshot.take of its pid), once per pid; None when
+    it cannot be read (gone, or access denied)."""
+    from coredoctor import snapshot
+    cache = {}
+
+    def facts(inst):
+        pid = inst["pid"]
+        if pid not in cache:
+            cache[pid] = None
+            try:
+                snap = snapshot.take([pid])
+            except Error:
+                return None
+            p = next((q for q in snap["processes"] if q["pid"] == pid), None)
+            if p is not None:
+                cache[pid] = (snap, p)
+        return cache[pid]
+    return facts
 
 
 def _env_then(c, env):

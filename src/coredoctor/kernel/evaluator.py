@@ -11,7 +11,7 @@ of coredoctor.check/1: gate results, reason records (composed into ``verdict`` b
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, reasons, remedies as R
+from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, observed as O, reasons, remedies as R
 from coredoctor.kernel.signal import FAULT_SIGNALS, SIG_KERNEL_COREDUMP, normalize_signal
 from coredoctor.kernel.table import GATE_IDS, GATES, on_branch
 from coredoctor.kernel.world import expand, make_world, parsed_pattern
@@ -28,10 +28,17 @@ def _run(w: Dict[str, Any], full: bool = False) -> List[Result]:
     can be compared gate by gate."""
     results = []
     stopped = False
+    obs: Optional[O.Observed] = w.get("observed")
+    got_past = O.passed(obs, GATE_IDS)
+    refusal = obs.refusal if obs is not None else None
     for g in GATES:
         if not on_branch(g, w["kind"]):
             continue
         r = g.predicate(w)
+        if refusal is not None and refusal.gate == g.id:
+            r = _refused(r, refusal)
+        elif r is not None and r["status"] == "fail" and g.id in got_past:
+            r = O.settle(r, "pass", got_past[g.id])
         if r is None:
             continue
         r = dict(r, id=g.id, kernel_ref=g.kernel_ref, reached=not stopped)
@@ -42,7 +49,21 @@ def _run(w: Dict[str, Any], full: bool = False) -> List[Result]:
             if not full:
                 break  # the kernel stops here; later gates are not reached
             stopped = True
+    if refusal is not None and refusal.gate in GATE_IDS and all(r["id"] != refusal.gate for r in results):
+        # the kernel (or the handler) says it stopped at a gate this model did not reach
+        r = _refused({"status": "unknown", "evidence": f"not on the {w['kind']} branch of this core_pattern, "
+                      "or not reached"}, refusal)
+        g = GATES[GATE_IDS.index(refusal.gate)]
+        r = dict(r, id=g.id, kernel_ref=g.kernel_ref, reached=True)
+        r["reason"] = dict(r["reason"], gate=g.id)
+        results.append(r)
     return results
+
+
+def _refused(r: Optional[Result], refusal: "O.Refusal") -> Result:
+    line = f"{refusal.source} logged: {refusal.line}"
+    return O.settle(r or {"status": "unknown", "evidence": "no facts to judge this gate by"}, "fail", line,
+                    why=reasons.reason(refusal.gate, "text", text=f"{line} (observed)"))
 
 
 def _outcome(results: List[Result]) -> Tuple[Optional[bool], Optional[str]]:
@@ -77,12 +98,21 @@ def _reason_of(r: Result) -> Dict[str, Any]:
 
 def evaluate(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[str, Any]] = None,
              signal: str = "SIGSEGV", how: Optional[str] = None,
-             by_pid: Optional[Dict[int, Dict[str, Any]]] = None, facts: Optional[Dict[str, Any]] = None) -> Target:
+             by_pid: Optional[Dict[int, Dict[str, Any]]] = None, facts: Optional[Dict[str, Any]] = None,
+             observed: Optional[O.Observed] = None) -> Target:
     """Evaluate every gate for *proc* and return the target's verdict (the ``targets[]`` entry of
     the ``coredoctor.check/1`` contract). *by_pid* (pid -> process entry of *snap*) and *facts*
     (:func:`coredoctor.kernel.remedies.facts_of` of *snap*) may be passed in when many targets of
-    one snapshot are evaluated."""
+    one snapshot are evaluated. *observed* (:class:`coredoctor.kernel.observed.Observed`): what
+    was seen of a real crash or delivery; its sysctls (of the crash's time) replace the
+    snapshot's, and each gate it settles says so in its evidence (``observed: ...``); the result
+    then has an ``observed`` record (the observation, and the worlds it ruled out)."""
     k = snap["kernel"]
+    now_sysctl = snap["sysctl"]
+    if facts is None:
+        facts = R.facts_of(snap)  # of the host today: remedies apply now, whatever was observed
+    if observed is not None and observed.sysctls:
+        snap = dict(snap, sysctl=dict(snap["sysctl"], **observed.sysctls))
     if signal not in SIG_KERNEL_COREDUMP:  # canonical names pass through (aliases: the CLI normalizes)
         signal = normalize_signal(signal, k["signals"])
     if how is None:
@@ -91,15 +121,22 @@ def evaluate(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[s
     cands = d.get("candidates") or [0, 1, 2]
     if by_pid is None:
         by_pid = {p["pid"]: p for p in snap["processes"]}
-    if facts is None:
-        facts = R.facts_of(snap)
-    info = dmod.infer_cause(proc, lambda p: by_pid.get(p.get("ppid")), snap["sysctl"].get("fs.suid_dumpable"),
+    info = dmod.infer_cause(proc, lambda p: by_pid.get(p.get("ppid")), now_sysctl.get("fs.suid_dumpable"),
                             d.get("value"))
     worlds = []
     for v in cands:
-        w = make_world(snap, proc, parent, signal, how, v, info, facts)
+        w = make_world(snap, proc, parent, signal, how, v, info, facts, observed)
         res = _run(w, full=len(cands) > 1)
         worlds.append((v, w, res, _outcome(res)))
+    ruled_out: List[int] = []
+    if observed is not None and observed.core_status == "missing" and len(worlds) > 1:
+        # no core was left: a possible dumpable value under which the kernel would have written
+        # one is ruled out by what was seen (the others stay)
+        keep = [x for x in worlds if x[3][0] is False]
+        if keep and len(keep) < len(worlds):
+            ruled_out = [x[0] for x in worlds if x[3][0] is not False]
+            worlds = keep
+            cands = [x[0] for x in keep]
     dumps_set = {o[0] for _, _, _, o in worlds}
     dumps = dumps_set.pop() if len(dumps_set) == 1 else None
     gates = _merge([(v, [r for r in res if r["reached"]]) for v, _, res, _ in worlds])
@@ -129,6 +166,16 @@ def evaluate(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[s
     target["verdict"] = reasons.verdict(target)
     if dumps is None:
         target["undecided_by"] = next((g["id"] for g in gates if g["status"] == "unknown"), None)
+    if observed is not None:
+        target["observed"] = dict(O.as_dict(observed) or {}, ruled_out=ruled_out)
+        if ruled_out:
+            target["dumpable"]["candidates"] = d.get("candidates") or [0, 1, 2]
+            for g in gates:
+                if g["id"] == "dumpable":
+                    g["evidence"] = (f"observed: no core was left, which rules out dumpable="
+                                     f"{' or '.join(map(str, ruled_out))} (the kernel would have written one); "
+                                     + g["evidence"])
+                    g["observed"] = True
     return target
 
 
@@ -231,5 +278,10 @@ def _merge(world_results):
 
 def _public(r):
     fix = r.get("fixes") or []
-    return {"id": r["id"], "status": r["status"], "evidence": r["evidence"], "kernel_ref": r["kernel_ref"],
-            "fix": "; ".join(f["summary"] for f in fix) if fix else None}
+    out = {"id": r["id"], "status": r["status"], "evidence": r["evidence"], "kernel_ref": r["kernel_ref"],
+           "fix": "; ".join(f["summary"] for f in fix) if fix else None}
+    if r.get("observed"):  # settled by an observation (evaluate(observed=...)); additive
+        out["observed"] = True
+        if r.get("model_status"):
+            out["model_status"] = r["model_status"]
+    return out

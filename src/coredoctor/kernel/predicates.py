@@ -13,9 +13,9 @@ import stat
 from typing import Any, Dict, List, Optional
 
 from coredoctor import programs
-from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, namei, remedies as R
+from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, namei, observed as O, remedies as R
 from coredoctor.kernel.reasons import reason, who
-from coredoctor.kernel.signal import FAULT_SIGNALS, decide
+from coredoctor.kernel.signal import FAULT_SIGNALS, SIG_KERNEL_COREDUMP, decide
 from coredoctor.kernel.world import dump_cred, estimate_core_size, limit_text, who_values
 
 Result = Dict[str, Any]
@@ -34,6 +34,11 @@ def _r(status: str, evidence: str, why: Optional[Dict[str, Any]] = None,
 
 def _text(s: str) -> Dict[str, Any]:
     return reason(None, "text", text=s)
+
+
+def _obs(w: World) -> Optional[O.Observed]:
+    """What was observed of a real crash or delivery (evaluate(observed=...)), or None."""
+    return w.get("observed")
 
 
 def _facts(w: World) -> Dict[str, Any]:
@@ -106,7 +111,14 @@ def signal(w: World) -> Result:
         fixes = [R.fix("A real fault still dumps; only kill-sent signals are dropped this way",
                        [R.manual("a real fault still dumps; only kill-sent signals are dropped this way",
                                  "the signal's disposition is the program's own choice")])]
-    return _r(status, ev, _text(ev) if status in ("fail", "unknown") else None, fixes)
+    res = _r(status, ev, _text(ev) if status in ("fail", "unknown") else None, fixes)
+    obs = _obs(w)
+    if obs is not None and obs.signal == w["signal"] and w["signal"] in SIG_KERNEL_COREDUMP:
+        # the kernel delivered it and its default action ran: whatever masks, handlers or a
+        # tracer the snapshot shows, they did not stop it
+        res = O.settle(res, "pass", f"the kernel delivered {w['signal']} and ran its default action")
+        res.pop("fixes", None)
+    return res
 
 
 def kernel_config(w: World) -> Result:
@@ -126,6 +138,18 @@ def dumpable(w: World) -> Result:
                      origin_comm=info.get("origin_comm"), to=info.get("to"), suid_dumpable_now=w["sysctl"].get(
                          "fs.suid_dumpable"), **{"from": info.get("from")})
         return _r("fail", f"dumpable=0 ({d.get('evidence')}); cause {cause}: {cev}", why, [_dumpable_fix(w, cause)])
+    obs = _obs(w)
+    then = str(obs.sysctls.get("fs.suid_dumpable", "")) if obs is not None else ""
+    if v == dmod.SUID_DUMP_ROOT and then == "0":
+        # SUID_DUMP_ROOT is only ever copied from fs.suid_dumpable (commit_creds(), begin_new_exec());
+        # the crashed process made the same change while it was 0
+        note = (obs.sysctl_notes.get("fs.suid_dumpable") if obs is not None else None) or "at the crash's time"
+        model = _r("pass", f"dumpable=2 now ({d.get('source', 'unknown')}), copied from fs.suid_dumpable at its "
+                   "credential change or set-id exec")
+        ev = (f"fs.suid_dumpable was 0 ({note}); dumpable=2 is copied from fs.suid_dumpable at a credential "
+              "change (commit_creds()) or a set-id exec, so the crashed process had been made dumpable 0 the "
+              "same way")
+        return O.settle(model, "fail", ev, reason(None, "text", text=f"observed: {ev}"))
     if v == dmod.SUID_DUMP_ROOT:
         return _r("pass", f"dumpable=2 (SUID_DUMP_ROOT; {d.get('source', 'unknown')}): it dumps as root, only to "
                   "an absolute path or a pipe/socket")
@@ -195,9 +219,16 @@ def rlimit_core(w: World) -> Result:
                   "silently", reason(None, "rlimit-core-below-page", soft=soft, page=page), [_limit_fix(w)])
     est = estimate_core_size(proc)
     if soft is not None and est and soft < est:
-        return _r("warn", f"{lim} is less than the process's anonymous memory (~{est} bytes): the core will "
-                  "be truncated", fixes=[_limit_fix(w)])
-    return _r("pass", lim)
+        res = _r("warn", f"{lim} is less than the process's anonymous memory (~{est} bytes): the core will "
+                 "be truncated", fixes=[_limit_fix(w)])
+    else:
+        res = _r("pass", lim)
+    obs = _obs(w)
+    if O.cut_by(obs, soft):
+        assert obs is not None
+        ev = f"{O.cut_text(obs)}, at {lim}: dump_emit() stops writing at RLIMIT_CORE"
+        return O.settle(dict(res, fixes=[_limit_fix(w)]), "fail", ev, _text(f"observed: {ev}"))
+    return res
 
 
 def suid_path(w: World) -> Optional[Result]:
@@ -266,11 +297,15 @@ def core_file(w: World) -> Optional[Result]:
                           "a umask that keeps the core's 0600 mode", needs_restart=True)] if proc.get("unit") else
                 [R.manual("start the program with a umask that keeps owner read/write (e.g. umask 022)",
                           "the core is created with the process's umask", ["# set 'umask 022' where it is started"])])
-        return _r("fail", f"the process's umask is {umask:04o}: the core is created with mode {mode:04o}, and "
-                  "the kernel requires (i_mode & 0677) == 0600 (\"cannot preserve file permissions\"); an empty "
-                  "file is left", reason(None, "umask", umask=umask, mode=mode),
-                  [R.fix("Give the process a umask that keeps owner read/write (e.g. 0022)",
-                         acts + [_restart(w, why)])])
+        res = _r("fail", f"the process's umask is {umask:04o}: the core is created with mode {mode:04o}, and "
+                 "the kernel requires (i_mode & 0677) == 0600 (\"cannot preserve file permissions\"); an empty "
+                 "file is left", reason(None, "umask", umask=umask, mode=mode),
+                 [R.fix("Give the process a umask that keeps owner read/write (e.g. 0022)",
+                        acts + [_restart(w, why)])])
+        if O.is_empty(_obs(w)):
+            res = O.settle(res, "fail", f"an empty core, as the umask {umask:04o} leaves it; " + res["evidence"],
+                           res.get("reason"))
+        return res
     base_parts = w["view"][3]
     name = core_pattern.render(base_parts)
     if any(p is None for p in base_parts):
@@ -301,6 +336,36 @@ def core_file(w: World) -> Optional[Result]:
 
 
 def space(w: World) -> Optional[Result]:
+    res = _space(w)
+    obs = _obs(w)
+    if obs is None or not (O.is_empty(obs) or O.is_cut(obs)):
+        return res
+    proc = w["proc"]
+    lim = proc.get("limits") or {}
+    fsize = (lim.get("fsize") or [None])[0]
+    umask = proc.get("umask")
+    model = res or _r("unknown", "no facts about the core's filesystem")
+    if O.is_empty(obs):
+        if fsize == 0 or (umask is not None and umask & 0o600):
+            return res  # explained by RLIMIT_FSIZE 0 (rlimit-fsize) or the umask (core-file)
+        ev = ("an empty core file: the kernel created it and could write nothing, and neither the umask nor "
+              "RLIMIT_FSIZE explains it: no space then (ENOSPC at the first write)")
+    else:
+        if O.cut_by(obs, (lim.get("core") or [None])[0]) or O.cut_by(obs, fsize):
+            return res  # cut at a limit: rlimit-core or rlimit-fsize
+        ev = f"{O.cut_text(obs)}, at neither RLIMIT_CORE nor RLIMIT_FSIZE: the filesystem ran full (ENOSPC)"
+    return O.settle(dict(model, fixes=model.get("fixes") or [_space_fix(w)]), "fail", ev, _text(f"observed: {ev}"))
+
+
+def _space_fix(w: World) -> Dict[str, Any]:
+    facts = (w["snap"].get("paths") or {}).get((w["view"] or ("",))[0]) or {}
+    d = facts.get("dir") or (w["view"][2] if w["view"] else None) or "."
+    return R.fix("Free space on the core's filesystem",
+                 [R.manual("free space on the core's filesystem", "a full filesystem leaves an empty core",
+                           [f"df -h {shlex.quote(str(d))}"])])
+
+
+def _space(w: World) -> Optional[Result]:
     if w["view"][2] is None:
         return None
     facts = (w["snap"].get("paths") or {}).get(w["view"][0]) or {}
@@ -403,6 +468,22 @@ def handler_policy(w: World) -> Result:
 
 
 def rlimit_fsize(w: World) -> Result:
+    res = _rlimit_fsize(w)
+    obs = _obs(w)
+    soft = ((w["proc"].get("limits") or {}).get("fsize") or [None])[0]
+    if soft == 0 and O.is_empty(obs):
+        return O.settle(res, "fail", "an empty core file, as RLIMIT_FSIZE 0 leaves it (EFBIG at the first write)",
+                        res.get("reason"))
+    core_soft = ((w["proc"].get("limits") or {}).get("core") or [None])[0]
+    if O.cut_by(obs, soft) and not O.cut_by(obs, core_soft):
+        assert obs is not None
+        ev = f"{O.cut_text(obs)}, at RLIMIT_FSIZE soft {soft}: the write past it fails with EFBIG"
+        return O.settle(dict(res, fixes=res.get("fixes") or [R.fix("Raise RLIMIT_FSIZE", _limit_actions(w, "fsize"))]),
+                        "fail", ev, _text(f"observed: {ev}"))
+    return res
+
+
+def _rlimit_fsize(w: World) -> Result:
     soft = ((w["proc"].get("limits") or {}).get("fsize") or [None])[0]
     if soft is None:
         return _r("pass", "RLIMIT_FSIZE unlimited")

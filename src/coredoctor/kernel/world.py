@@ -82,7 +82,9 @@ def destination_views(snap: Dict[str, Any], proc: Dict[str, Any], signo: Optiona
 
 def make_world(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[str, Any]], signal: str,
                how: str, dumpable_value: int, cause_info: Dict[str, Any],
-               facts: Optional[Dict[str, Any]] = None) -> World:
+               facts: Optional[Dict[str, Any]] = None, observed: Optional[Any] = None) -> World:
+    """The facts of one evaluation; *observed* (:class:`coredoctor.kernel.observed.Observed`) is
+    what was seen of a real crash or delivery, for the predicates it settles."""
     parsed = parsed_pattern(snap)
     k = snap["kernel"]
     signo = k["signals"].get(signal)
@@ -91,7 +93,7 @@ def make_world(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict
     return {"snap": snap, "proc": proc, "parent": parent, "kernel": k, "sysctl": snap["sysctl"],
             "signal": signal, "how": how, "dumpable": dumpable_value, "cause_info": cause_info,
             "parsed": parsed, "kind": parsed["kind"], "exp": exp, "view": view,
-            **({"facts": facts} if facts is not None else {})}
+            "observed": observed, **({"facts": facts} if facts is not None else {})}
 
 
 def dump_cred(w: World) -> Dict[str, Any]:

@@ -16,6 +16,7 @@ import time
 from typing import Optional
 
 from coredoctor.errors import Error, UsageError
+from coredoctor.kernel.observed import Observed
 from coredoctor.trace import events as E
 from coredoctor.trace import tracefs
 from coredoctor.trace.transitions import Tracker
@@ -183,14 +184,12 @@ class Predictor:
                              "evidence": "followed by coredoctor trace"}
         entry["creds"] = dict(entry["creds"], uid=list(t.creds["uid"]), gid=list(t.creds["gid"]),
                               cap_eff=f"{t.creds.get('cap_eff', 0):016x}", cap_prm=f"{t.creds.get('cap_prm', 0):016x}")
-        # the kernel delivered it to SIG_DFL: whatever the masks said, the default action runs
-        bit = 1 << (snap["kernel"]["signals"].get(signame, 1) - 1)
-        entry["sig"] = {k: (f"{int(v, 16) & ~bit:016x}" if v else v) for k, v in (entry.get("sig") or {}).items()}
-        entry.pop("thread_blocked", None)
-        entry["tracer_pid"] = 0
         procs = dict(procs)
         procs[p.tgid] = entry
-        res = self.gates.evaluate(snap, entry, procs.get(entry.get("ppid")), signame, how, procs)
+        # the kernel delivered it to SIG_DFL: an observation for the signal gate (whatever the
+        # masks, handlers or tracer of the snapshot said, the default action runs)
+        res = self.gates.evaluate(snap, entry, procs.get(entry.get("ppid")), signame, how, procs,
+                                  observed=Observed(signal=signame))
         res["read_at"] = snap.get("taken_at")
         if stale:  # changed (limits, umask, cwd, ...) since it was read: no guess
             res["stale"] = True
