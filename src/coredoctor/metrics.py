@@ -131,29 +131,38 @@ def render(fams: "Dict[str, List[Tuple[Dict[str, str], float]]]") -> str:
     return "\n".join(out) + "\n"
 
 
+#: a crash's time read twice differs when it comes from the kernel log (boot time + monotonic
+#: stamp, recomputed each run): the same pid, name and signal within this many seconds is one crash
+SAME_CRASH_S = 30.0
+
+
 def _key(c: "Dict[str, Any]") -> str:
-    return json.dumps([c.get("time"), c.get("pid"), c.get("comm"), c.get("signo")], separators=(",", ":"))
+    return json.dumps([c.get("pid"), c.get("comm"), c.get("signo")], separators=(",", ":"))
 
 
 def count_crashes(state: "Dict[str, Any]", crashes: "List[Dict[str, Any]]") -> "Dict[str, Any]":
     """Add the crashes (``coredoctor.crashes/1`` records) not counted before to the state's
-    counters; returns the new state. A crash is counted once however many runs see it."""
+    counters; returns the new state. A crash is counted once however many runs see it: it is
+    known when a crash of the same pid, name and signal was counted within SAME_CRASH_S."""
     counts = dict(state.get("crashes") or {})
-    seen = dict(state.get("seen") or {})
+    seen = {k: list(v) for k, v in (state.get("seen") or {}).items()}
     for c in crashes:
         k = _key(c)
-        if k in seen:
+        t = c.get("time")
+        t = float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) and t == t else 0.0
+        if any(abs(t - s) <= SAME_CRASH_S for s in seen.get(k, ())):
             continue
         core = (c.get("core") or {}).get("status")
         core = core if core in CORE_STATES else "unknown"
         reason = (c.get("likely_reason") or {}).get("gate") or "unknown"
         ck = f"{core}|{reason}"
         counts[ck] = int(counts.get(ck, 0)) + 1
-        t = c.get("time")
-        seen[k] = t if isinstance(t, (int, float)) else 0
-    if len(seen) > MAX_SEEN:
-        seen = dict(sorted(seen.items(), key=lambda kv: kv[1])[-MAX_SEEN:])
-    return dict(state, crashes=counts, seen=seen)
+        seen.setdefault(k, []).append(t)
+    flat = sorted(((t, k) for k, ts in seen.items() for t in ts), reverse=True)[:MAX_SEEN]
+    kept: "Dict[str, List[float]]" = {}
+    for t, k in flat:
+        kept.setdefault(k, []).append(t)
+    return dict(state, crashes=counts, seen=kept)
 
 
 def families(targets: "List[Dict[str, Any]]", units: "Dict[int, Tuple[str, str]]", state: "Dict[str, Any]",
@@ -205,10 +214,15 @@ def load_state(path: "Optional[str]" = None) -> "Dict[str, Any]":
     if not isinstance(doc, dict):
         return {}
     out: "Dict[str, Any]" = {}
-    for k in ("crashes", "losses", "seen"):
+    def num(b: "Any") -> bool:
+        return isinstance(b, (int, float)) and not isinstance(b, bool) and b == b and abs(b) < 1e18
+    for k in ("crashes", "losses"):
         v = doc.get(k)
         if isinstance(v, dict):
-            out[k] = {str(a): b for a, b in v.items() if isinstance(b, (int, float)) and not isinstance(b, bool)}
+            out[k] = {str(a): int(b) for a, b in v.items() if num(b) and b >= 0}
+    v = doc.get("seen")
+    if isinstance(v, dict):
+        out["seen"] = {str(a): [float(t) for t in ts if num(t)] for a, ts in v.items() if isinstance(ts, list)}
     return out
 
 
