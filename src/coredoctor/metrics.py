@@ -126,8 +126,8 @@ def render(fams: "Dict[str, List[Tuple[Dict[str, str], float]]]") -> str:
         for labels, v in fams.get(name, ()):
             lab = ",".join(f'{k}="{_label(labels[k])}"' for k in sorted(labels))
             rows.append((f"{name}{{{lab}}}" if lab else name, _value(v)))
-        for series, v in sorted(rows):
-            out.append(f"{series} {v}")
+        for series, text in sorted(rows):
+            out.append(f"{series} {text}")
     return "\n".join(out) + "\n"
 
 
@@ -176,11 +176,11 @@ def families(targets: "List[Dict[str, Any]]", units: "Dict[int, Tuple[str, str]]
         verdict = "core" if d is True else "no_core" if d is False else "undecided"
         gate = t.get("blocking_gate") or "none"
         procs[(verdict, gate)] = procs.get((verdict, gate), 0) + 1
-        unit, container = units.get(t.get("pid"), ("", ""))
+        unit, container = units.get(t.get("pid") or 0, ("", ""))
         if unit or container:
             k = (unit, container)
             would[k] = min(would.get(k, 1), 1 if d is True else 0)
-    fams = {
+    fams: "Dict[str, List[Tuple[Dict[str, str], float]]]" = {
         "coredoctor_processes": [({"verdict": v, "gate": g}, n) for (v, g), n in procs.items()],
         "coredoctor_target_would_dump": [({"unit": u, "container": c}, v) for (u, c), v in would.items()],
         "coredoctor_crashes_total": [],
