@@ -223,3 +223,64 @@ def test_shipped_units_verify():
         errs = [ln for ln in (r.stdout + r.stderr).splitlines()
                 if ln and "/usr/bin/coredoctor" not in ln and "Failed to" not in ln]
         assert not errs, errs
+
+
+def _stop(p):
+    p.terminate()
+    try:
+        p.wait(15)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def test_prometheus_fires_the_alert_for_a_service_that_would_lose_its_core(tmp_path, saved_sysctls):
+    """node_exporter serves the textfile, a real Prometheus server on loopback scrapes it and
+    evaluates the shipped rule; the rule's ``for: 15m`` is cut to 0s here (promtool's unit tests
+    above hold the duration), the expression is the shipped one."""
+    _need(NODE_EXPORTER)
+    _need("prometheus")
+    L.write_sysctl("kernel.core_pattern", "core")
+    tdir = tmp_path / "textfile"
+    tdir.mkdir()
+    unit = "coredoctor-fleet-alert.service"
+    bad = Unit(unit, {"rlimit_core": [0, None]}, str(tmp_path))
+    try:
+        _metrics(tmp_path / "st", "--no-crashes", "--textfile", str(tdir))
+    finally:
+        bad.close()
+    rules = open(os.path.join(RULES_DIR, "coredoctor-rules.yml")).read()
+    assert "for: 15m" in rules
+    (tmp_path / "rules.yml").write_text(rules.replace("for: 15m", "for: 0s"))
+    ne_port, prom_port = _free_port(), _free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: [{tmp_path / 'rules.yml'}]\n"
+        "scrape_configs:\n"
+        f"  - job_name: node\n    static_configs: [{{targets: ['127.0.0.1:{ne_port}']}}]\n")
+    ne = subprocess.Popen([NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{ne_port}",
+                           "--collector.disable-defaults", "--collector.textfile",
+                           f"--collector.textfile.directory={tdir}"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prom = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{prom_port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    firing = []
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline and not firing:
+            try:
+                body = _scrape(f"http://127.0.0.1:{prom_port}/api/v1/alerts", deadline)
+            except AssertionError:
+                break
+            alerts = json.loads(body)["data"]["alerts"]
+            firing = [a for a in alerts if a["labels"].get("alertname") == "CoredoctorServiceWouldLoseCore"
+                      and a["state"] == "firing" and a["labels"].get("unit") == unit]
+            if not firing:
+                time.sleep(0.5)
+    finally:
+        _stop(prom)
+        _stop(ne)
+    assert len(firing) == 1, "the alert did not fire for the non-dumpable service"
+    assert firing[0]["labels"]["instance"] == f"127.0.0.1:{ne_port}"
