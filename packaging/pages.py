@@ -264,6 +264,35 @@ PAGES: Dict[str, Dict[str, Section]] = {
         ],
         "SEE ALSO": ["coredoctor-check(8)", "prctl(2)", "setresuid(2)"],
     },
+    "metrics": {
+        "NAME": "the host's core-dump readiness and lost cores as Prometheus metrics",
+        "DESCRIPTION": [
+            "Evaluate every process as check --all does (a SIGSEGV now), read the crash history as "
+            "crashes does, and print the Prometheus text exposition: coredoctor_processes by verdict "
+            "and blocking gate, coredoctor_target_would_dump (1 or 0) for each service and container, "
+            "coredoctor_crashes_total by the fate of the core and the gate that cost it, "
+            "coredoctor_dumpability_losses_total (counted by coredoctor watch), "
+            "coredoctor_last_run_timestamp_seconds, coredoctor_run_duration_seconds and coredoctor_info. "
+            "No sample carries a pid label or a timestamp.",
+            "With --textfile DIR the text goes to DIR/coredoctor.prom through a temporary file in DIR "
+            "and a rename, for node_exporter's textfile collector (Debian: "
+            "/var/lib/prometheus/node-exporter); the shipped coredoctor-metrics.timer runs it every "
+            "five minutes. The counters are kept across runs in the state directory: a crash still in "
+            "the logs is counted once.",
+        ],
+        "EXIT STATUS": [("0", "the metrics were printed or written"), _ERRORS, _INTERRUPTED],
+        "FILES": [
+            ("/var/lib/coredoctor/metrics.json", "the counters across runs (COREDOCTOR_STATE_DIR)"),
+            ("DIR/coredoctor.prom", "with --textfile DIR"),
+            ("/usr/lib/systemd/system/coredoctor-metrics.timer", "runs coredoctor-metrics.service"),
+        ],
+        "EXAMPLES": [
+            "$ sudo coredoctor metrics --textfile /var/lib/prometheus/node-exporter\nWhat the timer "
+            "runs; node_exporter serves it with its own metrics.",
+            "$ sudo coredoctor metrics --no-crashes\nOnly the predictions, without reading the logs.",
+        ],
+        "SEE ALSO": ["coredoctor-check(8)", "coredoctor-crashes(8)", "prometheus-node-exporter(1)"],
+    },
     "explain-flags": {
         "NAME": "decode an mm->flags value",
         "DESCRIPTION": [

@@ -102,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-stack", action="store_true", help="no user-space stacks (options/userstacktrace)")
     tr.add_argument("command", nargs="*", help="-- CMD [ARGS...]: run CMD under trace")
 
+    m = sub.add_parser("metrics", help="the host's core-dump readiness and lost cores as Prometheus metrics "
+                       "(the text exposition; --textfile DIR for node_exporter)")
+    m.add_argument("--textfile", metavar="DIR", help="write DIR/coredoctor.prom atomically instead of stdout "
+                   "(Debian's node_exporter reads /var/lib/prometheus/node-exporter)")
+    m.add_argument("--no-crashes", action="store_true", help="do not read the crash history (faster)")
+
     e = sub.add_parser("explain-flags", help="decode an mm->flags value (decimal or 0x hex)")
     e.add_argument("value")
     e.add_argument("--json", action="store_true")
@@ -435,6 +441,17 @@ def cmd_trace(args: argparse.Namespace) -> int:
             out.close()
 
 
+def cmd_metrics(args) -> int:
+    _need_root("coredoctor metrics")
+    from coredoctor import metrics
+    text = metrics.collect(with_crashes=not args.no_crashes)
+    if args.textfile:
+        metrics.write_textfile(args.textfile, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 #: subcommand -> handler (argparse's ``dest="cmd"``)
 COMMANDS = {
     "check": cmd_check,
@@ -444,4 +461,5 @@ COMMANDS = {
     "fix": cmd_fix,
     "crashes": cmd_crashes,
     "trace": cmd_trace,
+    "metrics": cmd_metrics,
 }
