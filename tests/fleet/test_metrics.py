@@ -213,7 +213,7 @@ def test_shipped_units_verify():
         text = open(u).read()
         if u.endswith(".service"):
             m = re.search(r"^ExecStart=(\S+) (.*)$", text, re.M)
-            assert m and m.group(1) == "/usr/bin/coredoctor"
+            assert m and m.group(1) == "/usr/sbin/coredoctor"
             args = m.group(2).split()
             # the command line the unit runs is one this coredoctor accepts
             r = L.coredoctor(*args, "--help")
@@ -221,7 +221,7 @@ def test_shipped_units_verify():
     if shutil.which("systemd-analyze"):
         r = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True)
         errs = [ln for ln in (r.stdout + r.stderr).splitlines()
-                if ln and "/usr/bin/coredoctor" not in ln and "Failed to" not in ln]
+                if ln and "/usr/sbin/coredoctor" not in ln and "Failed to" not in ln]
         assert not errs, errs
 
 
