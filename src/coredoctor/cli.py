@@ -441,7 +441,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
             out.close()
 
 
-def cmd_metrics(args) -> int:
+def cmd_metrics(args: argparse.Namespace) -> int:
     _need_root("coredoctor metrics")
     from coredoctor import metrics
     text = metrics.collect(with_crashes=not args.no_crashes)
