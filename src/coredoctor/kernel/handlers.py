@@ -178,7 +178,7 @@ SOCKET_RULES: List[Dict[str, str]] = [
      "log": "Coredump socket connection %s failed -2", "fix": "start the server (bound in the host's view)"},
     {"id": "lookup-mntns", "when": "the server bound the path in another mount namespace (a private /tmp, "
                "a container): the listener exists, init's root does not see it",
-     "kernel": "the same vfs_path_lookup() from init_task.fs->root -> -ENOENT (no permission check: "
+     "kernel": "unix_find_bsd(SOCK_COREDUMP): the same vfs_path_lookup() from init_task.fs->root -> -ENOENT (no permission check: "
                "kernel credentials)",
      "log": "Coredump socket connection %s failed -2", "fix": "bind in the initial mount namespace"},
     {"id": "lookup-symlink", "when": "a directory component of the path is a symlink",
