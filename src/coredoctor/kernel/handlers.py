@@ -131,6 +131,10 @@ def policy(name: Optional[str], facts: Dict[str, Any], argv_tokens: List[str], r
                          "crashing user", "# or: sysctl -w kernel.core_pattern=/var/crash/core.%e.%p.%t"])]))
         return ("warn", "apport writes a report to /var/crash (core in /var/lib/apport/coredump only when "
                 "%c is non-zero); it ignores executables that do not belong to a package", None)
+    if name == "socket-request":
+        return ("warn", "an @@ server decides per crash: its coredump_ack asks the kernel to write the core "
+                "(COREDUMP_KERNEL), to write nothing but report a dump (COREDUMP_USERSPACE), or to drop it "
+                "silently (COREDUMP_REJECT, no WCOREDUMP); coredoctor cannot tell what it will answer", None)
     if name == "socket-unknown":
         return ("warn", "an unknown server listens on the core socket: coredoctor cannot tell what it keeps",
                 None)

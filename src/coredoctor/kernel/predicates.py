@@ -478,7 +478,8 @@ def handler_policy(w: World) -> Result:
         tokens = parsed["tokens"][1:]
     else:
         name = handlers.identify(parsed["path"])
-        name = name if name == "systemd-coredump" else "socket-unknown"
+        name = name if name == "systemd-coredump" else (
+            "socket-request" if parsed.get("protocol") == "request" else "socket-unknown")
         tokens = []
         if name == "systemd-coredump":
             h = dict(h, systemd_coredump={"conf": (h.get("systemd_coredump") or {}).get("conf", {}),
