@@ -465,7 +465,8 @@ def socket_handler(w: World) -> Result:
     proto = ("@@ request protocol: the server answers each coredump_req with a coredump_ack (KERNEL: write the "
              "core, USERSPACE: nothing written but WCOREDUMP set, REJECT: no core; the kernel waits for the ack "
              "with no timeout)" if at == "@@" else "@: the kernel writes the core at once")
-    return _r("pass", f"a stream socket listens on {path} (resolved from init's root; listener in {where}); "
+    owner = f", socket file of uid {lk['uid']}" if lk and isinstance(lk.get("uid"), int) else ""
+    return _r("pass", f"a stream socket listens on {path} (resolved from init's root{owner}; listener in {where}); "
               f"{proto}; a server that stops reading stalls the crashing process in state S until it reads "
               "or the process gets SIGKILL (then no WCOREDUMP, a partial core)")
 
