@@ -10,7 +10,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from coredoctor.kernel import remedies as R
 
-__all__ = ["identify", "policy", "parse_size", "apport_likely_packaged"]
+__all__ = ["identify", "policy", "parse_size", "apport_likely_packaged", "SOCKET_RULES", "SOCKET_RULE_IDS",
+           "UNIX_PATH_MAX", "socket_path_problem"]
 
 # apport's apport/fileutils.py likely_packaged(): packages only ship executables under these
 # prefixes; /usr/local/ and /var/lib/ never belong to one. apport ignores the crash of an
@@ -130,6 +131,10 @@ def policy(name: Optional[str], facts: Dict[str, Any], argv_tokens: List[str], r
                          "crashing user", "# or: sysctl -w kernel.core_pattern=/var/crash/core.%e.%p.%t"])]))
         return ("warn", "apport writes a report to /var/crash (core in /var/lib/apport/coredump only when "
                 "%c is non-zero); it ignores executables that do not belong to a package", None)
+    if name == "socket-request":
+        return ("warn", "an @@ server decides per crash: its coredump_ack asks the kernel to write the core "
+                "(COREDUMP_KERNEL), to write nothing but report a dump (COREDUMP_USERSPACE), or to drop it "
+                "silently (COREDUMP_REJECT, no WCOREDUMP); coredoctor cannot tell what it will answer", None)
     if name == "socket-unknown":
         return ("warn", "an unknown server listens on the core socket: coredoctor cannot tell what it keeps",
                 None)
@@ -153,3 +158,81 @@ def _sc_fix(setting: str) -> Dict[str, Any]:
         "systemd-coredump reads its configuration at each crash",
         ["mkdir -p /etc/systemd/coredump.conf.d",
          "printf '%s\\n' '[Coredump]' '" + setting + "' > /etc/systemd/coredump.conf.d/90-coredoctor.conf"])])
+
+
+# --------------------------------------------------------------------------- socket mode (6.16+)
+#: sizeof(sockaddr_un.sun_path) -- include/uapi/linux/un.h
+UNIX_PATH_MAX = 108
+
+#: The socket branch, in the kernel's order (6.18/6.19 fs/coredump.c, net/unix/af_unix.c). Each
+#: row: id, what fails, the kernel's line, what it logs (the errno of kernel_connect()), the fix.
+#: Proved against real listeners on 6.18 in tests/crashlab/test_socket_real.py.
+SOCKET_RULES: List[Dict[str, str]] = [
+    {"id": "path-written", "when": "core_pattern '@...' not absolute, '..' in it, or strlen >= 108",
+     "kernel": "check_coredump_socket() in proc_dostring_coredump(): the sysctl write fails with EINVAL "
+               "(also: the writer must be in init_task's mount namespace)",
+     "log": "none (write(2) returns EINVAL)", "fix": "an absolute path of at most 107 bytes, no '..'"},
+    {"id": "path-space", "when": "the socket path contains a space (check_coredump_socket() lets it through)",
+     "kernel": "coredump_parse(): strchr(cn->corename, ' ') -> return false",
+     "log": "Coredump socket may not %s contain spaces + format_corename failed, aborting core",
+     "fix": "a path without spaces (spaces are reserved for future parameters)"},
+    {"id": "lookup-missing", "when": "a component is missing as seen from init_task's fs root",
+     "kernel": "unix_find_bsd(SOCK_COREDUMP): vfs_path_lookup(init_task root, LOOKUP_BENEATH | "
+               "LOOKUP_NO_SYMLINKS | LOOKUP_NO_MAGICLINKS) with kernel credentials -> -ENOENT",
+     "log": "Coredump socket connection %s failed -2", "fix": "start the server (bound in the host's view)"},
+    {"id": "lookup-mntns", "when": "the server bound the path in another mount namespace (a private /tmp, "
+               "a container): the listener exists, init's root does not see it",
+     "kernel": "unix_find_bsd(SOCK_COREDUMP): the same vfs_path_lookup() from init_task.fs->root -> -ENOENT (no permission check: "
+               "kernel credentials)",
+     "log": "Coredump socket connection %s failed -2", "fix": "bind in the initial mount namespace"},
+    {"id": "lookup-symlink", "when": "a directory component of the path is a symlink",
+     "kernel": "LOOKUP_NO_SYMLINKS in unix_find_bsd(SOCK_COREDUMP) -> -ELOOP",
+     "log": "Coredump socket connection %s failed -40", "fix": "the real path in core_pattern"},
+    {"id": "not-socket", "when": "the last component is not a socket inode (a regular file, or a symlink: "
+               "the last one is not followed)",
+     "kernel": "unix_find_bsd(): !S_ISSOCK(inode->i_mode) -> -ECONNREFUSED",
+     "log": "Coredump socket connection %s failed -111", "fix": "the real socket path in core_pattern"},
+    {"id": "no-listener", "when": "a socket file, but nothing listens on it (the server closed or died)",
+     "kernel": "unix_find_socket_byinode() finds nothing / not listening -> -ECONNREFUSED",
+     "log": "Coredump socket connection %s failed -111", "fix": "start the server"},
+    {"id": "wrong-type", "when": "the listener is SOCK_SEQPACKET or SOCK_DGRAM",
+     "kernel": "coredump_sock_connect(): sock_create_kern(&init_net, AF_UNIX, SOCK_STREAM); "
+               "unix_find_bsd(): sk->sk_type != type -> -EPROTOTYPE",
+     "log": "Coredump socket connection %s failed -91", "fix": "listen with SOCK_STREAM"},
+    {"id": "backlog-full", "when": "the listen backlog is full (the server does not accept)",
+     "kernel": "kernel_connect(O_NONBLOCK | SOCK_COREDUMP) -> -EAGAIN",
+     "log": "Coredump socket %s receive queue full", "fix": "accept faster, a larger backlog"},
+    {"id": "netns", "when": "the listener is in another network namespace",
+     "kernel": "path sockets are found by inode (unix_find_bsd()), not per namespace: it still connects",
+     "log": "none", "fix": "none needed"},
+    {"id": "request-protocol", "when": "'@@': the kernel sends struct coredump_req (size, mask = KERNEL | "
+               "USERSPACE | REJECT | WAIT, size_ack) and blocks in recvmsg(MSG_PEEK | MSG_WAITALL) for "
+               "struct coredump_ack, no timeout",
+     "kernel": "coredump_sock_request(): a bad size/mask/spare gets a COREDUMP_MARK_* and no core; "
+               "REJECT: no core, no WCOREDUMP; USERSPACE: nothing written, WCOREDUMP set; KERNEL: "
+               "the core is written; WAIT: after SHUT_WR the kernel reads until the server closes",
+     "log": "none for REJECT; Coredump socket had unexpected data / failed (WAIT)",
+     "fix": "the server's answer decides"},
+    {"id": "no-reader", "when": "the server accepts but never reads (or, with '@@', never acks)",
+     "kernel": "the socket file is blocking (sock_alloc_file(socket, 0, ...)): dump_emit() sleeps in "
+               "sock_alloc_send_pskb() (or recvmsg for the ack) with no timeout; the crashing task hangs "
+               "in state S with PF_DUMPCORE until the server reads, closes, or SIGKILL (dump_interrupted(): "
+               "then it dies of SIGKILL, no WCOREDUMP, the server keeps a partial core)",
+     "log": "none", "fix": "a server that reads each connection to EOF"},
+]
+SOCKET_RULE_IDS = frozenset(r["id"] for r in SOCKET_RULES)
+
+
+def socket_path_problem(path: str) -> Optional[Tuple[str, str]]:
+    """``(rule id, what)`` when coredump_parse()/check_coredump_socket() refuse *path* (the part of
+    core_pattern after ``@``/``@@``), else None."""
+    if not path.startswith("/"):
+        return ("path-written", "is not absolute")
+    if ".." in path.split("/"):
+        return ("path-written", "contains '..'")
+    if len(path.encode("utf-8", "surrogateescape")) >= UNIX_PATH_MAX:
+        return ("path-written", f"is {len(path.encode('utf-8', 'surrogateescape'))} bytes long "
+                f"(at most {UNIX_PATH_MAX - 1})")
+    if " " in path:
+        return ("path-space", "contains a space")
+    return None

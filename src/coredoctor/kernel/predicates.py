@@ -418,26 +418,122 @@ def pipe_handler(w: World) -> Result:
               f"namespaces){note}")
 
 
+def _sock_rule(rule_id: str) -> str:
+    r = next(r for r in handlers.SOCKET_RULES if r["id"] == rule_id)
+    return r["kernel"]
+
+
+def _sock_fix(summary: str, text: str, why: str, cmds: List[str]) -> Dict[str, Any]:
+    return R.fix(summary, [R.manual(text, why, cmds)])
+
+
 def socket_handler(w: World) -> Result:
+    """The socket branch in the kernel's order (kernel.handlers.SOCKET_RULES): the path rules of
+    coredump_parse(), the lookup of unix_find_bsd(SOCK_COREDUMP) from init_task's root, then the
+    listener (by inode, any network namespace; SOCK_STREAM only)."""
     parsed = w["parsed"]
     h = w["snap"].get("handler") or {}
     path = parsed["path"]
+    at = "@@" if parsed.get("protocol") == "request" else "@"
     cmd = ("systemctl start systemd-coredump.socket" if path.startswith("/run/systemd/coredump")
            else f"# start the listener of {path}")
     fix = R.fix(f"Start the server that listens on {path}",
                 [R.manual(f"start the server that listens on {path}", "the kernel connects to it at each crash",
                           [cmd])])
-    if not h.get("exists"):
-        return _r("fail", f"the core socket {path} does not exist: \"Coredump socket connection failed -2\"",
-                  reason(None, "socket-missing", path=path), [fix])
-    if h.get("listening") is None and h.get("listening_known") is False:
-        return _r("unknown", f"{path} exists, but /proc/1/net/unix could not be read to see whether a server "
-                  "listens there")
-    if h.get("listening") is None:
-        return _r("fail", f"{path} exists but no socket listens there (in the initial network namespace): "
-                  "\"connection refused\"", reason(None, "socket-not-listening", path=path), [fix])
-    return _r("pass", f"a {h['listening']} socket listens on {path} (resolved from the host root, init_net; "
-              f"{parsed['protocol']} protocol)")
+    bad = handlers.socket_path_problem(path)
+    if bad:
+        rid, what = bad
+        ev = (f"the core socket path {path!r} {what}: " + (
+            "coredump_parse() refuses it at every crash (\"Coredump socket may not ... contain spaces\", "
+            "\"format_corename failed, aborting core\")" if rid == "path-space" else
+            "check_coredump_socket() refuses such a value (EINVAL); the kernel cannot use it"))
+        return _r("fail", ev + f" [{_sock_rule(rid)}]", _text(ev), [_sock_fix(
+            "Use a socket path without spaces, absolute, at most 107 bytes",
+            f"bind the server at a path without spaces, absolute, at most {handlers.UNIX_PATH_MAX - 1} bytes, "
+            f"and point kernel.core_pattern at it ({at}/run/<name>.sock)",
+            "the kernel checks the path before it connects", ["# sysctl -w kernel.core_pattern=@/run/<server>.sock"])])
+    lk = h.get("lookup") if isinstance(h.get("lookup"), dict) else None
+    listeners = [x for x in (h.get("listeners") or []) if isinstance(x, dict)] if isinstance(
+        h.get("listeners"), list) else None
+    if listeners is None and h.get("listening"):
+        listeners = [{"type": h["listening"], "init_net": True}]
+    if lk is None:  # a snapshot without the walk: coredoctor's own view of the path
+        if not h.get("exists"):
+            return _r("fail", f"the core socket {path} does not exist: \"Coredump socket connection failed -2\"",
+                      reason(None, "socket-missing", path=path), [fix])
+    else:
+        root = "init's root (/proc/1/root)" if lk.get("root") != "/" else "coredoctor's root"
+        err = lk.get("error")
+        if err == "ELOOP" and lk.get("symlink"):
+            real = lk.get("resolved")
+            ev = (f"{lk['symlink']} in the core socket path {path} is a symlink: the kernel looks the path up "
+                  f"with LOOKUP_NO_SYMLINKS, \"Coredump socket connection {path} failed -40\" (ELOOP) "
+                  f"[{_sock_rule('lookup-symlink')}]")
+            acts = ([R.sysctl("kernel.core_pattern", at + real, "the kernel follows no symlink in the socket path"),
+                     R.sysctl_persist({"kernel.core_pattern": at + real}, _facts(w))] if isinstance(real, str)
+                    and real.startswith("/") and not handlers.socket_path_problem(real) else
+                    [R.manual("name the socket by its real path (no symlinked directory) in kernel.core_pattern",
+                              "the kernel follows no symlink in the socket path",
+                              [f"# sysctl -w kernel.core_pattern={at}$(realpath {shlex.quote(path)})"])])
+            return _r("fail", ev, _text(f"the core socket path {path} goes through a symlink ({lk['symlink']}), "
+                                        "which the kernel does not follow"),
+                      [R.fix("Name the core socket by its real path", acts)])
+        if err:
+            if listeners:
+                ev = (f"a server listens on {path}, but the path does not exist from {root} "
+                      f"({err} at {lk.get('at')}): it was bound in another mount namespace (a private /tmp, "
+                      f"a container); the kernel resolves from init_task's root: \"Coredump socket connection "
+                      f"{path} failed -2\" [{_sock_rule('lookup-mntns')}]")
+                return _r("fail", ev, _text(f"the server on {path} is bound in a mount namespace that the kernel's "
+                                            "root does not see"), [_sock_fix(
+                                                "Bind the core socket in the host's mount namespace",
+                                                f"bind the server's socket in the initial mount namespace (no "
+                                                f"PrivateTmp=, not inside a container), at {path}",
+                                                "the kernel resolves the path from init_task's root",
+                                                ["# systemd: PrivateTmp=no, or a path under /run"])])
+            return _r("fail", f"the core socket {path} does not exist from {root} ({err} at {lk.get('at')}): "
+                      f"\"Coredump socket connection {path} failed -2\" [{_sock_rule('lookup-missing')}]",
+                      reason(None, "socket-missing", path=path), [fix])
+        if lk.get("final") != "socket":
+            what = {"symlink": "a symlink (the last component is not followed)", "file": "a regular file",
+                    "dir": "a directory"}.get(str(lk.get("final")), "not a socket")
+            ev = (f"{path} is {what}, not a socket: \"Coredump socket connection {path} failed -111\" "
+                  f"(ECONNREFUSED) [{_sock_rule('not-socket')}]")
+            return _r("fail", ev, _text(f"the core socket path {path} is {what}, not a socket"),
+                      [_sock_fix("Point kernel.core_pattern at the server's socket itself",
+                                 f"point kernel.core_pattern at the server's real socket ({at}/path/of/socket)",
+                                 "the kernel connects only to a socket inode",
+                                 [f"# sysctl -w kernel.core_pattern={at}/path/of/the/socket"])])
+        if lk.get("same_mntns") is False and lk.get("root") == "/":
+            return _r("unknown", f"{path} exists in coredoctor's mount namespace, which is not the kernel's "
+                      "(init_task's root could not be read)")
+    if listeners is None:
+        if h.get("listening_known") is False:
+            return _r("unknown", f"{path} exists, but /proc/1/net/unix could not be read to see whether a server "
+                      "listens there")
+        listeners = []
+    if not listeners:
+        return _r("fail", f"{path} is a socket but no server listens there (in any network namespace): "
+                  f"\"Coredump socket connection {path} failed -111\" [{_sock_rule('no-listener')}]",
+                  reason(None, "socket-not-listening", path=path), [fix])
+    types = sorted({str(x.get("type")) for x in listeners})
+    if "stream" not in types:
+        ev = (f"the server on {path} listens as {'/'.join(types)}; the kernel connects with SOCK_STREAM: "
+              f"\"Coredump socket connection {path} failed -91\" (EPROTOTYPE) [{_sock_rule('wrong-type')}]")
+        return _r("fail", ev, _text(f"the server on {path} is {'/'.join(types)}, the kernel connects only to "
+                                    "SOCK_STREAM"),
+                  [_sock_fix("Make the core server listen with SOCK_STREAM",
+                             f"make the server on {path} listen with SOCK_STREAM", "coredump_sock_connect() creates "
+                             "a SOCK_STREAM socket", ["# socket(AF_UNIX, SOCK_STREAM, 0)"])])
+    where = ("init_net" if any(x.get("init_net") for x in listeners) else
+             "another network namespace (path sockets are found by inode: it still connects)")
+    proto = ("@@ request protocol: the server answers each coredump_req with a coredump_ack (KERNEL: write the "
+             "core, USERSPACE: nothing written but WCOREDUMP set, REJECT: no core; the kernel waits for the ack "
+             "with no timeout)" if at == "@@" else "@: the kernel writes the core at once")
+    owner = f", socket file of uid {lk['uid']}" if lk and isinstance(lk.get("uid"), int) else ""
+    return _r("pass", f"a stream socket listens on {path} (resolved from init's root{owner}; listener in {where}); "
+              f"{proto}; a server that stops reading stalls the crashing process in state S until it reads "
+              "or the process gets SIGKILL (then no WCOREDUMP, a partial core)")
 
 
 def handler_policy(w: World) -> Result:
@@ -448,7 +544,8 @@ def handler_policy(w: World) -> Result:
         tokens = parsed["tokens"][1:]
     else:
         name = handlers.identify(parsed["path"])
-        name = name if name == "systemd-coredump" else "socket-unknown"
+        name = name if name == "systemd-coredump" else (
+            "socket-request" if parsed.get("protocol") == "request" else "socket-unknown")
         tokens = []
         if name == "systemd-coredump":
             h = dict(h, systemd_coredump={"conf": (h.get("systemd_coredump") or {}).get("conf", {}),
