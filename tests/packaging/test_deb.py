@@ -12,6 +12,9 @@ import pytest
 
 import bookworm
 import gen
+# at import, as test_zipapp does: at run time the name 'conftest' is whichever conftest.py pytest
+# loaded last (tests/trace's in a whole run)
+from conftest import PACKAGING, ROOT, SYSTEM_PYTHON
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="dpkg, chroot and mmdebstrap need root")
 
@@ -151,7 +154,6 @@ def test_install_into_fresh_bookworm_and_remove(dist, root):
 def test_two_builds_of_one_commit_are_the_same_bytes(dist, tmp_path, clean_env):
     """Timestamps come from the last commit (SOURCE_DATE_EPOCH), gzip headers carry no name or
     time, md5sums and the tar are in a fixed order: rebuilding gives the same .deb."""
-    from conftest import PACKAGING, ROOT, SYSTEM_PYTHON
     r = subprocess.run([SYSTEM_PYTHON, os.path.join(PACKAGING, "build-dist"), "--out", str(tmp_path)],
                        capture_output=True, text=True, cwd=ROOT, env=clean_env)
     assert r.returncode == 0, r.stderr
