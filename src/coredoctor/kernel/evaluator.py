@@ -11,6 +11,7 @@ of coredoctor.check/1: gate results, reason records (composed into ``verdict`` b
 
 from typing import Any, Dict, List, Optional, Tuple
 
+from coredoctor import origin
 from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, observed as O, reasons, remedies as R
 from coredoctor.kernel.signal import FAULT_SIGNALS, SIG_KERNEL_COREDUMP, normalize_signal
 from coredoctor.kernel.table import GATE_IDS, GATES, on_branch
@@ -176,6 +177,7 @@ def evaluate(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[s
                                      f"{' or '.join(map(str, ruled_out))} (the kernel would have written one); "
                                      + g["evidence"])
                     g["observed"] = True
+    origin.attach(snap, proc, target)
     return target
 
 

@@ -42,6 +42,11 @@ def target_report(t: Dict[str, Any]) -> str:
         body = textwrap.wrap(g["evidence"], w - len(head) - 1) or [""]
         out.append(head + body[0])
         out.extend(" " * len(head) + line for line in body[1:])
+        if g.get("origin"):
+            out.extend(_origin_lines(g["origin"], " " * len(head), w))
+    if t["dumpable"].get("origin"):
+        out.append("  Why the process is not dumpable:")
+        out.extend(_origin_lines(t["dumpable"]["origin"], "        ", w))
     if t["fixes"]:
         out.append("")
         out.append("  To fix:")
@@ -52,6 +57,19 @@ def target_report(t: Dict[str, Any]) -> str:
             for c in f["commands"]:
                 out.append(f"       {c}")
     return "\n".join(out)
+
+
+def _origin_lines(o: Dict[str, Any], indent: str, w: int) -> List[str]:
+    """An origin (coredoctor.origin): its summary, where it is written, then the chain that fed it."""
+    out = []
+    for depth, x in enumerate([o] + list(o.get("via") or [])):
+        where = f"{x['file']}:{x['line']}" if x.get("file") and x.get("line") else (x.get("file") or "")
+        words = " ".join(x["argv"]) if x.get("argv") else (x.get("text") or "")
+        lead = "from: " if depth == 0 else "  via: "
+        text = x["summary"] + (f" [{where}]" if where else "") + (f": {words}" if words else "")
+        out.extend(textwrap.wrap(text, w - len(indent) - 2, initial_indent=indent + lead,
+                                 subsequent_indent=indent + " " * (len(lead) + 2)))
+    return out
 
 
 def _cut(line: str, w: int) -> str:
