@@ -30,13 +30,18 @@ def test_attach_puts_origins_where_the_model_failed(finders):
                                  line=3, text='OVS_USER_ID="openvswitch:hugetlbfs"')])
     fix = {"summary": "a drop-in", "commands": [], "needs_restart": True, "actions": []}
     finders.append(lambda s, p, t: O.Found({"dumpable": opt, "signal": opt, "rlimit-core": opt}, [fix]))
-    finders.append(lambda s, p, t: O.Found({"dumpable": O.origin("unit", "User=", "systemd.exec(5)")}, [fix]))
+    finders.append(lambda s, p, t: O.Found({"dumpable": O.origin("unit", "User=", "systemd.exec(5)"),
+                                            "rlimit-core": opt["via"][0]}, [fix]))
     t = _target()
     O.attach({}, {"pid": 5}, t)
-    assert t["dumpable"]["origin"] is opt
+    assert t["dumpable"]["origin"]["argv"] == ["--user", "openvswitch:hugetlbfs"]
+    # the later finder's origin is appended to the chain, after the first one's own via
+    assert [(x["kind"], x["summary"]) for x in t["dumpable"]["origin"]["via"]] == \
+        [("environment", "OVS_USER_ID"), ("unit", "User=")]
     assert "origin" not in t["gates"][0]            # a passing gate gets none
-    assert t["gates"][2]["origin"] is opt
-    assert t["gates"][1]["origin"] is opt           # the dumpable gate and the cause: one origin
+    assert t["gates"][2]["origin"]["summary"] == "its own --user option"
+    assert t["gates"][2]["origin"]["via"][0]["summary"] == "OVS_USER_ID"
+    assert t["gates"][1]["origin"] == t["dumpable"]["origin"]   # the dumpable gate and the cause: one origin
     assert t["fixes"] == [fix]                      # once, though two finders gave it
     out = text.target_report(t)
     assert "from: its own --user option: --user openvswitch:hugetlbfs" in out

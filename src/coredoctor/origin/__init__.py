@@ -22,13 +22,18 @@ or ``warn`` (``gates[].origin``) and on the dumpability cause (``dumpable.origin
      "file": path or null, "line": 1-based line number or null,
      "text": the line or words exactly as found (or null),
      "argv": the exact argv words of an option (or null),
-     "via": [origin, ...]  -- the chain that led here, outermost first (may be empty),
+     "via": [origin, ...]  -- the chain that fed it, nearest first (may be empty): the daemon's
+                              --user option, via the wrapper's --ovs-user, via ExecStart=, via the
+                              EnvironmentFile= line that set the variable,
      "source": the citation of the table row (program's source file and function, or manual)}
 
 A finder is ``finder(snap, proc, target) -> Found``: origins by key (a gate id, or
 ``"dumpable"``) and fixes (records of :mod:`coredoctor.kernel.remedies`) with a smaller blast
-radius than the host-wide ones (a daemon's own switch, a unit drop-in). The first finder that
-names a key wins; fixes are appended after the kernel model's, in finder order.
+radius than the host-wide ones (a daemon's own switch, a unit drop-in). For one key, the first
+finder's origin is the origin (the most specific: the process's own option or config line, so
+the argv/config finders come first) and each later finder's origin is appended to its ``via``
+(the unit or environment that fed it), with its own ``via`` after it; an origin equal to one
+already in the chain is not repeated. Fixes are appended after the kernel model's, in finder order.
 """
 
 from typing import Any, Callable, Dict, List, NamedTuple
@@ -60,6 +65,10 @@ def origin(kind: str, summary: str, source: str, program: Any = None, file: Any 
             "source": source}
 
 
+def _same(a: Origin, b: Origin) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("kind", "file", "line", "text", "argv"))
+
+
 def attach(snap: Dict[str, Any], proc: Dict[str, Any], target: Dict[str, Any]) -> None:
     """Put each finder's origins on *target*'s failing/warned gates and its dumpability cause, and
     its fixes after the model's. A finder that fails on a malformed snapshot entry is skipped (the
@@ -77,8 +86,16 @@ def attach(snap: Dict[str, Any], proc: Dict[str, Any], target: Dict[str, Any]) -
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):
             continue
         for key, o in found.origins.items():
-            if key in wanted and key not in named:
-                named[key] = o
+            if key not in wanted:
+                continue
+            if key not in named:
+                named[key] = dict(o, via=list(o.get("via") or []))
+                continue
+            chain = [named[key]] + named[key]["via"]
+            for x in [dict(o, via=[])] + list(o.get("via") or []):
+                if not any(_same(x, y) for y in chain):
+                    named[key]["via"].append(x)
+                    chain.append(x)
         extra.extend(found.fixes)
     for g in target.get("gates", ()):
         if g["id"] in named:
