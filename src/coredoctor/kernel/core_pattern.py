@@ -117,17 +117,19 @@ def _s(v: object) -> Optional[str]:
 
 def _expand_text(text: str, ctx: Mapping[str, Any]) -> Parts:
     """Expand one piece of pattern text into a list of parts (str or None for unknown)."""
+    if "%" not in text:  # most patterns ("core", "/var/crash/core"): nothing to expand
+        return [text] if text else []
     parts: Parts = []
     i = 0
     n = len(text)
     buf = ""
     while i < n:
-        ch = text[i]
-        if ch != "%":
-            buf += ch
-            i += 1
-            continue
-        i += 1
+        j = text.find("%", i)
+        if j < 0:
+            buf += text[i:]
+            break
+        buf += text[i:j]
+        i = j + 1
         if i >= n:  # single % at the end: dropped
             break
         spec = text[i]
