@@ -195,7 +195,7 @@ def test_a_machine_unit_says_where_and_proposes_no_host_dropin():
     snap = _snap(files, procs=[init, p], key="300:m.service")
     snap["units"]["300:m.service"].update(manager_pid=300, manager_comm="systemd", root="/proc/300/root")
     found = UN.find(snap, p, _target("core-dir", cause=None))
-    assert "in the root of pid 300" in found.origins["core-dir"]["summary"] and found.fixes == []
+    assert "files in the root of pid 300, systemd" in found.origins["core-dir"]["summary"] and found.fixes == []
     # the host's unit of the same name is another record
     assert UN.unit_of(snap, dict(p, nspid=[310])) is None
 
@@ -244,3 +244,19 @@ def test_malformed_records_do_not_crash_attach(bad):
     t = _target("dumpable", "rlimit-core")
     O.attach(snap, snap["processes"][0], t)  # a broken record: no origin, no traceback
     assert "origin" not in t["dumpable"] or t["dumpable"]["origin"]["kind"] in ("unit", "inherited", "limits")
+
+
+def test_a_machine_process_is_matched_by_the_machines_own_user_names():
+    # uid 999 is openvswitch in the machine, another user on the host: the machine's names decide
+    init = dict(_proc(pid=300, unit="init.scope", nspid=[300, 1], user="root", group="root", uid=0, gid=0),
+                comm="systemd")
+    p = _proc(pid=310, ppid=300, nspid=[310, 25], user="systemd-timesync", group="systemd-timesync",
+              uid=999, gid=998)
+    snap = _snap(OVS_FILES, OVS_ENV, procs=[init, p], key=f"300:{UNIT}")
+    snap["units"][f"300:{UNIT}"].update(manager_pid=300, manager_comm="systemd",
+                                         users={"999": "openvswitch"}, groups={"998": "hugetlbfs"})
+    o = UN.find(snap, p, _target("dumpable")).origins["dumpable"]
+    assert (o["line"], o["argv"]) == (11, ["--ovs-user=openvswitch:hugetlbfs"])
+    assert o["summary"].endswith("(files in the root of pid 300, systemd)")
+    del snap["units"][f"300:{UNIT}"]["users"], snap["units"][f"300:{UNIT}"]["groups"]
+    assert "dumpable" not in UN.find(snap, p, _target("dumpable")).origins

@@ -70,11 +70,11 @@ class Unit:
         self.env, self.env_files = U.environment(self.eff, rec.get("env") or {}, self.name)
         self.manager = rec.get("manager_pid")
 
-    def where(self, path: Optional[str]) -> Optional[str]:
-        """*path* as the reader sees it: inside the machine's root for a machine's unit."""
-        if path is None or not self.manager:
-            return path
-        return f"{path} (in the root of pid {self.manager}, {self.rec.get('manager_comm') or 'its systemd'})"
+    def inside(self) -> str:
+        """For a machine's unit: where its files are (the root of the machine's systemd)."""
+        if not self.manager:
+            return ""
+        return f" (files in the root of pid {self.manager}, {self.rec.get('manager_comm') or 'its systemd'})"
 
     def main_file(self) -> Optional[str]:
         return next((f["path"] for f in self.rec.get("files") or [] if f.get("kind") == "unit"), None)
@@ -121,7 +121,7 @@ def _var_origin(u: Unit, v: U.Var) -> Origin:
                           text=st.text))
     wins = (f", overriding {v.overridden[0].value!r} from {v.overridden[0].file}:{v.overridden[0].line}"
             if v.overridden else "")
-    return origin("environment", f"{v.name}={v.value} is set in {u.where(v.file)}:{v.line}{wins} "
+    return origin("environment", f"{v.name}={v.value} is set in {v.file}:{v.line}{wins} "
                   f"(the environment of {u.name})", SOURCES["Environment"], program=u.name, file=v.file,
                   line=v.line, text=v.text, via=via)
 
@@ -136,15 +136,19 @@ def variable(snap: Dict[str, Any], proc: Dict[str, Any], name: str) -> Optional[
     return _var_origin(u, u.env[name])
 
 
-def _ids(proc: Dict[str, Any]) -> List[str]:
+def _ids(proc: Dict[str, Any], u: Optional[Unit] = None) -> List[str]:
+    """The names and numbers the process now runs as (a machine's names from its own files)."""
     c = proc.get("creds") or {}
     out = [x for x in (c.get("user"), c.get("group")) if x]
+    if u is not None and u.manager:
+        uid, gid = str(c.get("uid", [None, None])[1]), str(c.get("gid", [None, None])[1])
+        out = [x for x in ((u.rec.get("users") or {}).get(uid), (u.rec.get("groups") or {}).get(gid)) if x]
     out += [str(c.get("uid", [None, None])[1]), str(c.get("gid", [None, None])[1])]
     return [x for x in out if x and x != "None"]
 
 
 def _dumpable(u: Unit, proc: Dict[str, Any]) -> Optional[Origin]:
-    ids = _ids(proc)
+    ids = _ids(proc, u)
     user = ids[0] if ids else None
     values = {k: v.value for k, v in u.env.items()}
     for st in u.eff.get("ExecStart", []):
@@ -154,14 +158,14 @@ def _dumpable(u: Unit, proc: Dict[str, Any]) -> Optional[Origin]:
                 continue
             via = [_var_origin(u, u.env[n]) for n in w.names if n in u.env]
             argv = [w.word]
-            return origin("unit", f"ExecStart= in {u.where(st.file)}:{st.line} passes {w.word!r} (from "
+            return origin("unit", f"ExecStart= in {st.file}:{st.line} passes {w.word!r} (from "
                           f"{w.raw}) to the program, which switched to {user}", SOURCES["ExecStart"],
                           program=u.name, file=st.file, line=st.line, text=st.text, argv=argv, via=via)
     for st in u.eff.get("ExecStart", []):
         _, words = U.exec_words(st.value, values, u.name)
         for w in words[1:]:
             if user and any(x in w.word.replace(":", " ").replace("=", " ").split() for x in ids):
-                return origin("unit", f"ExecStart= in {u.where(st.file)}:{st.line} passes {w.word!r} to "
+                return origin("unit", f"ExecStart= in {st.file}:{st.line} passes {w.word!r} to "
                               f"the program, which switched to {user}", SOURCES["ExecStart"], program=u.name,
                               file=st.file, line=st.line, text=st.text, argv=[w.word])
     found: List[Origin] = []
@@ -169,7 +173,7 @@ def _dumpable(u: Unit, proc: Dict[str, Any]) -> Optional[Origin]:
                      ("SupplementaryGroups", "SupplementaryGroups"), ("CapabilityBoundingSet", "Capabilities"),
                      ("AmbientCapabilities", "Capabilities")):
         for st in u.eff.get(key, []):
-            found.append(_setting(u, st, f"{key}={st.value} in {u.where(st.file)}:{st.line}: systemd starts "
+            found.append(_setting(u, st, f"{key}={st.value} in {st.file}:{st.line}: systemd starts "
                                   f"{u.name} with it", src))
     if not found:
         return None
@@ -185,12 +189,12 @@ def _limit_origin(u: Unit, gate: str, proc: Dict[str, Any]) -> Origin:
         note = ""
         if val is not None and have is not None and list(val) != list(have):
             note = f" (but the process has {have}: changed after start, by the program or prlimit)"
-        return _setting(u, st, f"{key}={st.value} in {u.where(st.file)}:{st.line} sets {rname} of "
+        return _setting(u, st, f"{key}={st.value} in {st.file}:{st.line} sets {rname} of "
                         f"{u.name}{note}", "Limit")
     dst = _last(u.system(), "Default" + key)
     if dst is not None:
         return origin("unit", f"{u.name} has no {key}= ({u.listed()}); Default{key}={dst.value} in "
-                      f"{u.where(dst.file)}:{dst.line} sets it for every service", SOURCES["DefaultLimit"],
+                      f"{dst.file}:{dst.line} sets it for every service", SOURCES["DefaultLimit"],
                       program=u.name, file=dst.file, line=dst.line, text=dst.text)
     return origin("unit", f"{u.name} has no {key}= ({u.listed()}) and system.conf no Default{key}=: "
                   f"{rname} is the one systemd itself passes to services", SOURCES["DefaultLimit"],
@@ -248,7 +252,7 @@ def _inherited(snap: Dict[str, Any], proc: Dict[str, Any], gate: str) -> Optiona
 def _cwd(snap: Dict[str, Any], u: Unit, proc: Dict[str, Any]) -> Tuple[Origin, Optional[Dict[str, Any]]]:
     st = _last(u.eff, "WorkingDirectory")
     if st is not None:
-        o = _setting(u, st, f"WorkingDirectory={st.value} in {u.where(st.file)}:{st.line}: the relative "
+        o = _setting(u, st, f"WorkingDirectory={st.value} in {st.file}:{st.line}: the relative "
                      f"core_pattern is written there", "WorkingDirectory")
     else:
         o = origin("unit", f"{u.name} has no WorkingDirectory= ({u.listed()}): systemd starts system "
@@ -293,4 +297,9 @@ def find(snap: Dict[str, Any], proc: Dict[str, Any], target: Dict[str, Any]) -> 
         out["core-dir"], fx = _cwd(snap, u, proc)
         if fx is not None:
             fixes.append(fx)
+    if u is not None and u.manager:
+        for o in out.values():
+            for x in [o] + o["via"]:
+                if x["kind"] in ("unit", "environment"):
+                    x["summary"] += u.inside()
     return Found(out, fixes)

@@ -210,7 +210,29 @@ def read(procs: Dict[int, Dict[str, Any]], targets: Iterable[int]) -> Dict[str, 
         rec["manager_pid"] = m["pid"] if m else None
         rec["manager_comm"] = m.get("comm") if m else None
         out[key] = rec
+    for pid in targets:  # a machine's user and group names are in its own /etc/passwd and /etc/group
+        p = procs.get(pid)
+        key = U.unit_key(procs, p) if p else None
+        rec = out.get(key) if key else None
+        if rec is None or not rec.get("manager_pid") or not p:
+            continue
+        c = p.get("creds") or {}
+        _names(rec, "users", "/etc/passwd", c.get("uid") or [])
+        _names(rec, "groups", "/etc/group", list(c.get("gid") or []) + list(c.get("groups") or []))
     return out
+
+
+def _names(rec: Dict[str, Any], field: str, path: str, ids: List[int]) -> None:
+    """``rec[field]``: id (as text) -> name, for *ids*, from *path* under the unit's root."""
+    names = rec.setdefault(field, {})
+    want = {str(i) for i in ids} - set(names)
+    if not want:
+        return
+    text = _read(rec["root"], path)["text"] or ""
+    for line in text.split("\n"):
+        f = line.split(":")
+        if len(f) >= 3 and f[2] in want and f[0] and len(names) < 256:
+            names[f[2]] = f[0][:64]
 
 
 def read_limits(root: str = "/") -> List[Dict[str, Any]]:
