@@ -213,12 +213,12 @@ def read(procs: Dict[int, Dict[str, Any]], targets: Iterable[int]) -> Dict[str, 
     for pid in targets:  # a machine's user and group names are in its own /etc/passwd and /etc/group
         p = procs.get(pid)
         key = U.unit_key(procs, p) if p else None
-        rec = out.get(key) if key else None
-        if rec is None or not rec.get("manager_pid") or not p:
+        mrec = out.get(key) if key else None
+        if mrec is None or not mrec.get("manager_pid") or not p:
             continue
         c = p.get("creds") or {}
-        _names(rec, "users", "/etc/passwd", c.get("uid") or [])
-        _names(rec, "groups", "/etc/group", list(c.get("gid") or []) + list(c.get("groups") or []))
+        _names(mrec, "users", "/etc/passwd", c.get("uid") or [])
+        _names(mrec, "groups", "/etc/group", list(c.get("gid") or []) + list(c.get("groups") or []))
     return out
 
 
