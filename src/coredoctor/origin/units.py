@@ -91,7 +91,10 @@ def unit_of(snap: Dict[str, Any], proc: Dict[str, Any]) -> Optional[Unit]:
     """The process's unit record of the snapshot (None when it has none)."""
     key = U.unit_key(_by_pid(snap), proc)
     rec = (snap.get("units") or {}).get(key) if key else None
-    return Unit(rec) if rec and not rec.get("error") else None
+    if not rec or rec.get("error"):
+        return None
+    u = Unit(rec)
+    return u if u.files else None  # no unit file read: nothing to name (a scope, a transient unit)
 
 
 def _last(eff: Dict[str, List[U.Setting]], key: str) -> Optional[U.Setting]:
