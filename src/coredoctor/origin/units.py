@@ -247,9 +247,16 @@ def _inherited(snap: Dict[str, Any], proc: Dict[str, Any], gate: str) -> Optiona
             via.append(ln)
     if not chain:
         return via[0] if via else None
-    names = ", ".join(f"{p.get('comm')} (pid {p['pid']})" for p in chain)
-    return origin("inherited", f"{rname} {have} is inherited from {top.get('comm')} (pid {top['pid']}), "
-                  f"through {names}", SOURCES["inherited"], program=top.get("comm"), via=via)
+    names = " <- ".join(f"{p.get('comm')} (pid {p['pid']})" for p in chain)
+    return origin("inherited", f"{rname} ({_fmt(have)}) is the one of its parent chain {names}: inherited "
+                  f"at fork from {top.get('comm')} (pid {top['pid']}), unless set again to the same value",
+                  SOURCES["inherited"], program=top.get("comm"), via=via)
+
+
+def _fmt(lim: Any) -> str:
+    def one(v: Any) -> str:
+        return "unlimited" if v is None else str(v)
+    return f"soft {one(lim[0])}, hard {one(lim[1])}" if isinstance(lim, (list, tuple)) and len(lim) == 2 else "?"
 
 
 def _cwd(snap: Dict[str, Any], u: Unit, proc: Dict[str, Any]) -> Tuple[Origin, Optional[Dict[str, Any]]]:
