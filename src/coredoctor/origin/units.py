@@ -124,8 +124,8 @@ def _var_origin(u: Unit, v: U.Var) -> Origin:
                           text=st.text))
     wins = (f", overriding {v.overridden[0].value!r} from {v.overridden[0].file}:{v.overridden[0].line}"
             if v.overridden else "")
-    return origin("environment", f"{v.name}={v.value} is set in {v.file}:{v.line}{wins} "
-                  f"(the environment of {u.name})", SOURCES["Environment"], program=u.name, file=v.file,
+    return origin("environment", f"{v.name}={v.value} is set in {v.file}:{v.line}{wins}, "
+                  f"for {u.name}", SOURCES["Environment"], program=u.name, file=v.file,
                   line=v.line, text=v.text, via=via)
 
 
@@ -159,7 +159,11 @@ def _dumpable(u: Unit, proc: Dict[str, Any]) -> Optional[Origin]:
         for i, w in enumerate(words):
             if not w.names or not any(x in w.word.replace(":", " ").replace("=", " ").split() for x in ids):
                 continue
-            via = [_var_origin(u, u.env[n]) for n in w.names if n in u.env]
+            via: List[Origin] = []
+            for n in w.names:  # one flat chain, nearest first: the variable's line, then what fed it
+                if n in u.env:
+                    vo = _var_origin(u, u.env[n])
+                    via += [dict(vo, via=[])] + vo["via"]
             argv = [w.word]
             return origin("unit", f"ExecStart= in {st.file}:{st.line} passes {w.word!r} (from "
                           f"{w.raw}) to the program, which switched to {user}", SOURCES["ExecStart"],
