@@ -93,3 +93,33 @@ def test_read_keys_by_manager_and_limits(root):
     _w(root, "/etc/security/limits.d/a.conf", "y\n")
     assert [r["path"] for r in SU.read_limits(str(root))] == [
         "/etc/security/limits.conf", "/etc/security/limits.d/a.conf", "/etc/security/limits.d/b.conf"]
+
+
+def _fixture_with_units():
+    import copy
+    import json
+    snap = json.load(open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "dropped-suid0.json")))
+    snap = copy.deepcopy(snap)
+    snap["units"] = {"0:a.service": {"unit": "a.service", "root": "/", "masked": False, "manager_pid": None,
+                                     "manager_comm": None, "files": [{"path": "/lib/systemd/system/a.service",
+                                                                      "text": "[Service]\n", "links": [],
+                                                                      "error": None, "kind": "unit"}],
+                                     "env": {"/etc/x": None}, "env_errors": {"/etc/x": "missing"}, "system": [],
+                                     "users": {"999": "openvswitch"}, "groups": {}}}
+    snap["limits_conf"] = [{"path": "/etc/security/limits.conf", "text": "* soft core 0\n", "links": [],
+                            "error": None}]
+    return snap
+
+
+def test_validate_accepts_the_units_section_and_names_a_bad_field():
+    from coredoctor.snapshot import validate as V
+    snap = _fixture_with_units()
+    V.validate(snap)
+    snap["units"]["0:a.service"]["files"][0]["text"] = 5
+    with pytest.raises(V.Bad) as e:
+        V.validate(snap)
+    assert "units" in str(e.value) and "files[0].text" in str(e.value)
+    snap = _fixture_with_units()
+    snap["limits_conf"][0]["text"] = "x" * ((1 << 16) + 1)
+    with pytest.raises(V.Bad):
+        V.validate(snap)
