@@ -46,6 +46,7 @@ SOURCES = {
 _ITEMS = {"rlimit-core": ("core", "LimitCORE", "RLIMIT_CORE"), "rlimit-fsize": ("fsize", "LimitFSIZE", "RLIMIT_FSIZE")}
 
 _CACHE: Dict[int, Tuple[Any, Dict[int, Dict[str, Any]]]] = {}
+_PARSED: Dict[int, Tuple[Dict[str, Any], Optional["Unit"]]] = {}
 
 
 def _by_pid(snap: Dict[str, Any]) -> Dict[int, Dict[str, Any]]:
@@ -93,8 +94,16 @@ def unit_of(snap: Dict[str, Any], proc: Dict[str, Any]) -> Optional[Unit]:
     rec = (snap.get("units") or {}).get(key) if key else None
     if not rec or rec.get("error"):
         return None
-    u = Unit(rec)
-    return u if u.files else None  # no unit file read: nothing to name (a scope, a transient unit)
+    hit = _PARSED.get(id(rec))
+    if hit is not None and hit[0] is rec:  # parsed once per unit of a snapshot (check --all)
+        return hit[1]
+    u: Optional[Unit] = Unit(rec)
+    if u is not None and not u.files:
+        u = None  # no unit file read: nothing to name (a scope, a transient unit)
+    if len(_PARSED) > 4096:
+        _PARSED.clear()
+    _PARSED[id(rec)] = (rec, u)
+    return u
 
 
 def _last(eff: Dict[str, List[U.Setting]], key: str) -> Optional[U.Setting]:
