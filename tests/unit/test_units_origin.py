@@ -196,7 +196,13 @@ def test_a_machine_unit_says_where_and_proposes_no_host_dropin():
     snap = _snap(files, procs=[init, p], key="300:m.service")
     snap["units"]["300:m.service"].update(manager_pid=300, manager_comm="systemd", root="/proc/300/root")
     found = UN.find(snap, p, _target("core-dir", cause=None))
-    assert "files in the root of pid 300, systemd" in found.origins["core-dir"]["summary"] and found.fixes == []
+    assert "files in the root of pid 300, systemd" in found.origins["core-dir"]["summary"]
+    # the drop-in goes inside the machine, written from its own mount namespace
+    [fx] = found.fixes
+    assert fx["actions"][0]["kind"] == "manual" and fx["needs_restart"]
+    assert all(c.startswith("nsenter -t 300 -m -p -- ") for c in fx["commands"])
+    assert "/proc/300/root" not in " ".join(fx["commands"]) and "WorkingDirectory=/var/crash" in fx["commands"][0]
+    assert fx["commands"][-1] == "nsenter -t 300 -m -p -- systemctl restart m.service"
     # the host's unit of the same name is another record
     assert UN.unit_of(snap, dict(p, nspid=[310])) is None
 

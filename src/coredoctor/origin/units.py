@@ -20,6 +20,8 @@ A finder (:data:`coredoctor.origin.FINDERS`) that reads the snapshot's ``units``
 that came from ``${VAR}``).
 """
 
+import os
+import shlex
 from typing import Any, Dict, List, Optional, Tuple
 
 from coredoctor.kernel import remedies as R
@@ -281,9 +283,10 @@ def _cwd(snap: Dict[str, Any], u: Unit, proc: Dict[str, Any]) -> Tuple[Origin, O
         o = origin("unit", f"{u.name} has no WorkingDirectory= ({u.listed()}): systemd starts system "
                    "services in /, where the relative core_pattern is written", SOURCES["WorkingDirectory"],
                    program=u.name, file=u.main_file())
-    if u.manager:
-        return o, None  # a machine's unit: its drop-in belongs inside the machine
     d = R.DEFAULT_DIR
+    if u.manager:  # a machine's unit: its drop-in belongs inside the machine
+        return o, _machine_dropin(u, "cwd", [f"WorkingDirectory={d}"], f"start it in {d}",
+                                  f"the daemon's relative paths then resolve under {d}", [f"mkdir -p -m 1777 {d}"])
     lines = ["[Service]", f"WorkingDirectory={d}"]
     path = f"/etc/systemd/system/{u.name}.d/90-coredoctor-cwd.conf"
     write = R.commands(R.dropin(u.name, "cwd", lines, "WorkingDirectory="))
@@ -294,6 +297,27 @@ def _cwd(snap: Dict[str, Any], u: Unit, proc: Dict[str, Any]) -> Tuple[Origin, O
                          [f"mkdir -p -m 1777 {d}"] + write + [f"systemctl restart {u.name}"],
                          risk=f"the daemon's relative paths then resolve under {d}", needs_restart=True)])
     return o, R.public_fix(fx)
+
+
+def _machine_dropin(u: Unit, name: str, lines: List[str], what: str, risk: Optional[str],
+                    first: Optional[List[str]] = None) -> Dict[str, Any]:
+    """A drop-in inside an nspawn machine, reported (not applied): written, reloaded and restarted
+    from the machine's own mount namespace (``nsenter -m``), so that no path in the machine's
+    tree -- a symlink planted there -- is followed from the host."""
+    pid = u.manager
+    path = f"/etc/systemd/system/{u.name}.d/90-coredoctor-{name}.conf"
+    body = " ".join(shlex.quote(x) for x in ["[Service]"] + lines)
+    ns = f"nsenter -t {pid} -m -p --"
+    script = "; ".join((first or []) + [f"mkdir -p {shlex.quote(os.path.dirname(path))}",
+                                         f"printf '%s\\n' {body} > {shlex.quote(path)}"])
+    cmds = [f"{ns} sh -c {shlex.quote(script)}", f"{ns} systemctl daemon-reload",
+            f"{ns} systemctl restart {shlex.quote(u.name)}"]
+    fx = R.fix(f"Or, for {u.name} in the machine of pid {pid} only: {what} (a drop-in inside the machine; "
+               "a drop-in on the host does not reach the machine's systemd)",
+               [R.manual(f"inside the machine of pid {pid}: write {path} ({'; '.join(lines)}), daemon-reload "
+                         f"and restart {u.name}", "the machine's own systemd reads its own /etc/systemd/system",
+                         cmds, risk=risk, needs_restart=True)])
+    return R.public_fix(fx)
 
 
 def find(snap: Dict[str, Any], proc: Dict[str, Any], target: Dict[str, Any]) -> Found:
@@ -311,6 +335,8 @@ def find(snap: Dict[str, Any], proc: Dict[str, Any], target: Dict[str, Any]) -> 
             continue
         if u is not None:
             out[gate] = _limit_origin(u, gate, proc)
+            if u.manager and gate == "rlimit-core":
+                fixes.append(_machine_dropin(u, "core", ["LimitCORE=infinity"], "LimitCORE=infinity", None))
         else:
             o = _inherited(snap, proc, gate)
             if o is not None:
