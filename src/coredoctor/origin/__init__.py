@@ -107,3 +107,10 @@ def attach(snap: Dict[str, Any], proc: Dict[str, Any], target: Dict[str, Any]) -
         if f["summary"] not in seen:
             seen.add(f["summary"])
             target.setdefault("fixes", []).append(f)
+
+
+# the finders, in order (after the daemons' own options and config lines, which name the most
+# specific origin): systemd units, limits and working directories
+from coredoctor.origin import units as _units  # noqa: E402
+
+FINDERS.append(_units.find)
