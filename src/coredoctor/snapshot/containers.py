@@ -62,6 +62,8 @@ MAX_FIELD = 256
 LIMIT_CONFIG = 1 << 20
 LIMIT_LIST = 16 << 20
 MAX_HOPS = 8
+#: a name in a text label is cut to this many characters (a line stays within 100 columns)
+LABEL_NAME = 40
 
 _HEX64 = r"(?P<id>[0-9a-f]{64})"
 _UID = r"(?P<pod_uid>[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
@@ -569,11 +571,12 @@ def label(c: Any) -> str:
     cid: str = v if isinstance(v, str) else ""
     short = cid[:12] if re.fullmatch(r"[0-9a-f]{64}", cid) else ""
     n = c.get("name")
-    name: Optional[str] = n if isinstance(n, str) else None
+    name: Optional[str] = n[:LABEL_NAME] if isinstance(n, str) else None
     if c.get("pod"):
-        ns = f"{c['namespace']}/" if c.get("namespace") else ""
-        return f"pod {ns}{c['pod']} container {name or short or '?'} ({c['runtime']})"
-    what = {"systemd-nspawn": "machine", "lxc": "LXC container"}.get(c["runtime"], f"{c['runtime']} container")
+        ns = f"{str(c['namespace'])[:LABEL_NAME]}/" if c.get("namespace") else ""
+        return f"pod {ns}{str(c['pod'])[:LABEL_NAME]} container {name or short or '?'} ({str(c['runtime'])[:16]})"
+    rt = str(c["runtime"])[:16]
+    what = {"systemd-nspawn": "machine", "lxc": "LXC container"}.get(rt, f"{rt} container")
     if name and short:
         return f"{what} {name} ({short})"
-    return f"{what} {name or short or cid[:MAX_FIELD]}"
+    return f"{what} {name or short or cid[:LABEL_NAME]}"
