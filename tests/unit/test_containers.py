@@ -243,3 +243,52 @@ def test_text_report_names_the_container_in_the_first_sentence_and_groups_the_ta
     assert all(len(line) <= 100 for line in out)
     # no container at all: the table by blocking gate, as before
     assert not any(line.startswith("== ") for line in text.summary_table([rows[0], rows[2]]).split("\n"))
+
+
+# -- crash records ----------------------------------------------------------------------------
+
+def _crash_env(**kw):
+    from coredoctor.kernel import core_pattern
+    env = {"parsed": core_pattern.parse("/var/crash/core.%p"), "signals": {"SIGSEGV": 11},
+           "base_dirs": lambda c: ([], []), "instance": lambda c: None, "policy": None, "missing_dir": None}
+    env.update(kw)
+    return env
+
+
+def test_a_crash_in_a_container_is_one_record_with_its_container():
+    from coredoctor.history import journal, kmsg, report
+    seg = kmsg.parse_line("app[7001]: segfault at 0 ip 0000000000401000 sp 00007ffc00000000 error 4 in app[401000,1000]",
+                          1795484150.0)
+    cd = journal.parse_entry({"MESSAGE_ID": journal.COREDUMP_MESSAGE_ID, "MESSAGE": "Process 7001 (app) dumped core.",
+                              "COREDUMP_PID": "7001", "COREDUMP_COMM": "app", "COREDUMP_SIGNAL": "11",
+                              "COREDUMP_TIMESTAMP": "1795484150100000",
+                              "COREDUMP_CGROUP": f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod"
+                                                 f"{UID.replace('-', '_')}.slice/crio-{CRIO}.scope",
+                              "__REALTIME_TIMESTAMP": "1795484150200000"})
+    assert cd["cgroup"].endswith(f"crio-{CRIO}.scope")
+    complete = lambda c: C.complete(c, root=ROOT)   # noqa: E731 (the live host's reads the real root)
+    recs = report.records([seg, cd], _crash_env(complete_container=complete))
+    assert len(recs) == 1
+    r = recs[0]
+    assert {k: r["container"][k] for k in C.KEYS} == {"runtime": "cri-o", "id": CRIO, "name": "api",
+                                                      "image": "quay.io/acme/api:2.3", "pod": "api-5c9f7-qq4rt",
+                                                      "namespace": "billing"}
+    assert r["container_from"].startswith("journal: the cgroup /kubepods.slice/")
+    # a kernel line alone, on the host: no container, and nothing claimed
+    alone = report.records([seg], _crash_env())[0]
+    assert (alone["container"], alone["container_from"]) == (None, None)
+    # the running instance that stands in for it is in a container: that is named, and how
+    inst = {"pid": 7100, "container": {"runtime": "podman", "id": PM, "name": "web"}}
+    r2 = report.records([seg], _crash_env(instance=lambda c: inst))[0]
+    assert r2["container"]["name"] == "web" and r2["container_from"] == "the cgroup of the running instance pid 7100"
+
+
+def test_crashes_text_names_the_container_under_its_row():
+    from coredoctor.render import text
+    rec = {"time": 1795484150.0, "pid": 7001, "comm": "app", "signal": "SIGSEGV", "signo": 11,
+           "sources": ["kmsg"], "core": {"status": "unknown", "path": None, "size": None, "why": "x"},
+           "container": {"runtime": "podman", "id": PM, "name": "web"}, "evidence": [], "likely_reason": None}
+    out = text.crashes_report({"crashes": [rec], "read": {"kmsg": "read (1 events)"}})
+    lines = out.split("\n")
+    i = next(i for i, line in enumerate(lines) if " app " in line)
+    assert lines[i + 1].strip() == f"in podman container web ({PM[:12]})"

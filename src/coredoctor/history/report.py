@@ -403,9 +403,10 @@ def container_of(crash, env):
     complete = env.get("complete_container") or (lambda c: c)
     for e in crash["events"]:
         cg = e.get("cgroup")
-        if isinstance(cg, str) and cg:
+        if isinstance(cg, str) and cg and not e.get("untrusted"):
             c = containers.from_path(cg)
-            return (complete(c), f"{e.get('source')}: the cgroup {cg}") if c else (None, None)
+            src = (e.get("sources") or ["?"])[0]
+            return (complete(c), f"{src}: the cgroup {cg}") if c else (None, None)
     if crash.get("pid") and env.get("live_container"):
         got = env["live_container"](crash)
         if got is not None:
