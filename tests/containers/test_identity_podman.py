@@ -12,7 +12,6 @@ import resource
 import shutil
 import signal
 import subprocess
-import tarfile
 import time
 import uuid
 
@@ -106,8 +105,7 @@ def world():
     try:
         root = os.path.join(work, "root")
         os.makedirs(root)
-        with tarfile.open(_rootfs_tar()) as t:
-            t.extractall(root, numeric_owner=True)
+        subprocess.run(["tar", "-C", root, "--numeric-owner", "-xf", _rootfs_tar()], check=True, timeout=300)
         src = os.path.join(work, "crasher.c")
         with open(src, "w") as f:
             f.write(CRASHER)
@@ -118,6 +116,7 @@ def world():
         with open(os.path.join(work, "root.tar"), "rb") as inp:
             podman("import", "-", image, stdin=inp, timeout=600)
         made.append(("image", image))
+        started = time.time()
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         lim = ["--ulimit", f"nofile=1024:{hard}",
                "--ulimit", "nproc=4096:4096", "--ulimit", "core=-1:-1"]
@@ -131,7 +130,8 @@ def world():
                         what="the crasher in the --rootfs container")
         _wait(lambda: len([p for p in _cgroup_pids(info["image"]["id"]) if _comm(p) == "sleep"]) == 2,
               what="the image container's two sleeps")
-        yield {"names": names, "info": info, "image": image, "crasher": crasher[0], "root": root}
+        yield {"names": names, "info": info, "image": image, "crasher": crasher[0], "root": root,
+               "started": started}
     finally:
         for kind, what in reversed(made):
             if kind == "container":
@@ -215,6 +215,8 @@ def test_a_real_fault_in_a_container_is_a_crash_of_that_container(world, loud_ke
         ("podman", info["id"], name)
     assert rec["container_from"] == f"the cgroup of the running instance pid {again[0]}"
     assert all(c["container"]["id"] == info["id"] for c in doc["crashes"])
+    # an older crash of a program of that name (another container, or the host) is not this one's
+    assert all(c["time"] is None or c["time"] >= world["started"] - 1 for c in doc["crashes"]), doc["crashes"]
     # the other container had no crash: named as such, exit 2
     r = L.coredoctor("crashes", "--source", "kmsg", "--container", world["names"]["image"])
     assert r.returncode == 2 and "has a crash on record" in r.stderr

@@ -292,6 +292,12 @@ def test_a_crash_in_a_container_is_one_record_with_its_container():
     inst = {"pid": 7100, "container": {"runtime": "podman", "id": PM, "name": "web"}}
     r2 = report.records([seg], _crash_env(instance=lambda c: inst))[0]
     assert r2["container"]["name"] == "web" and r2["container_from"] == "the cgroup of the running instance pid 7100"
+    # ... but not when that container started after the crash (another container of the program)
+    late = dict(inst, container_since=seg["time"] + 60)
+    r4 = report.records([seg], _crash_env(instance=lambda c: late))[0]
+    assert (r4["container"], r4["container_from"]) == (None, None)
+    early = dict(inst, container_since=seg["time"] - 60)
+    assert report.records([seg], _crash_env(instance=lambda c: early))[0]["container"]["name"] == "web"
 
 
 def test_crashes_text_names_the_container_under_its_row():
