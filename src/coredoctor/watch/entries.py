@@ -112,7 +112,7 @@ KINDS: "Dict[str, Tuple[str, int, str, str]]" = {
 }
 
 
-class Entry(dict):  # type: ignore[type-arg]
+class Entry(dict):
     """One log entry: ``kind``, ``message`` (one line, escaped), ``fields`` (name -> str)."""
 
 
@@ -260,14 +260,16 @@ FACILITY_DAEMON = 3
 
 
 def syslog_line(e: "Dict[str, Any]", pid: int, now: "Optional[float]" = None) -> bytes:
-    """``<PRI>Mmm dd hh:mm:ss coredoctor[PID]: MESSAGE MESSAGE_ID=... key=value...`` -- facility
+    """``<PRI>Mmm dd hh:mm:ss coredoctor[PID]: MESSAGE_ID=... key=value... -- MESSAGE`` -- facility
     daemon, the entry's severity, local time; one line (everything escaped), at most 8 KiB."""
     t = time.localtime(now if now is not None else time.time())
     stamp = f"{_MONTHS[t.tm_mon - 1]} {t.tm_mday:2d} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
     kv = " ".join(f"{k[len('COREDOCTOR_'):].lower()}={_kv(e['fields'][k])}" for k in SYSLOG_KEYS
                   if k in e["fields"])
+    # the id and the fields first, the message (which quotes process names) last: a name that
+    # holds "MESSAGE_ID=" cannot come before the real one
     line = (f"<{FACILITY_DAEMON * 8 + int(e['priority'])}>{stamp} {IDENTIFIER}[{pid}]: "
-            f"{escape(e['message'])} MESSAGE_ID={e['message_id']} {kv}").rstrip()
+            f"MESSAGE_ID={e['message_id']} {kv} -- {escape(e['message'])}")
     b = line.encode("utf-8", "backslashreplace")
     return b[:8192]
 
@@ -285,5 +287,5 @@ def catalog() -> str:
            "# /usr/lib/systemd/catalog/, then 'journalctl --update-catalog'.", ""]
     for kind, (mid, _prio, subject, text) in KINDS.items():
         out += [f"-- {mid}", f"Subject: {subject}", "Defined-By: coredoctor",
-                "Support: https://github.com/coredoctor/coredoctor", "", text, ""]
+                "Documentation: man:coredoctor-watch(8)", "Support: https://coredoctor.example.org/", "", text, ""]
     return "\n".join(out)

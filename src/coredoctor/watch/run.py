@@ -74,7 +74,7 @@ class ReaderFailed(Error):
     exit_code = EXIT_READER
 
 
-class Config(dict):  # type: ignore[type-arg]
+class Config(dict):
     """``ignore_units`` (set), ``all_processes`` (bool), ``interval`` (seconds)."""
 
 
@@ -166,7 +166,7 @@ class Watch:
         self.writer: "Optional[int]" = None
         self.write_wanted = bool(textfile)
         self.last_write = 0.0
-        self.stats = {"events": 0, "dumpable_changes": 0, "losses": 0, "losses_logged": 0,
+        self.stats: "Dict[str, Any]" = {"events": 0, "dumpable_changes": 0, "losses": 0, "losses_logged": 0,
                       "fatal_signals": 0, "entries": 0, "lost": 0, "textfile_writes": 0, "reloads": 0}
 
     def apply(self, cfg: Config) -> None:
