@@ -123,6 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--textfile", metavar="DIR", help="keep DIR/coredoctor.prom current (as metrics --textfile)")
     w.add_argument("--log", choices=("auto", "journal", "syslog", "json"), default="auto",
                    help="where entries go (auto: the journal, else /dev/log, else JSON lines on stdout)")
+    w.add_argument("--log-socket", metavar="PATH", help="the journal's or syslog's socket (default "
+                   "/run/systemd/journal/socket, /dev/log)")
     w.add_argument("--config", metavar="FILE", help="ignore-unit/all-processes/interval lines, re-read on "
                    "SIGHUP (default /etc/coredoctor/watch.conf when it exists)")
     w.add_argument("--all-processes", action="store_true", help="also log losses of processes outside "
@@ -473,7 +475,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
             raise UsageError(f"{name} must be a number of seconds above {lo:g}")
     if not 64 <= args.buffer_kb <= 1 << 21:
         raise UsageError("--buffer-kb must be between 64 and 2097152")
-    return wrun.run(textfile=args.textfile, log=args.log, config=args.config, all_processes=args.all_processes,
+    if args.log_socket and args.log not in ("journal", "syslog"):
+        raise UsageError("--log-socket wants --log journal or --log syslog")
+    return wrun.run(textfile=args.textfile, log=args.log, log_socket=args.log_socket, config=args.config, all_processes=args.all_processes,
                     interval=args.interval, buffer_kb=args.buffer_kb, duration=args.duration, say=_say)
 
 

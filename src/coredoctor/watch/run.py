@@ -358,7 +358,7 @@ def refresh(w: Watch, tracker: Tracker, predictor: Predictor, now: float, budget
         budget -= 1
 
 
-def run(textfile: "Optional[str]" = None, log: str = "auto", config: "Optional[str]" = None,
+def run(textfile: "Optional[str]" = None, log: str = "auto", log_socket: "Optional[str]" = None, config: "Optional[str]" = None,
         all_processes: bool = False, interval: float = 60.0, buffer_kb: int = 16384,
         duration: "Optional[float]" = None, stats_out: "Optional[Dict[str, Any]]" = None,
         say: "Callable[[str], None]" = lambda s: None) -> int:
@@ -369,7 +369,8 @@ def run(textfile: "Optional[str]" = None, log: str = "auto", config: "Optional[s
         raise UsageError(f"--textfile {textfile}: no such directory")
     explicit = config is not None
     cfg = load_config(config or DEFAULT_CONFIG, explicit)
-    sink = sinks.open_sink(log)
+    kw = {log: log_socket} if log_socket else {}
+    sink = sinks.open_sink(log, **kw)
     w = Watch(sink, textfile, cfg, all_processes, interval, config or DEFAULT_CONFIG, explicit)
     sig = Signals()
     sig.install()
