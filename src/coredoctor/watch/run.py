@@ -165,7 +165,7 @@ class Watch:
         self.pending_losses: "Dict[str, int]" = {}
         self.writer: "Optional[int]" = None
         self.write_wanted = bool(textfile)
-        self.last_write = 0.0
+        self.last_write = self.last_flush = 0.0
         self.stats: "Dict[str, Any]" = {"events": 0, "dumpable_changes": 0, "losses": 0, "losses_logged": 0,
                       "fatal_signals": 0, "entries": 0, "lost": 0, "textfile_writes": 0, "reloads": 0}
 
@@ -457,8 +457,9 @@ def run(textfile: "Optional[str]" = None, log: str = "auto", log_socket: "Option
             if now - last_refresh >= 0.25:
                 refresh(w, tracker, predictor, now)
                 last_refresh = now
-            if w.pending_losses and now - w.last_write >= MIN_WRITE:
+            if w.pending_losses and now - w.last_flush >= MIN_WRITE:
                 w.flush_losses()
+                w.last_flush = now
             w.maybe_write(now)
             if now - last_stats >= STATS_EVERY:
                 last_stats = now
