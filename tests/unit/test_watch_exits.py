@@ -1,0 +1,115 @@
+"""coredoctor watch's exits without a usable tracer, on a stand-in for the tracefs instance (the
+real instance is proven in tests/fleet/test_watch.py): no tracefs -> exit 3 saying what is
+unknown; a kernel with none of the events -> exit 3 and the instance closed; the reader failing
+-> exit 1, the instance closed, the stop entry sent; signal handlers restored each time."""
+
+import errno
+import io
+import json
+import signal
+
+import pytest
+
+from coredoctor.trace import tracefs
+from coredoctor.watch import run as WR
+from coredoctor.watch import sinks
+
+
+class FakeInstance:
+    made = []
+
+    def __init__(self, missing=(), fail_read=False, **kw):
+        self.missing, self.fail_read = list(missing), fail_read
+        self.closed = False
+        self.stale_removed = []
+        self.name, self.path = "coredoctor-0", "/nonexistent/instances/coredoctor-0"
+        FakeInstance.made.append(self)
+
+    def _write(self, rel, value):
+        raise OSError(errno.ENOENT, "no trace_clock")
+
+    def setup(self, **kw):
+        self.setup_args = kw
+
+    def raw_decoder(self):
+        return None, "stand-in"
+
+    def open_pipe(self, wake_fd=None):
+        pass
+
+    def read(self, timeout=0.1, size=0):
+        if self.fail_read:
+            raise OSError(errno.EIO, "Input/output error")
+        return "", True
+
+    def stats(self):
+        return {"entries": 0, "overrun": 0, "commit_overrun": 0, "dropped_events": 0}
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def sink(monkeypatch, tmp_path):
+    out = io.StringIO()
+    monkeypatch.setattr(sinks, "open_sink", lambda kind, **kw: sinks.JsonLines(out))
+    monkeypatch.setattr(WR, "attach_all", lambda tracker: 0)
+    monkeypatch.setenv("COREDOCTOR_STATE_DIR", str(tmp_path / "state"))
+    FakeInstance.made = []
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)
+    yield out
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP)) == before
+
+
+def _entries(out):
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_no_tracefs_is_exit_3_and_names_what_is_unknown(sink, monkeypatch):
+    def refuse(**kw):
+        raise tracefs.TracefsError("tracefs is not mounted and mounting it failed: permission denied")
+    monkeypatch.setattr(tracefs, "Instance", refuse)
+    with pytest.raises(WR.Unsupported) as ei:
+        WR.run(config="/dev/null")
+    assert ei.value.exit_code == WR.EXIT_UNSUPPORTED == 3
+    assert "fatal signals are unknown" in str(ei.value) and "permission denied" in str(ei.value)
+
+
+def test_a_kernel_without_the_events_is_exit_3_and_the_instance_is_closed(sink, monkeypatch):
+    every = [ev for _what, evs in WR.NEEDS for ev in evs]
+    monkeypatch.setattr(tracefs, "Instance", lambda **kw: FakeInstance(missing=every))
+    with pytest.raises(WR.Unsupported, match="none of the events"):
+        WR.run(config="/dev/null")
+    assert FakeInstance.made[0].closed
+
+
+def test_some_events_missing_is_a_notice_per_unknown_family(sink, monkeypatch):
+    monkeypatch.setattr(tracefs, "Instance", lambda **kw: FakeInstance(missing=["syscalls/sys_exit_prctl"]))
+    assert WR.run(config="/dev/null", duration=0.3) == 0
+    inst = FakeInstance.made[0]
+    assert inst.closed and inst.setup_args["host"] is True
+    kinds = [(e["COREDOCTOR_EVENT"], e.get("COREDOCTOR_NOTICE_KIND")) for e in _entries(sink)]
+    assert kinds == [("watch-notice", "unknown"), ("watch-notice", "reader"), ("watch-started", None),
+                     ("watch-stopped", None)], kinds
+    assert "prctl(PR_SET_DUMPABLE) are unknown" in _entries(sink)[0]["MESSAGE"]
+
+
+def test_the_reader_failing_is_exit_1_and_removes_the_instance(sink, monkeypatch):
+    monkeypatch.setattr(tracefs, "Instance", lambda **kw: FakeInstance(fail_read=True))
+    with pytest.raises(WR.ReaderFailed, match="the trace reader failed: Input/output error") as ei:
+        WR.run(config="/dev/null")
+    assert ei.value.exit_code == WR.EXIT_READER == 1
+    assert FakeInstance.made[0].closed
+    stopped = [e for e in _entries(sink) if e["COREDOCTOR_EVENT"] == "watch-stopped"]
+    assert stopped and "error: coredoctor watch: the trace reader failed" in stopped[0]["COREDOCTOR_REASON"]
+
+
+def test_a_bad_config_is_refused_before_anything_is_traced(sink, monkeypatch, tmp_path):
+    monkeypatch.setattr(tracefs, "Instance", lambda **kw: FakeInstance())
+    conf = tmp_path / "watch.conf"
+    conf.write_text("interval = never\n")
+    with pytest.raises(WR.UsageError, match="watch.conf:1: interval"):
+        WR.run(config=str(conf))
+    assert FakeInstance.made == []
+    with pytest.raises(WR.UsageError, match="no such file"):
+        WR.run(config=str(tmp_path / "absent.conf"))
