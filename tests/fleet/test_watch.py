@@ -207,7 +207,7 @@ def test_watch_journal_catalog_metrics_reload_restart(journal, units, tmp_path, 
         bad = L.Victim({"rlimit_core": [0, None], "comm": "cdwatch-nocore"}, cwd=str(work),
                        wrap=units.wrap("cdwatch-nocore.service"))
         try:
-            time.sleep(1.5)  # the predictor reads a service's processes (at most every 0.25 s per pass)
+            time.sleep(2.5)  # the predictor reads a service process within ~1.5 s (unit looked up each 1 s)
             ok.fault()
             bad.fault()
             ok.wait()

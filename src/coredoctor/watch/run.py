@@ -50,7 +50,7 @@ DEFAULT_CONFIG = "/etc/coredoctor/watch.conf"
 #: a loss schedules a textfile rewrite at most this often (seconds)
 MIN_WRITE = 5.0
 #: a unit looked up this long ago is looked up again before it decides a refresh (seconds)
-UNIT_TTL = 2.0
+UNIT_TTL = 1.0
 #: the ring buffer's counters are read this often (seconds); a growth is one notice
 STATS_EVERY = 5.0
 READ_PAGES = 256
