@@ -51,6 +51,10 @@ def test_contents_where_debian_puts_them(dist, parser):
     assert man == sorted(["coredoctor.8.gz"] + [f"coredoctor-{n}.8.gz" for n, _, _ in gen.subcommands(parser)])
     assert os.path.isfile(os.path.join(t, "usr/share/bash-completion/completions/coredoctor"))
     assert os.path.isfile(os.path.join(t, "usr/share/zsh/vendor-completions/_coredoctor"))
+    # issue 13's watch service and its journal catalog (systemd's dpkg trigger on
+    # /usr/lib/systemd/catalog runs journalctl --update-catalog)
+    for rel in ("usr/lib/systemd/system/coredoctor-watch.service", "usr/lib/systemd/catalog/coredoctor.catalog"):
+        assert os.path.isfile(os.path.join(t, rel)), rel
     doc = sorted(os.listdir(os.path.join(t, "usr/share/doc/coredoctor")))
     assert doc == ["changelog.Debian.gz", "copyright"]
     # every file root-owned in the archive, nothing world-writable, no byte-compiled file
