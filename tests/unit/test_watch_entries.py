@@ -150,8 +150,10 @@ def test_fatal_signal_kinds():
     assert core["kind"] == "crash-core" and core["fields"]["COREDOCTOR_GATE"] == "none"
     assert core["fields"]["COREDOCTOR_PREDICTED"] == "core"
     assert EN.classify(fatal(dumped=None), None, "")["kind"] == "crash-outcome-unknown"
-    k = EN.classify(fatal(signal="SIGKILL", signo=9, dumps_by_default=False, dumped=False), None, "")
-    assert k["kind"] == "killed"
+    killed = fatal(signal="SIGKILL", signo=9, dumps_by_default=False, dumped=False)
+    assert EN.classify(killed, "a.service", "")["kind"] == "killed"
+    assert EN.classify(killed, None, "") is None                      # any process's kill -9: not logged
+    assert EN.classify(killed, None, "", all_processes=True)["kind"] == "killed"
     wrong = EN.classify(fatal(predicted=True, dumped=False, agrees=False), None, "")
     assert "prediction was wrong" in wrong["message"] and wrong["fields"]["COREDOCTOR_AGREES"] == "no"
     assert EN.classify({"event": "cred-change", "pid": 1}, "a.service", "") is None

@@ -159,15 +159,16 @@ def _verdict(r: "Dict[str, Any]") -> "Tuple[str, str, str]":
 def classify(r: "Dict[str, Any]", unit: "Optional[str]", container: str,
              all_processes: bool = False) -> "Optional[Entry]":
     """The entry for a tracker record, or None: losses of dumpability by a service or container
-    process (by any process with *all_processes*), and every fatal signal."""
+    process, every fatal signal whose default action dumps core, and the other fatal signals
+    (SIGKILL, SIGTERM, ...) of service or container processes; *all_processes*: any process's."""
     ev = r.get("event")
+    service = bool(unit and unit.endswith(SERVICE_SUFFIX)) or bool(container)
     who = unit or (f"container {container}" if container else "no service")
     base = {"COREDOCTOR_PID": _s(r.get("pid")), "COREDOCTOR_TID": _s(r.get("tid") or r.get("pid")),
             "COREDOCTOR_COMM": _s(r.get("comm")), "COREDOCTOR_UNIT": _s(unit or ""),
             "COREDOCTOR_CONTAINER": _s(container), "COREDOCTOR_EVENT_TIME": _s(r.get("time"))}
     comm = escape(_s(r.get("comm")))
     if ev == "dumpable-change":
-        service = bool(unit and unit.endswith(SERVICE_SUFFIX)) or bool(container)
         if not is_loss(r) or not (service or all_processes):
             return None
         conf = r.get("confirmed") or {}
@@ -196,6 +197,8 @@ def classify(r: "Dict[str, Any]", unit: "Optional[str]", container: str,
         predicted, gate, verdict = _verdict(r)
         dumped = r.get("dumped")
         if not r.get("dumps_by_default"):
+            if not (service or all_processes):  # kill -9 of any process of the host: too common
+                return None
             kind = "killed"
         elif dumped is True:
             kind = "crash-core"
