@@ -300,9 +300,10 @@ PAGES: Dict[str, Dict[str, Section]] = {
             "(set*id(), capset()), each execve() of a set-user-ID, set-group-ID or file-capability "
             "program and each prctl(PR_SET_DUMPABLE), and each fatal signal. Each loss of the dumpable "
             "flag (1 to 0 or 2) by a process of a service (a .service cgroup) or a container is logged, "
-            "and each fatal signal, with check's prediction from the last reading of the process before "
+            "and each crash (a signal whose default action dumps core) of any process -- other fatal "
+            "signals (SIGKILL, SIGTERM) of services and containers only -- with check's prediction from the last reading of the process before "
             "the signal and what the kernel then did (a core written or not, from the wait status). "
-            "--all-processes logs the losses of every process.",
+            "--all-processes logs the losses and kills of every process.",
             "Entries go to the journal in its native protocol, with a MESSAGE_ID per kind of event "
             "and COREDOCTOR_* fields (COREDOCTOR_PID, COREDOCTOR_UNIT, COREDOCTOR_CONTAINER, "
             "COREDOCTOR_CAUSE, COREDOCTOR_DUMPABLE_AFTER, COREDOCTOR_SIGNAL, COREDOCTOR_PREDICTED, "
