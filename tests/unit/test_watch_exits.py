@@ -113,3 +113,35 @@ def test_a_bad_config_is_refused_before_anything_is_traced(sink, monkeypatch, tm
     assert FakeInstance.made == []
     with pytest.raises(WR.UsageError, match="no such file"):
         WR.run(config=str(tmp_path / "absent.conf"))
+
+
+class ListSink:
+    def __init__(self):
+        self.got = []
+
+    def send(self, e):
+        self.got.append(e)
+
+
+def _watch_with_units(units, **cfg):
+    w = WR.Watch(ListSink(), None, WR.parse_config("\n".join(f"{k} = {v}" for k, v in cfg.items())),
+                 False, 60.0, None, False)
+    import time
+    for pid, (unit, container) in units.items():  # as looked up just now: not read again
+        w.units[pid] = (unit, container, time.monotonic() + 3600)
+    return w
+
+
+def test_record_counts_losses_per_unit_and_honours_ignored_units():
+    from test_watch_entries import fatal, loss
+    w = _watch_with_units({1: ("a.service", ""), 2: ("noisy.service", ""), 3: (None, ""),
+                           4: ("docker-x.scope", "0123456789ab")}, **{"ignore-unit": "noisy.service"})
+    for pid in (1, 1, 2, 3, 4):
+        w.record(loss(pid=pid, tid=pid))
+    w.record(loss(pid=1, tid=1, before=0, before_candidates=[0]))   # not a loss: already 0
+    w.record(fatal(pid=2, tid=2))                                   # the ignored unit's crash too
+    w.record(fatal(pid=3, tid=3))
+    assert w.pending_losses == {"a.service": 2, "docker-x.scope": 1}   # the unit label: its scope
+    assert w.stats["losses"] == 5 and w.stats["losses_logged"] == 3
+    assert [(e["kind"], e["fields"]["COREDOCTOR_PID"]) for e in w.sink.got] == [
+        ("dumpability-lost", "1"), ("dumpability-lost", "1"), ("dumpability-lost", "4"), ("crash-no-core", "3")]

@@ -178,7 +178,8 @@ class Watch:
     def unit_of(self, pid: int, fresh: bool = True) -> "Tuple[Optional[str], str]":
         from coredoctor.metrics import container_of
         now = time.monotonic()
-        if fresh:
+        got = self.units.get(pid)
+        if fresh and (got is None or now - got[2] > UNIT_TTL):  # a busy process: once a second
             u = reads.read_unit(pid)
             if u is not None:
                 self.units[pid] = (u["unit"], container_of(u["cgroup"]), now)
