@@ -180,3 +180,44 @@ def test_host_mode_filters_only_exclude_the_watcher():
     assert inst._filter_for("signal/signal_generate") == "(common_pid != 999) && (sig == 9)"
     inst.exclude = []
     assert inst._filter_for("syscalls/sys_enter_setresuid") == ""
+
+
+def test_journal_sink_frames_and_reconnects_over_a_real_socket(tmp_path):
+    """The sink on a datagram socket of the test's own (a journald stand-in): an ordinary entry in
+    one datagram, a large one in a memfd passed with SCM_RIGHTS, and after the listener is
+    replaced (journald restarting) the next entry reaches the new one."""
+    import array
+    import socket
+    from coredoctor.watch import sinks
+    path = str(tmp_path / "socket")
+
+    def listen():
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind(path)
+        s.settimeout(5)
+        return s
+    srv = listen()
+    j = sinks.Journal(path)
+    e = EN.classify(loss(), "a.service", "")
+    j.send(e)
+    assert dict(parse_native(srv.recv(1 << 20)))["MESSAGE_ID"] == FROZEN["dumpability-lost"].encode()
+    # a send buffer smaller than the entry: the kernel says EMSGSIZE, as for an entry over
+    # journald's datagram size
+    j.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2048)
+    big = EN.classify(loss(why="x" * 300000, comm="y" * 9000), "a.service", "")
+    assert len(EN.native(big)) > j.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    j.send(big)
+    msg, anc, _f, _a = srv.recvmsg(1 << 16, socket.CMSG_SPACE(4))
+    assert msg == b"" and anc, "a large entry comes as a passed file descriptor"
+    fds = array.array("i")
+    fds.frombytes(anc[0][2][:4])
+    with os.fdopen(fds[0], "rb") as f:
+        f.seek(0)  # the sender's offset (the file description is shared); journald maps it from 0
+        assert len(dict(parse_native(f.read()))["COREDOCTOR_WHY"]) == EN.MAX_VALUE
+    srv.close()
+    os.unlink(path)
+    srv = listen()
+    j.send(e)
+    assert dict(parse_native(srv.recv(1 << 20)))["COREDOCTOR_PID"] == b"4242"
+    j.close()
+    srv.close()

@@ -43,12 +43,23 @@ class Journal:
     def send(self, e: "Dict[str, Any]") -> None:
         data = EN.native(e)
         try:
+            self._send(data)
+        except OSError as ex:  # journald restarted (a new socket at the same path): once more
+            if ex.errno not in (errno.ECONNREFUSED, errno.ENOTCONN, errno.ENOENT):
+                raise
+            self.sock.close()
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.sock.connect(self.path)
+            self._send(data)
+        self.sent += 1
+
+    def _send(self, data: bytes) -> None:
+        try:
             self.sock.send(data)
         except OSError as ex:
             if ex.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
                 raise
             self._send_memfd(data)
-        self.sent += 1
 
     def _send_memfd(self, data: bytes) -> None:
         fd = os.memfd_create("coredoctor-journal", os.MFD_CLOEXEC | getattr(os, "MFD_ALLOW_SEALING", 2))
