@@ -182,7 +182,11 @@ class Watch:
         if fresh and (got is None or now - got[2] > UNIT_TTL):  # a busy process: once a second
             u = reads.read_unit(pid)
             if u is not None:
-                self.units[pid] = (u["unit"], container_of(u["cgroup"]), now)
+                found = (u["unit"], container_of(u["cgroup"]), now)
+                # an exiting task is moved to the root cgroup (cgroup_exit(), v1): its last unit stays
+                if got is not None and (got[0] or got[1]) and not (found[0] or found[1]):
+                    found = (got[0], got[1], now)
+                self.units[pid] = found
         got = self.units.get(pid)
         return (got[0], got[1]) if got else (None, "")
 
