@@ -184,7 +184,8 @@ def main():
                 e = json.loads(line)
                 if e.get("COREDOCTOR_EVENT") == "watch-stopped":
                     stopped = e
-                elif e.get("COREDOCTOR_COMM") == CRASH_COMM and e.get("COREDOCTOR_SIGNAL") == "SIGSEGV":
+                # the name: the fork's ("gen") when the child died before its PR_SET_NAME was read
+                elif e.get("COREDOCTOR_COMM") in (CRASH_COMM, "gen") and e.get("COREDOCTOR_SIGNAL") == "SIGSEGV":
                     crash_entries += 1
         generated = per * args.workers
         events = int(stopped["COREDOCTOR_EVENTS"])

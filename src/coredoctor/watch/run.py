@@ -54,6 +54,9 @@ UNIT_TTL = 1.0
 #: the ring buffer's counters are read this often (seconds); a growth is one notice
 STATS_EVERY = 5.0
 READ_PAGES = 256
+#: a record the kernel disagreed with is held at most this long for a later change to explain
+#: it (the tracer holds it until the process stops changing; a daemon may never stop)
+HOLD_MAX = 2.0
 
 #: what each event family shows; when the kernel lacks all of one row's events, that is unknown
 NEEDS = (
@@ -433,7 +436,7 @@ def run(textfile: "Optional[str]" = None, log: str = "auto", log_socket: "Option
                          reader="raw" if decoder is not None else "text", textfile=textfile or ""))
         sinks.notify("READY=1")
         start = time.monotonic()
-        last_stats = last_forget = last_refresh = start
+        last_stats = last_forget = last_refresh = last_settle = start
         lost_seen = 0
         while True:
             began = time.monotonic()
@@ -447,6 +450,10 @@ def run(textfile: "Optional[str]" = None, log: str = "auto", log_socket: "Option
                 tracker.drained(began)
             for r in tracker.confirm():
                 w.record(r)
+            if began - last_settle >= 1.0:
+                for r in tracker.settle_held(older_than=HOLD_MAX):
+                    w.record(r)
+                last_settle = began
             if sig.requested:
                 reason = f"signal {signal.Signals(sig.signum).name}" if sig.signum else "stopped"
                 break
