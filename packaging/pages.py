@@ -340,7 +340,10 @@ PAGES: Dict[str, Dict[str, Section]] = {
             "in a ring buffer of 16 MiB per CPU. Each process holds one pidfd of watch's; each service "
             "or container process that changed is read again (a one-process snapshot) at most every "
             "half second so that its crash has a verdict.",
-            "Measured with bench/watch_week.py (README, \"watch\"): see the figures there.",
+            "Measured with bench/watch_week.py (a compressed week: 10^6 credential changes at 12,500 "
+            "a second and 1,000 crashes, 2 CPUs, kernel 6.18): every change and crash seen, no event "
+            "lost, RSS flat at 51 to 59 MiB after start-up, 32 microseconds of CPU per event (65 per "
+            "credential change: about 0.8 CPU at that rate, nothing measurable at a real week's rate).",
         ],
         "EXAMPLES": [
             "$ sudo coredoctor watch --textfile /var/lib/prometheus/node-exporter\nWhat the shipped "
