@@ -145,3 +145,19 @@ def test_record_counts_losses_per_unit_and_honours_ignored_units():
     assert w.stats["losses"] == 5 and w.stats["losses_logged"] == 3
     assert [(e["kind"], e["fields"]["COREDOCTOR_PID"]) for e in w.sink.got] == [
         ("dumpability-lost", "1"), ("dumpability-lost", "1"), ("dumpability-lost", "4"), ("crash-no-core", "3")]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--interval", "nan"], "--interval must be a number of seconds above 1"),
+    (["--duration", "-1"], "--duration must be a number of seconds above 0"),
+    (["--buffer-kb", "1"], "--buffer-kb must be between 64 and 2097152"),
+    (["--log-socket", "/x"], "--log-socket wants --log journal or --log syslog"),
+])
+def test_cli_refuses_bad_options_in_one_line(argv, says, capsys):
+    import os
+    from coredoctor import cli
+    assert cli.main(["watch", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    if os.geteuid() == 0:  # a user is told to be root first
+        assert says in err, err
