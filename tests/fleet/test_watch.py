@@ -236,10 +236,10 @@ def test_watch_journal_catalog_metrics_reload_restart(journal, units, tmp_path, 
         _wait(lambda: _entries(jpid, f"MESSAGE_ID={ID['notice']}", "COREDOCTOR_NOTICE_KIND=reloaded",
                                f"_PID={w.pid}"), 30, "the reload")
         ign = units.start("cdwatch-ignored.service", "setpriv", "--reuid=65534", "--regid=65534",
-                          "--clear-groups", "sleep", "0.5")
+                          "--clear-groups", "true")
         assert ign.wait(30) == 0
         after = units.start("cdwatch-after.service", "setpriv", "--reuid=65534", "--regid=65534",
-                            "--clear-groups", "sleep", "0.5")
+                            "--clear-groups", "true")
         assert after.wait(30) == 0
         _wait(lambda: _entries(jpid, f"MESSAGE_ID={ID['lost']}", "COREDOCTOR_UNIT=cdwatch-after.service"), 30,
               "the loss after the reload")
@@ -260,7 +260,7 @@ def test_watch_journal_catalog_metrics_reload_restart(journal, units, tmp_path, 
     try:
         _wait(lambda: _entries(jpid, f"MESSAGE_ID={ID['started']}", f"_PID={w2.pid}"), 60, "the second start")
         again = units.start("cdwatch-dnsmasq.service", "setpriv", "--reuid=65534", "--regid=65534",
-                            "--clear-groups", "sleep", "0.5")
+                            "--clear-groups", "true")
         assert again.wait(30) == 0
         _wait(lambda: _losses(textfile, "cdwatch-dnsmasq.service") == 2, 40, "the counter across the restart")
     finally:
@@ -285,7 +285,7 @@ def test_watch_syslog_without_a_journal(rsyslog, units, tmp_path, saved_sysctls)
                 return []
         _wait(lambda: syslog_has(f"MESSAGE_ID={ID['started']}"), 60, "watch-started in daemon.log")
         p = units.start("cdwatch-syslog.service", "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                        "sleep", "0.5")
+                        "true")
         assert p.wait(30) == 0
         line = _wait(lambda: syslog_has(f"MESSAGE_ID={ID['lost']}"), 30, "the loss in daemon.log")[0]
         assert f"coredoctor[{w.pid}]: MESSAGE_ID={ID['lost']} event=dumpability-lost pid={p.pid} " in line, line

@@ -161,3 +161,24 @@ def test_cli_refuses_bad_options_in_one_line(argv, says, capsys):
     assert err.count("\n") == 1 and "Traceback" not in err
     if os.geteuid() == 0:  # a user is told to be root first
         assert says in err, err
+
+
+def test_units_come_from_the_events_before_the_tracker_sees_them():
+    """cgroup_attach_task names the service of a task that may be gone by the time /proc could
+    be read; a fork child starts in its parent's; another hierarchy's move changes nothing."""
+    from coredoctor.trace.transitions import Tracker
+    w = _watch_with_units({10: ("parent.service", "")})
+    tr = Tracker(kernel=None, use_pidfd=False)
+    w.observe([{"kind": "tp", "name": "cgroup_attach_task", "pid": 5, "fields":
+                {"pid": 77, "dst_path": "/system.slice/short.service", "dst_root": 9}},
+               {"kind": "tp", "name": "cgroup_attach_task", "pid": 5, "fields":
+                {"pid": 77, "dst_path": "/process_api/abc", "dst_root": 4}},      # memory hierarchy
+               {"kind": "tp", "name": "cgroup_attach_task", "pid": 5, "fields":
+                {"pid": 78, "dst_path": "/system.slice/docker-" + "a" * 64 + ".scope", "dst_root": 0}},
+               {"kind": "tp", "name": "sched_process_fork", "pid": 10, "tgid": 10,
+                "fields": {"child_pid": 11, "child_comm": "worker"}},
+               {"kind": "enter", "pid": 10, "syscall": "setuid"}], tr)
+    assert w.unit_of(77, fresh=False) == ("short.service", "")
+    assert w.unit_of(78, fresh=False) == ("docker-" + "a" * 64 + ".scope", "a" * 12)
+    assert w.unit_of(11, fresh=False) == ("parent.service", "")
+    assert w.unit_of(12, fresh=False) == (None, "")

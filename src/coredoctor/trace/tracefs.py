@@ -39,6 +39,9 @@ INVALIDATORS = ("prlimit64", "setrlimit", "umask", "chdir", "fchdir")
 #: tracepoints: process lifetime and signals
 TRACEPOINTS = ("sched/sched_process_fork", "sched/sched_process_exec", "sched/sched_process_exit",
                "signal/signal_deliver", "signal/signal_generate")
+#: host mode only (``coredoctor watch``): a task moved into a cgroup (its service or container,
+#: known from the event even when the task is gone before /proc could be read)
+HOST_TRACEPOINTS = ("cgroup/cgroup_attach_task",)
 #: kernel-side pre-filters on single events (fewer events for the common noisy cases)
 EVENT_FILTERS = {
     # PR_SET_DUMPABLE, PR_SET_KEEPCAPS and PR_SET_NAME only (the rest are frequent and beside
@@ -127,6 +130,7 @@ class Instance:
         self.pids = []
         self.mode = None
         self.exclude = []
+        self.extra = []
         try:
             os.mkdir(self.path)
         except FileExistsError:
@@ -188,7 +192,7 @@ class Instance:
             for kind in ("enter", "exit"):
                 evs.append(f"syscalls/sys_{kind}_{s}")
         evs += [f"syscalls/sys_enter_{s}" for s in INVALIDATORS]
-        return evs + list(TRACEPOINTS)
+        return evs + list(TRACEPOINTS) + list(self.extra)
 
     def setup(self, pids=(), names=(), host=False, exclude=()):
         """Enable the events for *pids* (followed by the kernel with event-fork) or, when *names*
@@ -199,6 +203,7 @@ class Instance:
         self.pids = sorted(set(pids))
         self.exclude = sorted(set(exclude))
         self.mode = "host" if host else "filter" if self.names else "pid"
+        self.extra = list(HOST_TRACEPOINTS) if host else []
         for ev in self.event_list():
             if not self.exists(ev):
                 self.missing.append(ev)

@@ -193,6 +193,35 @@ class Watch:
         got = self.units.get(pid)
         return (got[0], got[1]) if got else (None, "")
 
+    def observe(self, events: "List[Dict[str, Any]]", tracker: Tracker) -> None:
+        """Units from the events themselves, before the tracker handles them: a task moved into
+        a cgroup (cgroup_attach_task names the path) and a fork child (in its parent's cgroup
+        until it moves) -- so that a process that drops privileges and exits within a few
+        milliseconds is still named with its service."""
+        from coredoctor.metrics import container_of
+        from coredoctor.snapshot.proc import unit_from_cgroup
+        now = time.monotonic()
+        for ev in events:
+            if ev.get("kind") != "tp":
+                continue
+            name, f = ev.get("name"), ev.get("fields") or {}
+            if name == "cgroup_attach_task":
+                pid, path = f.get("pid"), f.get("dst_path")
+                if isinstance(pid, int) and isinstance(path, str) and path:
+                    unit, cg = unit_from_cgroup(f"0::{path}\n")
+                    container = container_of(cg)
+                    if unit or container:  # another hierarchy's move (v1) says nothing of the unit
+                        tgid = (tracker.tasks[pid].tgid if pid in tracker.tasks else pid)
+                        self.units[tgid] = (unit, container, now)
+            elif name == "sched_process_fork":
+                child = f.get("child_pid")
+                who = ev.get("pid")
+                t = tracker.tasks.get(who)
+                key = t.tgid if t is not None else (ev.get("tgid") or who)
+                parent = self.units.get(key) if isinstance(key, int) else None
+                if isinstance(child, int) and parent is not None and child not in self.units:
+                    self.units[child] = parent
+
     def is_service(self, unit: "Optional[str]", container: str) -> bool:
         return bool(unit and unit.endswith(EN.SERVICE_SUFFIX)) or bool(container)
 
@@ -443,7 +472,9 @@ def run(textfile: "Optional[str]" = None, log: str = "auto", log_socket: "Option
             try:
                 data, drained = read(0.2)
                 if data or drained:
-                    tracker.handle(parser.feed(data, drained=drained))
+                    evs = parser.feed(data, drained=drained)
+                    w.observe(evs, tracker)
+                    tracker.handle(evs)
             except OSError as e:
                 raise ReaderFailed(f"coredoctor watch: the trace reader failed: {e.strerror or e}")
             if drained and not parser.holding:
@@ -492,7 +523,9 @@ def run(textfile: "Optional[str]" = None, log: str = "auto", log_socket: "Option
         while idle < 2 and time.monotonic() < deadline:
             data, drained = read(0.05)
             if data:
-                tracker.handle(parser.feed(data, drained=drained))
+                evs = parser.feed(data, drained=drained)
+                w.observe(evs, tracker)
+                tracker.handle(evs)
                 idle = 0
             else:
                 idle += 1
