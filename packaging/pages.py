@@ -335,7 +335,8 @@ PAGES: Dict[str, Dict[str, Section]] = {
         ],
         "OVERHEAD": [
             "The kernel records an event for every credential syscall, prctl(PR_SET_DUMPABLE, "
-            "PR_SET_KEEPCAPS or PR_SET_NAME), execve(), fork, exit and delivered signal of every "
+            "PR_SET_KEEPCAPS or PR_SET_NAME), execve(), fork, exit, delivered signal and cgroup move "
+            "(cgroup_attach_task: the unit of a process gone before /proc is read) of every "
             "process but watch itself (the filters run in the kernel), without user-space stacks, "
             "in a ring buffer of 16 MiB per CPU. Each process holds one pidfd of watch's; each service "
             "or container process that changed is read again (a one-process snapshot) at most every "
