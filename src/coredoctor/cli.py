@@ -25,6 +25,15 @@ a bad field: the error names it). Every subcommand: 130 interrupted, 70 an inter
 """
 
 
+WATCH_EPILOG = """\
+examples:
+  sudo coredoctor watch --textfile /var/lib/prometheus/node-exporter    what the service runs
+  sudo coredoctor watch --log json --duration 60                        a minute, JSON lines on stdout
+
+exit status: 0 stopped (SIGTERM, SIGINT, --duration); 1 the trace reader failed; 2 bad usage;
+3 no tracefs here, or the kernel offers none of the events watch needs. SIGHUP reloads.
+"""
+
 TRACE_EPILOG = """\
 examples:
   sudo coredoctor trace -- ovs-ctl --ovs-user=openvswitch start    run a command under trace
@@ -114,6 +123,23 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--textfile", metavar="DIR", help="write DIR/coredoctor.prom atomically instead of stdout "
                    "(Debian's node_exporter reads /var/lib/prometheus/node-exporter)")
     m.add_argument("--no-crashes", action="store_true", help="do not read the crash history (faster)")
+
+    w = sub.add_parser("watch", help="run for days: log every loss of dumpability by a service or container "
+                       "process and every fatal signal (journal or syslog), keep the metrics file current",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=WATCH_EPILOG)
+    w.add_argument("--textfile", metavar="DIR", help="keep DIR/coredoctor.prom current (as metrics --textfile)")
+    w.add_argument("--log", choices=("auto", "journal", "syslog", "json"), default="auto",
+                   help="where entries go (auto: the journal, else /dev/log, else JSON lines on stdout)")
+    w.add_argument("--log-socket", metavar="PATH", help="the journal's or syslog's socket (default "
+                   "/run/systemd/journal/socket, /dev/log)")
+    w.add_argument("--config", metavar="FILE", help="ignore-unit/all-processes/interval lines, re-read on "
+                   "SIGHUP (default /etc/coredoctor/watch.conf when it exists)")
+    w.add_argument("--all-processes", action="store_true", help="also log losses of processes outside "
+                   "services and containers")
+    w.add_argument("--interval", type=float, default=60.0, metavar="SECONDS",
+                   help="rewrite the textfile at least this often (default 60)")
+    w.add_argument("--buffer-kb", type=int, default=16384, metavar="KB", help="ring buffer per CPU (default 16384)")
+    w.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
 
     e = sub.add_parser("explain-flags", help="decode an mm->flags value (decimal or 0x hex)")
     e.add_argument("value")
@@ -457,6 +483,20 @@ def cmd_trace(args: argparse.Namespace) -> int:
             out.close()
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    _need_root("coredoctor watch")
+    from coredoctor.watch import run as wrun
+    for name, v, lo in (("--interval", args.interval, 1.0), ("--duration", args.duration, 0.0)):
+        if v is not None and not lo < v < float("inf"):
+            raise UsageError(f"{name} must be a number of seconds above {lo:g}")
+    if not 64 <= args.buffer_kb <= 1 << 21:
+        raise UsageError("--buffer-kb must be between 64 and 2097152")
+    if args.log_socket and args.log not in ("journal", "syslog"):
+        raise UsageError("--log-socket wants --log journal or --log syslog")
+    return wrun.run(textfile=args.textfile, log=args.log, log_socket=args.log_socket, config=args.config, all_processes=args.all_processes,
+                    interval=args.interval, buffer_kb=args.buffer_kb, duration=args.duration, say=_say)
+
+
 def cmd_metrics(args: argparse.Namespace) -> int:
     _need_root("coredoctor metrics")
     from coredoctor import metrics
@@ -478,4 +518,5 @@ COMMANDS = {
     "crashes": cmd_crashes,
     "trace": cmd_trace,
     "metrics": cmd_metrics,
+    "watch": cmd_watch,
 }

@@ -51,6 +51,10 @@ def test_contents_where_debian_puts_them(dist, parser):
     assert man == sorted(["coredoctor.8.gz"] + [f"coredoctor-{n}.8.gz" for n, _, _ in gen.subcommands(parser)])
     assert os.path.isfile(os.path.join(t, "usr/share/bash-completion/completions/coredoctor"))
     assert os.path.isfile(os.path.join(t, "usr/share/zsh/vendor-completions/_coredoctor"))
+    # issue 13's watch service and its journal catalog (systemd's dpkg trigger on
+    # /usr/lib/systemd/catalog runs journalctl --update-catalog)
+    for rel in ("usr/lib/systemd/system/coredoctor-watch.service", "usr/lib/systemd/catalog/coredoctor.catalog"):
+        assert os.path.isfile(os.path.join(t, rel)), rel
     doc = sorted(os.listdir(os.path.join(t, "usr/share/doc/coredoctor")))
     assert doc == ["changelog.Debian.gz", "copyright"]
     # every file root-owned in the archive, nothing world-writable, no byte-compiled file
@@ -68,9 +72,12 @@ def test_lintian_is_clean_and_every_override_is_explained(dist):
     tags = [ln for ln in r.stdout.splitlines() if re.match(r"^[EWIPX]: ", ln)]
     assert tags == [], r.stdout
     assert r.returncode == 0, r.stderr
-    # the one override hides exactly what it says, and no override is unused
+    # each override hides exactly what it says (the watch unit's: that file only), and none is unused
     overridden = [ln for ln in r.stdout.splitlines() if ln.startswith("O: ")]
-    assert [o.split()[2] for o in overridden] == ["initial-upload-closes-no-bugs"], r.stdout
+    assert sorted(o.split()[2] for o in overridden) == ["initial-upload-closes-no-bugs",
+                                                        "package-supports-alternative-init-but-no-init.d-script"], r.stdout
+    assert [o.split()[3] for o in overridden if "alternative-init" in o] == \
+        ["[usr/lib/systemd/system/coredoctor-watch.service]"], r.stdout
     assert "unused-override" not in r.stdout
     with open(os.path.join(dist.tree, "usr/share/lintian/overrides/coredoctor")) as f:
         lines = f.read().splitlines()

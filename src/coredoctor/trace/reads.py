@@ -15,7 +15,7 @@ from coredoctor.errors import AccessDenied, NoSuchProcess
 from coredoctor.snapshot.proc import task as _task
 
 __all__ = ["read_creds", "read_dumpable", "suid_dumpable", "open_pidfd", "exit_status", "zombie_status",
-           "zombie_dumpcore", "self_dumpable", "exe_facts"]
+           "zombie_dumpcore", "self_dumpable", "exe_facts", "read_unit"]
 
 T = TypeVar("T")
 
@@ -35,6 +35,7 @@ read_dumpable = _none_if_gone(_task.read_dumpable)
 open_pidfd = _none_if_gone(_task.open_pidfd)
 zombie_status = _none_if_gone(_task.zombie_status)
 zombie_dumpcore = _none_if_gone(_task.zombie_dumpcore)
+read_unit = _none_if_gone(_task.read_unit)
 exit_status = _task.exit_status
 exe_facts = _task.exe_facts
 suid_dumpable = _task.suid_dumpable

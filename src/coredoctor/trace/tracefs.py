@@ -39,6 +39,9 @@ INVALIDATORS = ("prlimit64", "setrlimit", "umask", "chdir", "fchdir")
 #: tracepoints: process lifetime and signals
 TRACEPOINTS = ("sched/sched_process_fork", "sched/sched_process_exec", "sched/sched_process_exit",
                "signal/signal_deliver", "signal/signal_generate")
+#: host mode only (``coredoctor watch``): a task moved into a cgroup (its service or container,
+#: known from the event even when the task is gone before /proc could be read)
+HOST_TRACEPOINTS = ("cgroup/cgroup_attach_task",)
 #: kernel-side pre-filters on single events (fewer events for the common noisy cases)
 EVENT_FILTERS = {
     # PR_SET_DUMPABLE, PR_SET_KEEPCAPS and PR_SET_NAME only (the rest are frequent and beside
@@ -126,6 +129,8 @@ class Instance:
         self.names = []
         self.pids = []
         self.mode = None
+        self.exclude = []
+        self.extra = []
         try:
             os.mkdir(self.path)
         except FileExistsError:
@@ -187,18 +192,22 @@ class Instance:
             for kind in ("enter", "exit"):
                 evs.append(f"syscalls/sys_{kind}_{s}")
         evs += [f"syscalls/sys_enter_{s}" for s in INVALIDATORS]
-        return evs + list(TRACEPOINTS)
+        return evs + list(TRACEPOINTS) + list(self.extra)
 
-    def setup(self, pids=(), names=()):
+    def setup(self, pids=(), names=(), host=False, exclude=()):
         """Enable the events for *pids* (followed by the kernel with event-fork) or, when *names*
-        are given, for processes of those names (and *pids*) by event filter."""
+        are given, for processes of those names (and *pids*) by event filter. *host*: every
+        process of the host (``coredoctor watch``), but the *exclude* pids (the watcher itself),
+        by event filter; the per-event pre-filters apply in every mode."""
         self.names = list(names)
         self.pids = sorted(set(pids))
-        self.mode = "filter" if self.names else "pid"
+        self.exclude = sorted(set(exclude))
+        self.mode = "host" if host else "filter" if self.names else "pid"
+        self.extra = list(HOST_TRACEPOINTS) if host else []
         for ev in self.event_list():
             if not self.exists(ev):
                 self.missing.append(ev)
-        if self.mode == "pid":
+        if self.mode in ("pid", "host"):
             self._write("set_event_pid", " ".join(map(str, self.pids)) if self.pids else "")
         self._apply_filters()
         for ev in self.event_list():
@@ -214,6 +223,8 @@ class Instance:
             who = [f"comm == {_quote(n[:15])}" for n in self.names]
             who += [f"common_pid == {p}" for p in self.pids[-200:]]
             parts.append("(" + " || ".join(who) + ")")
+        if self.mode == "host" and self.exclude:
+            parts.append("(" + " && ".join(f"common_pid != {p}" for p in self.exclude) + ")")
         if ev in EVENT_FILTERS:
             parts.append("(" + EVENT_FILTERS[ev] + ")")
         return " && ".join(parts)

@@ -558,6 +558,22 @@ class Tracker:
         out.sort(key=lambda r: r.get("time") or 0)
         return out
 
+    def settle_held(self, older_than=2.0):
+        """Settle the records held longer than *older_than* seconds as a final confirmation
+        would, and return those now complete (with any kept back behind them). For a watcher that
+        runs for days: a process that changes its credentials all the time would otherwise keep a
+        held record, and every record behind it, until it exits (``coredoctor watch``)."""
+        now = time.monotonic()
+        out = []
+        for p in list(self.procs.values()):
+            if p.held and now - min(h["read"] for h in p.held) >= older_than:
+                self._resolve_held(p, True, now)
+                if not p.held:
+                    out.extend(p.after_held)
+                    p.after_held = []
+        out.sort(key=lambda r: r.get("time") or 0)
+        return out
+
     def _resolve_held(self, p, final, now):
         """Settle *p*'s held records: explained by a later change of the process that was
         traced before the kernel was read, or, once nothing more can come, a disagreement."""

@@ -26,7 +26,7 @@ from coredoctor.snapshot.proc.base import PF_DUMPCORE
 from coredoctor.snapshot.proc.pidfd import exit_status, open_pidfd as _open
 
 __all__ = ["read_creds", "read_dumpable", "suid_dumpable", "open_pidfd", "exit_status",
-           "zombie_dumpcore", "zombie_status", "self_dumpable", "exe_facts", "PF_DUMPCORE"]
+           "zombie_dumpcore", "zombie_status", "self_dumpable", "exe_facts", "PF_DUMPCORE", "read_unit"]
 
 
 def read_creds(pid: int, tid: Optional[int] = None) -> Dict[str, Any]:
@@ -138,3 +138,26 @@ def zombie_dumpcore(pid: int) -> Optional[bool]:
         return None
     return bool(st["flags"] & PF_DUMPCORE)
 
+
+
+def read_unit(pid: int) -> "Dict[str, Optional[str]]":
+    """``{"unit": NAME or None, "cgroup": PATH or None}`` of a process, from its
+    /proc/PID/cgroup by the one unit rule (:func:`coredoctor.snapshot.proc.unit_from_cgroup`);
+    NoSuchProcess when it is gone (``coredoctor watch`` names the service of each event)."""
+    from coredoctor.snapshot.proc import _unit_of
+    try:
+        fd = os.open(f"/proc/{pid}/cgroup", os.O_RDONLY)
+    except FileNotFoundError as e:
+        raise NoSuchProcess(pid) from e
+    except OSError as e:
+        raise NoSuchProcess(pid, f"pid {pid}: its cgroup cannot be read ({e.strerror})") from e
+    try:
+        text = os.read(fd, 65536).decode("utf-8", "replace")
+    except OSError as e:
+        raise NoSuchProcess(pid, f"pid {pid}: its cgroup cannot be read ({e.strerror})") from e
+    finally:
+        os.close(fd)
+    if not text:
+        raise NoSuchProcess(pid, f"pid {pid}: its cgroup file is empty (exiting)")
+    unit, cg = _unit_of(text)
+    return {"unit": unit, "cgroup": cg}
