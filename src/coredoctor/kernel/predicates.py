@@ -12,7 +12,7 @@ import shlex
 import stat
 from typing import Any, Dict, List, Optional
 
-from coredoctor import programs
+from coredoctor import programs, runtimes
 from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, namei, observed as O, remedies as R
 from coredoctor.kernel.reasons import reason, who
 from coredoctor.kernel.signal import FAULT_SIGNALS, SIG_KERNEL_COREDUMP, decide
@@ -104,8 +104,11 @@ def signal(w: World) -> Result:
                               ns_init=len(nspid) > 1 and nspid[-1] == 1, global_init=proc["pid"] == 1)
     if status == "unknown" and case == "handler":
         known = programs.reraising_handler(proc.get("exe"), w["signal"])
+        rt = runtimes.decide(proc.get("runtime"), w["signal"], w["how"])
         if known:
             status, ev = "pass", f"{w['signal']} has a handler installed (SigCgt), known to re-raise: {known}"
+        elif rt is not None:
+            status, ev = rt[0], f"{w['signal']} has a handler installed (SigCgt): {rt[1]}"
     fixes = None
     if status == "fail" and w["signal"] in FAULT_SIGNALS and w["how"] == "kill":
         fixes = [R.fix("A real fault still dumps; only kill-sent signals are dropped this way",

@@ -163,6 +163,16 @@ FIELDS = {
     "processes[].exe_stat.setuid": _f("bool|null"),
     "processes[].exe_stat.setgid": _f("bool|null"),
     "processes[].exe_stat.fcaps": _f("bool|null"),
+    # snapshot/proc/runtime.py read_runtime(): only the markers, variables and words of coredoctor.runtimes
+    "processes[].runtime": _f("object|null", required=("markers",)),
+    "processes[].runtime.markers": _f("list", maxlen=64),
+    "processes[].runtime.markers[]": _f("str", maxlen=256),
+    "processes[].runtime.env": _f("map|null", maxlen=64),
+    "processes[].runtime.env.*": _f("str", maxlen=256),                 # runtimes.ENV_MAX
+    "processes[].runtime.env_known": _f("bool|null"),
+    "processes[].runtime.argv": _f("list|null", maxlen=32),             # runtimes.ARGV_MAX
+    "processes[].runtime.argv[]": _f("str", maxlen=256),
+    "processes[].runtime.error": _f("str|null", maxlen=256),
     # snapshot/__init__.py _destination_facts(): dumpable value -> a key of "paths"
     "processes[].dest": _f("map|null", maxlen=3),
     "processes[].dest.*": _f("object", required=("key",)),
