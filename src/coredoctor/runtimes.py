@@ -44,6 +44,11 @@ def _env(f: Facts, name: str) -> Optional[str]:
     return v if isinstance(v, str) else None
 
 
+def _argv(f: Facts) -> List[str]:
+    a = f.get("argv")
+    return [w for w in a if isinstance(w, str)] if isinstance(a, list) else []
+
+
 def _env_known(f: Facts) -> bool:
     return f.get("env_known") is True
 
@@ -114,7 +119,7 @@ def java_coredump_flag(f: Facts) -> Tuple[bool, str]:
     sources: List[Tuple[str, Sequence[str]]] = [
         ("JAVA_TOOL_OPTIONS", (_env(f, "JAVA_TOOL_OPTIONS") or "").split()),
         ("JDK_JAVA_OPTIONS", (_env(f, "JDK_JAVA_OPTIONS") or "").split()),
-        ("the command line", [w for w in (f.get("argv") or []) if isinstance(w, str)]),
+        ("the command line", _argv(f)),
         ("_JAVA_OPTIONS", (_env(f, "_JAVA_OPTIONS") or "").split())]
     for name, words in sources:
         for w in words:
@@ -151,7 +156,7 @@ def python_faulthandler(f: Facts) -> Optional[str]:
     v = _env(f, "PYTHONFAULTHANDLER")
     if v:  # any non-empty value (initconfig.c config_get_env())
         return f"PYTHONFAULTHANDLER={v!r}"
-    words = [w for w in (f.get("argv") or []) if isinstance(w, str)]
+    words = _argv(f)
     for i, w in enumerate(words):
         if w == "-Xfaulthandler" or (w == "-X" and i + 1 < len(words) and words[i + 1] == "faulthandler"):
             return "-X faulthandler on the command line"

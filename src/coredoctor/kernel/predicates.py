@@ -555,7 +555,7 @@ def handler_policy(w: World) -> Result:
                                           "socket": h.get("listening")})
     soft = ((w["proc"].get("limits") or {}).get("core") or [None])[0]
     status, ev, fix = handlers.policy(name, h, tokens, soft, w["kernel"].get("page_size", 4096),
-                                      estimate_core_size(w["proc"]), exe=w["proc"].get("exe"))
+                                      estimate_core_size(w["proc"]), exe=w["proc"].get("exe"), signal=w["signal"])
     fixes = None
     if fix:
         acts = list(fix.get("actions") or [])
