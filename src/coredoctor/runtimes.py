@@ -235,8 +235,9 @@ RUNTIMES: List[Dict[str, Any]] = [
     {"id": "java", "name": "Java (HotSpot)", "detect": ("map:libjvm.so",),
      "env": JAVA_OPTION_VARS, "argv": ("-XX:+CreateCoredumpOnCrash", "-XX:-CreateCoredumpOnCrash"),
      "rule": _java, "source": _JAVA_SRC,
-     "fix": ("remove -XX:-CreateCoredumpOnCrash (or add -XX:+CreateCoredumpOnCrash to JAVA_TOOL_OPTIONS)",
-             "JAVA_TOOL_OPTIONS=-XX:+CreateCoredumpOnCrash")},
+     "fix": ("remove -XX:-CreateCoredumpOnCrash, or set _JAVA_OPTIONS=-XX:+CreateCoredumpOnCrash "
+             "(HotSpot applies _JAVA_OPTIONS after the command line)",
+             "_JAVA_OPTIONS=-XX:+CreateCoredumpOnCrash")},
     {"id": "dotnet", "name": ".NET (CoreCLR)", "detect": ("map:libcoreclr.so",),
      "env": ("DOTNET_DbgEnableMiniDump", "COMPlus_DbgEnableMiniDump", "DOTNET_DbgMiniDumpName"), "argv": (),
      "rule": _dotnet, "source": _NET_SRC, "fix": None},

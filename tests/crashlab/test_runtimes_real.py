@@ -249,3 +249,38 @@ def test_java_create_coredump_on_crash(labdir, java_class, flag):
         # os::abort(false) -> ::_exit(1): no signal, no core
         assert rc == 1, (rc, err[-1000:])
         assert path is None, os.listdir(cores)
+
+
+RUST_SRC = """use std::io::Read;
+fn main() {
+    println!("READY");
+    let mut b = [0u8; 1];
+    let _ = std::io::stdin().read(&mut b);
+    unsafe { std::ptr::write_volatile(std::ptr::null_mut::<i32>(), 1); } // a real fault: SIGSEGV
+}
+"""
+
+
+def test_rust_stack_overflow_handler_lets_a_fault_dump(labdir, tmp_path_factory):
+    rustc = shutil.which("rustc") or os.path.expanduser("~/.cargo/bin/rustc")
+    if not os.path.exists(rustc):
+        pytest.skip("no rustc (Debian's rustc, or rustup): the Rust row is covered by tests/unit only")
+    d = tmp_path_factory.mktemp("rustbuild")
+    (d / "crashrs.rs").write_text(RUST_SRC)
+    subprocess.run([rustc, "-O", str(d / "crashrs.rs"), "-o", str(d / "crashrs")], check=True, timeout=180,
+                   capture_output=True)
+    os.chmod(d, 0o755)
+    root, cores = _setup(labdir)
+    p = _start([str(d / "crashrs")], dict(os.environ), root)
+    try:
+        t, sig = _check(p.pid)
+    except BaseException:
+        L.end(p)
+        raise
+    _assert_core_verdict(t, sig, "pass")
+    assert "a Rust program" in sig["evidence"] and "stack_overflow.rs" in sig["evidence"], sig
+    dest = t["core_destination"]["path"]
+    rc, _err = _fault(p)
+    assert rc == -signal.SIGSEGV, rc
+    path, size = _core_of(cores, p.pid)
+    assert path == dest and size > 0, (path, dest, os.listdir(cores))

@@ -242,3 +242,32 @@ def test_elf_markers_of_this_machine_s_python(tmp_path):
     # a python linked against libpython exports nothing itself: then the map marker answers
     libpy = [line for line in open("/proc/self/maps") if "libpython3" in line]
     assert "symbol:Py_InitializeEx" in got or libpy
+
+
+def test_a_real_snapshot_keeps_only_the_named_variables_and_validates():
+    """A real process with faulthandler and a secret in its environment: the snapshot's runtime
+    record holds the argv words and the one variable of the table, nothing else, and passes
+    the snapshot validation of check --from (a broken record does not)."""
+    import json
+    import subprocess
+    import sys
+    from coredoctor import snapshot
+    from coredoctor.snapshot import validate
+    env = dict(os.environ, PYTHONFAULTHANDLER="1", SECRET_TOKEN="hunter2", GOTRACEBACK="crash")
+    p = subprocess.Popen([sys.executable, "-X", "faulthandler", "-c", "import sys; print('R', flush=True); "
+                          "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    try:
+        assert p.stdout.readline().strip() == b"R"
+        snap = snapshot.take([p.pid], with_parents=False)
+    finally:
+        p.stdin.close()
+        p.wait(10)
+        p.stdout.close()
+    rt = next(x for x in snap["processes"] if x["pid"] == p.pid)["runtime"]
+    assert rt["argv"] == ["-X", "faulthandler"] and rt["env_known"] is True
+    assert rt["env"] == {"PYTHONFAULTHANDLER": "1", "GOTRACEBACK": "crash"}
+    assert "hunter2" not in json.dumps(snap)
+    validate.validate(json.loads(json.dumps(snap)))
+    rt["env"]["GOTRACEBACK"] = "x" * 300
+    with pytest.raises(validate.Bad, match=r"runtime\.env\.GOTRACEBACK"):
+        validate.validate(json.loads(json.dumps(snap)))
