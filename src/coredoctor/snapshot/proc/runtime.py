@@ -23,7 +23,7 @@ import signal as _signal
 from typing import Any, Dict, List, Optional
 
 from coredoctor import elf, runtimes
-from coredoctor.errors import NoSuchProcess
+from coredoctor.errors import ProcessGone
 from coredoctor.snapshot.proc import base as _base
 
 __all__ = ["catches_fatal", "read_runtime", "parse_environ", "map_markers"]
@@ -90,7 +90,7 @@ def _raw(path: str, size: int) -> bytes:
 
 
 def read_runtime(pid: int, comm: Optional[str] = None, base: Optional[str] = None) -> Dict[str, Any]:
-    """The runtime record of *pid* (see the module's docstring). Raises NoSuchProcess /
+    """The runtime record of *pid* (see the module's docstring). Raises
     ProcessGone when the process is gone; a file that cannot be read leaves its part empty."""
     r = base or _base.root()
     d = f"{r}/{pid}"
@@ -126,5 +126,5 @@ def read_runtime(pid: int, comm: Optional[str] = None, base: Optional[str] = Non
         pass
     rec["markers"] = sorted(found)
     if not os.path.exists(d):
-        raise NoSuchProcess(pid, comm)
+        raise ProcessGone(pid, comm)
     return rec
