@@ -284,3 +284,27 @@ def test_rust_stack_overflow_handler_lets_a_fault_dump(labdir, tmp_path_factory)
     assert rc == -signal.SIGSEGV, rc
     path, size = _core_of(cores, p.pid)
     assert path == dest and size > 0, (path, dest, os.listdir(cores))
+
+
+def test_node_trap_handler_re_raises_a_kill_sent_sigsegv(labdir):
+    node = shutil.which("node")
+    L.require_installed(node or "/usr/bin/node", "nodejs")
+    root, cores = _setup(labdir)
+    p = _start([node, "-e", "console.log('READY'); process.stdin.resume()"], dict(os.environ), root)
+    try:
+        r = L.coredoctor("check", "--json", "--how", "kill", str(p.pid))
+        t = json.loads(r.stdout)["targets"][0]
+        sig = next(g for g in t["gates"] if g["id"] == "signal")
+    except BaseException:
+        L.end(p)
+        raise
+    _assert_core_verdict(t, sig, "pass")
+    assert "a Node.js process" in sig["evidence"], sig
+    dest = t["core_destination"]["path"]
+    os.kill(p.pid, signal.SIGSEGV)   # kill-sent: V8's handler is not a wasm trap -> SIG_DFL, raise()
+    p.wait(60)
+    assert p.returncode == -signal.SIGSEGV, p.returncode
+    for f in (p.stdin, p.stdout, p.stderr):
+        f.close()
+    path, size = _core_of(cores, p.pid)
+    assert path == dest and size > 0, (path, dest, os.listdir(cores))
