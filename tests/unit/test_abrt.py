@@ -108,3 +108,33 @@ def test_the_handler_policy_gate_names_abrt_s_rule():
     assert r["status"] == "fail" and "abrtd is not running" in r["evidence"]
     assert any("systemctl enable --now abrtd.service" in c for f in r["fixes"] for a in f["actions"]
                for c in a.get("commands", []))
+
+
+def test_check_from_a_snapshot_of_a_rhel8_host_names_abrt_s_rule(tmp_path):
+    """A snapshot of a live process, moved to a RHEL 8 host whose ABRT tree the test wrote
+    (abrtd down, MakeCompatCore = no): check --from says no core and why, in ABRT's words."""
+    import json
+    import subprocess
+    import sys
+    from coredoctor import snapshot
+    root = tree(tmp_path, {"/etc/abrt/plugins/CCpp.conf": "MakeCompatCore = no\n"})
+    snap = snapshot.take([os.getpid()], with_parents=False)
+    snap["sysctl"]["kernel.core_pattern"] = RHEL8
+    snap["handler"] = {"helper": {"path": "/usr/libexec/abrt-hook-ccpp", "exists": True, "regular": True,
+                                  "mode": 0o100755, "executable": True},
+                       "abrt": S.read_abrt(root)}
+    for p in snap["processes"]:
+        p["limits"]["core"] = [None, None]
+        p["dumpable"].update(value=1, candidates=[1])
+        p.pop("runtime", None)
+        p["sig"]["caught"] = "0" * 16
+    f = tmp_path / "snap.json"
+    f.write_text(json.dumps(snap))
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src")
+    r = subprocess.run([sys.executable, "-m", "coredoctor", "check", "--from", str(f), "--json"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=src), timeout=60)
+    t = json.loads(r.stdout)["targets"][0]
+    g = next(g for g in t["gates"] if g["id"] == "handler-policy")
+    assert t["dumps"] is False and t["blocking_gate"] == "handler-policy", (t["verdict"], r.stderr)
+    assert "abrtd is not running (no pid file)" in g["evidence"]
+    assert any("systemctl enable --now abrtd.service" in c for fx in t["fixes"] for c in fx["commands"])
