@@ -55,8 +55,9 @@ def _env_known(f: Facts) -> bool:
 
 # --------------------------------------------------------------------------- Go
 
-_GO_SRC = ("Go src/runtime/signal_unix.go sighandler()/crash()/dieFromSignal() and "
-           "src/runtime/runtime1.go setTraceback(); GOTRACEBACK in src/runtime/extern.go")
+_GO_SRC = ("Go src/runtime/signal_unix.go sighandler()/crash()/dieFromSignal(), src/runtime/panic.go "
+           "fatalpanic(), src/runtime/runtime1.go setTraceback(); GOTRACEBACK in src/runtime/extern.go; "
+           "src/runtime/debug/garbage.go SetTraceback()")
 
 
 def go_traceback(value: Optional[str]) -> Tuple[str, bool]:
