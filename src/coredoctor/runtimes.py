@@ -20,7 +20,7 @@ cites the runtime source file and function whose behaviour it states.
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["RUNTIMES", "MARKERS", "ENV_NAMES", "ENV_MAX", "ARGV_MAX", "detect", "decide", "argv_words",
-           "Decision"]
+           "Decision", "core_signal"]
 
 #: fatal signals a runtime's handler is installed for (the ones a real fault raises, and SIGABRT)
 FATAL = ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGABRT", "SIGSYS")
@@ -292,3 +292,13 @@ def decide(facts: Any, sig: str, how: str) -> Optional[Decision]:
             status, ev, dump_sig = ans
             return status, f"{ev} [{r['source']}]", rid, dump_sig
     return None
+
+
+def core_signal(facts: Any, sig: str, how: str) -> str:
+    """The signal the core will carry (``%s`` in core_pattern): the one the runtime re-raises
+    when its rule says it dumps (Go's crash() and HotSpot's os::abort() raise SIGABRT), else
+    *sig* itself."""
+    ans = decide(facts, sig, how)
+    if ans is not None and ans[0] == "pass" and ans[3]:
+        return ans[3]
+    return sig

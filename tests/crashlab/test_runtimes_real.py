@@ -5,7 +5,7 @@ verdict on the running process (the signal gate pass/fail instead of "a handler 
 true/false), then a real fault, and what the kernel did: a core at the path check gave, or none.
 
 The runtime re-raises some faults as SIGABRT (Go's crash(), HotSpot's os::abort()): the core
-pattern here has no %s, so the path check gives is the path of either signal."""
+pattern here ends in %s, so the path check gives must carry the signal the runtime re-raises."""
 import glob
 import json
 import os
@@ -127,7 +127,7 @@ def _fault(p, timeout=60):
 def _setup(labdir):
     root, _ = labdir
     cores = L.make_cores(root)
-    L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p", "kernel.core_uses_pid": 0,
+    L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p.%s", "kernel.core_uses_pid": 0,
                    "fs.suid_dumpable": 0})
     return root, cores
 
@@ -135,7 +135,7 @@ def _setup(labdir):
 def _core_of(cores, pid):
     """The core of *pid* once it has been reaped: a file core is written by the dying task in
     do_coredump() before it exits, so there is nothing to wait for."""
-    m = glob.glob(os.path.join(cores, f"core.*.{pid}"))
+    m = glob.glob(os.path.join(cores, f"core.*.{pid}.*"))
     assert len(m) <= 1, m
     return (m[0], os.path.getsize(m[0])) if m else (None, 0)
 
@@ -176,6 +176,7 @@ def test_go_gotraceback(labdir, go_program, traceback):
         # crash() -> dieFromSignal(SIGABRT): killed by SIGABRT with a core, where check said
         assert rc == -signal.SIGABRT, (rc, err[-500:])
         assert path == dest and size > 0, (path, dest, os.listdir(cores))
+        assert path.endswith(f".{int(signal.SIGABRT)}"), path
     else:
         # fatalpanic -> exit(2): no signal, no core
         assert rc == 2, (rc, err[-500:])
@@ -245,6 +246,7 @@ def test_java_create_coredump_on_crash(labdir, java_class, flag):
         # os::abort(true) -> ::abort(): SIGABRT with the default action, a core where check said
         assert rc == -signal.SIGABRT, (rc, err[-1000:])
         assert path == dest and size > 0, (path, dest, os.listdir(cores))
+        assert path.endswith(f".{int(signal.SIGABRT)}"), path
     else:
         # os::abort(false) -> ::_exit(1): no signal, no core
         assert rc == 1, (rc, err[-1000:])

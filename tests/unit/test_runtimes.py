@@ -271,3 +271,25 @@ def test_a_real_snapshot_keeps_only_the_named_variables_and_validates():
     rt["env"]["GOTRACEBACK"] = "x" * 300
     with pytest.raises(validate.Bad, match=r"runtime\.env\.GOTRACEBACK"):
         validate.validate(json.loads(json.dumps(snap)))
+
+
+def test_the_core_carries_the_signal_the_runtime_re_raises():
+    """Go's crash() and HotSpot's os::abort() re-raise as SIGABRT: %s in the core's name is 6,
+    whatever signal was asked about; a runtime that re-raises the same signal keeps it."""
+    from coredoctor import snapshot
+    from coredoctor.kernel import evaluator
+    assert RT.core_signal(facts(GO, {"GOTRACEBACK": "crash"}), "SIGSEGV", "fault") == "SIGABRT"
+    assert RT.core_signal(facts(GO), "SIGSEGV", "fault") == "SIGSEGV"
+    assert RT.core_signal(facts(["map:libpython3"], {"PYTHONFAULTHANDLER": "1"}), "SIGSEGV", "fault") == "SIGSEGV"
+    assert RT.core_signal(None, "SIGSEGV", "fault") == "SIGSEGV"
+    snap = snapshot.take([os.getpid()], with_parents=False)
+    snap["sysctl"]["kernel.core_pattern"] = "/var/crash/core.%p.%s"
+    proc = next(p for p in snap["processes"] if p["pid"] == os.getpid())
+    proc["sig"]["caught"] = SEGV
+    proc["runtime"] = facts(GO, {"GOTRACEBACK": "crash"})
+    t = evaluator.evaluate_targets(snap, [os.getpid()])[0]
+    sig = snap["kernel"]["signals"]
+    assert t["core_destination"]["path"] == f"/var/crash/core.{os.getpid()}.{sig['SIGABRT']}"
+    proc["runtime"] = facts(["map:libpython3"], {"PYTHONFAULTHANDLER": "1"})
+    t = evaluator.evaluate_targets(snap, [os.getpid()])[0]
+    assert t["core_destination"]["path"] == f"/var/crash/core.{os.getpid()}.{sig['SIGSEGV']}"
