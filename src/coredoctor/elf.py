@@ -244,9 +244,9 @@ def _symbols(fd: int, secs: List[Tuple[int, ...]], wanted: int, source: str) -> 
     return None
 
 
-#: one string table (``.strtab``, ``.dynstr``, ``.gopclntab``) is scanned up to this size
+#: one string table (``.strtab``, ``.dynstr``) is scanned up to this size
 _MAX_SCAN = 64 << 20
-_SCAN_SECTIONS = (b".strtab", b".dynstr", b".gopclntab")
+_SCAN_SECTIONS = (b".strtab", b".dynstr")
 
 
 def markers(fd: int, sections: Iterable[str] = (), symbols: Iterable[str] = (),
@@ -254,9 +254,8 @@ def markers(fd: int, sections: Iterable[str] = (), symbols: Iterable[str] = (),
     """Which of the named *sections*, note owners (*notes*, ``PT_NOTE``/``SHT_NOTE``) and
     *symbols* the ELF object open on *fd* has, as ``section:NAME``, ``note:OWNER`` and
     ``symbol:NAME`` strings (sorted). A symbol is found by its exact NUL-terminated name in
-    ``.strtab``, ``.dynstr`` or Go's ``.gopclntab`` function-name table (so a stripped Go binary
-    still answers). 64-bit little-endian objects only (else ``[]``). Raises :class:`NotAnElf`
-    or OSError like :func:`read_elf`."""
+    ``.strtab`` or ``.dynstr`` (a stripped object has only the latter). 64-bit little-endian
+    objects only (else ``[]``). Raises :class:`NotAnElf` or OSError like :func:`read_elf`."""
     try:
         return _markers(fd, set(sections), set(symbols), set(notes))
     except struct.error as e:

@@ -7,8 +7,8 @@ own source, so the gate can say pass or fail with that evidence.
 
 Detection is by what the binary and its mapped objects *are*, never by their names alone
 (:mod:`coredoctor.snapshot.proc.runtime` reads the facts): an ELF section (``section:NAME``),
-an ELF note's owner (``note:OWNER``), a symbol name in ``.strtab``/``.dynstr`` or Go's
-``.gopclntab`` (``symbol:NAME``), a mapped shared object by its soname stem
+an ELF note's owner (``note:OWNER``), a symbol name in ``.strtab``/``.dynstr``
+(``symbol:NAME``), a mapped shared object by its soname stem
 (``map:STEM``, e.g. ``libjvm.so``: the library *is* the runtime). The snapshot keeps only the
 markers found, the values of the environment variables a row names (bounded; no other
 variable is kept) and the argv words a row names.
