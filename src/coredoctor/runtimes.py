@@ -171,7 +171,8 @@ def _python(f: Facts, sig: str, how: str) -> Optional[Tuple[str, str, Optional[s
     if where:
         return ("pass", f"a Python interpreter with faulthandler enabled ({where}): its handler writes the "
                 f"traceback, restores the previous disposition (SIG_DFL) and raise()s {sig} again, so the "
-                "kernel's default action runs", sig)
+                "kernel's default action runs (unless the program replaced it with its own "
+                "signal.signal() handler, which cannot be seen from outside)", sig)
     return ("unknown", "a Python interpreter with a handler for the signal but no PYTHONFAULTHANDLER or "
             "-X faulthandler: faulthandler.enable() at run time re-raises, an extension module's handler "
             "may not", None)
