@@ -250,14 +250,16 @@ _SCAN_SECTIONS = (b".strtab", b".dynstr")
 
 
 def markers(fd: int, sections: Iterable[str] = (), symbols: Iterable[str] = (),
-            notes: Iterable[str] = ()) -> List[str]:
+            notes: Iterable[str] = (), suffixes: Iterable[str] = ()) -> List[str]:
     """Which of the named *sections*, note owners (*notes*, ``PT_NOTE``/``SHT_NOTE``) and
     *symbols* the ELF object open on *fd* has, as ``section:NAME``, ``note:OWNER`` and
     ``symbol:NAME`` strings (sorted). A symbol is found by its exact NUL-terminated name in
     ``.strtab`` or ``.dynstr`` (a stripped object has only the latter). 64-bit little-endian
-    objects only (else ``[]``). Raises :class:`NotAnElf` or OSError like :func:`read_elf`."""
+    objects only (else ``[]``). *suffixes* are found as ``suffix:NAME`` where a symbol name ends
+    in NAME (Rust's v0 mangling: ``_RNvCs..._7___rustc17rust_begin_unwind``). Raises
+    :class:`NotAnElf` or OSError like :func:`read_elf`."""
     try:
-        return _markers(fd, set(sections), set(symbols), set(notes))
+        return _markers(fd, set(sections), set(symbols), set(notes), set(suffixes))
     except struct.error as e:
         raise NotAnElf(f"damaged ELF: {e}") from e
 
@@ -275,7 +277,7 @@ def _note_owners(fd: int, off: int, size: int) -> List[str]:
     return out
 
 
-def _markers(fd: int, sections: Set[str], symbols: Set[str], notes: Set[str]) -> List[str]:
+def _markers(fd: int, sections: Set[str], symbols: Set[str], notes: Set[str], suffixes: Set[str]) -> List[str]:
     head = os.pread(fd, 64, 0)
     if len(head) < 16 or head[:4] != b"\x7fELF":
         raise NotAnElf("not an ELF file")
@@ -293,7 +295,8 @@ def _markers(fd: int, sections: Set[str], symbols: Set[str], notes: Set[str]) ->
             p_type, _pf, p_offset, _va, _pa, p_filesz, _mz = struct.unpack_from("<IIQQQQQ", ph, i * e_phentsize)
             if p_type == PT_NOTE and p_offset < _MAX_OFFSET and p_filesz < _MAX_OFFSET:
                 owners += _note_owners(fd, p_offset, p_filesz)
-    wanted = [b"\0" + s.encode() + b"\0" for s in sorted(symbols)]
+    wanted = [("symbol:" + s, b"\0" + s.encode() + b"\0") for s in sorted(symbols)]
+    wanted += [("suffix:" + s, s.encode() + b"\0") for s in sorted(suffixes)]
     if e_shoff and e_shnum and e_shentsize >= _SHDR_SIZE:
         sh = _pread(fd, e_shentsize * e_shnum, e_shoff)
         secs = [struct.unpack_from("<IIQQQQIIQQ", sh, i * e_shentsize) for i in range(e_shnum)]
@@ -311,8 +314,8 @@ def _markers(fd: int, sections: Set[str], symbols: Set[str], notes: Set[str]) ->
                 owners += _note_owners(fd, s[4], s[5])
             if wanted and names[i] in _SCAN_SECTIONS and s[1] != SHT_NOBITS and 0 < s[5] <= _MAX_SCAN:
                 data = b"\0" + _pread(fd, s[5], s[4], exact=False)
-                for sym, w in zip(sorted(symbols), wanted):
+                for marker, w in wanted:
                     if w in data:
-                        found.add(f"symbol:{sym}")
+                        found.add(marker)
     found.update(f"note:{o}" for o in owners if o in notes)
     return sorted(found)

@@ -8,7 +8,7 @@ own source, so the gate can say pass or fail with that evidence.
 Detection is by what the binary and its mapped objects *are*, never by their names alone
 (:mod:`coredoctor.snapshot.proc.runtime` reads the facts): an ELF section (``section:NAME``),
 an ELF note's owner (``note:OWNER``), a symbol name in ``.strtab``/``.dynstr``
-(``symbol:NAME``), a mapped shared object by its soname stem
+(``symbol:NAME``; ``suffix:NAME`` where a mangled name ends in NAME), a mapped shared object by its soname stem
 (``map:STEM``, e.g. ``libjvm.so``: the library *is* the runtime). The snapshot keeps only the
 markers found, the values of the environment variables a row names (bounded; no other
 variable is kept) and the argv words a row names.
@@ -252,7 +252,7 @@ RUNTIMES: List[Dict[str, Any]] = [
      "env": ("PYTHONFAULTHANDLER",), "argv": ("-X", "faulthandler", "-Xfaulthandler"),
      "rule": _python, "source": _PY_SRC,
      "fix": ("enable faulthandler at start (PYTHONFAULTHANDLER=1)", "PYTHONFAULTHANDLER=1")},
-    {"id": "rust", "name": "Rust", "detect": ("symbol:rust_begin_unwind", "symbol:__rust_start_panic"),
+    {"id": "rust", "name": "Rust", "detect": ("symbol:rust_begin_unwind", "suffix:rust_begin_unwind"),
      "env": (), "argv": (), "rule": _rust, "source": _RUST_SRC, "fix": None},
 ]
 _BY_ID = {r["id"]: r for r in RUNTIMES}

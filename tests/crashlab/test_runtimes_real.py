@@ -127,7 +127,8 @@ def _fault(p, timeout=60):
 def _setup(labdir):
     root, _ = labdir
     cores = L.make_cores(root)
-    L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%e.%p.%s", "kernel.core_uses_pid": 0,
+    # no %e: the thread that dumps names it, and a JVM's threads have many names
+    L.set_sysctls({"kernel.core_pattern": f"{cores}/core.%p.%s", "kernel.core_uses_pid": 0,
                    "fs.suid_dumpable": 0})
     return root, cores
 
@@ -135,7 +136,7 @@ def _setup(labdir):
 def _core_of(cores, pid):
     """The core of *pid* once it has been reaped: a file core is written by the dying task in
     do_coredump() before it exits, so there is nothing to wait for."""
-    m = glob.glob(os.path.join(cores, f"core.*.{pid}.*"))
+    m = glob.glob(os.path.join(cores, f"core.{pid}.*"))
     assert len(m) <= 1, m
     return (m[0], os.path.getsize(m[0])) if m else (None, 0)
 

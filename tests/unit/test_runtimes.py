@@ -96,7 +96,7 @@ def test_every_row_cites_a_source_and_names_only_known_markers():
     for r in RT.RUNTIMES:
         assert r["source"] and r["detect"]
         for m in r["detect"]:
-            assert m.split(":", 1)[0] in ("section", "note", "symbol", "map")
+            assert m.split(":", 1)[0] in ("section", "note", "symbol", "suffix", "map")
 
 
 def test_a_jvm_in_a_python_process_is_judged_as_the_jvm():
@@ -209,7 +209,8 @@ def _markers_of(tmp_path, data):
         sections = [m[8:] for m in RT.MARKERS if m.startswith("section:")]
         symbols = [m[7:] for m in RT.MARKERS if m.startswith("symbol:")]
         notes = [m[5:] for m in RT.MARKERS if m.startswith("note:")]
-        return elf.markers(fd, sections, symbols, notes)
+        suffixes = [m[7:] for m in RT.MARKERS if m.startswith("suffix:")]
+        return elf.markers(fd, sections, symbols, notes, suffixes)
     finally:
         os.close(fd)
 
@@ -217,9 +218,13 @@ def _markers_of(tmp_path, data):
 def test_elf_markers_of_a_synthetic_go_object(tmp_path):
     data = make_elf([(".go.buildinfo", 1, b"\xff Go buildinf:"), (".strtab", 3, b"\0main.main\0rust_begin_unwind\0")],
                     notes=[("Go", 4, b"abc")])
-    assert _markers_of(tmp_path, data) == ["note:Go", "section:.go.buildinfo", "symbol:rust_begin_unwind"]
-    # a name inside a longer one is not the symbol; a GNU note is not a Go one
-    data = make_elf([(".strtab", 3, b"\0xrust_begin_unwind\0")], notes=[("GNU", 3, b"\x01" * 20)])
+    assert _markers_of(tmp_path, data) == ["note:Go", "section:.go.buildinfo", "suffix:rust_begin_unwind",
+                                           "symbol:rust_begin_unwind"]
+    # a v0-mangled name ends in it (a suffix, not the symbol); a GNU note is not a Go one
+    data = make_elf([(".strtab", 3, b"\0_RNvCsfLfy6EI15iL_7___rustc17rust_begin_unwind\0")],
+                    notes=[("GNU", 3, b"\x01" * 20)])
+    assert _markers_of(tmp_path, data) == ["suffix:rust_begin_unwind"]
+    data = make_elf([(".strtab", 3, b"\0rust_begin_unwindx\0")])
     assert _markers_of(tmp_path, data) == []
 
 

@@ -99,11 +99,12 @@ def read_runtime(pid: int, comm: Optional[str] = None, base: Optional[str] = Non
     secs = [m[8:] for m in want if m.startswith("section:")]
     syms = [m[7:] for m in want if m.startswith("symbol:")]
     notes = [m[5:] for m in want if m.startswith("note:")]
+    suffixes = [m[7:] for m in want if m.startswith("suffix:")]
     found = set()
     try:
         fd = os.open(f"{d}/exe", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            found.update(elf.markers(fd, secs, syms, notes))
+            found.update(elf.markers(fd, secs, syms, notes, suffixes))
         finally:
             os.close(fd)
     except elf.NotAnElf as e:
