@@ -17,9 +17,9 @@ import bisect
 import os
 import struct
 
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
-__all__ = ["Elf", "NotAnElf", "read_elf", "read_elf_path", "SymbolTable"]
+__all__ = ["Elf", "NotAnElf", "read_elf", "read_elf_path", "SymbolTable", "markers"]
 
 ELFCLASS64 = 2
 ELFDATA2LSB = 1
@@ -242,3 +242,80 @@ def _symbols(fd: int, secs: List[Tuple[int, ...]], wanted: int, source: str) -> 
                 entries.append((st_value, st_size, name, st_info >> 4))
         return SymbolTable(entries, source)
     return None
+
+
+#: one string table (``.strtab``, ``.dynstr``) is scanned up to this size
+_MAX_SCAN = 64 << 20
+_SCAN_SECTIONS = (b".strtab", b".dynstr")
+
+
+def markers(fd: int, sections: Iterable[str] = (), symbols: Iterable[str] = (),
+            notes: Iterable[str] = (), suffixes: Iterable[str] = ()) -> List[str]:
+    """Which of the named *sections*, note owners (*notes*, ``PT_NOTE``/``SHT_NOTE``) and
+    *symbols* the ELF object open on *fd* has, as ``section:NAME``, ``note:OWNER`` and
+    ``symbol:NAME`` strings (sorted). A symbol is found by its exact NUL-terminated name in
+    ``.strtab`` or ``.dynstr`` (a stripped object has only the latter). 64-bit little-endian
+    objects only (else ``[]``). *suffixes* are found as ``suffix:NAME`` where a symbol name ends
+    in NAME (Rust's v0 mangling: ``_RNvCs..._7___rustc17rust_begin_unwind``). Raises
+    :class:`NotAnElf` or OSError like :func:`read_elf`."""
+    try:
+        return _markers(fd, set(sections), set(symbols), set(notes), set(suffixes))
+    except struct.error as e:
+        raise NotAnElf(f"damaged ELF: {e}") from e
+
+
+def _note_owners(fd: int, off: int, size: int) -> List[str]:
+    buf = _pread(fd, min(size, 1 << 16), off, exact=False)
+    out, pos = [], 0
+    while pos + 12 <= len(buf):
+        namesz, descsz, _ntype = struct.unpack_from("<III", buf, pos)
+        pos += 12
+        if namesz > len(buf) or descsz > len(buf):
+            break
+        out.append(buf[pos:pos + namesz].rstrip(b"\0").decode("utf-8", "replace"))
+        pos += ((namesz + 3) & ~3) + ((descsz + 3) & ~3)
+    return out
+
+
+def _markers(fd: int, sections: Set[str], symbols: Set[str], notes: Set[str], suffixes: Set[str]) -> List[str]:
+    head = os.pread(fd, 64, 0)
+    if len(head) < 16 or head[:4] != b"\x7fELF":
+        raise NotAnElf("not an ELF file")
+    if head[4] != ELFCLASS64 or head[5] != ELFDATA2LSB or len(head) < 64:
+        return []
+    (_t, _m, _v, _e, e_phoff, e_shoff, _fl, _eh, e_phentsize, e_phnum, e_shentsize, e_shnum,
+     e_shstrndx) = struct.unpack_from("<HHIQQQIHHHHHH", head, 16)
+    if e_phentsize * e_phnum > 1 << 20 or e_shentsize * e_shnum > 16 << 20:
+        raise NotAnElf("implausible header table sizes")
+    found = set()
+    owners: List[str] = []
+    if e_phoff and e_phnum and e_phentsize >= _PHDR_SIZE:
+        ph = _pread(fd, e_phentsize * e_phnum, e_phoff)
+        for i in range(e_phnum):
+            p_type, _pf, p_offset, _va, _pa, p_filesz, _mz = struct.unpack_from("<IIQQQQQ", ph, i * e_phentsize)
+            if p_type == PT_NOTE and p_offset < _MAX_OFFSET and p_filesz < _MAX_OFFSET:
+                owners += _note_owners(fd, p_offset, p_filesz)
+    wanted = [("symbol:" + s, b"\0" + s.encode() + b"\0") for s in sorted(symbols)]
+    wanted += [("suffix:" + s, s.encode() + b"\0") for s in sorted(suffixes)]
+    if e_shoff and e_shnum and e_shentsize >= _SHDR_SIZE:
+        sh = _pread(fd, e_shentsize * e_shnum, e_shoff)
+        secs = [struct.unpack_from("<IIQQQQIIQQ", sh, i * e_shentsize) for i in range(e_shnum)]
+        names: List[bytes] = [b""] * len(secs)
+        if e_shstrndx < len(secs) and secs[e_shstrndx][5] < _MAX_TABLE:
+            shstr = _pread(fd, secs[e_shstrndx][5], secs[e_shstrndx][4], exact=False)
+            for i, s in enumerate(secs):
+                end = shstr.find(b"\0", s[0])
+                names[i] = shstr[s[0]:end if end >= 0 else None]
+        for i, s in enumerate(secs):
+            name = names[i].decode("utf-8", "replace")
+            if name in sections:
+                found.add(f"section:{name}")
+            if s[1] == SHT_NOTE and s[5] < 1 << 16:
+                owners += _note_owners(fd, s[4], s[5])
+            if wanted and names[i] in _SCAN_SECTIONS and s[1] != SHT_NOBITS and 0 < s[5] <= _MAX_SCAN:
+                data = b"\0" + _pread(fd, s[5], s[4], exact=False)
+                for marker, w in wanted:
+                    if w in data:
+                        found.add(marker)
+    found.update(f"note:{o}" for o in owners if o in notes)
+    return sorted(found)

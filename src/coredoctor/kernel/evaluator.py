@@ -11,7 +11,7 @@ of coredoctor.check/1: gate results, reason records (composed into ``verdict`` b
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from coredoctor import origin
+from coredoctor import origin, runtimes
 from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, observed as O, reasons, remedies as R
 from coredoctor.kernel.signal import FAULT_SIGNALS, SIG_KERNEL_COREDUMP, normalize_signal
 from coredoctor.kernel.table import GATE_IDS, GATES, on_branch
@@ -148,7 +148,7 @@ def evaluate(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[s
         common = [gid for gid in GATE_IDS if all(gid in f for f in failing)]
         blocking = common[0] if common else min((o[1] for _, _, _, o in worlds), key=GATE_IDS.index)
     fixes = _fixes(snap, proc, parent, signal, how, cands, info, worlds, dumps, blocking, facts)
-    signo = k["signals"].get(signal)
+    signo = k["signals"].get(runtimes.core_signal(proc.get("runtime"), signal, how), k["signals"].get(signal))
     dest_value = d.get("value") if d.get("value") is not None else max(cands)
     cause, cause_ev = info["cause"], info["evidence"]
     target = {

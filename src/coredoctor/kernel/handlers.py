@@ -69,7 +69,7 @@ def apport_likely_packaged(exe: Optional[str]) -> Optional[bool]:
 
 def policy(name: Optional[str], facts: Dict[str, Any], argv_tokens: List[str], rlimit_core_soft: Optional[int],
            page_size: int, est_size: Optional[int],
-           exe: Optional[str] = None) -> Tuple[str, str, Optional[Dict[str, Any]]]:
+           exe: Optional[str] = None, signal: Optional[str] = None) -> Tuple[str, str, Optional[Dict[str, Any]]]:
     """``(status, evidence, fix)`` for what handler *name* will do with the core of a process
     running *exe* (when known). *fix* is None or ``{"summary", "actions", "commands"}`` (records of
     :mod:`.remedies`, rendered), with ``limit``/``pattern`` set when the process's own RLIMIT_CORE
@@ -131,6 +131,9 @@ def policy(name: Optional[str], facts: Dict[str, Any], argv_tokens: List[str], r
                          "crashing user", "# or: sysctl -w kernel.core_pattern=/var/crash/core.%e.%p.%t"])]))
         return ("warn", "apport writes a report to /var/crash (core in /var/lib/apport/coredump only when "
                 "%c is non-zero); it ignores executables that do not belong to a package", None)
+    if name == "abrt":
+        from coredoctor.kernel import abrt
+        return abrt.decide(facts.get("abrt") or {}, exe, signal, rlimit_core_soft)
     if name == "socket-request":
         return ("warn", "an @@ server decides per crash: its coredump_ack asks the kernel to write the core "
                 "(COREDUMP_KERNEL), to write nothing but report a dump (COREDUMP_USERSPACE), or to drop it "

@@ -12,7 +12,7 @@ import shlex
 import stat
 from typing import Any, Dict, List, Optional
 
-from coredoctor import programs
+from coredoctor import programs, runtimes
 from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, namei, observed as O, remedies as R
 from coredoctor.kernel.reasons import reason, who
 from coredoctor.kernel.signal import FAULT_SIGNALS, SIG_KERNEL_COREDUMP, decide
@@ -104,8 +104,11 @@ def signal(w: World) -> Result:
                               ns_init=len(nspid) > 1 and nspid[-1] == 1, global_init=proc["pid"] == 1)
     if status == "unknown" and case == "handler":
         known = programs.reraising_handler(proc.get("exe"), w["signal"])
+        rt = runtimes.decide(proc.get("runtime"), w["signal"], w["how"])
         if known:
             status, ev = "pass", f"{w['signal']} has a handler installed (SigCgt), known to re-raise: {known}"
+        elif rt is not None:
+            status, ev = rt[0], f"{w['signal']} has a handler installed (SigCgt): {rt[1]}"
     fixes = None
     if status == "fail" and w["signal"] in FAULT_SIGNALS and w["how"] == "kill":
         fixes = [R.fix("A real fault still dumps; only kill-sent signals are dropped this way",
@@ -552,7 +555,7 @@ def handler_policy(w: World) -> Result:
                                           "socket": h.get("listening")})
     soft = ((w["proc"].get("limits") or {}).get("core") or [None])[0]
     status, ev, fix = handlers.policy(name, h, tokens, soft, w["kernel"].get("page_size", 4096),
-                                      estimate_core_size(w["proc"]), exe=w["proc"].get("exe"))
+                                      estimate_core_size(w["proc"]), exe=w["proc"].get("exe"), signal=w["signal"])
     fixes = None
     if fix:
         acts = list(fix.get("actions") or [])

@@ -8,6 +8,7 @@ expanded core_pattern, the directory the kernel opens in, the dumping credential
 
 from typing import Any, Dict, Optional, Tuple
 
+from coredoctor import runtimes
 from coredoctor.kernel import core_pattern, dumpable as dmod
 
 __all__ = ["estimate_core_size", "pattern_context", "parsed_pattern", "expand", "destination_views",
@@ -87,7 +88,8 @@ def make_world(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict
     what was seen of a real crash or delivery, for the predicates it settles."""
     parsed = parsed_pattern(snap)
     k = snap["kernel"]
-    signo = k["signals"].get(signal)
+    # the signal of the core: a runtime may re-raise another one (coredoctor.runtimes)
+    signo = k["signals"].get(runtimes.core_signal(proc.get("runtime"), signal, how), k["signals"].get(signal))
     exp = expand(snap, proc, signo, dumpable_value, parsed)
     view = destination_views(snap, proc, signo, dumpable_value, exp) if parsed["kind"] == "file" else None
     return {"snap": snap, "proc": proc, "parent": parent, "kernel": k, "sysctl": snap["sysctl"],

@@ -114,3 +114,5 @@ def attach(snap: Dict[str, Any], proc: Dict[str, Any], target: Dict[str, Any]) -
 from coredoctor.origin import units as _units  # noqa: E402
 
 FINDERS.append(_units.find)
+from coredoctor.origin import runtimes as _runtimes  # noqa: E402  (the finders import this module)
+FINDERS.append(_runtimes.find)

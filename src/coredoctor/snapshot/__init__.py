@@ -13,8 +13,10 @@ import time
 
 from typing import Any, Dict, Iterable, Optional, TextIO, Tuple
 
+from coredoctor import runtimes
 from coredoctor.errors import AccessDenied, KernelThread, NoSuchProcess, SnapshotError
 from coredoctor.kernel import core_pattern, gates
+from coredoctor.kernel.signal import FAULT_SIGNALS
 from coredoctor.snapshot import containers, fs, handlers, own, proc as procmod, sysctl, units
 from coredoctor.snapshot.proc import batch, dumpability
 
@@ -75,8 +77,11 @@ def take(pids: Optional[Iterable[int]] = None, signal: str = "SIGSEGV", strict: 
     signo = kernel["signals"].get(signal, 11)
     if parsed["kind"] == "file":
         files: Dict[Tuple[Any, str], Dict[str, Any]] = {}
+        how = "fault" if signal in FAULT_SIGNALS else "kill"
         for pid in targets:
-            _destination_facts(snap, procs[pid], signo, files)
+            # the signal of the core: a runtime may re-raise another one (coredoctor.runtimes)
+            sig = runtimes.core_signal(procs[pid].get("runtime"), signal, how)
+            _destination_facts(snap, procs[pid], kernel["signals"].get(sig, signo), files)
     return snap
 
 

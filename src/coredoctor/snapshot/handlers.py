@@ -95,8 +95,9 @@ def _helper_facts(path):
     return facts
 
 
-def read_handler(parsed):
-    """Facts for the handler named by a parsed core_pattern (see kernel.core_pattern.parse)."""
+def read_handler(parsed, abrt_root=""):
+    """Facts for the handler named by a parsed core_pattern (see kernel.core_pattern.parse);
+    ABRT's files are read under *abrt_root* (tests)."""
     kind = parsed["kind"]
     if kind == "pipe":
         facts = {"helper": _helper_facts(parsed["helper"]) if parsed["helper"] else None}
@@ -115,6 +116,9 @@ def read_handler(parsed):
             except OSError:
                 pass
             facts["apport"] = {"enabled": enabled}
+        elif name.startswith("abrt-hook"):
+            from coredoctor.snapshot import abrt
+            facts["abrt"] = abrt.read_abrt(abrt_root)
         return facts
     if kind == "socket":
         return socket_facts(parsed["path"])

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
 
 from coredoctor.errors import AccessDenied, KernelThread, NoSuchProcess, ProcessGone, ZombieProcess, proc_error
 from coredoctor.snapshot import containers as _containers
-from coredoctor.snapshot.proc import base as _base, dumpability, pidfd
+from coredoctor.snapshot.proc import base as _base, dumpability, pidfd, runtime as _runtime
 from coredoctor.snapshot.proc.base import list_pids, parse_stat, parse_status, root, stat as _stat, tids
 
 __all__ = ["read_process", "stat", "list_pids", "comms", "tids", "Wants", "PROC", "root", "unit_from_cgroup",
@@ -361,6 +361,9 @@ def _read_process(pid: int, base: str, pfd: Optional[int], use_pidfd: bool, want
     p["dumpable"] = _dumpable(pid, p, use_pidfd, pfd)
     # where non-dumpability came from: the executable's set-id bits and file capabilities
     p["exe_stat"] = _exe_stat(pid, p["exe"], base) if p["exe"] and p["dumpable"]["value"] != 1 else None
+    # a runtime's handler for a fatal signal (Go, HotSpot, faulthandler, ...): coredoctor.runtimes
+    if _runtime.catches_fatal(p["sig"]["caught"]):
+        p["runtime"] = _runtime.read_runtime(pid, comm, r)
     # the process we opened must still be alive: otherwise these facts may mix two processes
     # (a PIDFD_GET_INFO answer above, made after every read, already proved it)
     if pfd is not None and p["dumpable"]["source"] != "pidfd":
