@@ -107,3 +107,8 @@ def attach(snap: Dict[str, Any], proc: Dict[str, Any], target: Dict[str, Any]) -
         if f["summary"] not in seen:
             seen.add(f["summary"])
             target.setdefault("fixes", []).append(f)
+
+
+# the finders, in order of precedence (one line each): the process's own option or config line first
+from coredoctor.origin import daemons as _daemons  # noqa: E402
+FINDERS.append(_daemons.find)
