@@ -1,5 +1,7 @@
 """origin/daemons.py: the config parsers (line numbers, sections, includes), argv options, and the
 finder on snapshot sections shaped like snapshot/daemonconf.py's (recorded from real daemons)."""
+import pytest
+
 from coredoctor import origin as O
 from coredoctor.origin import daemons as D
 from coredoctor.snapshot import validate
@@ -108,8 +110,9 @@ def test_config_lines_name_file_and_line():
     o = f.origins["dumpable"]
     assert (o["kind"], o["file"], o["line"], o["text"]) == ("config", "/h.cfg", 3, "user haproxy")
     assert f.origins["core-dir"]["line"] == 2
-    edit = [a for fx in f.fixes for a in fx["actions"] if a.get("edit")]
-    assert edit[0]["edit"] == {"path": "/h.cfg", "line": "set-dumpable", "replace": None, "section": "global"}
+    edit = [a for fx in f.fixes for a in fx["actions"] if a["kind"] == "config-line"]
+    assert [(a["path"], a["line"], a["replace"], a["section"]) for a in edit] == [
+        ("/h.cfg", "set-dumpable", None, "global")]
     # set-dumpable in place: haproxy makes itself dumpable again, so no drop origin
     f2 = D.find(_snap(9, "haproxy", ["haproxy"], {"/h.cfg": hap + "\tset-dumpable\n"}), _proc(9, "haproxy", 101),
                 _tgt())
@@ -128,8 +131,9 @@ def test_nginx_worker_limit_and_cwd():
     assert f.origins["rlimit-core"]["line"] == 2 and f.origins["core-dir"]["kind"] == "config"
     assert "dumpable" not in D.find(_snap(3, "nginx", ["nginx: worker process"], {"/n.conf": conf}),
                                     _proc(3, "www-data", 33), _tgt()).origins   # workers re-enable it
-    reps = [a["edit"] for fx in f.fixes for a in fx["actions"] if a.get("edit")]
-    assert {"path": "/n.conf", "line": "worker_rlimit_core 500m;", "replace": 2, "section": None} in reps
+    reps = [(a["path"], a["line"], a["replace"], a["expect"]) for fx in f.fixes for a in fx["actions"]
+            if a["kind"] == "config-line"]
+    assert ("/n.conf", "worker_rlimit_core 500m;", 2, "worker_rlimit_core 0;") in reps
 
 
 def test_finder_is_first_and_attach_survives_garbage():
@@ -144,3 +148,20 @@ def test_finder_is_first_and_attach_survives_garbage():
 def test_validate_has_rows_for_the_section():
     for k in ("daemons", "daemons.procs.*.argv[]", "daemons.files.*.text", "daemons.wrappers.*.lines[]"):
         assert k in validate.FIELDS
+
+
+def test_config_line_edits_exactly_or_refuses():
+    from coredoctor.kernel import remedies as R
+    hap = "global\n\tuser haproxy\ndefaults\n\tmode tcp\n"
+    a = R.config_line("haproxy", "/h", "set-dumpable", "w", section="global")
+    assert R.edit_text(hap, a) == "global\n\tset-dumpable\n\tuser haproxy\ndefaults\n\tmode tcp\n"
+    b = R.config_line("nginx", "/n", "worker_rlimit_core 500m;", "w", replace=2, expect="worker_rlimit_core 0;")
+    assert R.edit_text("user x;\n  worker_rlimit_core 0;\n", b) == "user x;\n  worker_rlimit_core 500m;\n"
+    with pytest.raises(ValueError):
+        R.edit_text("user x;\nworker_rlimit_core 1;\n", b)      # the file changed since check
+    with pytest.raises(ValueError):
+        R.edit_text("defaults\n", a)
+    c = R.config_line("nginx", "/n", "working_directory /var/crash;", "w")
+    assert R.edit_text("user x;", c) == "working_directory /var/crash;\nuser x;"
+    assert R.identity(b) == ("config-line", "/n", "worker_rlimit_core 500m;")
+    assert R.commands(a) and "fix --apply --daemon" in R.commands(a)[0]

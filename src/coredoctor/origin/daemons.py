@@ -534,13 +534,10 @@ def _main_conf(entry: Dict[str, Any], files: List[Tuple[str, str]]) -> Optional[
 
 def _edit(d: Daemon, path: Optional[str], line: str, why: str, replace: Optional[Tuple[str, int]] = None,
           section: Optional[str] = None) -> Dict[str, Any]:
-    """A daemon-option record with the edit it stands for: *line* replaces line N of *path* or is
-    added (after the *section* header line when given, else at the top of the file)."""
-    where = (f"replace line {replace[1]} of {path} ({replace[0]!r})" if replace else
-             f"add to the {section} section of {path}" if section else f"add at the top of {path}")
-    a = R.daemon_option(d.program, f"{line}   # {where}", why, [f"# {where}: {line}"], needs_restart=True)
-    a["edit"] = {"path": path, "line": line, "replace": replace[1] if replace else None, "section": section}
-    return a
+    """A config-line record (:func:`coredoctor.kernel.remedies.config_line`): *line* replaces
+    line N of *path* (``(text, N)``), or is added after the *section* header, or at the top."""
+    return R.config_line(d.program, path or "", line, why, replace=replace[1] if replace else None,
+                         expect=replace[0] if replace else None, section=section)
 
 
 def _switch_fixes(d: Daemon, entry: Dict[str, Any], found: Dict[str, Tuple[str, Stmt, Directive]],
