@@ -33,6 +33,12 @@ def _uniq(xs: Iterable[Any]) -> List[Any]:
     return out
 
 
+def _chosen(t: Dict[str, Any], daemon: bool) -> List[Dict[str, Any]]:
+    fixes = list(t.get("fixes") or [])
+    own = [f for f in fixes if any(a.get("kind") in R.DAEMON_KINDS for a in f.get("actions") or [])]
+    return own if daemon and own else fixes
+
+
 def plan_targets(snap: Dict[str, Any], targets: List[Dict[str, Any]], conflicts: Iterable[Dict[str, Any]] = (),
                  existing_files: Optional[Dict[str, str]] = None, running: Iterable[str] = (),
                  daemon: bool = False) -> Plan:
@@ -40,10 +46,11 @@ def plan_targets(snap: Dict[str, Any], targets: List[Dict[str, Any]], conflicts:
     ``{"actions", "reported", "needs_restart", "security", "warnings", "manual", "refused"}``.
     *actions* are the records fix applies; *reported* the ones a person does (restart, manual,
     daemon-option). *existing_files* adds to the snapshot's ``own_files`` (path -> text);
-    *running* lists the command names running on the host. With *daemon*, the edits of a
-    daemon's own config file (``config-line``) are applied too; otherwise they are reported."""
+    *running* lists the command names running on the host. With *daemon*, a target whose fixes
+    include its daemon's own switch (``config-line`` edits of its config file) gets that fix
+    instead of the host-wide ones; otherwise those edits are only reported."""
     facts = R.facts_of(snap, existing_files)
-    records = [a for t in targets for f in t.get("fixes") or [] for a in f.get("actions") or []]
+    records = [a for t in targets for f in _chosen(t, daemon) for a in f.get("actions") or []]
     merged = R.merge(records, facts)
     refused = []
     live = snap["sysctl"]

@@ -96,8 +96,8 @@ DAEMONS: Tuple[Daemon, ...] = (
            (Directive("cache_effective_user", "squid.conf.documented 'cache_effective_user'; "
                       "src/tools.cc leave_suid(): setuid(Config.effectiveUserID)"),),
            ("proxy", "Debian squid: configure --with-default-user=proxy (squid.conf 'cache_effective_user')"),
-           Directive("coredump_dir", "src/tools.cc leave_suid(): prctl(PR_SET_DUMPABLE, 1) when "
-                     "Config.coredump_dir is set (not 'none')"), None, None,
+           None, "squid: src/tools.cc leave_suid(): prctl(PR_SET_DUMPABLE, 1) when Config.coredump_dir is "
+           "set -- always, since its default is the string \"none\" (seen: dumpable 1 after the drop)", None,
            Directive("coredump_dir", "squid.conf.documented 'coredump_dir'; src/main.cc mainSetCwd(): "
                      "chdir(Config.coredump_dir)"),
            "squid(8), /etc/squid/squid.conf (squid.conf.documented)"),
@@ -456,9 +456,8 @@ def find(snap: Dict[str, Any], proc: Dict[str, Any], target: Dict[str, Any]) -> 
 
     # ---- dumpable: the privilege drop
     cause = (target.get("dumpable") or {}).get("cause")
-    redumped = d.redump is not None and d.redump.name in found and (
-        d.program != "squid" or (len(found[d.redump.name][1].words) > 1 and found[d.redump.name][1].words[1] != "none"))
-    if cause == "privilege-change" and not redumped and not (d.redump_always and is_worker):
+    redumped = d.redump is not None and d.redump.name in found
+    if cause == "privilege-change" and not redumped and not (d.redump_always and (is_worker or d.program != "nginx")):
         o = None
         for opt in d.user_opts:
             hit = argv_option(argv, opt.names)
@@ -497,8 +496,13 @@ def find(snap: Dict[str, Any], proc: Dict[str, Any], target: Dict[str, Any]) -> 
                 "crash left a core: this child inherited it", _OVS_MONITOR, program=d.program, argv=["--monitor"])
     # ---- core-dir / core-file: the daemon's own working directory (relative patterns)
     cwd_o = None
-    if d.cwd and d.cwd.name in found and (d.program != "nginx" or is_worker):
+    if d.cwd and d.cwd.name in found and (d.program != "nginx" or is_worker) and found[d.cwd.name][1].words[1:2] != [
+            "none"]:
         cwd_o = conf_origin(d.cwd.name, f"{d.program} changes its working directory itself")
+    elif d.program == "squid" and files:
+        cwd_o = O.origin("config", "no coredump_dir in squid's config (its default is none): squid stays in the "
+                         f"directory it was started in ({proc.get('cwd')})", d.cwd.source if d.cwd else d.source,
+                         program=d.program, file=files[0][0])
     elif d.program == "nginx" and is_worker:
         cwd_o = O.origin("config", "no working_directory in nginx's config: workers stay in the master's "
                          f"working directory ({proc.get('cwd')})", d.cwd.source if d.cwd else d.source,
@@ -557,8 +561,8 @@ def _switch_fixes(d: Daemon, entry: Dict[str, Any], found: Dict[str, Tuple[str, 
                       "worker_rlimit_core and working_directory", acts)]
     if d.program == "squid":
         rep = (found["coredump_dir"][1].text, found["coredump_dir"][1].line) if "coredump_dir" in found else None
-        return [R.fix("squid's own switch (only squid changes; reconfigure): coredump_dir, which also makes it "
-                      "dumpable again after it drops to cache_effective_user",
+        return [R.fix("squid's own switch (only squid changes; reconfigure): coredump_dir, the directory it "
+                      "changes to (and its cores land in with a relative core_pattern)",
                       [_edit(d, conf, "coredump_dir /var/spool/squid", "squid's own switch: coredump_dir", rep),
                        _reload(d)])]
     return []
@@ -572,8 +576,6 @@ def _drop_fixes(d: Daemon, entry: Dict[str, Any], found: Dict[str, Tuple[str, St
                       "section, instead of fs.suid_dumpable=2 for the whole host",
                       [_edit(d, conf, "set-dumpable", "haproxy's own switch: set-dumpable", section="global"),
                        _reload(d)])]
-    if d.program == "squid" and conf:
-        return _switch_fixes(d, entry, found, files, {})
     if d.program == "nginx":
         return []
     # the seed's alternative: no own switch, so not dropping privileges at all
