@@ -166,8 +166,7 @@ def test_nginx_worker_cwd_and_rlimit_lines(work):
     assert (t["dumps"], t["blocking_gate"]) == (False, "rlimit-core"), t["verdict"]
     o = _gate(t, "rlimit-core")["origin"]
     assert (o["file"], o["line"], o["text"]) == (conf, 6, "worker_rlimit_core 0;")
-    assert f"[{conf}:6]: worker_rlimit_core 0;" in text(worker).replace("\n", " ").replace("  ", " ") or \
-        f"{conf}:6" in text(worker)
+    assert f"[{conf}:6]:worker_rlimit_core0;" in "".join(text(worker).split())   # wrapped anywhere
     os.kill(worker, signal.SIGSEGV)
     _wait(lambda: open(f"{w}/error.log").read().count("exited on signal 11") == 2, "the second crash logged")
     assert os.listdir(wd) == [] and os.listdir(ro) == []
@@ -269,7 +268,7 @@ def test_chronyd_u_option(work):
     assert (t["dumps"], t["blocking_gate"]) == (False, "dumpable"), t["verdict"]
     o = t["dumpable"]["origin"]
     assert (o["kind"], o["argv"], o["program"]) == ("argv", ["-u", "_chrony"], "chronyd")
-    assert "-u _chrony" in text(d.p.pid)
+    assert "option:-u_chrony" in "".join(text(d.p.pid).split())
     _segv_no_core(d.p.pid, cores, d.p)
 
 
