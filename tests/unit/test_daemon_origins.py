@@ -60,7 +60,8 @@ def test_match_needs_exe_and_argv():
 
 
 def _snap(pid, program, argv, files, wrappers=None, procs=()):
-    return {"daemons": {"procs": {str(pid): {"program": program, "argv": argv, "conf_argv": argv,
+    return {"sysctl": {"kernel.core_pattern": "core"},
+            "daemons": {"procs": {str(pid): {"program": program, "argv": argv, "conf_argv": argv,
                                               "files": [{"path": p, "key": p} for p in files]}},
                         "files": {p: {"text": t, "error": None, "truncated": False} for p, t in files.items()},
                         "wrappers": wrappers or {}, "skipped": 0},
@@ -165,3 +166,11 @@ def test_config_line_edits_exactly_or_refuses():
     assert R.edit_text("user x;", c) == "working_directory /var/crash;\nuser x;"
     assert R.identity(b) == ("config-line", "/n", "worker_rlimit_core 500m;")
     assert R.commands(a) and "fix --apply --daemon" in R.commands(a)[0]
+
+
+def test_cwd_origin_only_for_a_relative_pattern():
+    conf = "user www-data;\nevents {}\n"
+    snap = _snap(3, "nginx", ["nginx: worker process"], {"/n.conf": conf})
+    assert "core-dir" in D.find(snap, _proc(3, "www-data", 33), _tgt(None)).origins
+    snap["sysctl"]["kernel.core_pattern"] = "/var/crash/core.%e"
+    assert "core-dir" not in D.find(snap, _proc(3, "www-data", 33), _tgt(None)).origins

@@ -510,7 +510,8 @@ def find(snap: Dict[str, Any], proc: Dict[str, Any], target: Dict[str, Any]) -> 
     elif d.program == "ovs-vswitchd" and "--detach" in argv and "--no-chdir" not in argv:
         cwd_o = O.origin("argv", "--detach without --no-chdir: the daemon changed to /", _OVS_CHDIR,
                          program=d.program, argv=["--detach"])
-    if cwd_o is not None:
+    pattern = str((snap.get("sysctl") or {}).get("kernel.core_pattern") or "")
+    if cwd_o is not None and not pattern.startswith(("/", "|", "@")):
         origins["core-dir"] = cwd_o
         origins["core-file"] = cwd_o
     if any(k in origins for k in ("rlimit-core", "core-dir", "core-file")):
