@@ -174,3 +174,35 @@ def test_cwd_origin_only_for_a_relative_pattern():
     assert "core-dir" in D.find(snap, _proc(3, "www-data", 33), _tgt(None)).origins
     snap["sysctl"]["kernel.core_pattern"] = "/var/crash/core.%e"
     assert "core-dir" not in D.find(snap, _proc(3, "www-data", 33), _tgt(None)).origins
+
+
+def _fixture_with_daemons():
+    import json
+    import os
+    fx = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "dropped-suid0.json")
+    snap = json.load(open(fx))
+    pid = snap["targets"][0]
+    snap["daemons"] = {
+        "procs": {str(pid): {"program": "ovs-vswitchd", "conf_argv": ["ovs-vswitchd"],
+                             "argv": ["ovs-vswitchd", "--no-chdir", "--detach", "--monitor", "--user", "nobody:nogroup"],
+                             "files": [{"path": "/c", "key": "/c", "how": "default", "from": None, "line": None}]}},
+        "files": {"/c": {"text": "x", "error": None, "truncated": False}},
+        "wrappers": {"/usr/share/openvswitch/scripts/ovs-ctl": {"lines": [[226, 'set "$@" --user "$OVS_USER"']]}},
+        "skipped": 0}
+    return snap, pid
+
+
+def test_validate_accepts_the_section_and_names_a_bad_field():
+    import copy
+    snap, pid = _fixture_with_daemons()
+    validate.validate(snap)
+    for path, bad in ((("procs", str(pid), "argv"), "nope"), (("files", "/c", "text"), 5),
+                      (("wrappers", "/usr/share/openvswitch/scripts/ovs-ctl", "lines"), [[1, 2, 3]]),
+                      (("procs", str(pid), "files"), [{"path": "/x"}] * 33)):
+        s = copy.deepcopy(snap)
+        d = s["daemons"]
+        for k in path[:-1]:
+            d = d[k]
+        d[path[-1]] = bad
+        with pytest.raises(validate.Bad):
+            validate.validate(s)
