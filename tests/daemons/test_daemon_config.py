@@ -5,6 +5,7 @@ then a real SIGSEGV shows the kernel agrees (a core, or none)."""
 import glob
 import json
 import os
+import pwd
 import resource
 import signal
 import subprocess
@@ -48,6 +49,10 @@ def work(saved_sysctls):
 
 def _need(path, package):
     L.require_installed(path, package)
+
+
+def _id(user):
+    return pwd.getpwnam(user).pw_uid
 
 
 def _wait(cond, what, timeout=15.0):
@@ -135,7 +140,7 @@ def _nginx(w, started, extra="", cwd=None, port=18471):
         f.write(NGINX.format(w=w, extra=extra, port=port))
     d = Daemon(["/usr/sbin/nginx", "-c", conf, "-p", w], cwd or w, f"{w}/nginx.out")
     started.append(d)
-    worker = _wait(lambda: next((c for c in _children(d.p.pid) if _uid(c) == 33), None), "an nginx worker")
+    worker = _wait(lambda: next((c for c in _children(d.p.pid) if _uid(c) == _id("www-data")), None), "an nginx worker")
     return conf, d, worker
 
 
@@ -144,7 +149,7 @@ def test_nginx_worker_cwd_and_rlimit_lines(work):
     w, cores, started = work
     ro = os.path.join(w, "ro")
     os.mkdir(ro, 0o755)  # root's: www-data's workers cannot create a core here
-    L.set_sysctls({"kernel.core_pattern": "core", "fs.suid_dumpable": 0})
+    L.set_sysctls({"kernel.core_pattern": "core", "kernel.core_uses_pid": 0, "fs.suid_dumpable": 0})
     conf, d, worker = _nginx(w, started, cwd=ro)
     t = check(worker)
     assert (t["dumps"], t["blocking_gate"]) == (False, "core-dir"), t["verdict"]
@@ -160,7 +165,7 @@ def test_nginx_worker_cwd_and_rlimit_lines(work):
     # its own switches: worker_rlimit_core 0 is named with its line; working_directory moves the core
     wd = os.path.join(w, "wd")
     os.mkdir(wd)
-    os.chown(wd, 33, 33)
+    os.chown(wd, _id("www-data"), -1)
     conf, d, worker = _nginx(w, started, extra=f"worker_rlimit_core 0;\nworking_directory {wd};\n", cwd=ro)
     t = check(worker)
     assert (t["dumps"], t["blocking_gate"]) == (False, "rlimit-core"), t["verdict"]
@@ -203,7 +208,7 @@ def _haproxy(w, started, extra=""):
         f.write(HAPROXY.format(extra=extra, port=18472))
     d = Daemon(["/usr/sbin/haproxy", "-db", "-f", conf], w, f"{w}/haproxy.out")
     started.append(d)
-    _wait(lambda: _uid(d.p.pid) == 105, "haproxy to drop to its user")
+    _wait(lambda: _uid(d.p.pid) == _id("haproxy"), "haproxy to drop to its user")
     return conf, d
 
 
@@ -263,7 +268,7 @@ def test_chronyd_u_option(work):
         f.write(f"port 0\ncmdport 0\npidfile {w}/chronyd.pid\n")
     d = Daemon(["/usr/sbin/chronyd", "-d", "-x", "-f", f"{w}/chrony.conf", "-u", "_chrony"], w, f"{w}/chrony.out")
     started.append(d)
-    _wait(lambda: _uid(d.p.pid) == 104, "chronyd to drop to _chrony")
+    _wait(lambda: _uid(d.p.pid) == _id("_chrony"), "chronyd to drop to _chrony")
     t = check(d.p.pid)
     assert (t["dumps"], t["blocking_gate"]) == (False, "dumpable"), t["verdict"]
     o = t["dumpable"]["origin"]
@@ -308,15 +313,15 @@ def test_squid_coredump_dir(work):
     for d in (ro, wd, sq):
         os.mkdir(d, 0o755)
     for d in (wd, sq):
-        os.chown(d, 13, 13)  # proxy's
-    L.set_sysctls({"kernel.core_pattern": "core", "fs.suid_dumpable": 0})
+        os.chown(d, _id("proxy"), -1)
+    L.set_sysctls({"kernel.core_pattern": "core", "kernel.core_uses_pid": 0, "fs.suid_dumpable": 0})
 
     def start(extra):
         with open(f"{w}/squid.conf", "w") as f:
             f.write(SQUID.format(w=w, extra=extra))
         d = Daemon(["/usr/sbin/squid", "-N", "-f", f"{w}/squid.conf"], ro, f"{w}/squid.out")
         started.append(d)
-        _wait(lambda: _uid(d.p.pid) == 13 and "Accepting HTTP" in _read(f"{sq}/cache.log"), "squid to serve")
+        _wait(lambda: _uid(d.p.pid) == _id("proxy") and "Accepting HTTP" in _read(f"{sq}/cache.log"), "squid to serve")
         return d
 
     d = start("")
@@ -371,7 +376,7 @@ def test_fix_apply_daemon_set_dumpable_then_core_and_rollback(work, fix_env):
     d.end()
     d = Daemon(["/usr/sbin/haproxy", "-db", "-f", conf], w, f"{w}/haproxy2.out")   # its restart
     started.append(d)
-    _wait(lambda: _uid(d.p.pid) == 105, "haproxy to drop to its user")
+    _wait(lambda: _uid(d.p.pid) == _id("haproxy"), "haproxy to drop to its user")
     os.kill(d.p.pid, signal.SIGSEGV)
     path, size = L.wait_stable(f"{cores}/core.haproxy.{d.p.pid}")
     assert path and size > 0
