@@ -30,7 +30,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from coredoctor.origin import daemons as D
 
-__all__ = ["read", "read_argv", "MAX_TEXT", "MAX_ARGV", "MAX_FILES", "MAX_TOTAL"]
+__all__ = ["read", "read_argv", "split_title", "MAX_TEXT", "MAX_ARGV", "MAX_FILES", "MAX_TOTAL"]
 
 MAX_TEXT = 60000          # below validate.MAX_STR (one string)
 MAX_ARGV = 1 << 16
@@ -50,8 +50,13 @@ def read_argv(pid: int) -> Optional[List[str]]:
     words = [w.decode("utf-8", "replace") for w in data.split(b"\0")]
     if words and words[-1] == "":
         words.pop()
+    return split_title(words)
+
+
+def split_title(words: List[str]) -> List[str]:
+    """An argv that nginx's master rewrote into one title string, as words again."""
     if len(words) == 1 and words[0].startswith("nginx: master process "):
-        words = ["nginx"] + words[0][len("nginx: master process "):].split()[1:]
+        return ["nginx"] + words[0][len("nginx: master process "):].split()[1:]
     return words
 
 
@@ -125,6 +130,13 @@ def _files_for(d: D.Daemon, argv: List[str], cwd: Optional[str], root: str, rd: 
     out: List[Dict[str, Any]] = []
     queue: List[Tuple[str, str, Optional[str], Optional[int]]] = [
         (p, how, None, None) for p, how in D.config_paths(d, argv, cwd)]
+    if d.program == "dnsmasq":   # -7/--conf-dir on the command line (Debian's init script passes one)
+        hit = D.argv_option(argv, ("-7", "--conf-dir"))
+        if hit:
+            spec = hit[2]
+            dirname, names = D.dir_entries(spec, _names(root + spec.split(",", 1)[0]))
+            queue += [(os.path.join(dirname, x), "argv", None, None) for x in names]
+    main = queue[0][0] if queue else "/"
     seen = set()
     while queue and len(out) < MAX_FILES:
         path, how, frm, line = queue.pop(0)
@@ -139,7 +151,9 @@ def _files_for(d: D.Daemon, argv: List[str], cwd: Optional[str], root: str, rd: 
         if rec["text"] is None:
             continue
         more: List[Tuple[str, str, Optional[str], Optional[int]]] = []
-        for n, kind, spec in D.includes(d, D.statements(d.syntax, rec["text"]), path):
+        # nginx takes a relative include from its conf prefix (the main file's directory:
+        # ngx_conf_full_name()), the others from the including file's directory
+        for n, kind, spec in D.includes(d, D.statements(d.syntax, rec["text"]), main if d.program == "nginx" else path):
             if kind == "dir":
                 dirname, names = D.dir_entries(spec, _names(root + spec.split(",", 1)[0]))
                 if d.program == "chronyd":
