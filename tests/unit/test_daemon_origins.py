@@ -96,13 +96,15 @@ def test_ovs_user_option_via_ovs_ctl():
 
 def test_ovs_monitor_limit_after_first_core():
     argv = ["ovs-vswitchd", "--no-chdir", "--detach", "--monitor"]
-    parent = dict(_proc(6, "root", 0, comm="ovs-vswitchd"), limits={"core": [0, 0]})
-    f = D.find(_snap(7, "ovs-vswitchd", argv, {}, procs=[parent]), _proc(7, "root", 0, ppid=6, comm="ovs-vswitchd"),
-               _tgt(None))
+    exe = "/usr/sbin/ovs-vswitchd"
+    parent = dict(_proc(6, "root", 0, comm="monitor"), limits={"core": [0, 0]}, exe=exe)
+    child = dict(_proc(7, "root", 0, ppid=6, comm="ovs-vswitchd"), exe=exe)
+    f = D.find(_snap(7, "ovs-vswitchd", argv, {}, procs=[parent]), child, _tgt(None))
     assert f.origins["rlimit-core"]["kind"] == "inherited" and "pid 6" in f.origins["rlimit-core"]["summary"]
-    parent["limits"] = {"core": [0, -1]}
-    assert "rlimit-core" not in D.find(_snap(7, "ovs-vswitchd", argv, {}, procs=[parent]),
-                                       _proc(7, "root", 0, ppid=6, comm="ovs-vswitchd"), _tgt(None)).origins
+    parent["limits"] = {"core": [0, None]}
+    assert "rlimit-core" not in D.find(_snap(7, "ovs-vswitchd", argv, {}, procs=[parent]), child, _tgt(None)).origins
+    parent.update(limits={"core": [0, 0]}, exe="/usr/bin/other")      # a parent that is another program
+    assert "rlimit-core" not in D.find(_snap(7, "ovs-vswitchd", argv, {}, procs=[parent]), child, _tgt(None)).origins
 
 
 def test_config_lines_name_file_and_line():

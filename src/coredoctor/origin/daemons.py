@@ -490,7 +490,8 @@ def find(snap: Dict[str, Any], proc: Dict[str, Any], target: Dict[str, Any]) -> 
     elif d.program == "ovs-vswitchd" and "--monitor" in argv:
         par = next((p for p in snap.get("processes") or [] if p.get("pid") == proc.get("ppid")), None)
         lim = ((par or {}).get("limits") or {}).get("core")
-        if par and par.get("comm") == proc.get("comm") and isinstance(lim, list) and lim[:2] == [0, 0]:
+        # the same binary (not the comm: the monitor renames its thread "monitor", set_subprogram_name())
+        if par and par.get("exe") and par.get("exe") == proc.get("exe") and isinstance(lim, list) and lim[:2] == [0, 0]:
             origins["rlimit-core"] = O.origin(
                 "inherited", f"its --monitor parent (pid {par['pid']}) set RLIMIT_CORE to 0 after an earlier "
                 "crash left a core: this child inherited it", _OVS_MONITOR, program=d.program, argv=["--monitor"])
