@@ -149,6 +149,11 @@ PAGES: Dict[str, Dict[str, Section]] = {
             "Without --apply nothing changes. With --apply each change is journaled with the exact "
             "bytes and values it replaces before it is made, and a fix id is printed; --rollback ID "
             "puts back exactly what was there. fix never deletes a core.",
+            "A daemon's own switch (nginx worker_rlimit_core and working_directory, haproxy "
+            "set-dumpable, squid coredump_dir) is a smaller change than a host-wide one: it is "
+            "shown always and applied only with --apply --daemon, as a journaled edit of that line "
+            "of the daemon's config file (rolled back byte for byte); the daemon reads it at its "
+            "next restart or reload.",
         ],
         "EXIT STATUS": [
             ("0", "the plan was printed, or the fix was applied or rolled back (an action that failed "

@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
                         "target's next crash leave a core; reversible")
     targets(fx)
     fx.add_argument("--apply", action="store_true", help="make the changes (journaled; prints a fix id)")
+    fx.add_argument("--daemon", action="store_true",
+                    help="also edit the daemon's own config file where that is its fix (journaled)")
     fx.add_argument("--list", action="store_true", help="fixes applied on this host")
     fx.add_argument("--rollback", metavar="ID", help="restore exactly what was there before fix ID")
     fx.add_argument("--json", action="store_true", help="machine-readable output (coredoctor.fix/1)")
@@ -398,7 +400,8 @@ def _plan_fix(args: argparse.Namespace) -> Tuple[Dict[str, Any], List[Dict[str, 
     snap = snapshot.take(pids, signal=sig)
     targets = gates.evaluate_targets(snap, snap["targets"], sig, args.how)
     found = conflicts.find(fplan.SYSCTL_FILE, {"fs.suid_dumpable": "2"})
-    return fplan.document(snap, targets, found, running=set(procmod.comms().values())), targets
+    return fplan.document(snap, targets, found, running=set(procmod.comms().values()),
+                          daemon=bool(getattr(args, "daemon", False))), targets
 
 
 def cmd_crashes(args: argparse.Namespace) -> int:

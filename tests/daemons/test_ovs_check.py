@@ -30,6 +30,15 @@ def test_ovs_privilege_drop_then_fix_and_restart(ovs):
         assert (t["dumps"], t["dumpable"]["candidates"]) == (None, [0, 2])
         assert "could be 0 or 2" in t["verdict"]
     assert any(f["needs_restart"] and "sysctl -w fs.suid_dumpable=2" in f["commands"] for f in t["fixes"])
+    # what made it switch: its own --user option, as ovs-ctl's --ovs-user passed it on (issue 10)
+    o = t["dumpable"]["origin"]
+    assert (o["kind"], o["program"], o["argv"]) == ("argv", "ovs-vswitchd", ["--user", "openvswitch:hugetlbfs"])
+    w = o["via"][0]
+    assert (w["program"], w["argv"]) == ("ovs-ctl", ["--ovs-user=openvswitch:hugetlbfs"])
+    assert w["file"] == "/usr/share/openvswitch/scripts/ovs-ctl" and '--user "$OVS_USER"' in w["text"]
+    with open(w["file"]) as f:
+        assert '--user "$OVS_USER"' in f.read().splitlines()[w["line"] - 1]
+    assert any(a.get("risk") and "root:root" in a.get("text", "") for f in t["fixes"] for a in f["actions"])
     signal_gate = next(g for g in t["gates"] if g["id"] == "signal")
     assert signal_gate["status"] == "pass" and "re-raise" in signal_gate["evidence"]
 
@@ -66,3 +75,5 @@ def test_ovs_privilege_drop_then_fix_and_restart(ovs):
     pid4 = ovs.wait_worker(other_than=pid3)
     t = check(pid4)
     assert (t["dumps"], t["blocking_gate"]) == (False, "rlimit-core")
+    o = next(g for g in t["gates"] if g["id"] == "rlimit-core")["origin"]
+    assert o["kind"] == "inherited" and "--monitor parent" in o["summary"] and "monitor_daemon" in o["source"]

@@ -222,6 +222,9 @@ def test_every_kind_is_applied_or_reported_and_rolled_back(private_journal, monk
     kept = root / "kept.conf"
     kept.write_bytes(b"old bytes\n")
     kept.chmod(0o640)
+    own = root / "daemon.cfg"   # a daemon's own config file: one line added, then the old bytes back
+    own.write_bytes(b"global\n\tuser x\n# \xff not utf-8\n")
+    own.chmod(0o600)
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         before = resource.prlimit(child.pid, resource.RLIMIT_FSIZE)
@@ -234,10 +237,11 @@ def test_every_kind_is_applied_or_reported_and_rolled_back(private_journal, monk
                      path=str(root / "sd" / "cd-test.service.d" / "90-coredoctor-core.conf")),
                 R.prlimit(child.pid, "fsize", "t", [before[0] if before[0] != resource.RLIM_INFINITY else None,
                                                     before[1] if before[1] != resource.RLIM_INFINITY else None]),
-                R.restart(proc, "t"), R.manual("do it", "t", ["# x"]), R.daemon_option("d", "opt", "t")]
+                R.restart(proc, "t"), R.manual("do it", "t", ["# x"]), R.daemon_option("d", "opt", "t"),
+                R.config_line("d", str(own), "set-dumpable", "t", section="global")]
         covered = {a["kind"] for a in recs}
         assert covered == set(R.KINDS) - {"sysctl"}
-        plan = {"actions": [a for a in recs if a["kind"] in R.APPLIED_KINDS],
+        plan = {"actions": [a for a in recs if a["kind"] in R.APPLIED_KINDS + R.DAEMON_KINDS],
                 "reported": [a for a in recs if a["kind"] in R.REPORTED_KINDS],
                 "needs_restart": [], "security": [], "warnings": [], "manual": []}
         entry = actions.apply("t-1", [{"pid": child.pid, "comm": "a", "exe": None, "unit": None},
@@ -249,8 +253,10 @@ def test_every_kind_is_applied_or_reported_and_rolled_back(private_journal, monk
         assert (root / "sd" / "cd-test.service.d" / "90-coredoctor-core.conf").read_text() == \
             "[Service]\nLimitCORE=infinity\n"
         assert resource.prlimit(child.pid, resource.RLIMIT_FSIZE) == before
+        assert own.read_bytes() == b"global\n\tset-dumpable\n\tuser x\n# \xff not utf-8\n"
+        assert oct(own.stat().st_mode & 0o777) == "0o600"
         done = {r["action"]["kind"]: r for r in entry["actions"]}
-        assert all(done[k]["done"] for k in R.APPLIED_KINDS if k != "sysctl")
+        assert all(done[k]["done"] for k in R.APPLIED_KINDS + R.DAEMON_KINDS if k != "sysctl")
         assert all(done[k].get("reported") and not done[k]["done"] for k in R.REPORTED_KINDS)
         stored = journal.load("t-1")
         assert len(stored["actions"]) == len(recs) and len(stored["targets"]) == 2
@@ -259,6 +265,7 @@ def test_every_kind_is_applied_or_reported_and_rolled_back(private_journal, monk
         assert notes == []
         assert not (root / "cores").exists() and not (root / "new").exists() and not (root / "sd").exists()
         assert kept.read_bytes() == b"old bytes\n" and oct(kept.stat().st_mode & 0o777) == "0o640"
+        assert own.read_bytes() == b"global\n\tuser x\n# \xff not utf-8\n" and own.stat().st_mode & 0o777 == 0o600
         assert resource.prlimit(child.pid, resource.RLIMIT_FSIZE) == (4096, before[1])
         for a in recs:
             assert actions.describe(a) != a["kind"]

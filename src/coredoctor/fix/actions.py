@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from coredoctor.errors import Error, UsageError
 from coredoctor.fix import journal
-from coredoctor.kernel.remedies import REPORTED_KINDS
+from coredoctor.kernel.remedies import REPORTED_KINDS, edit_text
 
 __all__ = ["apply", "apply_document", "rollback", "rollback_entry", "describe", "entry_targets"]
 
@@ -45,7 +45,7 @@ def _capture(a: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         return {"existed": os.path.exists(a["path"])}
     if k in REPORTED_KINDS:
         return None  # reported, not applied: nothing to restore
-    if k in ("file", "dropin"):
+    if k in ("file", "dropin", "config-line"):
         prior: Dict[str, Any] = {"existed": os.path.exists(a["path"]), "created_dirs": []}
         d = os.path.dirname(a["path"])
         while d and not os.path.exists(d):
@@ -81,6 +81,19 @@ def _do(a: Dict[str, Any]) -> None:
         journal.atomic_write(a["path"], a["content"].encode(), int(a["mode"], 8), 0, 0)
         if a.get("after") == "systemctl daemon-reload" and _systemd_running():
             subprocess.run(["systemctl", "daemon-reload"], check=False)
+    elif k == "config-line":
+        # the daemon's own file, edited in place: its owner and mode kept; never through a symlink
+        fd = os.open(a["path"], os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            st = os.fstat(fd)
+            old = os.read(fd, 1 << 22)
+        finally:
+            os.close(fd)
+        try:
+            new = edit_text(old.decode("utf-8", "surrogateescape"), a).encode("utf-8", "surrogateescape")
+        except ValueError as e:
+            raise OSError(0, str(e))
+        journal.atomic_write(a["path"], new, st.st_mode & 0o7777, st.st_uid, st.st_gid)
     elif k == "prlimit":
         soft, hard = a["value"]  # (a ValueError for any other length, as prlimit() gives)
         resource.prlimit(a["pid"], _RES[a["resource"]], (_rl(soft), _rl(hard)))
@@ -100,7 +113,7 @@ def _undo(a: Dict[str, Any], prior: Dict[str, Any]) -> Optional[str]:
                 return f"kept {a['path']}: it is not empty (cores may be in it)"
     elif k in REPORTED_KINDS or prior is None:
         return None
-    elif k in ("file", "dropin"):
+    elif k in ("file", "dropin", "config-line"):
         if prior["existed"]:
             journal.atomic_write(a["path"], base64.b64decode(prior["bytes"]), prior["mode"], prior["uid"], prior["gid"])
         elif os.path.lexists(a["path"]):
@@ -251,6 +264,8 @@ def _describe(a: Dict[str, Any]) -> str:
         soft, hard = a.get("value") or [None, None]
         lim = lambda v: "unlimited" if v is None else str(v)  # noqa: E731
         return f"prlimit --pid {a['pid']} --{a['resource']}={lim(soft)}:{lim(hard)}"
+    if k == "config-line":
+        return f"edit {a['path']}: {a.get('text')}"
     if k == "restart":
         return f"restart (by hand): {a.get('command')}"
     if k in ("manual", "daemon-option"):

@@ -33,15 +33,24 @@ def _uniq(xs: Iterable[Any]) -> List[Any]:
     return out
 
 
+def _chosen(t: Dict[str, Any], daemon: bool) -> List[Dict[str, Any]]:
+    fixes = list(t.get("fixes") or [])
+    own = [f for f in fixes if any(a.get("kind") in R.DAEMON_KINDS for a in f.get("actions") or [])]
+    return own if daemon and own else fixes
+
+
 def plan_targets(snap: Dict[str, Any], targets: List[Dict[str, Any]], conflicts: Iterable[Dict[str, Any]] = (),
-                 existing_files: Optional[Dict[str, str]] = None, running: Iterable[str] = ()) -> Plan:
+                 existing_files: Optional[Dict[str, str]] = None, running: Iterable[str] = (),
+                 daemon: bool = False) -> Plan:
     """Merge the fixes of *targets* (``gates.evaluate`` results on *snap*) into one plan:
     ``{"actions", "reported", "needs_restart", "security", "warnings", "manual", "refused"}``.
     *actions* are the records fix applies; *reported* the ones a person does (restart, manual,
     daemon-option). *existing_files* adds to the snapshot's ``own_files`` (path -> text);
-    *running* lists the command names running on the host."""
+    *running* lists the command names running on the host. With *daemon*, a target whose fixes
+    include its daemon's own switch (``config-line`` edits of its config file) gets that fix
+    instead of the host-wide ones; otherwise those edits are only reported."""
     facts = R.facts_of(snap, existing_files)
-    records = [a for t in targets for f in t.get("fixes") or [] for a in f.get("actions") or []]
+    records = [a for t in targets for f in _chosen(t, daemon) for a in f.get("actions") or []]
     merged = R.merge(records, facts)
     refused = []
     live = snap["sysctl"]
@@ -53,8 +62,9 @@ def plan_targets(snap: Dict[str, Any], targets: List[Dict[str, Any]], conflicts:
         # the one combination the kernel refuses: mode 2 with a relative name
         refused.append("fs.suid_dumpable=2 with a relative core_pattern")
         merged = [a for a in merged if not (a["kind"] == "sysctl" and a["key"] == "fs.suid_dumpable")]
-    actions = [a for a in merged if a["kind"] in R.APPLIED_KINDS]
-    reported = [a for a in merged if a["kind"] in R.REPORTED_KINDS]
+    own = R.APPLIED_KINDS + (R.DAEMON_KINDS if daemon else ())
+    actions = [a for a in merged if a["kind"] in own]
+    reported = [a for a in merged if a["kind"] not in own]
     warnings = [a["risk"] for a in reported if a.get("risk")]
     if any(a["kind"] == "sysctl" and a["key"] == "fs.suid_dumpable" and a["value"] == "2" for a in actions):
         sensitive = sorted(set(running) & set(programs.DELIBERATELY_UNDUMPABLE))
@@ -79,9 +89,9 @@ def plan(snap: Dict[str, Any], target: Dict[str, Any], conflicts: Iterable[Dict[
 
 
 def document(snap: Dict[str, Any], targets: List[Dict[str, Any]], conflicts: List[Dict[str, Any]],
-             running: Iterable[str] = ()) -> Dict[str, Any]:
+             running: Iterable[str] = (), daemon: bool = False) -> Dict[str, Any]:
     """The coredoctor.fix/1 document of a plan (not applied yet)."""
-    p = plan_targets(snap, targets, conflicts, running=running)
+    p = plan_targets(snap, targets, conflicts, running=running, daemon=daemon)
     doc = {"schema": "coredoctor.fix/1", "id": None, "applied": False,
            "targets": [{"pid": t["pid"], "comm": t["comm"], "unit": t["unit"], "dumps": t["dumps"],
                         "blocking_gate": t["blocking_gate"], "verdict": t["verdict"]} for t in targets],

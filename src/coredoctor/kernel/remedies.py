@@ -15,6 +15,8 @@ dropin    unit, path, content, mode, after                            yes (+ dae
 prlimit   pid, resource, value ([soft, hard], None = unlimited)       yes (live process)
 daemon-   daemon, text, commands                                      reported (manual)
 option
+config-   daemon, path, line, replace (1-based line or None),          with fix --daemon
+line      section (add after that section's header) or None, expect   (else reported)
 restart   pid, comm, unit, command                                    reported
 manual    text, commands                                              reported
 ========  ==========================================================  ==================
@@ -28,7 +30,7 @@ the facts about the host come in as arguments.
 import shlex
 from typing import Any, Dict, Iterable, List, Optional
 
-__all__ = ["SYSCTL_FILE", "DEFAULT_DIR", "DEFAULT_PATTERN", "APPLIED_KINDS", "REPORTED_KINDS", "KINDS",
+__all__ = ["DAEMON_KINDS", "config_line", "edit_text", "SYSCTL_FILE", "DEFAULT_DIR", "DEFAULT_PATTERN", "APPLIED_KINDS", "REPORTED_KINDS", "KINDS",
            "sysctl", "mkdir", "file", "dropin", "prlimit", "daemon_option", "restart", "manual", "fix",
            "sysctl_persist", "commands", "public_fix", "identity", "settled", "merge", "order_key",
            "write_lines_cmd", "facts_of", "persisted"]
@@ -45,13 +47,15 @@ SYSCTL_HEADER = "# written by coredoctor fix; 'coredoctor fix --rollback ID' res
 
 APPLIED_KINDS = ("sysctl", "mkdir", "file", "dropin", "prlimit")
 REPORTED_KINDS = ("daemon-option", "restart", "manual")
-KINDS = APPLIED_KINDS + REPORTED_KINDS
+#: applied only when asked (``fix --daemon``): an edit of a daemon's own config file; otherwise reported
+DAEMON_KINDS = ("config-line",)
+KINDS = APPLIED_KINDS + REPORTED_KINDS + DAEMON_KINDS
 
 #: the safe order of a plan: the directory before the pattern that points at it, an absolute
 #: pattern before fs.suid_dumpable=2 (mode 2 refuses relative names), then what persists them,
 #: then the live limits, then what a person does
 _ORDER = {"mkdir": 0, "sysctl:kernel.core_pattern": 1, "sysctl:fs.suid_dumpable": 2, "sysctl": 3, "file": 4,
-          "dropin": 5, "prlimit": 6, "daemon-option": 7, "manual": 8, "restart": 9}
+          "dropin": 5, "prlimit": 6, "config-line": 7, "daemon-option": 7, "manual": 8, "restart": 9}
 
 
 def _rec(kind: str, why: str, risk: Optional[str], needs_restart: bool, **fields: Any) -> Action:
@@ -95,6 +99,42 @@ def daemon_option(daemon: str, text: str, why: str, cmds: Iterable[str] = (), ne
                   risk: Optional[str] = None) -> Action:
     """A setting in a daemon's own configuration (manual-only for now: reported, not applied)."""
     return _rec("daemon-option", why, risk, needs_restart, daemon=daemon, text=text, commands=list(cmds))
+
+
+def config_line(daemon: str, path: str, line: str, why: str, replace: Optional[int] = None,
+                expect: Optional[str] = None, section: Optional[str] = None, risk: Optional[str] = None) -> Action:
+    """One line of a daemon's own config file: *line* replaces line *replace* (whose text must
+    still be *expect*), or is added after the first line that is *section* (a section header),
+    or at the top. The daemon reads it at its next start or reload (``needs_restart``)."""
+    where = (f"replace line {replace} of {path} ({expect!r})" if replace else
+             f"add to the {section} section of {path}" if section else f"add at the top of {path}")
+    return _rec("config-line", why, risk, True, daemon=daemon, path=path, line=line, replace=replace,
+                expect=expect, section=section, text=f"{line}   # {where}")
+
+
+def edit_text(text: str, a: Action) -> str:
+    """The text of the file after config-line record *a* (ValueError when the file changed so that
+    the edit no longer fits: the line to replace is not what check saw, or the section is gone)."""
+    lines = text.splitlines(keepends=True)
+    nl = "\n"
+    new = a["line"] + nl
+    if a.get("replace"):
+        i = a["replace"] - 1
+        if i >= len(lines) or lines[i].strip() != (a.get("expect") or "").strip():
+            raise ValueError(f"{a['path']}: line {a['replace']} is no longer {a.get('expect')!r}")
+        indent = lines[i][:len(lines[i]) - len(lines[i].lstrip())]
+        lines[i] = indent + new
+    elif a.get("section"):
+        i = next((n for n, ln in enumerate(lines) if ln.strip() == a["section"]), None)
+        if i is None:
+            raise ValueError(f"{a['path']}: no {a['section']!r} section")
+        if not lines[i].endswith(nl):
+            lines[i] += nl
+        nxt = lines[i + 1] if i + 1 < len(lines) else "\t"
+        lines.insert(i + 1, (nxt[:len(nxt) - len(nxt.lstrip())] or "\t") + new)
+    else:
+        lines.insert(0, new)
+    return "".join(lines)
 
 
 def restart(proc: Dict[str, Any], why: str) -> Action:
@@ -202,6 +242,8 @@ def commands(a: Action) -> List[str]:
         return [a["command"]]
     if k in ("manual", "daemon-option"):
         return list(a.get("commands") or [])
+    if k == "config-line":
+        return [f"# {a['text'].split('   # ', 1)[-1]}: {a['line']}   (coredoctor fix --apply --daemon does it)"]
     raise ValueError(f"unknown action kind {k!r}")
 
 
@@ -225,6 +267,8 @@ def identity(a: Action) -> tuple:
         return (k, a["pid"], a["resource"])
     if k == "restart":
         return (k, a["pid"])
+    if k == "config-line":
+        return (k, a["path"], a["line"])
     return (k, a.get("text"), tuple(a.get("commands") or ()))
 
 

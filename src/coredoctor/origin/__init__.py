@@ -109,10 +109,13 @@ def attach(snap: Dict[str, Any], proc: Dict[str, Any], target: Dict[str, Any]) -
             target.setdefault("fixes", []).append(f)
 
 
-# the finders, in order (after the daemons' own options and config lines, which name the most
-# specific origin): systemd units, limits and working directories
+# the finders, in order of precedence (one line each): the process's own option or config line
+# first, then systemd units, limits and working directories (appended to its chain), then the
+# language runtimes
+from coredoctor.origin import daemons as _daemons  # noqa: E402
 from coredoctor.origin import units as _units  # noqa: E402
+from coredoctor.origin import runtimes as _runtimes  # noqa: E402
 
+FINDERS.append(_daemons.find)
 FINDERS.append(_units.find)
-from coredoctor.origin import runtimes as _runtimes  # noqa: E402  (the finders import this module)
 FINDERS.append(_runtimes.find)

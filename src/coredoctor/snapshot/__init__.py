@@ -17,7 +17,7 @@ from coredoctor import runtimes
 from coredoctor.errors import AccessDenied, KernelThread, NoSuchProcess, SnapshotError
 from coredoctor.kernel import core_pattern, gates
 from coredoctor.kernel.signal import FAULT_SIGNALS
-from coredoctor.snapshot import containers, fs, handlers, own, proc as procmod, sysctl, units
+from coredoctor.snapshot import containers, daemonconf, fs, handlers, own, proc as procmod, sysctl, units
 from coredoctor.snapshot.proc import batch, dumpability
 
 __all__ = ["take", "load", "dump", "SCHEMA", "disabled_features"]
@@ -73,6 +73,7 @@ def take(pids: Optional[Iterable[int]] = None, signal: str = "SIGSEGV", strict: 
     snap["own_files"], snap["own_dirs"] = own.read(procs[p].get("unit") for p in targets)
     snap["units"] = units.read(procs, targets)
     snap["limits_conf"] = units.read_limits()
+    snap["daemons"] = daemonconf.read([procs[p] for p in targets], procs)
     snap["paths"] = {}
     signo = kernel["signals"].get(signal, 11)
     if parsed["kind"] == "file":
