@@ -175,6 +175,26 @@ FIELDS = {
     "processes[].dest.*.file.nlink": _f("int", U64),
     "processes[].dest.*.file.size": _f("int", U64),
     "processes[].dest.*.file.error": _f("str|null", maxlen=64),
+    # snapshot/mounts.py read(): the process's mount namespace (when not init's) and id maps
+    "processes[].mnt_ns": _f("str|null", maxlen=64),                 # "mnt:[INODE]"
+    "processes[].uid_map": _f("list|null", maxlen=340),               # UID_GID_MAP_MAX_EXTENTS
+    "processes[].uid_map[]": _f("list", minlen=3, maxlen=3),          # inside, outside, count
+    "processes[].uid_map[][]": _f("int", (0, 1 << 32)),
+    "processes[].gid_map": _f("list|null", maxlen=340),
+    "processes[].gid_map[]": _f("list", minlen=3, maxlen=3),
+    "processes[].gid_map[][]": _f("int", (0, 1 << 32)),
+    # snapshot/mounts.py read(): "host" (/proc/1/mountinfo) and one table per mnt_ns
+    "mounts": _f("map|null", maxlen=1 << 16),
+    "mounts.*": _f("list", maxlen=4096),
+    "mounts.*[]": _f("object", required=("id", "parent", "dev", "root", "mountpoint", "fstype")),
+    "mounts.*[].id": _f("int", U32),
+    "mounts.*[].parent": _f("int", U32),
+    "mounts.*[].dev": _f("str", maxlen=32),                           # MAJ:MIN
+    "mounts.*[].root": _f("str", maxlen=PATH_MAX),
+    "mounts.*[].mountpoint": _f("str", maxlen=PATH_MAX),
+    "mounts.*[].fstype": _f("str", maxlen=256),
+    "mounts.*[].source": _f("str|null", maxlen=PATH_MAX),
+    "mounts.*[].super_options": _f("str|null", maxlen=MAX_STR),      # overlay lowerdir= lists are long
     # snapshot/handlers.py read_handler()
     "handler": _f("object|null"),
     "handler.helper": _f("object|null"),
