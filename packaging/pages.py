@@ -84,6 +84,12 @@ PAGES: Dict[str, Dict[str, Section]] = {
             "Targets are process names (comm or the executable's name), pids, or systemd units "
             "(NAME.service, .scope, .socket, .mount). With --from FILE the targets are looked up in "
             "a snapshot made by coredoctor snapshot, and root is not needed.",
+            "--container NAME|ID selects every process of a container (podman, Docker, containerd, "
+            "CRI-O, LXC, systemd-nspawn), found from each process's cgroup and named from the "
+            "runtime's own state on disk: its name, its id, or an id prefix of 12 or more hex digits. "
+            "The report names the container of each target, and --all groups its table by "
+            "container, the host's processes first. COREDOCTOR_HOSTROOT=DIR reads the runtime's "
+            "state under DIR (a node's root mounted read-only there, in a DaemonSet).",
         ],
         "EXIT STATUS": [
             ("0", "every target would leave a core"),
@@ -97,6 +103,9 @@ PAGES: Dict[str, Dict[str, Section]] = {
             ("/proc/sys/kernel/core_pattern", "the core's path or the handler, with core_pipe_limit "
              "and core_uses_pid"),
             ("/proc/sys/fs/suid_dumpable", "the dumpable value after a credential change"),
+            ("/var/lib/containers/storage/", "podman's and CRI-O's containers.json and bundle "
+             "config.json (names, images, annotations), read-only, like /var/lib/docker/containers/ "
+             "and /run/containerd/"),
         ],
         "EXAMPLES": [
             "$ sudo coredoctor check ovs-vswitchd\nThe whole report for every process of that name.",
@@ -104,6 +113,8 @@ PAGES: Dict[str, Dict[str, Section]] = {
             "$ sudo coredoctor check --pid 24441 --signal SIGABRT --how kill\nAnother signal, sent "
             "with kill() rather than raised by a fault.",
             "$ coredoctor check --from host.json --all\nEvery process of a saved snapshot, offline.",
+            "$ sudo coredoctor check --container web --json\nEvery process of the container named "
+            "web; each target's container object names runtime, id, name, image, pod and namespace.",
         ],
         "SEE ALSO": ["coredoctor-snapshot(8)", "coredoctor-fix(8)", "coredoctor-canary(8)", "core(5)"],
     },

@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("target", nargs="*", help="process name, pid or unit (NAME.service)")
         sp.add_argument("-p", "--pid", type=int, action="append", default=[], help="a pid (repeatable)")
         sp.add_argument("--all", action="store_true", help="every process")
+        sp.add_argument("--container", action="append", default=[], metavar="NAME|ID",
+                        help="every process of this container: its name, id, or an id prefix of 12+ hex "
+                        "digits (podman, docker, containerd, CRI-O, LXC, nspawn; repeatable)")
         sp.add_argument("-s", "--signal", default="SIGSEGV", help="the fatal signal to predict (default SIGSEGV)")
         sp.add_argument("--how", choices=("fault", "kill"), default=None,
                         help="raised by a fault (default for SEGV/BUS/ILL/FPE/TRAP) or sent with kill()")
@@ -77,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     cr.add_argument("--source", action="append", choices=("kmsg", "journal", "syslog", "audit", "apport",
                                                           "systemd-coredump"),
                     help="read only this source (repeatable; default: every source present)")
+    cr.add_argument("--container", action="append", default=[], metavar="NAME|ID",
+                    help="only crashes in this container (name, id or 12+ hex id prefix; repeatable)")
     cr.add_argument("--log", action="append", metavar="FILE",
                     help="also read this syslog file (kern.log, messages, .gz rotations; repeatable)")
 
@@ -95,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--name", action="append", default=[], help="processes of this name, also ones not "
                     "started yet (repeatable)")
     tr.add_argument("--unit", action="append", default=[], help="the processes of a systemd unit (repeatable)")
+    tr.add_argument("--container", action="append", default=[], metavar="NAME|ID",
+                    help="the processes running in this container now (name, id or 12+ hex id prefix; repeatable)")
     tr.add_argument("--json", action="store_true", help="one JSON object per line")
     tr.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     tr.add_argument("-o", "--output", metavar="FILE", help="write the trace here (default: stdout; "
@@ -197,7 +204,7 @@ def _need_root(what: str) -> None:
 def _resolve_live(args: argparse.Namespace) -> Optional[List[int]]:
     """Target words -> pids, on the live system (snapshot/targets.py)."""
     from coredoctor.snapshot import targets
-    return targets.resolve_live(args.target, args.pid, args.all)
+    return targets.resolve_live(args.target, args.pid, args.all, containers=args.container)
 
 
 def _scan_names(names: Sequence[str], units: Sequence[str]) -> Dict[str, List[int]]:
@@ -207,7 +214,7 @@ def _scan_names(names: Sequence[str], units: Sequence[str]) -> Dict[str, List[in
 
 def _resolve_offline(args: argparse.Namespace, snap: Dict[str, Any]) -> List[int]:
     from coredoctor.snapshot import targets
-    return targets.resolve_offline(snap, args.target, args.pid, args.all)
+    return targets.resolve_offline(snap, args.target, args.pid, args.all, containers=args.container)
 
 
 def _live_signal(name: str) -> str:
@@ -381,6 +388,12 @@ def cmd_crashes(args: argparse.Namespace) -> int:
         if not os.path.isfile(f):
             raise UsageError(f"--log {f}: no such file")
     doc = report.build(since, only=args.source or None, log_files=args.log or None)
+    if args.container:
+        from coredoctor.snapshot import targets
+        found = {f"{c['runtime']}:{c['id']}": c for c in (r.get("container") for r in doc["crashes"]) if c}
+        keep = {k for w in args.container for k in targets.pick_containers(w, found, "has a crash on record")}
+        doc["crashes"] = [r for r in doc["crashes"] if r.get("container")
+                          and f"{r['container']['runtime']}:{r['container']['id']}" in keep]
     print(json.dumps(doc, indent=2) if args.json else rtext.crashes_report(safe.clean(doc)))
     return 0
 
@@ -402,11 +415,14 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if args.unit:
         from coredoctor.snapshot import targets
         pids.extend(targets.unit_pids(args.unit))
+    if args.container:
+        from coredoctor.snapshot import targets
+        pids.extend(targets.container_pids(args.container))
     for n in args.name:
         if not n or "\n" in n:
             raise UsageError(f"not a process name: {n!r}")
     if not (pids or args.name or cmd):
-        raise UsageError("name what to trace: -- CMD, --pid PID, --name NAME or --unit UNIT")
+        raise UsageError("name what to trace: -- CMD, --pid PID, --name NAME, --unit UNIT or --container NAME")
     out: TextIO
     if args.output:
         try:

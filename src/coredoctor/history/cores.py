@@ -144,6 +144,7 @@ class Host:
                 self.comms.setdefault(comm, []).append(pid)
         self._inst: Dict[Tuple[Any, ...], Optional[Dict[str, Any]]] = {}
         self._units: Dict[str, Optional[str]] = {}
+        self._ccache: Dict[str, Any] = {}
 
     def instance(self, crash: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
         """A running instance of the crashed program, with check's verdict for the crash's signal:
@@ -177,10 +178,34 @@ class Host:
                 continue
             t = gates.evaluate(snap, p, procs.get(p["ppid"]), crash.get("signal") or "SIGSEGV", None, procs)
             found = {"pid": pid, "cwd": p.get("cwd"), "unit": p.get("unit"), "limits": p.get("limits"),
+                     "container": p.get("container"),
                      "verdict": t, "restarted": restarted}
             break
         self._inst[key] = found
         return found
+
+    def complete_container(self, c: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+        """A container from a recorded cgroup path with its name and image from the runtime's
+        state (snapshot/containers.py; read once per container)."""
+        from coredoctor.snapshot import containers
+        return containers.complete(c, cache=self._ccache)
+
+    def live_container(self, crash: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        """The container of the crashed pid itself while it is still there (dumping, or a zombie
+        not yet reaped) and started before the crash: its /proc/PID/cgroup."""
+        from coredoctor.errors import Error
+        from coredoctor.snapshot import containers, proc
+        pid = crash.get("pid")
+        if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+            return None
+        started = _start_time(pid)
+        if started is None or (crash.get("time") is not None and started > crash["time"] + 1.0):
+            return None  # gone, or a new process that reuses the pid
+        try:
+            text = proc.base.read(pid, "cgroup")
+        except Error:
+            return None
+        return self.complete_container(containers.from_cgroup(text))
 
     def unit_dir(self, unit: Optional[str]) -> Optional[str]:
         """A unit's WorkingDirectory= from systemd, when systemd runs (else None)."""

@@ -153,6 +153,8 @@ def _add(c: Dict[str, Any], e: Dict[str, Any]) -> None:
     ev = {"event": e.get("event"), "line": e.get("line"), "sources": [src], "gate": e.get("gate")}
     if e.get("untrusted"):  # a line a process may have written in the kernel's name
         ev["untrusted"] = e["untrusted"]
+    if e.get("cgroup"):  # the crashed (or logging) process's cgroup: which container
+        ev["cgroup"] = e["cgroup"]
     c["_keys"][key] = ev
     c["events"].append(ev)
     if c["time"] is None or (e.get("time") is not None and e["time"] < c["time"]):

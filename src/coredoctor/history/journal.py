@@ -122,7 +122,8 @@ def _parse_entry(entry: Dict[str, Any], classify: "kmsg.Classify | None") -> "km
                           unit=_text(entry.get("COREDUMP_UNIT")), gate=None,
                           time=ts if ts else when, path=filename,
                           truncated=_text(entry.get("COREDUMP_TRUNCATED")) in ("1", "yes", "true"),
-                          handler="systemd-coredump", source="journal", line=msg)
+                          handler="systemd-coredump", source="journal", line=msg,
+                          cgroup=_text(entry.get("COREDUMP_CGROUP")))  # the crashed process's cgroup
     if transport == "kernel":
         e = kmsg.parse_line(msg, when, "journal")
     elif transport == "audit":
@@ -137,6 +138,8 @@ def _parse_entry(entry: Dict[str, Any], classify: "kmsg.Classify | None") -> "km
         e = classify(ident, _int(entry.get("SYSLOG_PID"), what="SYSLOG_PID") or _int(entry.get("_PID")), msg, when)
         if e is not None and not e.get("unit"):
             e["unit"] = _text(entry.get("UNIT")) or None
+        if e is not None and _text(entry.get("_SYSTEMD_CGROUP")):
+            e["cgroup"] = _text(entry.get("_SYSTEMD_CGROUP"))  # the logging daemon's (a monitor's)
     else:
         return None
     if e is not None:

@@ -348,6 +348,7 @@ def build(since=None, only=None, log_files=None):
     host = cores.Host(penv["parsed"])
     hist = {k: sysctl_history.changes(fix_journal.list_all(), k) for k in HISTORY_KEYS}
     env = dict(penv, signals=kernel["signals"], base_dirs=host.base_dirs, instance=host.instance,
+               complete_container=host.complete_container, live_container=host.live_container,
                instance_facts=_instance_facts(),
                then=lambda crash: {k: sysctl_history.value_at(hist[k], crash.get("time"), str(now.get(k, "")))
                                    for k in HISTORY_KEYS},
@@ -391,6 +392,31 @@ def _env_then(c, env):
     return cenv
 
 
+def container_of(crash, env):
+    """``(container, how it is known)`` of a crash (``container`` of coredoctor.crashes/1, see
+    :mod:`coredoctor.snapshot.containers`): from a cgroup a source recorded with it
+    (systemd-coredump's COREDUMP_CGROUP, the logging monitor's _SYSTEMD_CGROUP), else from the
+    crashed pid while it is still there (``env["live_container"]``: the same pid, started before
+    the crash), else from the running instance that stands in for it (a restarted program: the
+    container it runs in now). ``(None, None)`` on the host or when nothing tells."""
+    from coredoctor.snapshot import containers
+    complete = env.get("complete_container") or (lambda c: c)
+    for e in crash["events"]:
+        cg = e.get("cgroup")
+        if isinstance(cg, str) and cg and not e.get("untrusted"):
+            c = containers.from_path(cg)
+            src = (e.get("sources") or ["?"])[0]
+            return (complete(c), f"{src}: the cgroup {cg}") if c else (None, None)
+    if crash.get("pid") and env.get("live_container"):
+        got = env["live_container"](crash)
+        if got is not None:
+            return got, f"the cgroup of pid {crash['pid']}, still there"
+    inst = env["instance"](crash) if env.get("instance") else None
+    if inst and inst.get("container"):
+        return inst["container"], f"the cgroup of the running instance pid {inst['pid']}"
+    return None, None
+
+
 def records(events, env, since=None):
     """Crash records from classified events, newest first, each with its core and, when the core
     did not survive whole, the likely reason. *env*: ``parsed`` (core_pattern.parse of today's
@@ -422,6 +448,7 @@ def records(events, env, since=None):
                "untrusted": None}
         if c["events"] and all(ev.get("untrusted") for ev in c["events"]):
             rec["untrusted"] = c["events"][0]["untrusted"]  # nothing but lines anyone could have written
+        rec["container"], rec["container_from"] = container_of(c, env)
         if core["status"] in ("missing", "empty", "truncated"):
             rec["likely_reason"] = likely_reason(c, core, cenv)
             inst = env["instance"](c) if rec["unit"] is None else None

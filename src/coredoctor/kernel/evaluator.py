@@ -159,6 +159,7 @@ def evaluate(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[s
     cause, cause_ev = info["cause"], info["evidence"]
     target = {
         "pid": proc["pid"], "comm": proc.get("comm"), "exe": proc.get("exe"), "unit": proc.get("unit"),
+        "container": proc.get("container"),  # snapshot/containers.py (null on the host)
         "signal": signal, "how": how,
         "dumps": dumps, "blocking_gate": blocking,
         "core_destination": _destination(snap, proc, dest_value, signo,

@@ -22,9 +22,26 @@ def _width() -> int:
     return max(60, min(shutil.get_terminal_size((100, 24)).columns, 120))
 
 
+def _in_container(t: Dict[str, Any]) -> str:
+    """", in podman container web (3f2a1b9c0d4e)" for a target or crash in a container, else ""."""
+    from coredoctor.snapshot.containers import label
+    lab = label(t.get("container"))
+    return f", in {lab}" if lab else ""
+
+
+def _verdict(t: Dict[str, Any]) -> str:
+    """The verdict sentence, naming the container in its subject (``comm (pid N, in ...)``)."""
+    v = t["verdict"]
+    where = _in_container(t)
+    if not where:
+        return v
+    head = f"(pid {t.get('pid')})"
+    return v.replace(head, f"(pid {t.get('pid')}{where})", 1) if head in v else f"{v} ({where[2:]})"
+
+
 def target_report(t: Dict[str, Any]) -> str:
     w = _width()
-    out = [textwrap.fill(t["verdict"], w, subsequent_indent="  ")]
+    out = [textwrap.fill(_verdict(t), w, subsequent_indent="  ")]
     out.append("")
     d = t["dumpable"]
     dv = "unknown" if d["value"] is None else str(d["value"])
@@ -105,6 +122,24 @@ def summary_table(targets: Sequence[Dict[str, Any]], skipped: Optional[Dict[str,
             reason = reasons.reason_text(t) if "reasons" in t else t["verdict"]
             out.append(_cut(f"  {t['pid']:>7} {t['comm']:<16} {reason}", w))
 
+    groups = _by_container(targets)
+    if groups and (len(groups) > 1 or groups[0][0]):
+        # grouped by container, host processes first: one block per container
+        for lab, ts in groups:
+            n_no = sum(1 for t in ts if t["dumps"] is False)
+            n_unk = sum(1 for t in ts if t["dumps"] is None)
+            out.extend(["", _cut(f"== {lab or 'host'}: {len(ts)} processes, {len(ts) - n_no - n_unk} would "
+                                 f"leave a core, {n_no} would not, {n_unk} undecided", w)])
+            for t in ts:
+                if t["dumps"] is True:
+                    what = "core -> " + t["core_destination"]["kind"] + " " + t["core_destination"]["path"]
+                else:
+                    what = ("NO CORE " if t["dumps"] is False else "UNDECIDED ") + (
+                        reasons.reason_text(t) if "reasons" in t else t["verdict"])
+                out.append(_cut(f"  {t['pid']:>7} {t['comm']:<16} {what}", w))
+        out.append("")
+        out.append("Details and fixes: coredoctor check --pid PID")
+        return "\n".join(out)
     for gate, ts in sorted(by_gate.items(), key=lambda kv: -len(kv[1])):
         rows(f"NO CORE -- blocked at '{gate}' ({len(ts)}):", ts)
     if unk:
@@ -119,6 +154,16 @@ def summary_table(targets: Sequence[Dict[str, Any]], skipped: Optional[Dict[str,
     out.append("")
     out.append("Details and fixes: coredoctor check --pid PID")
     return "\n".join(out)
+
+
+def _by_container(targets: Sequence[Dict[str, Any]]) -> List[Any]:
+    """[(label, targets)]: the host's processes first (label ""), then each container's in the
+    order of its first process."""
+    from coredoctor.snapshot.containers import label
+    groups: Dict[str, List[Dict[str, Any]]] = {"": []}
+    for t in targets:
+        groups.setdefault(label(t.get("container")), []).append(t)
+    return [(k, v) for k, v in groups.items() if v]
 
 
 def explain_flags(d: Dict[str, Any]) -> str:
@@ -257,6 +302,8 @@ def crashes_report(doc: Dict[str, Any]) -> str:
         srcs = ",".join(sorted({s.split(":", 1)[0] for s in r["sources"]}))
         out.append(f"  {when:19}  {r['pid'] if r['pid'] is not None else '?':>7}  {(r['comm'] or '?')[:15]:15}  "
                    f"{(r['signal'] or str(r['signo'] or '?'))[:7]:7}  {r['core']['status']:9}  {srcs}")
+        if r.get("container"):
+            out.append(_cut(f"  {'':19}  {'':>7}  {_in_container(r)[2:]}", 100))
     details = [r for r in recs if r["core"]["status"] != "unknown"]
     if details:
         out.append("")

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, Optional, TextIO, Tuple
 
 from coredoctor.errors import AccessDenied, KernelThread, NoSuchProcess, SnapshotError
 from coredoctor.kernel import core_pattern, gates
-from coredoctor.snapshot import fs, handlers, mounts, own, proc as procmod, sysctl
+from coredoctor.snapshot import containers, fs, handlers, mounts, own, proc as procmod, sysctl
 from coredoctor.snapshot.proc import batch, dumpability
 
 __all__ = ["take", "load", "dump", "SCHEMA", "disabled_features"]
@@ -62,6 +62,9 @@ def take(pids: Optional[Iterable[int]] = None, signal: str = "SIGSEGV", strict: 
                 procs[pp] = parent
                 pp = parent["ppid"]
     _ptrace_fallback(procs, kernel)
+    ccache: Dict[str, Any] = {}  # the runtime's state, read once per container
+    for p in procs.values():
+        containers.complete(p.get("container"), cache=ccache)
     snap = {"schema": SCHEMA, "taken_at": time.time(), "kernel": kernel, "sysctl": sysctls,
             "targets": targets, "skipped": skipped, "processes": [procs[p] for p in sorted(procs)]}
     snap["handler"] = handlers.read_handler(parsed)

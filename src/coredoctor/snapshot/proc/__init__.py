@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
     from typing import Any, Dict, List, Optional, Tuple
 
 from coredoctor.errors import AccessDenied, KernelThread, NoSuchProcess, ProcessGone, ZombieProcess, proc_error
+from coredoctor.snapshot import containers as _containers
 from coredoctor.snapshot.proc import base as _base, dumpability, pidfd
 from coredoctor.snapshot.proc.base import list_pids, parse_stat, parse_status, root, stat as _stat, tids
 
@@ -169,6 +170,20 @@ def _unit_of(text: str) -> Tuple[Optional[str], Optional[str]]:
             _UNITS.clear()
         r = _UNITS[text] = unit_from_cgroup(text)
     return r
+
+
+_CONTAINERS: Dict[str, Optional[Dict[str, Any]]] = {}
+
+
+def _container_of(text: str) -> Optional[Dict[str, Any]]:
+    """:func:`coredoctor.snapshot.containers.from_cgroup` (identity from the cgroup path alone;
+    ``snapshot.take`` fills names from the runtime's state), parsed once per cgroup text."""
+    if text not in _CONTAINERS:
+        if len(_CONTAINERS) > 4096:
+            _CONTAINERS.clear()
+        _CONTAINERS[text] = _containers.from_cgroup(text)
+    c = _CONTAINERS[text]
+    return dict(c, state=list(c["state"])) if c is not None else None
 
 
 def _exe_stat(pid: int, exe: str, base: Optional[str] = None) -> Optional[Dict[str, Any]]:
@@ -336,6 +351,7 @@ def _read_process(pid: int, base: str, pfd: Optional[int], use_pidfd: bool, want
         p["userns_is_host"] = _ns_is_host(base, "user", wants)
     cg = _optional(pid, "cgroup", comm, r, denied_ok=True)
     p["unit"], p["cgroup"] = _unit_of(cg) if cg is not None else (None, None)
+    p["container"] = _container_of(cg) if cg is not None else None
     p["uts_is_host"] = _ns_is_host(base, "uts", wants) if wants.uts else None
     if wants.thread_comm and p["threads"] > 1:
         p["thread_comms_same"] = _thread_comms_same(pid)

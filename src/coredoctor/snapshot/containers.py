@@ -1,0 +1,582 @@
+"""
+Containers
+----------
+Which container a process is in, from its ``/proc/PID/cgroup`` (:func:`from_cgroup`, pure:
+:data:`FORMATS`, one row per runtime and cgroup driver, each citing where the runtime names
+its cgroups) and the runtime's own state on disk, read-only and bounded (:func:`identify`,
+:func:`complete`): names, images and the Kubernetes pod from the runtime's files, never by
+running ``podman``/``docker``/``crictl``.
+
+The ``container`` object (coredoctor.check/1 targets, coredoctor.crashes/1 records, the
+snapshot's process entries; ``null`` when the process is not in a container)::
+
+    {"runtime":   "podman" | "docker" | "containerd" | "cri-o" | "lxc" | "systemd-nspawn",
+     "id":        the runtime's container id (64 hex for OCI runtimes) or the machine/LXC name,
+     "name":      the container's name (podman/docker name, the Kubernetes container name,
+                  the machine name) or null when the state did not say,
+     "image":     the image reference or null,
+     "pod":       the Kubernetes pod name or null, "namespace": the Kubernetes namespace or null,
+     -- additive facts --
+     "pod_uid":   the pod's UID from the kubepods cgroup path or null,
+     "qos":       "guaranteed" | "burstable" | "besteffort" | null,
+     "driver":    "cgroupfs" | "systemd" (how the cgroup path was made),
+     "cgroup":    the cgroup path it was read from,
+     "bundle":    the OCI bundle's config.json that was read, or null,
+     "state":     [the state files the name/image came from]}
+
+Reading the runtime's state (:func:`read_bounded`, :func:`read_json`, :func:`bundle_config`)
+is shared with the landing/limits code: every path is opened component by component under the
+host root (``COREDOCTOR_HOSTROOT``, default ``/``: a DaemonSet mounts the node's root read-only
+there), a symlink is followed only when it and the directory holding it are root-owned and not
+writable by group or others, the file must be a regular file and is read to a byte limit. Every
+value taken from the state is attacker-controlled (a container names itself): strings are
+type-checked and clipped (:data:`MAX_FIELD`); nothing from them is ever a path we follow
+except a bundle location validated as a runtime directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import stat as _st
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
+    from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+__all__ = ["FORMATS", "RUNTIMES", "KEYS", "from_cgroup", "from_path", "identify", "complete",
+           "read_bounded", "read_json", "bundle_paths", "bundle_config", "oci_rlimits",
+           "oci_annotations", "host_root", "matches", "label", "MAX_FIELD"]
+
+#: the keys of the ``container`` object every consumer may rely on (the JSON contract)
+KEYS = ("runtime", "id", "name", "image", "pod", "namespace")
+RUNTIMES = ("podman", "docker", "containerd", "cri-o", "lxc", "systemd-nspawn")
+
+#: the longest string taken from a runtime's state (a DNS-1123 name is 253, an image ref ~4 KiB
+#: is possible in theory; the operator is served by the first 256)
+MAX_FIELD = 256
+#: byte limits of the state files read (an OCI config.json is ~10-40 KB; containers.json
+#: holds every container of the host)
+LIMIT_CONFIG = 1 << 20
+LIMIT_LIST = 16 << 20
+MAX_HOPS = 8
+#: a name in a text label is cut to this many characters (a line stays within 100 columns)
+LABEL_NAME = 40
+
+_HEX64 = r"(?P<id>[0-9a-f]{64})"
+_UID = r"(?P<pod_uid>[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})"
+_QOS = r"(?:(?P<qos>burstable|besteffort)[/-])?"
+
+
+def _row(key: str, runtime: str, driver: str, rx: str, source: str) -> Tuple[str, str, str, Any, str]:
+    return (key, runtime, driver, re.compile(rx), source)
+
+
+#: How each runtime names a container's cgroup. The first row that matches the path (searched
+#: anywhere in it: a cgroup may be nested under a slice or a delegated subtree) wins; the
+#: Kubernetes rows come first (their leaf is a runtime's), conmon/monitor rows say "not in a
+#: container" (runtime None). Group ``id``: the container id; ``name``: a name instead of an id;
+#: ``pod_uid``/``qos``: the kubelet's pod cgroup.
+FORMATS = [
+    # kubelet, cgroupfs driver: /kubepods[/burstable|/besteffort]/pod<UID>/<container id>
+    # (pkg/kubelet/cm/qos_container_manager_linux.go, pod_container_manager_linux.go
+    # GetPodContainerName: "pod" + string(pod.UID); the leaf is the CRI runtime's container id)
+    _row("kubepods-cgroupfs", "cri", "cgroupfs",
+         r"/kubepods/" + _QOS + r"pod" + _UID + r"/(?:cri-containerd-|crio-|docker-)?" + _HEX64 + r"(?:\.scope)?(?:/|$)",
+         "kubernetes pkg/kubelet/cm/pod_container_manager_linux.go GetPodContainerName; "
+         "qos_container_manager_linux.go (burstable, besteffort under kubepods)"),
+    # kubelet, systemd driver: kubepods.slice/kubepods-burstable.slice/
+    #   kubepods-burstable-pod<UID with _ for ->.slice/cri-containerd-<id>.scope | crio-<id>.scope
+    # (pkg/kubelet/cm/cgroup_manager_linux.go ToSystemd/escapeSystemdCgroupName: "-" -> "_";
+    # containerd internal/cri: "cri-containerd" systemd prefix; cri-o internal/config/cgmgr
+    # systemd.go: "crio" prefix; cri-dockerd: "docker")
+    _row("kubepods-systemd", "cri", "systemd",
+         r"kubepods(?:-(?P<qos>burstable|besteffort))?-pod" + _UID.replace("[-_]", "_") +
+         r"\.slice/(?P<prefix>cri-containerd|crio|docker)-" + _HEX64 + r"\.scope(?:/|$)",
+         "kubernetes pkg/kubelet/cm/cgroup_manager_linux.go (systemd driver, '-' escaped as '_'); "
+         "containerd CRI 'cri-containerd-ID.scope', cri-o 'crio-ID.scope'"),
+    # CRI-O's conmon: crio-conmon-<id>.scope -- the monitor, not in the container
+    _row("crio-conmon", "", "systemd", r"crio-conmon-" + _HEX64 + r"\.scope(?:/|$)",
+         "cri-o internal/oci/runtime_oci.go (conmon cgroup 'crio-conmon-ID.scope')"),
+    # podman/libpod: cgroupfs "<parent>/libpod-<id>" (default parent /libpod_parent), systemd
+    # "libpod-<id>.scope"; its conmon is "libpod-conmon-<id>.scope" / "<parent>/conmon"
+    # (libpod/oci_conmon_common.go: "libpod-conmon-%s"; libpod/container_internal_linux.go /
+    # pkg/specgen/generate: cgroupfs path filepath.Join(parent, "libpod-"+id), systemd
+    # unit "libpod-" + id + ".scope")
+    _row("libpod-conmon", "", "systemd", r"libpod-conmon-" + _HEX64 + r"(?:\.scope)?(?:/|$)",
+         "podman libpod/oci_conmon_common.go (conmon's cgroup 'libpod-conmon-ID.scope')"),
+    _row("libpod-systemd", "podman", "systemd", r"libpod-" + _HEX64 + r"\.scope(?:/|$)",
+         "podman libpod/container_internal_linux.go (systemd cgroup manager: 'libpod-ID.scope')"),
+    _row("libpod-cgroupfs", "podman", "cgroupfs", r"/libpod-" + _HEX64 + r"(?:/|$)",
+         "podman libpod (cgroupfs manager: CgroupParent '/libpod_parent' + '/libpod-ID')"),
+    # Docker/moby: systemd "system.slice/docker-<id>.scope", cgroupfs "/docker/<id>"
+    # (moby daemon/oci_linux.go getCgroupParent/WithCgroups: "system.slice:docker:ID" with the
+    # systemd driver, else the parent "/docker" joined with the id)
+    _row("docker-systemd", "docker", "systemd", r"docker-" + _HEX64 + r"\.scope(?:/|$)",
+         "moby daemon/oci_linux.go (systemd driver: scope 'docker-ID.scope' in system.slice)"),
+    _row("docker-cgroupfs", "docker", "cgroupfs", r"/docker/" + _HEX64 + r"(?:/|$)",
+         "moby daemon/oci_linux.go (cgroupfs driver: default parent '/docker', leaf the id)"),
+    # containerd outside Kubernetes (ctr, nerdctl): "/<namespace>/<id>"
+    # (containerd oci/spec.go populateDefaultUnixSpec: CgroupsPath defaultCgroupsPath(ns, id) =
+    # "/" + ns + "/" + id); nerdctl with systemd: "nerdctl-<id>.scope"
+    _row("nerdctl-systemd", "containerd", "systemd", r"nerdctl-" + _HEX64 + r"\.scope(?:/|$)",
+         "nerdctl pkg/cmd/container/run_cgroup_linux.go (systemd: 'nerdctl-ID.scope')"),
+    _row("cri-containerd-systemd", "containerd", "systemd", r"cri-containerd-" + _HEX64 + r"\.scope(?:/|$)",
+         "containerd internal/cri (systemd cgroup 'cri-containerd-ID.scope')"),
+    _row("crio-systemd", "cri-o", "systemd", r"crio-" + _HEX64 + r"\.scope(?:/|$)",
+         "cri-o internal/config/cgmgr/systemd.go ('crio-ID.scope')"),
+    _row("containerd-cgroupfs", "containerd", "cgroupfs", r"^/(?P<ns>[a-z0-9][a-z0-9._-]{0,75})/" + _HEX64 + r"(?:/|$)",
+         "containerd oci/spec.go populateDefaultUnixSpec (CgroupsPath '/NAMESPACE/ID')"),
+    # LXC 4.0+/LXD: "lxc.payload.<name>" (the monitor: "lxc.monitor.<name>"); LXC < 4: "/lxc/<name>"
+    # (lxc src/lxc/cgroups/cgfsng.c, macro.h: "lxc.payload." / "lxc.monitor." prefixes)
+    _row("lxc-monitor", "", "cgroupfs", r"(?:^|/)lxc\.monitor\.(?P<name>[^/]+)(?:/|$)",
+         "lxc src/lxc/cgroups/cgfsng.c (monitor cgroup 'lxc.monitor.NAME')"),
+    _row("lxc-payload", "lxc", "cgroupfs", r"(?:^|/)lxc\.payload\.(?P<name>[^/]+)(?:/|$)",
+         "lxc src/lxc/cgroups/cgfsng.c (payload cgroup 'lxc.payload.NAME', LXC 4.0+ and LXD)"),
+    _row("lxc-legacy", "lxc", "cgroupfs", r"^/lxc/(?P<name>[^/]+)(?:/|$)",
+         "lxc < 4.0 (cgroup '/lxc/NAME')"),
+    # systemd-nspawn/machined: "machine.slice/machine-<escaped name>.scope" (registered by
+    # nspawn, src/nspawn/nspawn-register.c; the name escaped as a unit name, '-' -> '\x2d'), or
+    # "machine.slice/systemd-nspawn@<name>.service" (machinectl start; the payload in "/payload")
+    _row("nspawn-scope", "systemd-nspawn", "systemd",
+         r"(?:^|/)machine\.slice/machine-(?P<name>[^/]+)\.scope(?:/|$)",
+         "systemd src/nspawn/nspawn-register.c, src/machine (scope 'machine-NAME.scope')"),
+    _row("nspawn-service", "systemd-nspawn", "systemd",
+         r"(?:^|/)machine\.slice/systemd-nspawn@(?P<name>[^/]+)\.service(?:/|$)",
+         "systemd units/systemd-nspawn@.service.in (machinectl start)"),
+]
+
+#: containerd namespaces that are not containers' own (a cgroupfs path /NAMESPACE/ID only
+#: means containerd when the first component is a containerd namespace, not another tool's
+#: parent): these are other rows' parents
+_NOT_CONTAINERD = frozenset({"docker", "kubepods", "libpod_parent", "machine.slice", "system.slice",
+                             "user.slice", "init.scope", "lxc"})
+
+
+def _unescape_unit(s: str) -> str:
+    """systemd's unit-name escaping undone (``\\x2d`` -> ``-``; systemd-escape(1))."""
+    return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), s)
+
+
+def _paths(text: str) -> List[str]:
+    """The cgroup paths of a /proc/PID/cgroup text, most telling first: the unified (``0::``)
+    hierarchy, then ``name=systemd``, then each v1 controller's (a cgroupfs runtime on v1 makes
+    its cgroups in every controller)."""
+    unified: List[str] = []
+    named: List[str] = []
+    rest: List[str] = []
+    for line in text.split("\n")[:64]:
+        parts = line.split(":", 2)
+        if len(parts) != 3 or not parts[2].startswith("/"):
+            continue
+        path = parts[2][:4096]
+        if parts[0] == "0" and parts[1] == "":
+            unified.append(path)
+        elif parts[1] == "name=systemd":
+            named.append(path)
+        else:
+            rest.append(path)
+    out: List[str] = []
+    for p in unified + named + rest:
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def from_path(path: str) -> Optional[Dict[str, Any]]:
+    """The container named by one cgroup path (the first :data:`FORMATS` row that matches), or
+    None (a host process, or a runtime's monitor such as conmon)."""
+    if not isinstance(path, str) or len(path) > 4096:
+        return None
+    for key, runtime, driver, rx, _source in FORMATS:
+        m = rx.search(path)
+        if m is None:
+            continue
+        g = m.groupdict()
+        if not runtime:
+            return None
+        if key == "containerd-cgroupfs" and g.get("ns") in _NOT_CONTAINERD:
+            continue
+        out: Dict[str, Any] = {"runtime": runtime, "id": g.get("id"), "name": None, "image": None,
+                               "pod": None, "namespace": None, "pod_uid": None, "qos": None,
+                               "driver": driver, "cgroup": path, "bundle": None, "state": [],
+                               "format": key}
+        if g.get("name"):
+            name = _unescape_unit(g["name"]) if driver == "systemd" else g["name"]
+            out["id"] = out["name"] = name[:MAX_FIELD]
+        if runtime == "cri":
+            out["runtime"] = {"cri-containerd": "containerd", "crio": "cri-o", "docker": "docker"}.get(
+                g.get("prefix") or "", "cri")
+            out["pod_uid"] = g["pod_uid"].replace("_", "-")
+            out["qos"] = g.get("qos") or "guaranteed"
+        if key == "containerd-cgroupfs":
+            out["namespace_containerd"] = g.get("ns")
+        return out
+    return None
+
+
+def from_cgroup(text: str) -> Optional[Dict[str, Any]]:
+    """The container a process is in, from its /proc/PID/cgroup text alone (pure): the first
+    of its paths (:func:`_paths` order) that a :data:`FORMATS` row names. Runtime ``cri`` is
+    left when a kubepods cgroupfs leaf does not tell which CRI runtime made it (the state does:
+    :func:`complete`)."""
+    for path in _paths(text[:65536]):
+        c = from_path(path)
+        if c is not None:
+            return c
+    return None
+
+
+# --- the runtime's state on disk: bounded, read-only, no untrusted symlinks -----------------
+
+def host_root() -> str:
+    """The directory the node's own root is seen at (``COREDOCTOR_HOSTROOT``, default ``/``)."""
+    return os.environ.get("COREDOCTOR_HOSTROOT") or "/"
+
+
+def _trusted_dir(st: os.stat_result) -> bool:
+    return st.st_uid == 0 and not st.st_mode & 0o022
+
+
+def _open_under(path: str, root: str, hops: int = 0) -> int:
+    """An fd of *path* (absolute, meaning under *root*) opened component by component; a
+    symlink is followed only when it and its directory are root-owned and the directory is
+    not group/world-writable (an absolute target is again under *root*)."""
+    if hops > MAX_HOPS:
+        raise OSError(errno.ELOOP, "too many symlinks", path)
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise OSError(errno.EACCES, "'..' in a state path", path)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for i, comp in enumerate(parts):
+            last = i == len(parts) - 1
+            dst = os.fstat(fd)
+            try:
+                lst = os.lstat(comp, dir_fd=fd)
+            except OSError:
+                raise
+            if _st.S_ISLNK(lst.st_mode):
+                if not (lst.st_uid == 0 and _trusted_dir(dst)):
+                    raise OSError(errno.ELOOP, "untrusted symlink", "/" + "/".join(parts[:i + 1]))
+                target = os.readlink(comp, dir_fd=fd)
+                rest = "/".join(parts[i + 1:])
+                if target.startswith("/"):
+                    new = target + ("/" + rest if rest else "")
+                else:
+                    new = "/" + "/".join(parts[:i] + [target]) + ("/" + rest if rest else "")
+                os.close(fd)
+                fd = -1
+                return _open_under(os.path.normpath(new), root, hops + 1)
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            if not last:
+                flags |= os.O_DIRECTORY
+            nfd = os.open(comp, flags, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        out, fd = fd, -1
+        return out
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def read_bounded(path: str, limit: int = LIMIT_CONFIG, root: Optional[str] = None) -> Optional[bytes]:
+    """The bytes of the regular file *path* (absolute, under the host root), or None when it is
+    missing, not a regular file, behind an untrusted symlink, unreadable or over *limit*."""
+    try:
+        fd = _open_under(path, root or host_root())
+    except (OSError, ValueError):
+        return None
+    try:
+        st = os.fstat(fd)
+        if not _st.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        chunks: List[bytes] = []
+        got = 0
+        while got <= limit:
+            b = os.read(fd, min(1 << 20, limit + 1 - got))
+            if not b:
+                break
+            chunks.append(b)
+            got += len(b)
+        if got > limit:
+            return None
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_json(path: str, limit: int = LIMIT_CONFIG, root: Optional[str] = None) -> Any:
+    """The JSON value of the file *path* (:func:`read_bounded`), or None when it is not JSON."""
+    data = read_bounded(path, limit, root)
+    if data is None:
+        return None
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        return None
+
+
+def _s(v: Any) -> Optional[str]:
+    """A state string, type-checked and clipped (None for anything else or empty)."""
+    if isinstance(v, str) and v:
+        return v[:MAX_FIELD]
+    return None
+
+
+#: where each runtime keeps a container's OCI bundle config.json (the runtime spec handed to
+#: runc/crun), relative to the host root; {id} is a 64-hex id, {ns} a containerd namespace
+BUNDLES = {
+    # podman/CRI-O (containers/storage): the container's "userdata" directory (libpod
+    # container_internal.go: c.bundlePath() = the storage container's RunDir (root: under
+    # /run/containers/storage) -- the spec is also saved in the static dir's userdata
+    "podman": ("/run/containers/storage/overlay-containers/{id}/userdata/config.json",
+               "/var/lib/containers/storage/overlay-containers/{id}/userdata/config.json"),
+    "cri-o": ("/run/containers/storage/overlay-containers/{id}/userdata/config.json",
+              "/var/lib/containers/storage/overlay-containers/{id}/userdata/config.json"),
+    # containerd's runtime v2 shim bundle: /run/containerd/io.containerd.runtime.v2.task/NS/ID
+    # (containerd core/runtime/v2/bundle.go NewBundle); namespace k8s.io for CRI, moby for
+    # Docker (dockerd's own containerd: /run/docker/containerd/daemon/...)
+    "containerd": ("/run/containerd/io.containerd.runtime.v2.task/{ns}/{id}/config.json",),
+    "docker": ("/run/docker/containerd/daemon/io.containerd.runtime.v2.task/moby/{id}/config.json",
+               "/run/containerd/io.containerd.runtime.v2.task/moby/{id}/config.json"),
+}
+
+
+def bundle_paths(c: Dict[str, Any]) -> List[str]:
+    """The candidate config.json paths of container *c* (from :func:`from_cgroup`), in order."""
+    rt, cid = c.get("runtime"), c.get("id")
+    if not isinstance(cid, str) or not re.fullmatch(r"[0-9a-f]{64}", cid):
+        return []
+    if rt == "containerd" or (rt == "cri" and c.get("pod_uid")):
+        nss = [c["namespace_containerd"]] if c.get("namespace_containerd") else ["k8s.io", "default", "moby"]
+        out = [BUNDLES["containerd"][0].format(ns=ns, id=cid) for ns in nss]
+        if rt == "cri":
+            out += [p.format(id=cid) for p in BUNDLES["cri-o"]]
+        return out
+    return [p.format(id=cid) for p in BUNDLES.get(str(rt), ())]
+
+
+def bundle_config(c: Dict[str, Any], root: Optional[str] = None) -> Optional[Tuple[str, Dict[str, Any]]]:
+    """(path, parsed OCI runtime config) of container *c*'s bundle, the first candidate of
+    :func:`bundle_paths` that is a JSON object, or None."""
+    for path in bundle_paths(c):
+        cfg = read_json(path, LIMIT_CONFIG, root)
+        if isinstance(cfg, dict):
+            return path, cfg
+    return None
+
+
+def oci_annotations(cfg: Any) -> Dict[str, str]:
+    """The ``annotations`` of an OCI config (string values only, clipped)."""
+    ann = cfg.get("annotations") if isinstance(cfg, dict) else None
+    if not isinstance(ann, dict):
+        return {}
+    out: Dict[str, str] = {}
+    for k, v in list(ann.items())[:1024]:
+        if isinstance(k, str) and isinstance(v, str):
+            out[k[:MAX_FIELD]] = v[:4096]
+    return out
+
+
+def oci_rlimits(cfg: Any) -> Dict[str, Tuple[Optional[int], Optional[int]]]:
+    """``process.rlimits`` of an OCI config: {"RLIMIT_CORE": (soft, hard), ...}; None for
+    unlimited (the spec's 2**64-1, or -1 as some tools write)."""
+    proc = cfg.get("process") if isinstance(cfg, dict) else None
+    rl = proc.get("rlimits") if isinstance(proc, dict) else None
+    out: Dict[str, Tuple[Optional[int], Optional[int]]] = {}
+    if not isinstance(rl, list):
+        return out
+
+    def val(v: Any) -> Optional[int]:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v >= (1 << 64) - 1:
+            return None
+        return v
+
+    for r in rl[:64]:
+        if isinstance(r, dict) and isinstance(r.get("type"), str) and r["type"].startswith("RLIMIT_"):
+            out[r["type"][:32]] = (val(r.get("soft")), val(r.get("hard")))
+    return out
+
+
+#: annotation keys that name a Kubernetes container, per CRI runtime
+#: (containerd pkg/cri/annotations/annotations.go: io.kubernetes.cri.*;
+#:  cri-o pkg/annotations (k8s.io/cri-api): io.kubernetes.pod.name, io.kubernetes.container.name)
+_K8S_KEYS = {
+    "name": ("io.kubernetes.cri.container-name", "io.kubernetes.container.name"),
+    "pod": ("io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"),
+    "namespace": ("io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"),
+    "image": ("io.kubernetes.cri.image-name", "io.kubernetes.cri-o.ImageName"),
+    "pod_uid": ("io.kubernetes.cri.sandbox-uid", "io.kubernetes.pod.uid"),
+}
+
+
+def _from_annotations(c: Dict[str, Any], ann: Dict[str, str]) -> None:
+    for field, keys in _K8S_KEYS.items():
+        for k in keys:
+            if ann.get(k) and not c.get(field):
+                c[field] = ann[k][:MAX_FIELD]
+    if c.get("runtime") == "cri":
+        if any(k.startswith("io.kubernetes.cri-o.") for k in ann):
+            c["runtime"] = "cri-o"
+        elif any(k.startswith("io.kubernetes.cri.") for k in ann):
+            c["runtime"] = "containerd"
+    if ann.get("io.kubernetes.cri.container-type") == "sandbox" and not c.get("name"):
+        c["name"] = "POD"
+    if c.get("runtime") == "cri-o" and not c.get("name"):
+        c["name"] = _s(ann.get("io.kubernetes.cri-o.Name"))
+
+
+def _storage_containers(root: Optional[str], cache: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """containers/storage's containers.json (podman, CRI-O): {id: entry}, read once."""
+    key = "storage:" + (root or host_root())
+    if key not in cache:
+        out: Dict[str, Dict[str, Any]] = {}
+        data = read_json("/var/lib/containers/storage/overlay-containers/containers.json", LIMIT_LIST, root)
+        if isinstance(data, list):
+            for e in data[:100000]:
+                if isinstance(e, dict) and isinstance(e.get("id"), str):
+                    out[e["id"]] = e
+        cache[key] = out
+    return cache[key]
+
+
+def _podman(c: Dict[str, Any], root: Optional[str], cache: Dict[str, Any]) -> None:
+    path = "/var/lib/containers/storage/overlay-containers/containers.json"
+    e = _storage_containers(root, cache).get(c["id"])
+    if e is None:
+        return
+    names = e.get("names")
+    if isinstance(names, list) and names and not c.get("name"):
+        c["name"] = _s(names[0])
+    meta = e.get("metadata")
+    if isinstance(meta, str) and len(meta) < 65536:
+        try:
+            m = json.loads(meta)
+        except (ValueError, RecursionError):
+            m = None
+        if isinstance(m, dict):
+            c["name"] = c.get("name") or _s(m.get("name"))
+            c["image"] = c.get("image") or _s(m.get("image-name"))
+            # CRI-O keeps the pod's facts in the same storage metadata
+            c["pod"] = c.get("pod") or _s(m.get("pod-name"))
+    if not c.get("image") and _s(e.get("image")):
+        c["image"] = _s(e.get("image"))
+    c["state"].append(path)
+
+
+def _docker(c: Dict[str, Any], root: Optional[str]) -> None:
+    """moby's container config (daemon/container.go: /var/lib/docker/containers/ID/config.v2.json):
+    ``Name`` ("/name"), ``Config.Image``."""
+    path = f"/var/lib/docker/containers/{c['id']}/config.v2.json"
+    cfg = read_json(path, LIMIT_CONFIG, root)
+    if not isinstance(cfg, dict):
+        return
+    name = _s(cfg.get("Name"))
+    if name and not c.get("name"):
+        c["name"] = name.lstrip("/") or None
+    conf = cfg.get("Config")
+    if isinstance(conf, dict) and not c.get("image"):
+        c["image"] = _s(conf.get("Image"))
+    if not c.get("image"):
+        c["image"] = _s(cfg.get("Image"))
+    c["state"].append(path)
+
+
+def _nspawn(c: Dict[str, Any], root: Optional[str]) -> None:
+    """machined's record (src/machine/machine.c machine_save(): /run/systemd/machines/NAME,
+    KEY=VALUE lines: NAME=, ROOT=, CLASS=, LEADER=, SERVICE=, SCOPE=)."""
+    name = c.get("name")
+    if not isinstance(name, str) or "/" in name or name in (".", ".."):
+        return
+    path = f"/run/systemd/machines/{name}"
+    data = read_bounded(path, 65536, root)
+    if data is None:
+        return
+    kv = {}
+    for line in data.decode("utf-8", "replace").split("\n")[:256]:
+        k, sep, v = line.partition("=")
+        if sep:
+            kv[k] = v
+    c["image"] = c.get("image") or _s(kv.get("ROOT")) or _s(kv.get("IMAGE"))
+    c["state"].append(path)
+
+
+def complete(c: Optional[Dict[str, Any]], root: Optional[str] = None,
+             cache: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
+    """Fill *c* (from :func:`from_cgroup`) with the name, image and pod the runtime's state
+    says (in place; returned). *cache* is shared across the processes of one snapshot."""
+    if c is None:
+        return None
+    cache = {} if cache is None else cache
+    key = f"{c.get('runtime')}:{c.get('id')}:{c.get('pod_uid')}"
+    if key in cache:
+        done = cache[key]
+        for k, v in done.items():
+            if k not in ("cgroup",):
+                c[k] = v if not isinstance(v, list) else list(v)
+        return c
+    rt = c.get("runtime")
+    try:
+        if rt in ("podman", "cri-o", "containerd", "docker", "cri"):
+            b = bundle_config(c, root)
+            if b is not None:
+                c["bundle"] = b[0]
+                _from_annotations(c, oci_annotations(b[1]))
+                if rt == "podman" and not c.get("name"):
+                    # podman's spec annotation (libpod/define/annotations.go)
+                    c["name"] = _s(oci_annotations(b[1]).get("io.podman.annotations.name"))
+            if c.get("runtime") in ("podman", "cri-o") and c.get("id"):
+                _podman(c, root, cache)
+            if c.get("runtime") == "docker" and c.get("id"):
+                _docker(c, root)
+        elif rt == "systemd-nspawn":
+            _nspawn(c, root)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        pass  # hostile or half-written state: the identity from the cgroup stands
+    cache[key] = {k: v for k, v in c.items()}
+    return c
+
+
+def identify(cgroup_text: str, root: Optional[str] = None,
+             cache: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
+    """The container of a process with this /proc/PID/cgroup text, its name and image filled
+    from the runtime's state; None on the host."""
+    return complete(from_cgroup(cgroup_text), root, cache)
+
+
+def matches(c: Any, word: str) -> bool:
+    """Does selector *word* name container *c*: its name, its full id, or an id prefix of at
+    least 12 hex digits (the short id ``podman ps``/``docker ps`` print)."""
+    if not isinstance(c, dict) or not word:
+        return False
+    if word in (c.get("name"), c.get("id")):
+        return True
+    cid = c.get("id")
+    return (isinstance(cid, str) and len(word) >= 12 and re.fullmatch(r"[0-9a-f]+", word) is not None
+            and cid.startswith(word))
+
+
+def label(c: Any) -> str:
+    """A short phrase naming container *c* for a text report: ``podman container web
+    (3f2a1b9c0d4e)``, ``pod default/api container app (containerd)``; "" on the host."""
+    if not isinstance(c, dict) or not c.get("runtime"):
+        return ""
+    v = c.get("id")
+    cid: str = v if isinstance(v, str) else ""
+    short = cid[:12] if re.fullmatch(r"[0-9a-f]{64}", cid) else ""
+    n = c.get("name")
+    name: Optional[str] = n[:LABEL_NAME] if isinstance(n, str) else None
+    if c.get("pod"):
+        ns = f"{str(c['namespace'])[:LABEL_NAME]}/" if c.get("namespace") else ""
+        return f"pod {ns}{str(c['pod'])[:LABEL_NAME]} container {name or short or '?'} ({str(c['runtime'])[:16]})"
+    rt = str(c["runtime"])[:16]
+    what = {"systemd-nspawn": "machine", "lxc": "LXC container"}.get(rt, f"{rt} container")
+    if name and short:
+        return f"{what} {name} ({short})"
+    return f"{what} {name or short or cid[:LABEL_NAME]}"
