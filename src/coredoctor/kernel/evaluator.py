@@ -92,8 +92,8 @@ def _destination(snap: Dict[str, Any], proc: Dict[str, Any], dumpable_value: Opt
         path = (cwd.rstrip("/") + "/" + path) if cwd else path
     out = {"kind": "file", "path": path, "handler": None}
     # both views: as the process sees it, and on the host (additive; kernel/landing.py)
-    cont = proc.get("container") if isinstance(proc.get("container"), dict) else {}
-    out.update(landing.landing(path, proc, snap.get("mounts"), cont.get("autoremove"),
+    spec = proc.get("container_spec") if isinstance(proc.get("container_spec"), dict) else {}
+    out.update(landing.landing(path, proc, snap.get("mounts"), spec.get("autoremove"),
                                from_init_root=dumpable_value == dmod.SUID_DUMP_ROOT and exp["absolute"]))
     out["owner"] = landing.owner(proc, dumpable_value)
     return out

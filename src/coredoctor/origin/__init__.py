@@ -107,3 +107,7 @@ def attach(snap: Dict[str, Any], proc: Dict[str, Any], target: Dict[str, Any]) -
         if f["summary"] not in seen:
             seen.add(f["summary"])
             target.setdefault("fixes", []).append(f)
+
+
+from coredoctor.origin import containers as _containers  # noqa: E402 (a finder registers itself here)
+FINDERS.append(_containers.find)

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, Optional, TextIO, Tuple
 
 from coredoctor.errors import AccessDenied, KernelThread, NoSuchProcess, SnapshotError
 from coredoctor.kernel import core_pattern, gates
-from coredoctor.snapshot import containers, fs, handlers, mounts, own, proc as procmod, sysctl
+from coredoctor.snapshot import containers, ctspec, fs, handlers, mounts, own, proc as procmod, sysctl
 from coredoctor.snapshot.proc import batch, dumpability
 
 __all__ = ["take", "load", "dump", "SCHEMA", "disabled_features"]
@@ -70,6 +70,7 @@ def take(pids: Optional[Iterable[int]] = None, signal: str = "SIGSEGV", strict: 
     snap["handler"] = handlers.read_handler(parsed)
     snap["own_files"], snap["own_dirs"] = own.read(procs[p].get("unit") for p in targets)
     snap["mounts"] = mounts.read(procs[p] for p in targets)  # where a core lands on the host
+    snap["runtime_defaults"] = ctspec.read(procs[p] for p in targets)  # what the runtime set
     snap["paths"] = {}
     signo = kernel["signals"].get(signal, 11)
     if parsed["kind"] == "file":
