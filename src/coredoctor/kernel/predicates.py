@@ -13,7 +13,8 @@ import stat
 from typing import Any, Dict, List, Optional
 
 from coredoctor import programs
-from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, namei, observed as O, remedies as R
+from coredoctor.kernel import (container_handlers, core_pattern, dumpable as dmod, handlers, namei, observed as O,
+                               remedies as R)
 from coredoctor.kernel.reasons import reason, who
 from coredoctor.kernel.signal import FAULT_SIGNALS, SIG_KERNEL_COREDUMP, decide
 from coredoctor.kernel.world import dump_cred, estimate_core_size, limit_text, who_values
@@ -553,6 +554,7 @@ def handler_policy(w: World) -> Result:
     soft = ((w["proc"].get("limits") or {}).get("core") or [None])[0]
     status, ev, fix = handlers.policy(name, h, tokens, soft, w["kernel"].get("page_size", 4096),
                                       estimate_core_size(w["proc"]), exe=w["proc"].get("exe"))
+    status, ev = container_handlers.note(w, str(name), status, ev)  # a process in a container
     fixes = None
     if fix:
         acts = list(fix.get("actions") or [])

@@ -70,7 +70,10 @@ def take(pids: Optional[Iterable[int]] = None, signal: str = "SIGSEGV", strict: 
     snap["handler"] = handlers.read_handler(parsed)
     snap["own_files"], snap["own_dirs"] = own.read(procs[p].get("unit") for p in targets)
     snap["mounts"] = mounts.read(procs[p] for p in targets)  # where a core lands on the host
-    snap["runtime_defaults"] = ctspec.read(procs[p] for p in targets)  # what the runtime set
+    snap["runtime_defaults"] = ctspec.read((procs[p] for p in targets), apport=parsed["kind"] == "pipe" and
+                                           str(parsed.get("helper")).endswith("/apport"))  # what the runtime set
+    if parsed["kind"] == "pipe" and any(procs[p].get("container") for p in targets):
+        snap["container_handler"] = ctspec.handler_facts(parsed.get("helper"))
     snap["paths"] = {}
     signo = kernel["signals"].get(signal, 11)
     if parsed["kind"] == "file":

@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from coredoctor.snapshot import containers as C
 
-__all__ = ["DEFAULTS", "spec_of", "read_defaults", "read", "parse_ulimit"]
+__all__ = ["DEFAULTS", "FORWARD_MARKERS", "spec_of", "read_defaults", "read", "parse_ulimit", "handler_facts"]
 
 #: runtime -> (the files, in the order the runtime reads them, and the setting; source)
 DEFAULTS: Dict[str, Tuple[Tuple[str, ...], str, str]] = {
@@ -158,9 +158,46 @@ def read_defaults(runtimes: Iterable[str], root: Optional[str] = None) -> List[D
     return out
 
 
-def read(procs: Iterable[Dict[str, Any]], root: Optional[str] = None) -> List[Dict[str, Any]]:
-    """Set ``container_spec`` on each of *procs* that is in a container; return the runtime
-    defaults of the runtimes seen (empty when no target is in a container)."""
+def _apport_socket(pid: int) -> Optional[bool]:
+    """Does the process's root have /run/apport.socket (where apport forwards a container's crash,
+    data/apport forward_crash_to_container())? ``run`` must be a real directory (no symlink is
+    followed inside the container's tree)."""
+    import stat
+    base = f"/proc/{pid}/root/run"
+    try:
+        if not stat.S_ISDIR(os.lstat(base).st_mode):
+            return False
+        return stat.S_ISSOCK(os.lstat(base + "/apport.socket").st_mode)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+
+
+#: a string only systemd-coredump builds with forwarding into containers contain (the cgroup
+#: xattr it checks: src/coredump/coredump.c cg_has_coredump_receive(), systemd 255+)
+FORWARD_MARKERS = (b"coredump_receive",)
+
+
+def handler_facts(helper: Optional[str], limit: int = 16 << 20) -> Dict[str, Any]:
+    """``container_handler`` facts of a pipe helper: whether a systemd-coredump binary can forward
+    a container's core into the container (a feature marker in the binary, not a version)."""
+    out: Dict[str, Any] = {}
+    if not helper or not helper.endswith("systemd-coredump"):
+        return out
+    try:
+        with open(helper, "rb") as f:
+            data = f.read(limit)
+        out["systemd_coredump_forwards"] = any(m in data for m in FORWARD_MARKERS)
+    except OSError:
+        out["systemd_coredump_forwards"] = None
+    return out
+
+
+def read(procs: Iterable[Dict[str, Any]], root: Optional[str] = None, apport: bool = False) -> List[Dict[str, Any]]:
+    """Set ``container_spec`` on each of *procs* that is in a container (with *apport*, the pipe
+    helper is apport: whether the container has its socket); return the runtime defaults of the
+    runtimes seen (empty when no target is in a container)."""
     seen = set()
     cache: Dict[str, Optional[Dict[str, Any]]] = {}  # one read per container
     for p in procs:
@@ -176,6 +213,10 @@ def read(procs: Iterable[Dict[str, Any]], root: Optional[str] = None) -> List[Di
                 cache[key] = None
         if cache[key] is not None:
             p["container_spec"] = dict(cache[key] or {})
+        sock = _apport_socket(p["pid"]) if apport else None  # only apport forwards there
+        if sock is not None:
+            p.setdefault("container_spec", {"bundle": None, "rlimit_core": None, "autoremove": None,
+                                            "autoremove_from": None})["apport_socket"] = sock
     try:
         return read_defaults(seen, root) if seen else []
     except (OSError, ValueError, TypeError, AttributeError):
