@@ -106,3 +106,18 @@ def test_owner_in_a_user_namespace():
     assert L.owner(p, 1) == {"uid": 200000, "gid": 200000, "uid_in_container": 0, "gid_in_container": 0}
     assert L.owner(p, 2)["uid"] == 0 and L.owner(p, 2)["uid_in_container"] is None  # host root: unmapped
     assert L.map_id(p["uid_map"], 5) == 200005 and L.map_id(p["uid_map"], 70000) is None
+
+
+def test_mapped_root_may_write_only_inodes_mapped_in_its_namespace():
+    from coredoctor.kernel import namei, world
+    proc = dict(PROC, userns_is_host=False, creds={"uid": [200000] * 4, "gid": [200000] * 4, "cap_eff": "1ffffffffff"},
+                uid_map=[[0, 200000, 65536]], gid_map=[[0, 200000, 65536]])
+    cred = world.dump_cred({"proc": proc, "dumpable": 1})
+    app = {"mode": 0o40755, "uid": 200033, "gid": 200033}    # uid 33 of the container
+    host = {"mode": 0o40755, "uid": 0, "gid": 0}              # the host's root: unmapped
+    assert namei.may_access(app, cred, namei.MAY_WRITE | namei.MAY_EXEC)    # CAP_DAC_OVERRIDE counts
+    assert not namei.may_access(host, cred, namei.MAY_WRITE | namei.MAY_EXEC)
+    assert "uid 0 in the container's user namespace" in L.userns_note(proc, 200000)
+    no_maps = {k: v for k, v in proc.items() if k not in ("uid_map", "gid_map")}
+    assert not namei.may_access(app, world.dump_cred({"proc": no_maps, "dumpable": 1}), namei.MAY_WRITE)
+    assert L.userns_note(PROC, 0) == ""

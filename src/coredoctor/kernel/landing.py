@@ -33,7 +33,7 @@ The result, merged into ``core_destination`` (coredoctor.check/1, additive)::
 import posixpath
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["RULES", "landing", "normalize", "holding_mount", "map_id", "unmap_id", "owner"]
+__all__ = ["RULES", "landing", "normalize", "holding_mount", "map_id", "unmap_id", "owner", "userns_note"]
 
 Mount = Mapping[str, Any]
 
@@ -241,3 +241,15 @@ def owner(proc: Mapping[str, Any], dumpable_value: Optional[int]) -> Dict[str, A
         out["uid_in_container"] = unmap_id(proc.get("uid_map"), uid) if uid is not None else None
         out["gid_in_container"] = unmap_id(proc.get("gid_map"), gid) if gid is not None else None
     return out
+
+
+def userns_note(proc: Mapping[str, Any], fsuid: int) -> str:
+    """For a refusal in another user namespace: who the dumping fsuid is there, and the rule
+    that decides its capabilities (empty for a process in the initial user namespace)."""
+    if proc.get("userns_is_host") is not False:
+        return ""
+    inside = unmap_id(proc.get("uid_map"), fsuid) if "uid_map" in proc else None
+    who = (f"host uid {fsuid} is uid {inside} in the container's user namespace" if inside is not None
+           else f"host uid {fsuid} in another user namespace")
+    return (f" ({who}: its capabilities count only for inodes whose owner and group are mapped in that "
+            "namespace, capable_wrt_inode_uidgid() kernel/capability.c)")
