@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("target", nargs="*", help="process name, pid or unit (NAME.service)")
         sp.add_argument("-p", "--pid", type=int, action="append", default=[], help="a pid (repeatable)")
         sp.add_argument("--all", action="store_true", help="every process")
-        sp.add_argument("--container", action="append", default=[], metavar="NAME|ID",
+        sp.add_argument("--container", action="append", default=[], metavar="CONTAINER",
                         help="every process of this container: its name, id, or an id prefix of 12+ hex "
                         "digits (podman, docker, containerd, CRI-O, LXC, nspawn; repeatable)")
         sp.add_argument("-s", "--signal", default="SIGSEGV", help="the fatal signal to predict (default SIGSEGV)")
@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     cr.add_argument("--source", action="append", choices=("kmsg", "journal", "syslog", "audit", "apport",
                                                           "systemd-coredump"),
                     help="read only this source (repeatable; default: every source present)")
-    cr.add_argument("--container", action="append", default=[], metavar="NAME|ID",
+    cr.add_argument("--container", action="append", default=[], metavar="CONTAINER",
                     help="only crashes in this container (name, id or 12+ hex id prefix; repeatable)")
     cr.add_argument("--log", action="append", metavar="FILE",
                     help="also read this syslog file (kern.log, messages, .gz rotations; repeatable)")
@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--name", action="append", default=[], help="processes of this name, also ones not "
                     "started yet (repeatable)")
     tr.add_argument("--unit", action="append", default=[], help="the processes of a systemd unit (repeatable)")
-    tr.add_argument("--container", action="append", default=[], metavar="NAME|ID",
+    tr.add_argument("--container", action="append", default=[], metavar="CONTAINER",
                     help="the processes running in this container now (name, id or 12+ hex id prefix; repeatable)")
     tr.add_argument("--json", action="store_true", help="one JSON object per line")
     tr.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")

@@ -221,6 +221,11 @@ def test_offline_selector_and_the_snapshot_field_validates():
     assert targets.resolve_offline(snap, [], containers=[DK[:12]]) == [p0["pid"]]
     with pytest.raises(UsageError):
         targets.resolve_offline(snap, [], containers=["web"])
+    from coredoctor.kernel import gates
+    (t,) = gates.evaluate_targets(snap, [p0["pid"]], "SIGSEGV", None)
+    assert t["container"]["name"] == "cache"          # the target carries its process's container
+    host = [p["pid"] for p in snap["processes"][1:]]
+    assert all(t["container"] is None for t in gates.evaluate_targets(snap, host, "SIGSEGV", None))
     p0["container"]["id"] = 5
     with pytest.raises(Bad, match="container.id"):
         validate(snap)
@@ -259,12 +264,13 @@ def test_a_crash_in_a_container_is_one_record_with_its_container():
     from coredoctor.history import journal, kmsg, report
     seg = kmsg.parse_line("app[7001]: segfault at 0 ip 0000000000401000 sp 00007ffc00000000 error 4 in app[401000,1000]",
                           1795484150.0)
-    cd = journal.parse_entry({"MESSAGE_ID": journal.COREDUMP_MESSAGE_ID, "MESSAGE": "Process 7001 (app) dumped core.",
+    cd_entry = {"MESSAGE_ID": journal.COREDUMP_MESSAGE_ID, "MESSAGE": "Process 7001 (app) dumped core.",
                               "COREDUMP_PID": "7001", "COREDUMP_COMM": "app", "COREDUMP_SIGNAL": "11",
                               "COREDUMP_TIMESTAMP": "1795484150100000",
                               "COREDUMP_CGROUP": f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod"
                                                  f"{UID.replace('-', '_')}.slice/crio-{CRIO}.scope",
-                              "__REALTIME_TIMESTAMP": "1795484150200000"})
+                              "__REALTIME_TIMESTAMP": "1795484150200000"}
+    cd = journal.parse_entry(cd_entry)
     assert cd["cgroup"].endswith(f"crio-{CRIO}.scope")
     complete = lambda c: C.complete(c, root=ROOT)   # noqa: E731 (the live host's reads the real root)
     recs = report.records([seg, cd], _crash_env(complete_container=complete))
@@ -274,6 +280,11 @@ def test_a_crash_in_a_container_is_one_record_with_its_container():
                                                       "image": "quay.io/acme/api:2.3", "pod": "api-5c9f7-qq4rt",
                                                       "namespace": "billing"}
     assert r["container_from"].startswith("journal: the cgroup /kubepods.slice/")
+    # the same entry sent by another user (anyone can log COREDUMP_CGROUP=): it names nothing
+    forged = journal.parse_entry(dict(cd_entry, _UID="1000"), trusted_uids={0})
+    assert forged["untrusted"]
+    r3 = report.records([forged], _crash_env(complete_container=complete))[0]
+    assert (r3["container"], r3["container_from"]) == (None, None)
     # a kernel line alone, on the host: no container, and nothing claimed
     alone = report.records([seg], _crash_env())[0]
     assert (alone["container"], alone["container_from"]) == (None, None)
@@ -281,6 +292,12 @@ def test_a_crash_in_a_container_is_one_record_with_its_container():
     inst = {"pid": 7100, "container": {"runtime": "podman", "id": PM, "name": "web"}}
     r2 = report.records([seg], _crash_env(instance=lambda c: inst))[0]
     assert r2["container"]["name"] == "web" and r2["container_from"] == "the cgroup of the running instance pid 7100"
+    # ... but not when that container started after the crash (another container of the program)
+    late = dict(inst, container_since=seg["time"] + 60)
+    r4 = report.records([seg], _crash_env(instance=lambda c: late))[0]
+    assert (r4["container"], r4["container_from"]) == (None, None)
+    early = dict(inst, container_since=seg["time"] - 60)
+    assert report.records([seg], _crash_env(instance=lambda c: early))[0]["container"]["name"] == "web"
 
 
 def test_crashes_text_names_the_container_under_its_row():

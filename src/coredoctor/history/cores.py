@@ -132,6 +132,18 @@ def _start_time(pid: int) -> Optional[float]:
     return _BOOT + start / os.sysconf("SC_CLK_TCK")
 
 
+def _container_since(p: Mapping[str, Any], procs: Mapping[int, Any]) -> Optional[float]:
+    """When the container of *p* was there at the latest: the start of the oldest of *p* and
+    its ancestors (the snapshot's parent chain) in that same container; None on the host."""
+    c = p.get("container")
+    if not isinstance(c, dict):
+        return None
+    times = [_start_time(q["pid"]) for q in procs.values()
+             if isinstance(q.get("container"), dict) and q["container"].get("id") == c.get("id")]
+    known = [t for t in times if t is not None]
+    return min(known) if known else None
+
+
 class Host:
     """What the live host tells about a crashed program today (read once, cached)."""
 
@@ -178,7 +190,7 @@ class Host:
                 continue
             t = gates.evaluate(snap, p, procs.get(p["ppid"]), crash.get("signal") or "SIGSEGV", None, procs)
             found = {"pid": pid, "cwd": p.get("cwd"), "unit": p.get("unit"), "limits": p.get("limits"),
-                     "container": p.get("container"),
+                     "container": p.get("container"), "container_since": _container_since(p, procs),
                      "verdict": t, "restarted": restarted}
             break
         self._inst[key] = found

@@ -398,7 +398,7 @@ def container_of(crash, env):
     (systemd-coredump's COREDUMP_CGROUP, the logging monitor's _SYSTEMD_CGROUP), else from the
     crashed pid while it is still there (``env["live_container"]``: the same pid, started before
     the crash), else from the running instance that stands in for it (a restarted program: the
-    container it runs in now). ``(None, None)`` on the host or when nothing tells."""
+    container it runs in now, when that container was there before the crash). ``(None, None)`` on the host or when nothing tells."""
     from coredoctor.snapshot import containers
     complete = env.get("complete_container") or (lambda c: c)
     for e in crash["events"]:
@@ -413,6 +413,9 @@ def container_of(crash, env):
             return got, f"the cgroup of pid {crash['pid']}, still there"
     inst = env["instance"](crash) if env.get("instance") else None
     if inst and inst.get("container"):
+        since, when = inst.get("container_since"), crash.get("time")
+        if since is not None and when is not None and since > when + 1.0:
+            return None, None  # that container started after the crash: not where it happened
         return inst["container"], f"the cgroup of the running instance pid {inst['pid']}"
     return None, None
 
