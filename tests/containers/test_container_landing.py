@@ -175,6 +175,10 @@ def test_no_core_ulimit_is_refused(image, containers, saved_sysctls):
     c = containers("--ulimit", "core=0:0", image=image)
     t = _check(c.pid)
     assert t["dumps"] is False and t["blocking_gate"] == "rlimit-core"
+    gate = next(g for g in t["gates"] if g["id"] == "rlimit-core")
+    assert gate["origin"]["kind"] == "container" and "RLIMIT_CORE soft 0 hard 0" in gate["origin"]["summary"]
+    assert gate["origin"]["file"].endswith("/userdata/config.json")
+    assert any("--ulimit core=-1:-1" in c for f in t["fixes"] for c in f["commands"])
     c.crash()
     assert not _wait_file(t["core_destination"]["host_path"], timeout=1.0)
 
@@ -194,3 +198,92 @@ def test_tmpfs_core_is_not_on_a_host_disk(image, containers, saved_sysctls):
     while os.path.exists(f"/proc/{c.init}") and time.time() < deadline:
         time.sleep(0.05)
     assert not os.path.exists(via_proc)
+
+
+def _gone(c, timeout=30.0):
+    deadline = time.time() + timeout
+    while c.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    return not c.exists()
+
+
+def test_rm_core_is_gone_with_the_container(image, containers, saved_sysctls):
+    L.set_sysctls({"kernel.core_pattern": "/tmp/cdland.%e.%p", "kernel.core_uses_pid": "0"})
+    c = containers("--rm", "--ulimit", "core=-1:-1", image=image)
+    t = _check(c.pid)
+    d = t["core_destination"]
+    assert t["dumps"] is True and d["landing"] == "overlay-upper"
+    assert d["survives"] is False and "--rm" in d["warning"]
+    c.crash()
+    assert _wait_file(d["host_path"]), f"no core at {d['host_path']}"
+    c.release()
+    assert _gone(c), "podman did not remove the --rm container"
+    assert not os.path.exists(d["host_path"]), "check said the core would not survive the container"
+
+
+def test_uidmap_owner_and_mapped_root_refused(rootfs, containers, saved_sysctls):
+    ids = ("--uidmap", "0:200000:65536", "--gidmap", "0:200000:65536", "--ulimit", "core=-1:-1")
+    L.set_sysctls({"kernel.core_pattern": "/tmp/cdland.%e.%p", "kernel.core_uses_pid": "0"})
+    c = containers(*ids, rootfs=rootfs)
+    t = _check(c.pid)
+    d = t["core_destination"]
+    assert t["dumps"] is True and d["host_path"] == f"{rootfs}/tmp/cdland.sleep.2"
+    assert d["owner"] == {"uid": 200000, "gid": 200000, "uid_in_container": 0, "gid_in_container": 0}
+    try:
+        c.crash()
+        assert _wait_file(d["host_path"]), f"no core at {d['host_path']}"
+        st = os.stat(d["host_path"])
+        assert (st.st_uid, st.st_gid) == (200000, 200000)
+    finally:
+        if os.path.exists(d["host_path"]):
+            os.unlink(d["host_path"])
+    # the container's root is host uid 200000: the rootfs's / (host root's, 0755) is not its to write,
+    # CAP_DAC_OVERRIDE in its namespace does not count for an unmapped owner
+    L.set_sysctls({"kernel.core_pattern": "cdland-rel"})
+    c2 = containers(*ids, rootfs=rootfs)
+    t = _check(c2.pid)
+    assert t["dumps"] is False and t["blocking_gate"] == "core-dir"
+    gate = next(g for g in t["gates"] if g["id"] == "core-dir")
+    assert "uid 0 in the container's user namespace" in gate["evidence"]
+    c2.crash()
+    assert not _wait_file(f"{rootfs}/cdland-rel", timeout=1.0)
+
+
+HELPER = """#!/bin/sh
+echo "$@" > {out}.tmp
+cat > /dev/null
+mv {out}.tmp {out}
+"""
+
+
+def test_pipe_helper_runs_on_the_host(rootfs, containers, saved_sysctls, tmp_path):
+    out = str(tmp_path / "args")
+    helper = tmp_path / "helper"
+    helper.write_text(HELPER.format(out=out))
+    helper.chmod(0o755)
+    os.chmod(tmp_path, 0o755)
+    L.set_sysctls({"kernel.core_pattern": f"|{helper} %p %P %u %h"})
+    c = containers("--uidmap", "0:200000:65536", "--gidmap", "0:200000:65536", rootfs=rootfs)
+    t = _check(c.pid)
+    gate = next(g for g in t["gates"] if g["id"] == "handler-policy")
+    assert "the helper runs on the host" in gate["evidence"]
+    assert "%p=2 " in gate["evidence"] and f"%P={c.pid} " in gate["evidence"]
+    assert "%u=200000 " in gate["evidence"]
+    c.crash()
+    assert _wait_file(out), "the pipe helper never ran"
+    with open(out) as f:
+        words = f.read().split()
+    assert words == ["2", str(c.pid), "200000", c.inspect("{{.Config.Hostname}}")]
+
+
+def test_canary_inside_the_container_lands_where_check_said(image, containers, saved_sysctls):
+    L.set_sysctls({"kernel.core_pattern": "/tmp/cdland.%e.%p", "kernel.core_uses_pid": "0"})
+    c = containers("--ulimit", "core=-1:-1", image=image)
+    r = L.coredoctor("canary", "--like", str(c.pid), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = json.loads(r.stdout)
+    pred = rep["predicted"]["core_destination"]
+    upper = c.inspect("{{.GraphDriver.Data.UpperDir}}")
+    assert pred["landing"] == "overlay-upper" and pred["host_path"].startswith(upper + "/tmp/cdland.")
+    assert rep["agrees"] is True and rep["core"]["path"] == pred["host_path"]
+    assert rep["core"]["verified"] is True and rep["core"]["removed"] is True
