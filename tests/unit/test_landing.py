@@ -121,3 +121,26 @@ def test_mapped_root_may_write_only_inodes_mapped_in_its_namespace():
     no_maps = {k: v for k, v in proc.items() if k not in ("uid_map", "gid_map")}
     assert not namei.may_access(app, world.dump_cred({"proc": no_maps, "dumpable": 1}), namei.MAY_WRITE)
     assert L.userns_note(PROC, 0) == ""
+
+
+def test_recorded_podman_snapshot_overlay_rm_uidmap():
+    """`coredoctor snapshot` of a real podman container (image on the overlay driver, --rm,
+    --uidmap 0:200000:65536, --ulimit core=0:0), checked from the file."""
+    import json
+    import os
+    import subprocess
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    fx = os.path.join(here, "..", "fixtures", "landing", "podman-overlay-rm-uidmap.json")
+    env = dict(os.environ, PYTHONPATH=os.path.join(here, "..", "..", "src"))
+    r = subprocess.run([sys.executable, "-m", "coredoctor", "check", "--json", "--from", fx],
+                       capture_output=True, text=True, env=env, timeout=60)
+    t = json.loads(r.stdout)["targets"][0]
+    d = t["core_destination"]
+    assert d["container_path"] == "/tmp/core" and d["landing"] == "overlay-upper"
+    assert d["host_path"] == ("/var/lib/containers/storage/overlay/fcfd1dbc02adae44e573324eb310313901176895d4a9"
+                              "fddbb5d1b608fc7971e8/diff/tmp/core")
+    assert d["survives"] is False and "--rm" in d["warning"]
+    assert d["owner"] == {"uid": 200000, "gid": 200000, "uid_in_container": 0, "gid_in_container": 0}
+    gate = next(g for g in t["gates"] if g["id"] == "rlimit-core")
+    assert t["blocking_gate"] == "rlimit-core" and gate["origin"]["kind"] == "container"
