@@ -287,3 +287,32 @@ def test_canary_inside_the_container_lands_where_check_said(image, containers, s
     assert pred["landing"] == "overlay-upper" and pred["host_path"].startswith(upper + "/tmp/cdland.")
     assert rep["agrees"] is True and rep["core"]["path"] == pred["host_path"]
     assert rep["core"]["verified"] is True and rep["core"]["removed"] is True
+
+
+def _modes():
+    try:
+        with open("/proc/sys/kernel/core_modes") as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif("socket" not in _modes(), reason="no socket core_pattern on this kernel (6.16+)")
+def test_socket_pattern_is_served_on_the_host(image, containers, saved_sysctls):
+    from test_socket_real import Server  # tests/crashlab: the socket lab's server and its event reader
+    path = f"/run/cdland-{uuid.uuid4().hex[:8]}.sock"
+    srv = Server("read", path)
+    try:
+        L.set_sysctls({"kernel.core_pattern": f"@{path}"})
+        c = containers("--ulimit", "core=0:0", image=image)   # socket mode ignores RLIMIT_CORE
+        t = _check(c.pid)
+        assert t["dumps"] is True, t["verdict"]
+        gate = next(g for g in t["gates"] if g["id"] == "handler-policy")
+        assert "the kernel connects from init's root, on the host" in gate["evidence"]
+        c.crash()
+        done = [e for e in srv.events_until("done") if e["event"] == "done"]
+        assert done and done[0]["bytes"] > 0 and done[0]["head"] == "7f454c46", done
+    finally:
+        srv.close()
+        if os.path.exists(path):
+            os.unlink(path)
