@@ -100,3 +100,24 @@ def test_attached_through_the_finder_table():
     passed = _target("pass")
     origin.attach({}, _proc({"bundle": "/b", "rlimit_core": [0, 0]}), passed)
     assert "origin" not in passed["gates"][0] and passed["fixes"] == []
+
+
+def test_dockerd_default_ulimit_on_its_command_line(tmp_path):
+    import subprocess
+    import time
+    script = tmp_path / "dockerd"       # a script's comm is its file name
+    script.write_text("#!/bin/sh\nread x\n")  # a builtin: no child process to leave behind
+    script.chmod(0o755)
+    p = subprocess.Popen([str(script), "--default-ulimit", "core=0:0", "--default-ulimit=nofile=1:1"],
+                         stdin=subprocess.PIPE)
+    try:
+        deadline = time.time() + 5
+        recs = []
+        while time.time() < deadline and not recs:
+            recs = [r for r in ctspec._dockerd_argv() if r["file"] == f"/proc/{p.pid}/cmdline"]
+            time.sleep(0.05)
+        assert recs == [{"runtime": "docker", "file": f"/proc/{p.pid}/cmdline", "line": None,
+                         "text": "--default-ulimit core=0:0", "core": [0, 0]}]
+    finally:
+        p.kill()
+        p.wait()

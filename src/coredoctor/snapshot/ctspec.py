@@ -96,6 +96,26 @@ def spec_of(c: Dict[str, Any], root: Optional[str] = None) -> Optional[Dict[str,
     return out
 
 
+def _dockerd_argv() -> List[Dict[str, Any]]:
+    """``--default-ulimit core=S:H`` on a running dockerd's command line (dockerd(8)), as a record
+    whose file is /proc/PID/cmdline."""
+    from coredoctor.snapshot import proc as procmod
+    out: List[Dict[str, Any]] = []
+    for pid, comm in procmod.comms().items():
+        if comm != "dockerd":
+            continue
+        data = C.read_bounded(f"/proc/{pid}/cmdline", 1 << 16, "/")
+        argv = [a.decode("utf-8", "replace") for a in (data or b"").split(b"\0")]
+        for i, a in enumerate(argv):
+            word = argv[i + 1] if a == "--default-ulimit" and i + 1 < len(argv) else (
+                a.split("=", 1)[1] if a.startswith("--default-ulimit=") else None)
+            val = parse_ulimit(word) if word else None
+            if val is not None:
+                out.append({"runtime": "docker", "file": f"/proc/{pid}/cmdline", "line": None,
+                            "text": f"--default-ulimit {word}"[:512], "core": val})
+    return out
+
+
 def _files(patterns: Iterable[str], root: str) -> List[str]:
     out: List[str] = []
     for p in patterns:
@@ -120,6 +140,8 @@ def read_defaults(runtimes: Iterable[str], root: Optional[str] = None) -> List[D
         patterns, key, _ = DEFAULTS[rt]
         for path in _files(patterns, root):
             lines = _lines(path, root)
+            if rt == "docker" and path == patterns[0]:
+                out += _dockerd_argv()
             if rt == "docker":
                 try:
                     doc = json.loads("\n".join(lines)) if lines else None
