@@ -71,6 +71,8 @@ class Container:
                 "--ulimit", "nproc=4096:4096", *opts, *where, "sh", "-c", script)
         self.init = int(_podman("inspect", "-f", "{{.State.Pid}}", self.name).stdout)
         self.pid = self._child()
+        with open(f"/proc/{self.pid}/status") as f:   # its pid in the container's namespace (%p)
+            self.nspid = int(next(x for x in f if x.startswith("NSpid:")).split()[-1])
 
     def _child(self):
         deadline = time.time() + 20
@@ -143,8 +145,9 @@ def test_rootfs_core_lands_in_the_host_directory(rootfs, containers, saved_sysct
     t = _check(c.pid)
     d = t["core_destination"]
     assert t["dumps"] is True
-    assert d["container_path"] == "/tmp/cdland.sleep.2"          # %p: the pid in its own namespace
-    assert d["host_path"] == f"{rootfs}/tmp/cdland.sleep.2"
+    assert c.nspid != c.pid
+    assert d["container_path"] == f"/tmp/cdland.sleep.{c.nspid}"   # %p: the pid in its own namespace
+    assert d["host_path"] == f"{rootfs}/tmp/cdland.sleep.{c.nspid}"
     assert (d["landing"], d["survives"]) == ("bind", True)
     try:
         c.crash()
@@ -162,7 +165,7 @@ def test_overlay_upper_layer_kept_until_rm(image, containers, saved_sysctls):
     t = _check(c.pid)
     d = t["core_destination"]
     assert t["dumps"] is True and d["landing"] == "overlay-upper"
-    assert d["host_path"] == f"{upper}/tmp/cdland.sleep.2"
+    assert d["host_path"] == f"{upper}/tmp/cdland.sleep.{c.nspid}"
     assert d["warning"] and upper in d["warning"]
     c.crash()
     assert _wait_file(d["host_path"]), f"no core at {d['host_path']}"
@@ -190,7 +193,7 @@ def test_tmpfs_core_is_not_on_a_host_disk(image, containers, saved_sysctls):
     d = t["core_destination"]
     assert t["dumps"] is True
     assert (d["landing"], d["host_path"], d["survives"]) == ("memory", None, False)
-    via_proc = f"/proc/{c.init}/root/scratch/cdland.sleep.2"
+    via_proc = f"/proc/{c.init}/root/scratch/cdland.sleep.{c.nspid}"
     c.crash()
     assert _wait_file(via_proc), "the core is not in the container's tmpfs"
     c.release()
@@ -227,7 +230,7 @@ def test_uidmap_owner_and_mapped_root_refused(rootfs, containers, saved_sysctls)
     c = containers(*ids, rootfs=rootfs)
     t = _check(c.pid)
     d = t["core_destination"]
-    assert t["dumps"] is True and d["host_path"] == f"{rootfs}/tmp/cdland.sleep.2"
+    assert t["dumps"] is True and d["host_path"] == f"{rootfs}/tmp/cdland.sleep.{c.nspid}"
     assert d["owner"] == {"uid": 200000, "gid": 200000, "uid_in_container": 0, "gid_in_container": 0}
     try:
         c.crash()
@@ -267,13 +270,13 @@ def test_pipe_helper_runs_on_the_host(rootfs, containers, saved_sysctls, tmp_pat
     t = _check(c.pid)
     gate = next(g for g in t["gates"] if g["id"] == "handler-policy")
     assert "the helper runs on the host" in gate["evidence"]
-    assert "%p=2 " in gate["evidence"] and f"%P={c.pid} " in gate["evidence"]
+    assert f"%p={c.nspid} " in gate["evidence"] and f"%P={c.pid} " in gate["evidence"]
     assert "%u=200000 " in gate["evidence"]
     c.crash()
     assert _wait_file(out), "the pipe helper never ran"
     with open(out) as f:
         words = f.read().split()
-    assert words == ["2", str(c.pid), "200000", c.inspect("{{.Config.Hostname}}")]
+    assert words == [str(c.nspid), str(c.pid), "200000", c.inspect("{{.Config.Hostname}}")]
 
 
 def test_canary_inside_the_container_lands_where_check_said(image, containers, saved_sysctls):
