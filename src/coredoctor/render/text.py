@@ -128,8 +128,8 @@ def summary_table(targets: Sequence[Dict[str, Any]], skipped: Optional[Dict[str,
         for lab, ts in groups:
             n_no = sum(1 for t in ts if t["dumps"] is False)
             n_unk = sum(1 for t in ts if t["dumps"] is None)
-            out.extend(["", _cut(f"== {lab or 'host'}: {len(ts)} processes, {len(ts) - n_no - n_unk} would "
-                                 f"leave a core, {n_no} would not, {n_unk} undecided", w)])
+            out.extend(["", _cut(f"== {lab or 'host'}: {len(ts)} processes ({len(ts) - n_no - n_unk} core, "
+                                 f"{n_no} no core, {n_unk} undecided)", w)])
             for t in ts:
                 if t["dumps"] is True:
                     what = "core -> " + t["core_destination"]["kind"] + " " + t["core_destination"]["path"]
