@@ -23,6 +23,7 @@ __all__ = ["spec_like", "spec_for_user", "run", "CANARY_COMM"]
 
 CANARY_COMM = "cd-canary"
 PR_SET_NAME = 15
+PR_SET_DUMPABLE = 4
 
 
 def spec_like(proc: Dict[str, Any]) -> Dict[str, Any]:
@@ -35,7 +36,28 @@ def spec_like(proc: Dict[str, Any]) -> Dict[str, Any]:
             "coredump_filter": proc.get("coredump_filter"), "like": proc["pid"], "like_comm": proc.get("comm"),
             # the target's filesystem view (a unit's ProtectSystem=/PrivateTmp=, a chroot, a container)
             "mntns": f"/proc/{proc['pid']}/ns/mnt", "root": f"/proc/{proc['pid']}/root",
-            "cwd_link": f"/proc/{proc['pid']}/cwd"}
+            "cwd_link": f"/proc/{proc['pid']}/cwd", **_userns_spec(proc),
+            # a container's process got its ids from the runtime and then exec'd its program,
+            # which made it dumpable again (begin_new_exec()): the canary does the same
+            **({"exec_dumpable": True} if isinstance(proc.get("container"), dict)
+               and (proc.get("dumpable") or {}).get("value") == 1 else {})}
+
+
+def _userns_spec(proc: Dict[str, Any]) -> Dict[str, Any]:
+    """For a target in another user namespace (a container with --uidmap, rootless podman): the
+    namespace to join and the target's ids as that namespace sees them (its uid_map/gid_map), so
+    that the canary's credentials are the same kuids, with capabilities relative to that
+    namespace (capable_wrt_inode_uidgid())."""
+    if proc.get("userns_is_host") is not False or not proc.get("uid_map") or not proc.get("gid_map"):
+        return {}
+    from coredoctor.kernel.landing import unmap_id
+    c = proc["creds"]
+    uids = [unmap_id(proc["uid_map"], u) for u in c["uid"]]
+    gids = [unmap_id(proc["gid_map"], g) for g in c["gid"]]
+    if any(x is None for x in uids + gids):
+        return {}
+    groups = [g for g in (unmap_id(proc["gid_map"], g) for g in c.get("groups") or []) if g is not None]
+    return {"userns": f"/proc/{proc['pid']}/ns/user", "ns_uid": uids, "ns_gid": gids, "ns_groups": groups}
 
 
 def spec_for_user(user: str, group: Optional[str] = None,
@@ -87,13 +109,18 @@ def _child(spec: Dict[str, Any], ready_w: int, go_r: int) -> NoReturn:
             cwd_fd = os.open(spec["cwd_link"], os.O_RDONLY | os.O_DIRECTORY)
             root_fd = os.open(spec["root"], os.O_RDONLY | os.O_DIRECTORY)
             ns_fd = os.open(spec["mntns"], os.O_RDONLY)
+            user_fd = os.open(spec["userns"], os.O_RDONLY) if spec.get("userns") else None
+            # the user namespace first: the container's mount namespace belongs to it
+            if user_fd is not None and libc.setns(user_fd, 0x10000000) != 0:  # CLONE_NEWUSER
+                raise OSError(ctypes.get_errno(), "setns(user)")
             if libc.setns(ns_fd, 0x00020000) != 0:  # CLONE_NEWNS
                 raise OSError(ctypes.get_errno(), "setns(mnt)")
             os.fchdir(root_fd)
             os.chroot(".")
             os.fchdir(cwd_fd)
-            for fd in (cwd_fd, root_fd, ns_fd):
-                os.close(fd)
+            for fd in (cwd_fd, root_fd, ns_fd, user_fd):
+                if fd is not None:
+                    os.close(fd)
         else:
             try:
                 os.chdir(spec.get("cwd") or "/")
@@ -102,13 +129,18 @@ def _child(spec: Dict[str, Any], ready_w: int, go_r: int) -> NoReturn:
         if spec.get("umask") is not None:
             os.umask(spec["umask"])
         uid, gid = spec["uid"], spec["gid"]
-        os.setgroups(spec.get("groups") or [])
+        groups = spec.get("groups") or []
+        if spec.get("userns"):  # the same kuids, as the joined namespace names them
+            uid, gid, groups = spec["ns_uid"], spec["ns_gid"], spec.get("ns_groups") or []
+        os.setgroups(groups)
         os.setresgid(gid[0], gid[1], gid[2])
         os.setresuid(uid[0], uid[1], uid[2])
         if len(gid) > 3 and gid[3] != gid[1]:
             libc.setfsgid(gid[3])
         if len(uid) > 3 and uid[3] != uid[1]:
             libc.setfsuid(uid[3])
+        if spec.get("exec_dumpable"):
+            libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
         os.write(ready_w, b"R")
         os.read(go_r, 1)
         ctypes.string_at(0)  # a real fault: SIGSEGV
@@ -162,7 +194,7 @@ def run(spec: Dict[str, Any], evaluate: Callable[[int], Dict[str, Any]], keep: b
                 os.waitpid(pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
-    core = _find_core(predicted, pid, started)
+    core = _find_core(predicted, pid, started, spec.get("root"))
     dumped = bool(core and core.get("size", 0) > 0 and core.get("verified") is not False)
     report = {
         "pid": pid,
@@ -190,11 +222,17 @@ def _outcome(t: Dict[str, Any]) -> str:
     return reasons.outcome(t)
 
 
-def _find_core(predicted: Dict[str, Any], pid: int, started: float) -> Optional[Dict[str, Any]]:
+def _find_core(predicted: Dict[str, Any], pid: int, started: float,
+               root: Optional[str] = None) -> Optional[Dict[str, Any]]:
     dest = predicted["core_destination"]
     handler = dest.get("handler")
     if dest["kind"] == "file":
-        pattern = dest["path"].replace("*", "?*")
+        # where check said it lands on the host (kernel/landing.py); a file in the container's
+        # memory (tmpfs) through the target's root while it runs
+        where = dest.get("host_path")
+        if where is None and root and dest.get("landing") == "memory" and dest.get("container_path"):
+            where = root + dest["container_path"]
+        pattern = (where or dest["path"]).replace("*", "?*")
         cands = [p for p in glob.glob(pattern) if os.path.getmtime(p) >= started - 1]
         return _describe(sorted(cands)[0], pid) if cands else None
     if handler == "systemd-coredump":

@@ -12,7 +12,7 @@ of coredoctor.check/1: gate results, reason records (composed into ``verdict`` b
 from typing import Any, Dict, List, Optional, Tuple
 
 from coredoctor import origin, runtimes
-from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, observed as O, reasons, remedies as R
+from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, landing, observed as O, reasons, remedies as R
 from coredoctor.kernel.signal import FAULT_SIGNALS, SIG_KERNEL_COREDUMP, normalize_signal
 from coredoctor.kernel.table import GATE_IDS, GATES, on_branch
 from coredoctor.kernel.world import expand, make_world, parsed_pattern
@@ -90,7 +90,13 @@ def _destination(snap: Dict[str, Any], proc: Dict[str, Any], dumpable_value: Opt
     if not exp["absolute"]:
         cwd = proc.get("cwd") or "."
         path = (cwd.rstrip("/") + "/" + path) if cwd else path
-    return {"kind": "file", "path": path, "handler": None}
+    out = {"kind": "file", "path": path, "handler": None}
+    # both views: as the process sees it, and on the host (additive; kernel/landing.py)
+    spec = proc.get("container_spec") if isinstance(proc.get("container_spec"), dict) else {}
+    out.update(landing.landing(path, proc, snap.get("mounts"), spec.get("autoremove"),
+                               from_init_root=dumpable_value == dmod.SUID_DUMP_ROOT and exp["absolute"]))
+    out["owner"] = landing.owner(proc, dumpable_value)
+    return out
 
 
 def _reason_of(r: Result) -> Dict[str, Any]:

@@ -10,7 +10,7 @@ import stat
 from typing import Any, Collection, Mapping, Optional, Tuple
 
 __all__ = ["CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_SYS_RESOURCE",
-           "has_cap", "may_access", "may_delete", "MAY_EXEC", "MAY_WRITE", "MAY_READ"]
+           "has_cap", "may_access", "privileged_wrt", "may_delete", "MAY_EXEC", "MAY_WRITE", "MAY_READ"]
 
 CAP_DAC_OVERRIDE = 1
 CAP_DAC_READ_SEARCH = 2
@@ -36,14 +36,30 @@ def _dac(mode: int, uid: int, gid: int, fsuid: int, fsgid: int, groups: Collecti
     return (bits & mask) == mask
 
 
+def _mapped(idmap: Any, host_id: int) -> bool:
+    return any(b <= host_id < b + c for _, b, c in idmap or ())
+
+
+def privileged_wrt(inode: Mapping[str, Any], cred: Mapping[str, Any]) -> bool:
+    """``privileged_wrt_inode_uidgid()`` (kernel/capability.c): capabilities held in a user
+    namespace count for an inode only when its owner and group are both mapped there.
+    *cred*'s ``userns_maps`` is ``(uid_map, gid_map)`` of the task's namespace (``[[inside,
+    outside, count]]``, host ids), or absent for the initial one."""
+    maps = cred.get("userns_maps")
+    if maps is None:
+        return True
+    return _mapped(maps[0], inode["uid"]) and _mapped(maps[1], inode["gid"])
+
+
 def may_access(inode: Mapping[str, Any], cred: Mapping[str, Any], mask: int) -> bool:
     """``generic_permission()`` for *inode* (``{"mode", "uid", "gid"}``) and *cred*
-    (``{"fsuid", "fsgid", "groups", "cap_eff"}``). Returns True if allowed."""
+    (``{"fsuid", "fsgid", "groups", "cap_eff"}``, ``userns_maps`` in another user namespace).
+    Returns True if allowed."""
     mode = inode["mode"]
     if _dac(mode, inode["uid"], inode["gid"], cred["fsuid"], cred["fsgid"], cred.get("groups", ()), mask):
         return True
     is_dir = stat.S_ISDIR(mode)
-    cap = cred.get("cap_eff", "0")
+    cap = cred.get("cap_eff", "0") if privileged_wrt(inode, cred) else "0"
     if has_cap(cap, CAP_DAC_OVERRIDE):
         if is_dir or not (mask & MAY_EXEC) or (mode & 0o111):
             return True
@@ -59,6 +75,7 @@ def may_delete(dir_inode: Mapping[str, Any], victim: Mapping[str, Any], cred: Ma
     if not may_access(dir_inode, cred, MAY_WRITE | MAY_EXEC):
         return False, "no write and search permission on the directory"
     if dir_inode["mode"] & stat.S_ISVTX:
-        if cred["fsuid"] not in (victim["uid"], dir_inode["uid"]) and not has_cap(cred.get("cap_eff"), CAP_FOWNER):
+        if cred["fsuid"] not in (victim["uid"], dir_inode["uid"]) and not (
+                has_cap(cred.get("cap_eff"), CAP_FOWNER) and privileged_wrt(victim, cred)):
             return False, "the directory is sticky and the file belongs to another user"
     return True, ""

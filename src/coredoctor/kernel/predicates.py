@@ -13,7 +13,8 @@ import stat
 from typing import Any, Dict, List, Optional
 
 from coredoctor import programs, runtimes
-from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, namei, observed as O, remedies as R
+from coredoctor.kernel import (container_handlers, core_pattern, dumpable as dmod, handlers, landing, namei,
+                               observed as O, remedies as R)
 from coredoctor.kernel.reasons import reason, who
 from coredoctor.kernel.signal import FAULT_SIGNALS, SIG_KERNEL_COREDUMP, decide
 from coredoctor.kernel.world import dump_cred, estimate_core_size, limit_text, who_values
@@ -270,7 +271,7 @@ def core_dir(w: World) -> Optional[Result]:
     for comp in facts["walk"][:-1]:
         if not namei.may_access(comp, cred, namei.MAY_EXEC):
             return _r("fail", f"{who(wv)} may not search {comp['path']} (mode {stat.filemode(comp['mode'])} "
-                      f"{comp['uid']}:{comp['gid']}): EACCES, silent",
+                      f"{comp['uid']}:{comp['gid']}): EACCES, silent" + landing.userns_note(w["proc"], cred["fsuid"]),
                       reason(None, "dir-unreachable", dir=shown, component=comp["path"], who=wv),
                       [_pattern_fix(w, "the process cannot reach the current one")])
     last = facts["walk"][-1]
@@ -279,7 +280,8 @@ def core_dir(w: World) -> Optional[Result]:
         if not d.startswith("/") and (w["proc"].get("cwd") == "/"):
             why = reason(None, "cwd-root-not-writable", who=wv)
         return _r("fail", f"{shown} (mode {stat.filemode(last['mode'])} {last['uid']}:{last['gid']}) is not "
-                  f"writable and searchable by {who(wv)}: the open fails with EACCES, silently",
+                  f"writable and searchable by {who(wv)}: the open fails with EACCES, silently"
+                  + landing.userns_note(w["proc"], cred["fsuid"]),
                   why, [_pattern_fix(w, "the current one is not writable by the process")])
     if (facts.get("fs") or {}).get("readonly"):
         return _r("fail", f"{shown} is on a read-only filesystem: EROFS, silent",
@@ -556,6 +558,7 @@ def handler_policy(w: World) -> Result:
     soft = ((w["proc"].get("limits") or {}).get("core") or [None])[0]
     status, ev, fix = handlers.policy(name, h, tokens, soft, w["kernel"].get("page_size", 4096),
                                       estimate_core_size(w["proc"]), exe=w["proc"].get("exe"), signal=w["signal"])
+    status, ev = container_handlers.note(w, str(name), status, ev)  # a process in a container
     fixes = None
     if fix:
         acts = list(fix.get("actions") or [])

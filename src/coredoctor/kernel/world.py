@@ -101,10 +101,18 @@ def make_world(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict
 def dump_cred(w: World) -> Dict[str, Any]:
     c = w["proc"]["creds"]
     fsuid = 0 if w["dumpable"] == dmod.SUID_DUMP_ROOT else c["uid"][3]
-    # capabilities count only in the task's own user namespace (capable_wrt_inode_uidgid());
-    # a container's "root" has none over the host's inodes
-    caps = c.get("cap_eff", "0") if w["proc"].get("userns_is_host") is not False else "0"
-    return {"fsuid": fsuid, "fsgid": c["gid"][3], "groups": c.get("groups", []), "cap_eff": caps}
+    # capabilities count only in the task's own user namespace (capable_wrt_inode_uidgid()):
+    # a container's "root" has them over inodes whose owner and group are mapped there (its
+    # uid_map/gid_map), none over the host's; without the maps, none at all
+    p = w["proc"]
+    caps = c.get("cap_eff", "0")
+    out = {"fsuid": fsuid, "fsgid": c["gid"][3], "groups": c.get("groups", []), "cap_eff": caps}
+    if p.get("userns_is_host") is False:
+        if isinstance(p.get("uid_map"), list) and isinstance(p.get("gid_map"), list):
+            out["userns_maps"] = (p["uid_map"], p["gid_map"])
+        else:
+            out["cap_eff"] = "0"
+    return out
 
 
 def who_values(w: World) -> Dict[str, Any]:

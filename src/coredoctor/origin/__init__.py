@@ -110,12 +110,14 @@ def attach(snap: Dict[str, Any], proc: Dict[str, Any], target: Dict[str, Any]) -
 
 
 # the finders, in order of precedence (one line each): the process's own option or config line
-# first, then systemd units, limits and working directories (appended to its chain), then the
-# language runtimes
+# first, then the container runtime's settings, then systemd units, limits and working directories
+# (each appended to the chain of the one before), then the language runtimes
 from coredoctor.origin import daemons as _daemons  # noqa: E402
+from coredoctor.origin import containers as _containers  # noqa: E402
 from coredoctor.origin import units as _units  # noqa: E402
 from coredoctor.origin import runtimes as _runtimes  # noqa: E402
 
 FINDERS.append(_daemons.find)
+FINDERS.append(_containers.find)
 FINDERS.append(_units.find)
 FINDERS.append(_runtimes.find)

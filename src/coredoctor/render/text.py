@@ -52,6 +52,8 @@ def target_report(t: Dict[str, Any]) -> str:
     dest = t["core_destination"]
     out.append(f"  core destination: {dest['kind']} {dest['path']}" +
                (f" (handler {dest['handler']})" if dest.get("handler") else ""))
+    if dest.get("landing") not in (None, "host"):
+        out.extend(textwrap.wrap(_landing_line(dest), w, subsequent_indent="      ", break_on_hyphens=False))
     out.append("")
     out.append("  Gates, in the kernel's order:")
     for g in t["gates"]:
@@ -74,6 +76,15 @@ def target_report(t: Dict[str, Any]) -> str:
             for c in f["commands"]:
                 out.append(f"       {c}")
     return "\n".join(out)
+
+
+def _landing_line(dest: Dict[str, Any]) -> str:
+    """One line: where the file core is on the host (kernel/landing.py), and whether it stays."""
+    where = dest.get("host_path") or "no host path"
+    how = {"overlay-upper": "the container's upper layer", "bind": "a bind mount / volume",
+           "memory": "in memory (tmpfs)"}.get(str(dest.get("landing")), "unknown")
+    keep = {True: "kept", False: "NOT kept: gone with the container", None: "kept: unknown"}[dest.get("survives")]
+    return f"  on the host: {where} ({how}; {keep})"
 
 
 def _origin_lines(o: Dict[str, Any], indent: str, w: int) -> List[str]:

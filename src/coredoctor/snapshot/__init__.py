@@ -17,7 +17,7 @@ from coredoctor import runtimes
 from coredoctor.errors import AccessDenied, KernelThread, NoSuchProcess, SnapshotError
 from coredoctor.kernel import core_pattern, gates
 from coredoctor.kernel.signal import FAULT_SIGNALS
-from coredoctor.snapshot import containers, daemonconf, fs, handlers, own, proc as procmod, sysctl, units
+from coredoctor.snapshot import containers, ctspec, daemonconf, fs, handlers, mounts, own, proc as procmod, sysctl, units
 from coredoctor.snapshot.proc import batch, dumpability
 
 __all__ = ["take", "load", "dump", "SCHEMA", "disabled_features"]
@@ -74,6 +74,11 @@ def take(pids: Optional[Iterable[int]] = None, signal: str = "SIGSEGV", strict: 
     snap["units"] = units.read(procs, targets)
     snap["limits_conf"] = units.read_limits()
     snap["daemons"] = daemonconf.read([procs[p] for p in targets], procs)
+    snap["mounts"] = mounts.read(procs[p] for p in targets)  # where a core lands on the host
+    snap["runtime_defaults"] = ctspec.read((procs[p] for p in targets), apport=parsed["kind"] == "pipe" and
+                                           str(parsed.get("helper")).endswith("/apport"))  # what the runtime set
+    if parsed["kind"] == "pipe" and any(procs[p].get("container") for p in targets):
+        snap["container_handler"] = ctspec.handler_facts(parsed.get("helper"))
     snap["paths"] = {}
     signo = kernel["signals"].get(signal, 11)
     if parsed["kind"] == "file":

@@ -202,6 +202,44 @@ FIELDS = {
     "processes[].dest.*.file.nlink": _f("int", U64),
     "processes[].dest.*.file.size": _f("int", U64),
     "processes[].dest.*.file.error": _f("str|null", maxlen=64),
+    # snapshot/mounts.py read(): the process's mount namespace (when not init's) and id maps
+    "processes[].mnt_ns": _f("str|null", maxlen=64),                 # "mnt:[INODE]"
+    "processes[].uid_map": _f("list|null", maxlen=340),               # UID_GID_MAP_MAX_EXTENTS
+    "processes[].uid_map[]": _f("list", minlen=3, maxlen=3),          # inside, outside, count
+    "processes[].uid_map[][]": _f("int", (0, 1 << 32)),
+    "processes[].gid_map": _f("list|null", maxlen=340),
+    "processes[].gid_map[]": _f("list", minlen=3, maxlen=3),
+    "processes[].gid_map[][]": _f("int", (0, 1 << 32)),
+    # snapshot/ctspec.py read(): what the container's runtime set, and its defaults
+    "processes[].container_spec": _f("object|null"),
+    "processes[].container_spec.bundle": _f("str|null", maxlen=PATH_MAX),
+    "processes[].container_spec.rlimit_core": _f("list|null", minlen=2, maxlen=2),
+    "processes[].container_spec.rlimit_core[]": _f("int|null", U64),
+    "processes[].container_spec.autoremove": _f("bool|null"),
+    "processes[].container_spec.autoremove_from": _f("str|null", maxlen=PATH_MAX + 64),
+    "processes[].container_spec.apport_socket": _f("bool|null"),
+    "container_handler": _f("object|null"),
+    "container_handler.systemd_coredump_forwards": _f("bool|null"),
+    "runtime_defaults": _f("list|null", maxlen=1024),
+    "runtime_defaults[]": _f("object", required=("runtime", "file")),
+    "runtime_defaults[].runtime": _f("str", maxlen=64),
+    "runtime_defaults[].file": _f("str", maxlen=PATH_MAX),
+    "runtime_defaults[].line": _f("int|null", (1, 1 << 31)),
+    "runtime_defaults[].text": _f("str|null", maxlen=512),
+    "runtime_defaults[].core": _f("list|null", minlen=2, maxlen=2),
+    "runtime_defaults[].core[]": _f("int|null", U64),
+    # snapshot/mounts.py read(): "host" (/proc/1/mountinfo) and one table per mnt_ns
+    "mounts": _f("map|null", maxlen=1 << 16),
+    "mounts.*": _f("list", maxlen=4096),
+    "mounts.*[]": _f("object", required=("id", "parent", "dev", "root", "mountpoint", "fstype")),
+    "mounts.*[].id": _f("int", U32),
+    "mounts.*[].parent": _f("int", U32),
+    "mounts.*[].dev": _f("str", maxlen=32),                           # MAJ:MIN
+    "mounts.*[].root": _f("str", maxlen=PATH_MAX),
+    "mounts.*[].mountpoint": _f("str", maxlen=PATH_MAX),
+    "mounts.*[].fstype": _f("str", maxlen=256),
+    "mounts.*[].source": _f("str|null", maxlen=PATH_MAX),
+    "mounts.*[].super_options": _f("str|null", maxlen=MAX_STR),      # overlay lowerdir= lists are long
     # snapshot/handlers.py read_handler()
     "handler": _f("object|null"),
     "handler.helper": _f("object|null"),
