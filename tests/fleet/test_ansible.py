@@ -289,11 +289,16 @@ def test_ansible_doc_shows_both_modules(fleet):
         assert f"coredoctor.coredoctor.{m}" in r.stdout
         for part in ("OPTIONS", "EXAMPLES", "RETURN VALUES", "coredoctor", "check mode"):
             assert part in r.stdout, (m, part)
-    r = subprocess.run([fleet["doc"], "--json", "coredoctor.coredoctor.coredoctor_fix"], capture_output=True,
-                       text=True, env=fleet["env"], timeout=120)
-    doc = json.loads(r.stdout)["coredoctor.coredoctor.coredoctor_fix"]
-    assert set(doc["doc"]["options"]) == {"target", "pid", "signal", "how", "rollback", "coredoctor"}
-    assert {"fix", "id", "actions", "needs_restart", "restored", "cmd"} <= set(doc["return"])
+    r = subprocess.run([fleet["doc"], "--json", "coredoctor.coredoctor.coredoctor_fix",
+                        "coredoctor.coredoctor.coredoctor_info"], capture_output=True, text=True, env=fleet["env"],
+                       timeout=120)
+    docs = json.loads(r.stdout)
+    # the documented options are the modules' argument_spec
+    fix, info = docs["coredoctor.coredoctor.coredoctor_fix"], docs["coredoctor.coredoctor.coredoctor_info"]
+    assert set(fix["doc"]["options"]) == {"target", "pid", "signal", "how", "rollback", "coredoctor"}
+    assert {"fix", "id", "actions", "needs_restart", "restored", "cmd"} <= set(fix["return"])
+    assert set(info["doc"]["options"]) == {"target", "pid", "unit", "container", "signal", "how", "coredoctor"}
+    assert {"check", "summary", "all_dump", "cmd"} <= set(info["return"])
 
 
 def test_check_mode_reports_and_plans_on_every_host_and_changes_nothing(fleet, victim):
