@@ -199,3 +199,33 @@ def test_read_text_of_a_missing_file(tmp_path):
 
 def test_find_coredoctor_prefers_path():
     assert U.find_coredoctor(lambda n: "/usr/bin/" + n) == "/usr/bin/coredoctor"
+
+
+def _collection_py():
+    out = []
+    for d, _, files in os.walk(os.path.join(COLLECTION, "plugins")):
+        out += [os.path.join(d, n) for n in files if n.endswith(".py")]
+    return sorted(out)
+
+
+def test_modules_run_on_old_managed_hosts_with_the_standard_library():
+    """The modules run on the managed host's Python (RHEL 8's platform-python is 3.6): its
+    syntax, and imports of the standard library, ansible's module_utils and the collection's."""
+    import ast
+    import sys
+    files = _collection_py()
+    assert len(files) == 3
+    stdlib = getattr(sys, "stdlib_module_names", None)
+    for path in files:
+        with open(path) as f:
+            tree = ast.parse(f.read(), filename=path, feature_version=(3, 6))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for n in names:
+                top = n.split(".")[0]
+                assert (top in ("ansible", "__future__") or n.startswith("ansible_collections.coredoctor.coredoctor.")
+                        or (stdlib is None or top in stdlib)), (path, n)
+                if top == "ansible":
+                    assert n.startswith("ansible.module_utils"), (path, n)
+            assert not isinstance(node, ast.JoinedStr), (path, "an f-string: older ansible-core still runs modules on Python 2.7")
