@@ -229,3 +229,12 @@ def test_modules_run_on_old_managed_hosts_with_the_standard_library():
                 if top == "ansible":
                     assert n.startswith("ansible.module_utils"), (path, n)
             assert not isinstance(node, ast.JoinedStr), (path, "an f-string: older ansible-core still runs modules on Python 2.7")
+
+
+def test_applied_something_counts_the_actions_that_did_not_fail():
+    acts = [{"kind": "sysctl"}, {"kind": "prlimit"}]
+    assert U.applied_something({"applied": True, "actions": acts, "errors": []})
+    assert U.applied_something({"applied": True, "actions": acts, "errors": ["EPERM: ... CAP_SYS_RESOURCE"]})
+    # a second apply whose one action (a live limit root may not raise here) failed again
+    assert not U.applied_something({"applied": True, "actions": acts[1:], "errors": ["EPERM"]})
+    assert not U.applied_something({"applied": False, "id": None, "actions": []})

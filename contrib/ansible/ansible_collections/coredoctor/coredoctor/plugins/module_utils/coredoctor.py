@@ -84,6 +84,15 @@ def parse_json(stdout, schema):
     return doc
 
 
+def applied_something(doc):
+    """Did the apply of fix document *doc* change anything? An action that failed without
+    undoing the fix is in ``errors`` (a live limit of another user's process, where root lacks
+    CAP_SYS_RESOURCE); a fix whose every action failed changed nothing."""
+    if not doc.get("applied"):
+        return False
+    return len(doc.get("actions") or []) > len(doc.get("errors") or [])
+
+
 def error_line(rc, stderr):
     """coredoctor's one line on stderr, with its exit code."""
     lines = [ln for ln in (stderr or "").splitlines() if ln.strip()]

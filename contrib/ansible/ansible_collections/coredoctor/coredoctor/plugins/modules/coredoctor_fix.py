@@ -19,7 +19,9 @@ description:
   - In check mode, it returns the plan and changes nothing. With C(--diff), it shows before and
     after of each sysctl, file, directory and live limit that the plan would change.
   - C(changed) is true only when something was changed, or in check mode would be. A plan
-    that is already in place plans nothing, so a second apply reports C(changed=false).
+    that is already in place plans nothing, so a second apply reports C(changed=false). An
+    action that could not be made (a live limit of another user's process without
+    CAP_SYS_RESOURCE) is a warning and in C(fix.errors), not a change.
   - Changes that a person has to make (restart a daemon, persist a limit in its start script)
     are returned in C(fix.needs_restart) and C(fix.manual), never made.
   - coredoctor must be installed on the managed host, the Debian package or the zipapp (see
@@ -133,7 +135,7 @@ import sys
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.coredoctor.coredoctor.plugins.module_utils.coredoctor import (
-    EXIT_OK, base_command, error_line, find_coredoctor, fix_argv, parse_json, plan_diff,
+    EXIT_OK, applied_something, base_command, error_line, find_coredoctor, fix_argv, parse_json, plan_diff,
     read_limit, read_text)
 
 
@@ -203,7 +205,7 @@ def main():
     doc = _run(module, apply_cmd, "coredoctor.fix/1")
     for e in doc.get("errors") or []:
         module.warn(e)
-    module.exit_json(changed=bool(doc.get("applied")), id=doc.get("id"), fix=doc, diff=diff, cmd=apply_cmd,
+    module.exit_json(changed=applied_something(doc), id=doc.get("id"), fix=doc, diff=diff, cmd=apply_cmd,
                      actions=doc.get("actions") or [], needs_restart=doc.get("needs_restart") or [])
 
 
