@@ -133,10 +133,12 @@ def _entries(jpid, *match):
     return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
 
 
-def _instances(jpid):
+def _instances(jpid, *pids):
+    """The tracefs instances of these watch processes (coredoctor-PID): instances are global, and
+    another coredoctor on the machine (a trace run beside the tests) has one of its own."""
     r = _in_ns(jpid, "sh", "-c", "ls /sys/kernel/tracing/instances")
     assert r.returncode == 0, r.stderr
-    return [n for n in r.stdout.split() if n.startswith("coredoctor-")]
+    return [n for n in r.stdout.split() if n in {f"coredoctor-{p}" for p in pids}]
 
 
 def _losses(textfile, unit):
@@ -179,7 +181,7 @@ def test_watch_journal_catalog_metrics_reload_restart(journal, units, tmp_path, 
     w = _watch(state, "--log", "journal", "--textfile", str(textfile), "--config", str(conf), ns=jpid)
     try:
         _wait(lambda: _entries(jpid, f"MESSAGE_ID={ID['started']}", f"_PID={w.pid}"), 60, "watch-started")
-        assert _instances(jpid) == [f"coredoctor-{w.pid}"]
+        assert _instances(jpid, w.pid) == [f"coredoctor-{w.pid}"]
 
         # a real daemon dropping privileges in a service
         dm = units.start("cdwatch-dnsmasq.service", DNSMASQ, "-k", "--conf-file=/dev/null", "-u", "nobody",
@@ -248,7 +250,7 @@ def test_watch_journal_catalog_metrics_reload_restart(journal, units, tmp_path, 
     finally:
         if w.poll() is None:
             _stop(w)
-    assert _instances(jpid) == [], "watch left its tracefs instance"
+    assert _instances(jpid, w.pid) == [], "watch left its tracefs instance"
     stopped = _entries(jpid, f"MESSAGE_ID={ID['stopped']}", f"_PID={w.pid}")
     assert stopped and stopped[0]["COREDOCTOR_REASON"] == "signal SIGTERM", stopped
     assert int(stopped[0]["COREDOCTOR_LOST"]) == 0
@@ -266,7 +268,7 @@ def test_watch_journal_catalog_metrics_reload_restart(journal, units, tmp_path, 
     finally:
         if w2.poll() is None:
             _stop(w2)
-    assert _instances(jpid) == []
+    assert _instances(jpid, w.pid, w2.pid) == []
     assert time.time() - started < 240
 
 
@@ -296,11 +298,12 @@ def test_watch_syslog_without_a_journal(rsyslog, units, tmp_path, saved_sysctls)
             w.send_signal(signal.SIGINT)
             out, err = w.communicate(timeout=60)
             assert w.returncode == 0 and err == "", err
-    assert _host_instances() == []
+    assert _host_instances(w.pid) == []
 
 
-def _host_instances():
-    """coredoctor-* instances under any tracefs mount of this namespace (none mounted: none can be)."""
+def _host_instances(pid):
+    """watch's instance (coredoctor-PID) under any tracefs mount of this namespace (none mounted:
+    none can be)."""
     with open("/proc/self/mounts") as f:
         roots = [fields[1] for fields in (line.split() for line in f) if fields[2] == "tracefs"]
-    return sorted({n for r in roots for n in os.listdir(os.path.join(r, "instances")) if n.startswith("coredoctor-")})
+    return sorted({n for r in roots for n in os.listdir(os.path.join(r, "instances")) if n == f"coredoctor-{pid}"})
