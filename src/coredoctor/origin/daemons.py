@@ -24,10 +24,11 @@ Keys an origin is given for (gate ids of :mod:`coredoctor.kernel.table`):
 """
 
 import fnmatch
+import functools
 import os
 import re
 import shlex
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Tuple
 
 from coredoctor import origin as O
 from coredoctor.kernel import remedies as R
@@ -152,6 +153,18 @@ _OVS_CHDIR = "Open vSwitch lib/daemon-unix.c daemonize_start(): chdir(\"/\") unl
 
 def by_program(program: str) -> Optional[Daemon]:
     return next((d for d in DAEMONS if d.program == program), None)
+
+
+def candidate(exe: Optional[str], comm: Optional[str]) -> bool:
+    """Whether a process may match a row (its exe basename or comm is a row's name): the cheap
+    test before its argv is read."""
+    names = _all_names()
+    return os.path.basename((exe or "").replace(" (deleted)", "")) in names or comm in names
+
+
+@functools.lru_cache(maxsize=1)
+def _all_names() -> FrozenSet[str]:
+    return frozenset(n for d in DAEMONS for n in d.names)
 
 
 def match(exe: Optional[str], comm: Optional[str], argv: List[str]) -> Optional[Daemon]:

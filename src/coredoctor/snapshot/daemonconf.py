@@ -188,6 +188,8 @@ def read(procs: Iterable[Dict[str, Any]], all_procs: Optional[Dict[int, Dict[str
     out: Dict[str, Any] = {"procs": {}, "files": rd.files, "wrappers": {}, "skipped": 0}
     for p in procs:
         pid = p["pid"]
+        if not D.candidate(p.get("exe"), p.get("comm")):
+            continue  # match() needs the exe or comm to name a row: no argv read for the rest
         argv = read_argv(pid)
         if not argv:
             continue
