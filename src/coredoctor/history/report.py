@@ -420,6 +420,8 @@ def records(events, env, since=None):
                "signal": c["signal"], "signo": c["signo"], "sources": c["sources"], "core": core,
                "likely_reason": None, "unit_result": c["unit_result"], "evidence": c["events"],
                "untrusted": None}
+        if c.get("fault"):
+            rec["fault"] = c["fault"]  # additive (arm64): the ESR decoded, see history.esr
         if c["events"] and all(ev.get("untrusted") for ev in c["events"]):
             rec["untrusted"] = c["events"][0]["untrusted"]  # nothing but lines anyone could have written
         if core["status"] in ("missing", "empty", "truncated"):
