@@ -51,7 +51,10 @@ def test_supervisord_spawned_line_names_the_pid():
            daemonlog.parse_message("supervisord", None, "INFO exited: worker (terminated by SIGSEGV; not expected)",
                                    2.0)]
     out = daemonlog.link(evs)
-    assert [e["event"] for e in out] == ["supervisor-exit"] and out[0]["pid"] == 4321 and out[0]["dumped"] is False
+    assert [e["event"] for e in out] == ["supervisor-spawned", "supervisor-exit"]
+    assert out[1]["pid"] == 4321 and out[1]["dumped"] is False
+    (c,) = correlate(out)  # the start is no crash
+    assert c["pid"] == 4321 and c["supervisor"]["program"] == "supervisord"
 
 
 FILE_LINES = [

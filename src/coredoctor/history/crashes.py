@@ -109,6 +109,8 @@ def correlate(events: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     by_pid: Dict[int, List[Dict[str, Any]]] = {}
     orphans: List[Dict[str, Any]] = []
     for e in sorted(events, key=lambda e: (e.get("time") is None, e.get("time") or 0)):
+        if e.get("event") == "supervisor-spawned":
+            continue  # a supervisor started a child: no crash (it only names a later exit's pid)
         if e.get("pid") is None or e.get("event") == "handler":
             orphans.append(e)
             continue

@@ -39,7 +39,8 @@ from coredoctor.history import BadRecord, finite_time, number, signed
 from coredoctor.history.kmsg import Event
 from coredoctor.kernel.signal import SIG_KERNEL_COREDUMP
 
-__all__ = ["PATTERNS", "parse_message", "parse_tagged", "parse_apport_line", "link", "linked", "IDENTS"]
+__all__ = ["PATTERNS", "parse_message", "parse_tagged", "parse_apport_line", "link", "linked", "IDENTS", "SUPERVISORS",
+           "SUPERVISOR_IDENTS"]
 
 #: signals whose default action dumps core (include/linux/signal.h SIG_KERNEL_COREDUMP_MASK), by the
 #: short names systemd prints in "status=11/SEGV"
@@ -160,7 +161,7 @@ SUPERVISORS = (
     P("supervisord", "supervisor-spawned", r"spawned: '(?P<comm>[^']{1,64})' with pid (?P<pid>\d+)",
       "Subprocess.spawn() supervisor/process.py"),
 )
-PATTERNS = PATTERNS + SUPERVISORS
+PATTERNS = PATTERNS + SUPERVISORS  # type: ignore[assignment]  # (a longer tuple of the same rows)
 
 #: strsignal() descriptions (glibc) as OVS and httpd print them -> the signal
 _SIGDESC = {"Segmentation fault": "SIGSEGV", "Aborted": "SIGABRT", "Bus error": "SIGBUS",
@@ -171,9 +172,11 @@ _SIGDESC = {"Segmentation fault": "SIGSEGV", "Aborted": "SIGABRT", "Bus error": 
 _IDENT_ALIASES = {"apache2": "httpd", "postgresql": "postgres", "postmaster": "postgres"}
 
 #: the idents (syslog tag / SYSLOG_IDENTIFIER) whose messages parse_message() classifies
-IDENTS = tuple(sorted({p.ident for p in PATTERNS}))
+IDENTS = tuple(sorted({p.ident for p in PATTERNS if p not in SUPERVISORS}))
+#: the idents of the supervisors' rows
+SUPERVISOR_IDENTS = tuple(sorted({p.ident for p in SUPERVISORS}))
 
-_BY_IDENT = {i: tuple(p for p in PATTERNS if p.ident == i) for i in IDENTS}
+_BY_IDENT = {i: tuple(p for p in PATTERNS if p.ident == i) for i in IDENTS + SUPERVISOR_IDENTS}
 
 # the first line of a message: systemd-coredump appends the stack trace after "\n\n"; rsyslog
 # escapes control characters as "#012" (octal) in files
@@ -223,7 +226,8 @@ def parse_message(ident: "str | None", pid: "int | str | None", message: str, wh
         if p.event == "supervisor-spawned":
             return Event(event=p.event, pid=number(g["pid"], "pid", source), comm=g.get("comm"), gate=None, signal=None,
                          signo=None, source=source, ref=p.source, line=first, time=finite_time(when, source),
-                         unit=None, dumped=None, ident=fam, hpid=None)
+                         unit=None, dumped=None, ident=fam,
+                         hpid=number(pid, "pid", source, "the logger's pid") if isinstance(pid, str) and pid else pid)
         if p.event == "unit-result":
             if signame is not None and signame not in _CORE_SIGNALS:
                 return None  # code=killed status=15/TERM: a stop, not a crash
@@ -348,8 +352,8 @@ def linked(events: Iterable[Event]) -> Iterator[Event]:
     spawned: Dict[Tuple[Any, Any], Any] = {}  # supervisord: (ident, program) -> the pid it spawned
     for e in events:
         if e.get("event") == "supervisor-spawned":
+            # a start, not a crash (crashes.correlate leaves it out): it names a later "exited:" line's pid
             spawned[(e.get("ident"), e.get("comm"))] = e.get("pid")
-            continue  # a start, not a crash: it only names the pid of a later "exited:" line
         if e.get("event") == "supervisor-exit" and e.get("pid") is None:
             e["pid"] = spawned.pop((e.get("ident"), e.get("comm")), None)
         key = (e.get("ident"), e.get("hpid"))

@@ -284,7 +284,7 @@ def crashes_report(doc: Dict[str, Any]) -> str:
         names = ", ".join("%s[%s]" % (r["comm"], r["pid"]) for r in rs[:4]) + (", ..." if len(rs) > 4 else "")
         out.append(_wrap("", f"core unknown for {len(rs)} ({names}): {why}"))
     if absent:
-        out += ["", "Not read: " + "; ".join(absent)]
+        out += ["", _wrap("", "Not read: " + "; ".join(absent))]
     forged = [r for r in recs if r.get("untrusted")]
     if forged:
         out += ["", _wrap("", f"Not the kernel's word ({len(forged)}): " + ", ".join(
