@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
                                                           "systemd-coredump", "daemons"),
                     help="read only this source (repeatable; default: every source present)")
     cr.add_argument("--log", action="append", metavar="FILE",
-                    help="also read this syslog file (kern.log, messages, .gz rotations; repeatable)")
+                    help="also read this syslog file (kern.log, messages, .gz rotations) or a supervisor's own "
+                         "log (nginx error.log, ovs-vswitchd.log; repeatable)")
 
     k = sub.add_parser("canary", help="prove it: a throwaway process with the target's credentials "
                        "faults for real; where did its core land?")
