@@ -64,7 +64,7 @@ def gather(since: "float | None" = None, root: str = "/", only=None, log_files: 
         want.add("log")
         # syslog-format files, and supervisors' own logs (nginx's error.log) in their own formats
         take("log", lambda sk: list(_linked(syslog.read(log_files, since=since, skipped=sk)))
-             + [e for e in supervisors.read(log_files, skipped=sk)
+             + [e for e in supervisors.read(log_files, skipped=sk, long_lines=False)
                 if since is None or e["time"] is None or e["time"] >= since])
     if root == "/":
         take("kmsg", lambda sk: (e for e in _linked(kmsg.read_kmsg(user=classify, skipped=sk))

@@ -108,9 +108,11 @@ def log_files(root: str = "/") -> List[str]:
     return sorted(set(out))
 
 
-def read(paths: Iterable[str], skipped: "OnSkip | None" = None) -> Iterator[Event]:
+def read(paths: Iterable[str], skipped: "OnSkip | None" = None, long_lines: bool = True) -> Iterator[Event]:
     """The supervisor events of *paths*, each file in order (source ``daemon-log:PATH``); a file
-    is opened without following a symlink in its last component."""
+    is opened without following a symlink in its last component. *long_lines*: report a line
+    too long to read as a skipped record (False when the syslog reader reads the same files and
+    reports it already)."""
     for path in paths:
         src = f"daemon-log:{path}"
         fd, _names = safe_dir_entries(os.path.dirname(path) or ".")
@@ -130,6 +132,8 @@ def read(paths: Iterable[str], skipped: "OnSkip | None" = None) -> Iterator[Even
             for raw, n in lines_bounded(f, MAX_LINE):
                 try:
                     if raw is None:
+                        if not long_lines:
+                            continue
                         raise BadRecord(src, f"a daemon log line of {n} bytes (at most {MAX_LINE} are read)")
                     e = parse_file_line(raw.decode("utf-8", "replace"), src)
                 except BadRecord as err:
