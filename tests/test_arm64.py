@@ -40,10 +40,14 @@ KNOWN_FAILING = {
     # rule has the same skew and takes it through pid order: cores.KMSG_CLOCK_SLACK)
     "test_after_the_seeds_fix_the_old_crash_is_judged_by_its_own_time": "no fixed_by: kmsg clock ahead",
     "test_planted_crash_files_in_an_apport_dir": "its 30 s budget: 39 s under emulation",
-    # trace: syscall events of setresgid and the set-id exec, and the name mode, on arm64
-    "test_setresgid_only": "no cred-change event for setresgid",
-    "test_exec_of_setuid_binary": "the set-id exec is not seen (dumped None)",
-    "test_pid_and_name_modes": "no events in name mode",
+    # trace: the syscall events and dumpable changes are right on arm64 (asserted before these
+    # fail); what fails is the user stack: empty ([]) -- arm64 6.1's ftrace userstacktrace walks
+    # no user stack there; trace should detect that and say so instead of an empty list
+    "test_setresgid_only": "user stack of the dumpable change is []",
+    # the set-id exec's process dies before trace re-reads it under emulation: prediction stale
+    # (predicted None), so the outcome check fails; the exec and drop events themselves are right
+    "test_exec_of_setuid_binary": "prediction stale under emulation (predicted None)",
+    "test_pid_and_name_modes": "attach by name misses the event under emulation (not analysed)",
 }
 #: not in the guest: the fallback variants (they switch off a fast path 6.1 does not have)
 GUEST_DESELECT = "not fallback and not (" + " or ".join(sorted(KNOWN_FAILING)) + ")"
