@@ -89,12 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     cr.add_argument("--since", help="only crashes after this time ('2 days ago', or ISO 8601)")
     cr.add_argument("--json", action="store_true", help="machine-readable output (coredoctor.crashes/1)")
     cr.add_argument("--source", action="append", choices=("kmsg", "journal", "syslog", "audit", "apport",
-                                                          "systemd-coredump"),
+                                                          "systemd-coredump", "daemons"),
                     help="read only this source (repeatable; default: every source present)")
     cr.add_argument("--container", action="append", default=[], metavar="CONTAINER",
                     help="only crashes in this container (name, id or 12+ hex id prefix; repeatable)")
     cr.add_argument("--log", action="append", metavar="FILE",
-                    help="also read this syslog file (kern.log, messages, .gz rotations; repeatable)")
+                    help="also read this syslog file (kern.log, messages, .gz rotations) or a supervisor's own "
+                         "log (nginx error.log, ovs-vswitchd.log; repeatable)")
 
     k = sub.add_parser("canary", help="prove it: a throwaway process with the target's credentials "
                        "faults for real; where did its core land?")

@@ -244,7 +244,7 @@ def kernel_log_room(needed, burst=10, window=5.0, timeout=12.0):
                     break
                 head, _, body = rec.partition(b";")
                 f = head.split(b",")
-                if len(f) > 2 and b": segfault at " in body and now - int(f[2]) / 1e6 < window + 0.3:
+                if len(f) > 2 and (b": segfault at " in body or b"]: unhandled exception: " in body) and now - int(f[2]) / 1e6 < window + 0.3:
                     recent += 1
         finally:
             os.close(fd)

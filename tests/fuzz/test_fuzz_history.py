@@ -71,6 +71,13 @@ KERNEL_TEMPLATES = [
     "Process {n}({w}) has RLIMIT_CORE set to 1",
     "Core dump to |{w} pipe failed",
     "systemd-coredump[{n}]: Failed to connect to coredump service: {w}",
+    # arm64 (4.19+ and before), riscv64, powerpc, s390x user faults
+    "{w}[{n}]: unhandled exception: {w}, ESR 0x{n}, {w} in {w}[{n}+{n}]",
+    "{w}[{n}]: unhandled exception: DABT (lower EL), ESR 0x{n}, level {n} translation fault",
+    "{w}[{n}]: unhandled level {n} translation fault ({n}) at 0x{n}, esr 0x{n}, in {w}",
+    "{w}[{n}]: unhandled signal {n} code 0x{n} at 0x{n} in {w}",
+    "{w}[{n}]: segfault ({n}) at {n} nip {n} lr {n} code {n} in {w}",
+    "User process fault: interruption code {n} ilc:{n} in {w}",
 ]
 DAEMON_TEMPLATES = [
     ("systemd", "{w}: Main process exited, code=dumped, status={n}/SEGV"),
@@ -100,6 +107,9 @@ def check_event(e):
     assert t is None or (math.isfinite(t) and 0 <= t < MAX_TIME), t
     for k in ("comm", "line", "exe", "path"):
         assert e.get(k) is None or isinstance(e[k], str), k
+    if e.get("esr") is not None:  # arm64: a 64-bit syndrome, decoded into bounded fields
+        d = e["esr"]
+        assert len(d["esr"]) == 18 and 0 <= d["ec"] < 64 and d.get("level") in (None, -1, 0, 1, 2, 3), d
 
 
 def contract(fn, *args):

@@ -63,6 +63,22 @@ CASES = [
     ("apport", "writing core dump to core._a_out.1000.f51f0527-4e10-4be1-b463-4f8019c6299a.64871.30416479 "
      "(limit: -1)", "handler-stored", None, None, None, None, None),
     ("apport", "wrote report /var/crash/_usr_bin_crashy.1000.crash", "handler-stored", None, None, None, None, None),
+    # supervisors (daemonlog.SUPERVISORS): the parent's word on a child's death, "core dumped" = WCOREDUMP
+    ("ovs-vswitchd", "ovs|00007|daemon_unix(monitor)|ERR|1 crashes: pid 2875 died, killed (Segmentation fault), "
+     "core dumped, restarting", "supervisor-exit", 2875, None, None, "SIGSEGV", True),
+    ("ovsdb-server", "ovs|00003|daemon_unix(monitor)|ERR|1 crashes: pid 2870 died, killed (Aborted), restarting",
+     "supervisor-exit", 2870, None, None, "SIGABRT", False),
+    ("nginx", "[alert] 1234#1234: worker process 1235 exited on signal 11", "supervisor-exit", 1235, None, None,
+     "SIGSEGV", False),
+    ("httpd", "[core:notice] [pid 9:tid 9] AH00051: child pid 901 exit signal Segmentation fault (11), possible "
+     "coredump in /etc/apache2", "supervisor-exit", 901, None, None, "SIGSEGV", True),
+    ("postgres", "[99] LOG:  server process (PID 1300) was terminated by signal 11: Segmentation fault",
+     "supervisor-exit", 1300, None, None, "SIGSEGV", None),
+    ("php-fpm", "WARNING: [pool www] child 1400 exited on signal 11 (SIGSEGV - core dumped) after 1.5 seconds from "
+     "start", "supervisor-exit", 1400, None, None, "SIGSEGV", True),
+    ("supervisord", "INFO exited: worker (terminated by SIGSEGV (core dumped); not expected)", "supervisor-exit",
+     None, "worker", None, "SIGSEGV", True),
+    ("supervisord", "INFO spawned: 'worker' with pid 4321", "supervisor-spawned", 4321, "worker", None, None, None),
 ]
 
 

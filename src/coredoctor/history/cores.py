@@ -117,6 +117,10 @@ def size(path: str) -> Optional[int]:
 _BOOT = None
 
 
+#: seconds the kernel log's times may be ahead of the processes' start times (see Host.instance)
+KMSG_CLOCK_SLACK = 5.0
+
+
 def _start_time(pid: int) -> Optional[float]:
     """When *pid* started, in seconds since the epoch (``starttime`` of /proc/PID/stat, clock
     ticks since boot), or None when it is gone."""
@@ -170,7 +174,13 @@ class Host:
             if pid == crash["pid"]:
                 continue
             started = _start_time(pid)
-            restarted = crash.get("time") is not None and started is not None and started >= crash["time"] - 1.0
+            restarted = crash.get("time") is not None and started is not None and (
+                started >= crash["time"] - 1.0
+                # a later pid (pids are handed out in order) started just "before" the crash: the
+                # kernel log's clock (printk's local_clock()) may run ahead of CLOCK_MONOTONIC, by
+                # seconds in an emulated arm64 guest; a restart is after the crash in pid order
+                or (crash.get("pid") is not None and pid > crash["pid"]
+                    and started >= crash["time"] - KMSG_CLOCK_SLACK))
             if restarted or crash.get("exe"):
                 cands.append((pid, restarted))
         key = (tuple(cands[:5]), crash.get("exe"), crash.get("signal"))

@@ -76,7 +76,7 @@ def _place(source: Optional[str]) -> str:
 def _new(e: Dict[str, Any]) -> Dict[str, Any]:
     return {"time": e.get("time"), "pid": e.get("pid"), "comm": e.get("comm"), "exe": None, "unit": None, "uid": None,
             "signal": None, "signo": None, "sources": [], "events": [], "refusals": [], "stored": [],
-            "unit_result": None, "handler_truncated": None, "_keys": {}}
+            "unit_result": None, "handler_truncated": None, "fault": None, "supervisor": None, "_keys": {}}
 
 
 def _near(c: Dict[str, Any], e: Dict[str, Any]) -> bool:
@@ -109,6 +109,8 @@ def correlate(events: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     by_pid: Dict[int, List[Dict[str, Any]]] = {}
     orphans: List[Dict[str, Any]] = []
     for e in sorted(events, key=lambda e: (e.get("time") is None, e.get("time") or 0)):
+        if e.get("event") == "supervisor-spawned":
+            continue  # a supervisor started a child: no crash (it only names a later exit's pid)
         if e.get("pid") is None or e.get("event") == "handler":
             orphans.append(e)
             continue
@@ -164,6 +166,12 @@ def _add(c: Dict[str, Any], e: Dict[str, Any]) -> None:
     for k in ("signal", "signo", "exe", "comm", "unit", "pid", "uid"):
         if c.get(k) is None and e.get(k) is not None:
             c[k] = e[k]
+    if e.get("event") == "supervisor-exit" and c.get("supervisor") is None:
+        # the parent that reaped it: "core dumped" is WCOREDUMP(status), the kernel's own verdict
+        c["supervisor"] = {"program": e.get("ident"), "dumped": e.get("dumped"), "line": e.get("line"),
+                           "path": e.get("path")}
+    if e.get("esr") and c.get("fault") is None:  # arm64: what the exception syndrome says (history.esr)
+        c["fault"] = dict(e["esr"], desc=e.get("desc"))
     if e.get("event") == "unit-result" and e.get("dumped") is not None:
         # systemd's view of the kernel's verdict: code=dumped (the kernel wrote a core, to a file or
         # the handler) or code=killed (no core at all)

@@ -39,7 +39,8 @@ from coredoctor.history import BadRecord, finite_time, number, signed
 from coredoctor.history.kmsg import Event
 from coredoctor.kernel.signal import SIG_KERNEL_COREDUMP
 
-__all__ = ["PATTERNS", "parse_message", "parse_tagged", "parse_apport_line", "link", "linked", "IDENTS"]
+__all__ = ["PATTERNS", "parse_message", "parse_tagged", "parse_apport_line", "link", "linked", "IDENTS", "SUPERVISORS",
+           "SUPERVISOR_IDENTS"]
 
 #: signals whose default action dumps core (include/linux/signal.h SIG_KERNEL_COREDUMP_MASK), by the
 #: short names systemd prints in "status=11/SEGV"
@@ -118,10 +119,64 @@ PATTERNS = (
       gate="handler-policy"),
 )
 
-#: the idents (syslog tag / SYSLOG_IDENTIFIER) whose messages parse_message() classifies
-IDENTS = tuple(sorted({p.ident for p in PATTERNS}))
+# Supervisors: the parent that reaps a crashed child logs how it died, whatever the kernel log
+# says (arm64's debug.exception-trace=0 prints nothing). Event ``supervisor-exit``: ``pid`` the
+# child, ``signo``/``signal``, ``dumped`` True when the line says the kernel dumped core
+# (WCOREDUMP), False when the program would say so and did not, None when it never says.
+_SUP = "supervisor-exit"
+SUPERVISORS = (
+    # Open vSwitch monitor_daemon() lib/daemon-unix.c: "%d crashes: pid %lu died, %s, restarting",
+    # process_status_msg() lib/process.c: "killed (%s)" (strsignal) + ", core dumped" if WCOREDUMP;
+    # in syslog as vlog's "ovs|%05N|%c%T|%p|%m", in the log file "%D{%Y-%m-%dT%H:%M:%S.###Z}|..."
+    P("ovs-vswitchd", _SUP, r"daemon_unix\(monitor\)\|[A-Z]+\|(?:\d+ crashes: )?pid (?P<pid>\d+) died, "
+      r"killed \((?P<sigdesc>[^)]{1,40})\)(?P<core>, core dumped)?", "monitor_daemon() openvswitch lib/daemon-unix.c",
+      dumped=False),
+    P("ovsdb-server", _SUP, r"daemon_unix\(monitor\)\|[A-Z]+\|(?:\d+ crashes: )?pid (?P<pid>\d+) died, "
+      r"killed \((?P<sigdesc>[^)]{1,40})\)(?P<core>, core dumped)?", "monitor_daemon() openvswitch lib/daemon-unix.c",
+      dumped=False),
+    # nginx ngx_process_get_status() src/os/unix/ngx_process.c: "%s %P exited on signal %d%s",
+    # " (core dumped)" if WCOREDUMP; %s "worker process", "cache manager process", ...
+    P("nginx", _SUP, r"\[alert\] \d+#\d+: (?:\*\d+ )?(?P<what>[a-z ]{1,40}process) (?P<pid>\d+) exited on signal "
+      r"(?P<signo>\d+)(?P<core> \(core dumped\))?", "ngx_process_get_status() nginx src/os/unix/ngx_process.c",
+      dumped=False),
+    # Apache httpd ap_process_child_status() server/mpm_common.c: AH00051 "child pid %ld exit signal %s
+    # (%d), possible coredump in %s" (WCOREDUMP), AH00052 "child pid %ld exit signal %s (%d)"
+    P("httpd", _SUP, r"AH0005[12]: child pid (?P<pid>\d+) exit signal (?P<sigdesc>[^(]{1,40}?) \((?P<signo>\d+)\)"
+      r"(?P<core>, possible coredump in (?P<path>.*))?", "ap_process_child_status() httpd server/mpm_common.c",
+      dumped=False),
+    # PostgreSQL LogChildExit() src/backend/postmaster/postmaster.c: "%s (PID %d) was terminated by
+    # signal %d: %s" (no word of a core)
+    P("postgres", _SUP, r"(?P<what>[a-z][a-z \"\w]{0,60}) \(PID (?P<pid>\d+)\) was terminated by signal "
+      r"(?P<signo>\d+)", "LogChildExit() postgresql src/backend/postmaster/postmaster.c"),
+    # php-fpm fpm_children_bury() sapi/fpm/fpm/fpm_children.c: "[pool %s] child %d exited on signal %d
+    # (%s%s) after ..." with " - core dumped" if WCOREDUMP
+    P("php-fpm", _SUP, r"\[pool (?P<pool>[^\]]{1,64})\] child (?P<pid>\d+) exited on signal (?P<signo>\d+) "
+      r"\((?P<signame>SIG[A-Z0-9]+)?(?P<core> - core dumped)?\)", "fpm_children_bury() php-src "
+      "sapi/fpm/fpm/fpm_children.c", dumped=False),
+    # supervisord Subprocess.finish() supervisor/process.py: "exited: %s (%s; not expected)" with
+    # decode_wait_status() supervisor/options.py "terminated by %s" + " (core dumped)"; no pid (the
+    # earlier "spawned: '%s' with pid %s" line names it, see supervisors.read)
+    P("supervisord", _SUP, r"exited: (?P<comm>\S{1,64}) \(terminated by (?P<signame>SIG[A-Z0-9]+)"
+      r"(?P<core> \(core dumped\))?; not expected\)", "Subprocess.finish() supervisor/process.py", dumped=False),
+    P("supervisord", "supervisor-spawned", r"spawned: '(?P<comm>[^']{1,64})' with pid (?P<pid>\d+)",
+      "Subprocess.spawn() supervisor/process.py"),
+)
+PATTERNS = PATTERNS + SUPERVISORS  # type: ignore[assignment]  # (a longer tuple of the same rows)
 
-_BY_IDENT = {i: tuple(p for p in PATTERNS if p.ident == i) for i in IDENTS}
+#: strsignal() descriptions (glibc) as OVS and httpd print them -> the signal
+_SIGDESC = {"Segmentation fault": "SIGSEGV", "Aborted": "SIGABRT", "Bus error": "SIGBUS",
+            "Illegal instruction": "SIGILL", "Floating point exception": "SIGFPE", "Quit": "SIGQUIT",
+            "Trace/breakpoint trap": "SIGTRAP", "Bad system call": "SIGSYS", "CPU time limit exceeded": "SIGXCPU",
+            "File size limit exceeded": "SIGXFSZ", "IOT trap": "SIGABRT", "EMT trap": "SIGEMT"}
+#: idents a supervisor logs under besides its row's (Debian's apache2, php-fpm8.2, postgresql)
+_IDENT_ALIASES = {"apache2": "httpd", "postgresql": "postgres", "postmaster": "postgres"}
+
+#: the idents (syslog tag / SYSLOG_IDENTIFIER) whose messages parse_message() classifies
+IDENTS = tuple(sorted({p.ident for p in PATTERNS if p not in SUPERVISORS}))
+#: the idents of the supervisors' rows
+SUPERVISOR_IDENTS = tuple(sorted({p.ident for p in SUPERVISORS}))
+
+_BY_IDENT = {i: tuple(p for p in PATTERNS if p.ident == i) for i in IDENTS + SUPERVISOR_IDENTS}
 
 # the first line of a message: systemd-coredump appends the stack trace after "\n\n"; rsyslog
 # escapes control characters as "#012" (octal) in files
@@ -141,6 +196,10 @@ def _ident_family(ident: Optional[str]) -> Optional[str]:
         return ident
     if ident.startswith("systemd-coredump"):  # "systemd-coredump@0-1234-0.service" as a unit name
         return "systemd-coredump"
+    if ident in _IDENT_ALIASES:
+        return _IDENT_ALIASES[ident]
+    if ident.startswith("php-fpm"):  # php-fpm8.2, php-fpm7.4
+        return "php-fpm"
     return None
 
 
@@ -162,6 +221,13 @@ def parse_message(ident: "str | None", pid: "int | str | None", message: str, wh
             continue
         g = m.groupdict()
         signame = g.get("signame")
+        if p.event == _SUP:
+            return _supervisor_event(p, g, fam, pid, first, when, source)
+        if p.event == "supervisor-spawned":
+            return Event(event=p.event, pid=number(g["pid"], "pid", source), comm=g.get("comm"), gate=None, signal=None,
+                         signo=None, source=source, ref=p.source, line=first, time=finite_time(when, source),
+                         unit=None, dumped=None, ident=fam,
+                         hpid=number(pid, "pid", source, "the logger's pid") if isinstance(pid, str) and pid else pid)
         if p.event == "unit-result":
             if signame is not None and signame not in _CORE_SIGNALS:
                 return None  # code=killed status=15/TERM: a stop, not a crash
@@ -196,6 +262,30 @@ def parse_message(ident: "str | None", pid: "int | str | None", message: str, wh
             e["gate"] = "space"
         return e
     return None
+
+
+def _supervisor_event(p: P, g: Dict[str, Any], fam: str, hpid: "int | str | None", first: str,
+                      when: "float | None", source: str) -> "Event | None":
+    """A supervisor's line about a child's death (SUPERVISORS), or None when the signal is not one
+    that dumps core (a stop by SIGTERM is no crash)."""
+    signo = number(g["signo"], "signo", source) if g.get("signo") else None
+    sig = g.get("signame") or _SIGDESC.get((g.get("sigdesc") or "").strip())
+    if sig is None and signo is not None:
+        try:
+            sig = _signal.Signals(signo).name  # the number as this host's architecture names it
+        except ValueError:
+            sig = None
+    if sig is None or sig[3:] not in _CORE_SIGNALS:
+        return None
+    if isinstance(hpid, str):
+        hpid = number(hpid, "pid", source, "the logger's pid") if hpid else None
+    dumped = bool(g.get("core")) if p.dumped is not None else None  # rows that would say "core dumped"
+    e = Event(event=_SUP, pid=number(g["pid"], "pid", source) if g.get("pid") else None, comm=g.get("comm"),
+              gate=None, signal=sig, signo=signo, source=source, ref=p.source, line=first,
+              time=finite_time(when, source), unit=None, dumped=dumped, ident=fam, hpid=hpid)
+    if g.get("path"):
+        e["path"] = g["path"]
+    return e
 
 
 _TAGGED = re.compile(r"^(?P<ident>[^\s\[:]+)(?:\[(?P<pid>[0-9]+)\])?: (?P<msg>.*)$", re.S | re.ASCII)
@@ -259,7 +349,13 @@ def link(events: Iterable[Event]) -> List[Event]:
 def linked(events: Iterable[Event]) -> Iterator[Event]:
     """:func:`link` for a stream of events (a generator: constant memory per handler process)."""
     last: Dict[Tuple[Any, Any], Event] = {}
+    spawned: Dict[Tuple[Any, Any], Any] = {}  # supervisord: (ident, program) -> the pid it spawned
     for e in events:
+        if e.get("event") == "supervisor-spawned":
+            # a start, not a crash (crashes.correlate leaves it out): it names a later "exited:" line's pid
+            spawned[(e.get("ident"), e.get("comm"))] = e.get("pid")
+        if e.get("event") == "supervisor-exit" and e.get("pid") is None:
+            e["pid"] = spawned.pop((e.get("ident"), e.get("comm")), None)
         key = (e.get("ident"), e.get("hpid"))
         if key[1] is not None and str(e.get("event", "")).startswith("handler-"):
             prev = last.get(key)

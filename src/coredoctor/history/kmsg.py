@@ -38,6 +38,34 @@ PATTERNS = (
       r"sp [0-9a-f]+ error (?P<error>[0-9a-f]+)", "show_signal_msg() arch/x86/mm/fault.c", signal="SIGSEGV"),
     P("fault", r"^traps: (?P<comm>.+?)\[(?P<pid>\d+)\] (?P<trap>general protection fault|trap int3|trap divide error|"
       r"trap invalid opcode|trap [a-z ]+?)(?: ip| in |:|$)", "show_signal() arch/x86/kernel/traps.c"),
+    # arm64, 4.19+: arm64_show_signal() arch/arm64/kernel/traps.c "%s[%d]: unhandled exception: "
+    # [+ "%s, ESR 0x%08x, " (0x%016lx 5.19+) when the ESR is known] + the fault name + print_vma_addr()'s
+    # " in %s[%lx+%lx]"; 6.13+ one pr_info() with " in %pv" (same text)
+    P("fault", r"^(?P<comm>.+?)\[(?P<pid>\d+)\]: unhandled exception: (?:(?P<esrclass>[^,]{1,40}), "
+      r"ESR 0x(?P<esr>[0-9a-f]+), )?(?P<desc>.+?)(?: in (?P<object>[^\[]*\[[0-9a-f]+\+[0-9a-f]+\]))?$",
+      "arm64_show_signal() arch/arm64/kernel/traps.c (4.19+)"),
+    # arm64, 3.7-4.18: __do_user_fault() arch/arm64/mm/fault.c "%s[%d]: unhandled %s (%d) at 0x%08lx,
+    # esr 0x%03x" (+ print_vma_addr(", in ") since 4.10)
+    P("fault", r"^(?P<comm>.+?)\[(?P<pid>\d+)\]: unhandled (?P<desc>[a-z0-9 ]+?) \((?P<signo>\d+)\) "
+      r"at 0x(?P<addr>[0-9a-f]+), esr 0x(?P<esr>[0-9a-f]+)", "__do_user_fault() arch/arm64/mm/fault.c (-4.18)"),
+    # riscv64: do_trap() arch/riscv/kernel/traps.c "%s[%d]: unhandled signal %d code 0x%x at 0x" REG_FMT
+    # (+ " in %s[%lx+%lx]"); powerpc before 4.19 (show_signal_msg() fmt64) "unhandled signal %d at %016lx
+    # nip %016lx lr %016lx code %x"
+    P("fault", r"^(?P<comm>.+?)\[(?P<pid>\d+)\]: unhandled signal (?P<signo>\d+) (?:code 0x(?P<code>[0-9a-f]+) )?"
+      r"at (?:0x)?(?P<addr>[0-9a-f]+)", "do_trap() arch/riscv/kernel/traps.c; show_signal_msg() arch/powerpc "
+      "(-4.18)"),
+    # powerpc 4.19+: show_signal_msg() arch/powerpc/kernel/traps.c "%s[%d]: %s (%d) at %lx nip %lx lr %lx
+    # code %x", %s = signame(): segfault, bus error, illegal instruction, floating point exception,
+    # unhandled trap, unknown signal
+    P("fault", r"^(?P<comm>.+?)\[(?P<pid>\d+)\]: (?P<desc>segfault|bus error|illegal instruction|"
+      r"floating point exception|unhandled trap|unknown signal) \((?P<signo>\d+)\) at (?P<addr>[0-9a-f]+) "
+      r"nip (?P<ip>[0-9a-f]+) lr [0-9a-f]+ code (?P<code>[0-9a-f]+)",
+      "show_signal_msg() arch/powerpc/kernel/traps.c (4.19+)"),
+    # s390x: report_user_fault() arch/s390/mm/fault.c (arch/s390/kernel/dumpstack.c 6.x) "User process
+    # fault: interruption code %04x ilc:%d " + print_vma_addr("in "): no pid, no signal; show_regs()
+    # prints the CPU/PID/Comm line after the fault details (joined by join_task_context)
+    P("fault", r"^User process fault: interruption code (?:0x)?(?P<code>[0-9a-fA-F]+)(?: ilc:\d)?",
+      "report_user_fault() arch/s390/mm/fault.c"),
     # print-fatal-signals: "%s/%d: potentially..." (up to 6.x), "%pD: %s: potentially..." (newer, no pid)
     P("fatal-signal", r"^(?P<comm>.+)/(?P<pid>\d+): potentially unexpected fatal signal (?P<signo>\d+)\.",
       "print_fatal_signal() kernel/signal.c"),
@@ -135,11 +163,41 @@ def parse_line(msg: str, when: "float | None" = None, source: str = "kmsg") -> "
             u = _AUDIT_UID.search(msg, 0, m.start("pid"))
             if u:
                 e["uid"] = number(u.group(1), "uid", source)
-        for k in ("exe", "helper", "path", "addr", "ip", "error"):
+        for k in ("exe", "helper", "path", "addr", "ip", "error", "code", "desc", "object"):
             if g.get(k):
+                if k in _HEX and len(g[k]) > _HEX[k]:
+                    raise BadRecord(source, f"a {len(g[k])}-digit {k} (a register holds {_HEX[k]})")
                 e[k] = g[k]
+        if g.get("esr"):
+            _add_esr(e, g["esr"], source)
+        elif p.source.startswith("report_user_fault()"):
+            e["signal"] = _S390_CODE.get(int(g["code"], 16) & 0xFF)
         return e
     return None
+
+
+#: the hex digits a field may have: a 64-bit register (addr, ip, ESR); a 32-bit code
+_HEX = {"addr": 16, "ip": 16, "error": 16, "code": 8}
+
+#: s390 program interruption codes (the low byte; 0x200 is PER) a user fault reports, and the
+#: signal the kernel sends for them: do_dat_exception()/do_protection_exception()
+#: arch/s390/mm/fault.c (SIGSEGV), the pgm_check_table arch/s390/kernel/pgm_check.S handlers
+#: (operation/privileged/specification -> SIGILL, data -> SIGFPE/SIGILL is left open)
+_S390_CODE = {0x01: "SIGILL", 0x02: "SIGILL", 0x03: "SIGILL", 0x04: "SIGSEGV", 0x05: "SIGSEGV", 0x06: "SIGILL",
+              0x10: "SIGSEGV", 0x11: "SIGSEGV", 0x38: "SIGSEGV", 0x39: "SIGSEGV", 0x3A: "SIGSEGV",
+              0x3B: "SIGSEGV"}
+
+
+def _add_esr(e: "Event", text: str, source: str) -> None:
+    """arm64: the ESR decoded (:mod:`.esr`) into ``e["esr"]``, and the signal it implies when the
+    line does not print one."""
+    from coredoctor.history import esr as _esr
+    if len(text) > _esr.MAX_DIGITS:
+        raise BadRecord(source, f"a {len(text)}-digit ESR (ESR_ELx is 64 bits)")
+    d = _esr.decode(int(text, 16))
+    e["esr"] = d
+    if e.get("signal") is None and e.get("signo") is None:
+        e["signal"] = d["signal"]
 
 
 _AUDIT_UID = re.compile(r" uid=([0-9]+) ", re.ASCII)
@@ -157,7 +215,7 @@ def _untrusted(v: str) -> str:
 
 
 def join_task_context(events: Iterable["Event"], window: float = 1.0) -> Iterator["Event"]:
-    """Give a pid-less ``fatal-signal`` event the pid (and comm) of the ``task-context`` line that
+    """Give a pid-less ``fatal-signal`` (or ``fault``: s390's report_user_fault()) event the pid (and comm) of the ``task-context`` line that
     print_fatal_signal()'s show_regs() prints right after it (5.x-6.1: the line names neither; 6.x
     ``%pD: comm:`` names no pid). ``task-context`` events are consumed: alone (an oops, a WARN) they
     say nothing about a crash. *events* in log order, from one log."""
@@ -176,7 +234,7 @@ def join_task_context(events: Iterable["Event"], window: float = 1.0) -> Iterato
         if pending is not None:
             yield pending
             pending = None
-        if e["event"] == "fatal-signal" and e.get("pid") is None:
+        if e["event"] in ("fatal-signal", "fault") and e.get("pid") is None:
             pending = e
         else:
             yield e

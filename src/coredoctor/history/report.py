@@ -20,13 +20,13 @@ import time
 from coredoctor.errors import Error
 from coredoctor.history import Skips
 from coredoctor.history import apport, audit, cores, crashes as corr, daemonlog, journal, kmsg, stores, syslog
-from coredoctor.history import sysctl_history
+from coredoctor.history import supervisors, sysctl_history
 from coredoctor.kernel import core_pattern, handlers
 
 __all__ = ["SCHEMA", "build", "gather", "records", "core_of", "likely_reason", "observe", "SOURCES"]
 
 SCHEMA = "coredoctor.crashes/1"
-SOURCES = ("kmsg", "journal", "syslog", "audit", "apport", "systemd-coredump")
+SOURCES = ("kmsg", "journal", "syslog", "audit", "apport", "systemd-coredump", "daemons")
 
 
 def _classify(ident, pid, message, when):
@@ -62,7 +62,10 @@ def gather(since: "float | None" = None, root: str = "/", only=None, log_files: 
     if log_files:  # --log FILE: classic syslog files given by hand, instead of the host's
         want.discard("syslog")
         want.add("log")
-        take("log", lambda sk: _linked(syslog.read(log_files, since=since, skipped=sk)))
+        # syslog-format files, and supervisors' own logs (nginx's error.log) in their own formats
+        take("log", lambda sk: list(_linked(syslog.read(log_files, since=since, skipped=sk)))
+             + [e for e in supervisors.read(log_files, skipped=sk, long_lines=False)
+                if since is None or e["time"] is None or e["time"] >= since])
     if root == "/":
         take("kmsg", lambda sk: (e for e in _linked(kmsg.read_kmsg(user=classify, skipped=sk))
                                  if since is None or e["time"] is None or e["time"] >= since))
@@ -77,6 +80,13 @@ def gather(since: "float | None" = None, root: str = "/", only=None, log_files: 
             take("syslog", lambda sk: _linked(syslog.read(files, since=since, skipped=sk)))
         else:
             read["syslog"] = "absent: no kern.log, syslog or messages files"
+    if "daemons" in want and root is not None:
+        files = supervisors.log_files(root)
+        if files:
+            take("daemons", lambda sk: (e for e in supervisors.read(files, skipped=sk)
+                                        if since is None or e["time"] is None or e["time"] >= since))
+        else:
+            read["daemons"] = "absent: no supervisor log (nginx, openvswitch, apache2, postgresql, php-fpm, supervisor)"
     if "audit" in want:
         files = audit.log_files(root)
         if files:
@@ -177,7 +187,24 @@ def _said_no_core(crash):
         return f"{r['source']}: {r['evidence']}"
     if crash["unit_result"] == "killed":
         return "systemd: the unit's main process was killed without a core (code=killed)"
+    sup = crash.get("supervisor") or {}
+    if sup.get("dumped") is False:
+        return (f"{sup['program']}: {sup['line']} (its supervisor says no core was dumped: "
+                "WCOREDUMP was clear)")
     return None
+
+
+def _wcoredump(core, crash):
+    """A supervisor that saw "core dumped" (WCOREDUMP): the kernel wrote a core, so one that is
+    not found was lost after it, and where the place is unknown it was written there."""
+    sup = crash.get("supervisor") or {}
+    if sup.get("dumped") and core["status"] in ("missing", "unknown"):
+        core["wcoredump"] = True
+        core["why"] = ((core.get("why") or "") + f"; {sup['program']} saw it dump core ({sup['line']})"
+                       + (": the kernel wrote it, and it is gone since" if core["status"] == "missing" else ""))
+    elif sup.get("dumped") is False:
+        core["wcoredump"] = False
+    return core
 
 
 # -- why not ---------------------------------------------------------------------------------
@@ -353,8 +380,10 @@ def build(since=None, only=None, log_files=None):
                then=lambda crash: {k: sysctl_history.value_at(hist[k], crash.get("time"), str(now.get(k, "")))
                                    for k in HISTORY_KEYS},
                pattern_env=lambda p: pattern_env(p, kernel))
+    from coredoctor.history import witness
     return {"schema": SCHEMA, "core_pattern": pattern, "read": read, "crashes": records(events, env, since),
-            "skipped": dict(skips.counts), "skipped_why": {k: list(v) for k, v in skips.reasons.items()}}
+            "skipped": dict(skips.counts), "skipped_why": {k: list(v) for k, v in skips.reasons.items()},
+            "kernel_log": witness.kernel_log(now, kernel["machine"])}  # additive: can it witness a fault
 
 
 def _instance_facts():
@@ -436,7 +465,7 @@ def records(events, env, since=None):
         if c["signal"] is None and c["signo"] is not None:
             c["signal"] = names.get(c["signo"])
         cenv = _env_then(c, env)
-        core = core_of(c, cenv)
+        core = _wcoredump(core_of(c, cenv), c)
         pt = cenv.get("pattern_then")
         if pt:
             ch = pt["change"]
@@ -449,6 +478,10 @@ def records(events, env, since=None):
                "signal": c["signal"], "signo": c["signo"], "sources": c["sources"], "core": core,
                "likely_reason": None, "unit_result": c["unit_result"], "evidence": c["events"],
                "untrusted": None}
+        if c.get("supervisor"):
+            rec["supervisor"] = c["supervisor"]  # additive: the supervisor's line and its WCOREDUMP
+        if c.get("fault"):
+            rec["fault"] = c["fault"]  # additive (arm64): the ESR decoded, see history.esr
         if c["events"] and all(ev.get("untrusted") for ev in c["events"]):
             rec["untrusted"] = c["events"][0]["untrusted"]  # nothing but lines anyone could have written
         rec["container"], rec["container_from"] = container_of(c, env)

@@ -275,10 +275,15 @@ def crashes_report(doc: Dict[str, Any]) -> str:
     skipped = ("Skipped as unreadable or untrusted: " + ", ".join(f"{k} {n}" for k, n in sorted(sk.items()))
                + " record" + ("s" if sum(sk.values()) != 1 else "") + " (" + "; ".join(
                    w for ws in (doc.get("skipped_why") or {}).values() for w in ws[:1]) + ")") if sk else None
+    kl = doc.get("kernel_log") or {}
+    # one line: the kernel log is no witness here, and the switches that make it one
+    blind = (f"Kernel log: no faults (debug.exception-trace={kl['exception_trace']}): "
+             + "; ".join(sw["command"] for sw in kl.get("switches") or [])) if kl.get("faults_logged") is False \
+        else None
     if not recs:
         return "No crashes found in " + ", ".join(k for k, v in doc.get("read", {}).items() if v.startswith("read")) \
             + "." + (("\n  not read: " + "; ".join(absent)) if absent else "") + \
-            (("\n" + _wrap("  ", skipped)) if skipped else "")
+            (("\n" + _wrap("  ", skipped)) if skipped else "") + (("\n" + blind) if blind else "")
     by: Dict[str, List[Dict[str, Any]]] = {}
     for r in recs:
         by.setdefault(r["core"]["status"], []).append(r)
@@ -337,7 +342,7 @@ def crashes_report(doc: Dict[str, Any]) -> str:
         names = ", ".join("%s[%s]" % (r["comm"], r["pid"]) for r in rs[:4]) + (", ..." if len(rs) > 4 else "")
         out.append(_wrap("", f"core unknown for {len(rs)} ({names}): {why}"))
     if absent:
-        out += ["", "Not read: " + "; ".join(absent)]
+        out += ["", _wrap("", "Not read: " + "; ".join(absent))]
     forged = [r for r in recs if r.get("untrusted")]
     if forged:
         out += ["", _wrap("", f"Not the kernel's word ({len(forged)}): " + ", ".join(
@@ -345,6 +350,8 @@ def crashes_report(doc: Dict[str, Any]) -> str:
             + " -- " + forged[0]["untrusted"])]
     if skipped:
         out += ["", _wrap("", skipped)]
+    if blind:
+        out += ["", blind]
     return "\n".join(out)
 
 

@@ -22,6 +22,11 @@ SYSCTLS = {
     "kernel.core_modes": "/proc/sys/kernel/core_modes",
     "kernel.core_file_note_size_limit": "/proc/sys/kernel/core_file_note_size_limit",
     "kernel.print-fatal-signals": "/proc/sys/kernel/print-fatal-signals",
+    # show_unhandled_signals (kernel/sysctl.c debug_table; arm64/riscv/powerpc/x86): 0 = a user
+    # fault leaves no kernel line (arm64's default), and printk's rate limit (kernel/printk/sysctl.c)
+    "debug.exception-trace": "/proc/sys/debug/exception-trace",
+    "kernel.printk_ratelimit": "/proc/sys/kernel/printk_ratelimit",
+    "kernel.printk_ratelimit_burst": "/proc/sys/kernel/printk_ratelimit_burst",
 }
 
 

@@ -92,6 +92,10 @@ FIELDS = {
     "sysctl.kernel.core_uses_pid": _f("int|null", (-(1 << 31), (1 << 31) - 1)),
     "sysctl.kernel.core_modes": _f("str|null", maxlen=4096),
     "sysctl.kernel.core_file_note_size_limit": _f("int|null", U64),
+    # show_unhandled_signals and printk's rate limit (proc_dointvec: int)
+    "sysctl.debug.exception-trace": _f("int|null", (-(1 << 31), (1 << 31) - 1)),
+    "sysctl.kernel.printk_ratelimit": _f("int|null", (-(1 << 31), (1 << 31) - 1)),
+    "sysctl.kernel.printk_ratelimit_burst": _f("int|null", (-(1 << 31), (1 << 31) - 1)),
     "targets": _f("list"),
     "targets[]": _f("int", PID),
     "skipped": _f("map|null", maxlen=64),
