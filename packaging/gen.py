@@ -186,7 +186,10 @@ def _synopsis_item(o: Option) -> str:
             return f"{m}\\ ..."
         return m
     flag = _b(o.flags[0])
-    item = f"{flag}\\ {_i(o.metavar)}" if o.takes_value else flag
+    # a long {a,b,c} choice list may break after a comma (roff's \: break point): one
+    # unbreakable item wider than the line is a warning (and an overlong line) otherwise
+    meta = _i(o.metavar).replace(",", ",\\:")
+    item = f"{flag}\\ {meta}" if o.takes_value else flag
     if o.repeatable:
         item += "\\ ..."
     return item if o.required else f"[{item}]"
