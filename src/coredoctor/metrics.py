@@ -66,33 +66,20 @@ CORE_STATES = ("present", "missing", "truncated", "empty", "unknown")
 #: -- podman: libpod-<id>.scope, libpod-conmon-<id>.scope is the monitor, not the container
 #: -- containerd/CRI: cri-containerd-<id>.scope; CRI-O: crio-<id>.scope
 #: -- LXC: /lxc.payload.<name>/ (LXC 4+) or /lxc/<name>/; systemd-nspawn: machine-<name>.scope
-_CONTAINER_RES = (
-    re.compile(r"/docker-([0-9a-f]{12,64})\.scope(?:/|$)"),
-    re.compile(r"/docker/([0-9a-f]{12,64})(?:/|$)"),
-    re.compile(r"/libpod-(?!conmon-)([0-9a-f]{12,64})\.scope(?:/|$)"),
-    re.compile(r"/cri-containerd-([0-9a-f]{12,64})\.scope(?:/|$)"),
-    re.compile(r"/crio-([0-9a-f]{12,64})\.scope(?:/|$)"),
-    re.compile(r"/lxc\.payload\.([^/]+)(?:/|$)"),
-    re.compile(r"/lxc/([^/]+)(?:/|$)"),
-    re.compile(r"/machine-([^/]+)\.scope(?:/|$)"),
-)
-
-
 def state_dir() -> str:
     return os.environ.get("COREDOCTOR_STATE_DIR", "/var/lib/coredoctor")
 
 
 def container_of(cgroup: "Optional[str]") -> str:
-    """The container a cgroup path places a process in ('' for none); ids cut to 12 characters
-    as ``docker ps`` and ``podman ps`` show them."""
-    if not isinstance(cgroup, str):
+    """The container a cgroup path places a process in ('' for none), by the one table of
+    container cgroup formats (:data:`coredoctor.snapshot.containers.FORMATS`); ids cut to 12
+    characters as ``docker ps`` and ``podman ps`` show them."""
+    from coredoctor.snapshot.containers import from_path
+    c = from_path(cgroup) if isinstance(cgroup, str) else None
+    if c is None or not isinstance(c.get("id"), str):
         return ""
-    for rx in _CONTAINER_RES:
-        m = rx.search(cgroup)
-        if m:
-            c = m.group(1)
-            return c[:12] if re.fullmatch(r"[0-9a-f]{13,64}", c) else c
-    return ""
+    cid = c["id"]
+    return cid[:12] if re.fullmatch(r"[0-9a-f]{13,64}", cid) else cid
 
 
 def _label(v: "Any") -> str:

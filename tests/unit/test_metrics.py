@@ -80,6 +80,9 @@ def test_seen_is_bounded(monkeypatch):
     ("/machine.slice/libpod-" + "c" * 64 + ".scope/container", "c" * 12),
     ("/machine.slice/libpod-conmon-" + "c" * 64 + ".scope", ""),
     ("/lxc.payload.web1/init.scope", "web1"),
+    # podman's cgroupfs manager: no .scope (the one table of formats knows it)
+    ("/libpod_parent/libpod-" + "d" * 64, "d" * 12),
+    ("/machine.slice/machine-web.scope/payload", "web"),
     ("/system.slice/nginx.service", ""),
     (None, ""),
 ])
