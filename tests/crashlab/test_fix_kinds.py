@@ -26,15 +26,21 @@ def test_every_kind_on_the_host(fix_env, monkeypatch):
     try:
         resource.prlimit(child.pid, resource.RLIMIT_CORE, (0, resource.RLIM_INFINITY))
         proc = {"pid": child.pid, "comm": "sleeper", "unit": UNIT}
+        own = os.path.join(tmp, "daemon.cfg")   # a daemon's own config file: a line in, then its bytes back
+        with open(own, "wb") as f:
+            f.write(b"global\n\tuser x\n")
+        os.chmod(own, 0o640)
         recs = [R.mkdir(os.path.join(tmp, "cores"), "1777", "t"),
                 R.sysctl("kernel.core_pattern", os.path.join(tmp, "cores", "core.%p"), "t"),
                 R.sysctl("fs.suid_dumpable", 2, "t"),
                 R.file(os.path.join(tmp, "90-test.conf"), "kernel.core_pattern = x\n", "t"),
                 R.dropin(UNIT, "core", ["[Service]", "LimitCORE=infinity"], "t"),
                 R.prlimit(child.pid, "core", "t"),
-                R.restart(proc, "t"), R.manual("by hand", "t", ["# nothing"]), R.daemon_option("d", "opt", "t")]
+                R.restart(proc, "t"), R.manual("by hand", "t", ["# nothing"]), R.daemon_option("d", "opt", "t"),
+                R.config_line("d", own, "set-dumpable", "t", section="global")]
         assert {a["kind"] for a in recs} == set(R.KINDS)
-        plan = {"actions": sorted([a for a in recs if a["kind"] in R.APPLIED_KINDS], key=R.order_key),
+        plan = {"actions": sorted([a for a in recs if a["kind"] in R.APPLIED_KINDS + R.DAEMON_KINDS],
+                                  key=R.order_key),
                 "reported": [a for a in recs if a["kind"] in R.REPORTED_KINDS],
                 "needs_restart": [], "security": [], "warnings": [], "manual": []}
         targets = [{"pid": child.pid, "comm": "sleeper", "exe": None, "unit": UNIT},
@@ -49,6 +55,7 @@ def test_every_kind_on_the_host(fix_env, monkeypatch):
             assert f"{DROPIN_DIR}/90-coredoctor-core.conf" in out.stdout, out.stdout
         assert resource.prlimit(child.pid, resource.RLIMIT_CORE) == (resource.RLIM_INFINITY,) * 2
         assert oct(os.stat(os.path.join(tmp, "cores")).st_mode & 0o7777) == "0o1777"
+        assert open(own, "rb").read() == b"global\n\tset-dumpable\n\tuser x\n"
         rep = [r for r in entry["actions"] if r.get("reported")]
         assert sorted(r["action"]["kind"] for r in rep) == sorted(R.REPORTED_KINDS)
 
@@ -64,6 +71,7 @@ def test_every_kind_on_the_host(fix_env, monkeypatch):
         assert not os.path.exists(DROPIN_DIR)
         assert not os.path.exists(os.path.join(tmp, "cores")) and not os.path.exists(os.path.join(tmp, "90-test.conf"))
         assert resource.prlimit(child.pid, resource.RLIMIT_CORE) == (0, resource.RLIM_INFINITY)
+        assert open(own, "rb").read() == b"global\n\tuser x\n" and oct(os.stat(own).st_mode & 0o777) == "0o640"
         if os.path.isdir("/run/systemd/system"):
             out = subprocess.run(["systemctl", "show", "-p", "DropInPaths", UNIT], capture_output=True, text=True)
             assert DROPIN_DIR not in out.stdout
