@@ -1,6 +1,7 @@
 """Every action kind fix knows, applied and rolled back on the real host in one journaled fix with
 two targets: the live sysctl, a systemd drop-in with a real daemon-reload, a directory, a file, a
-live limit of a running process, and the records a person does (reported, never run)."""
+live limit of a running process, a line in a daemon's own config file, and the records a person
+does (reported, never run)."""
 import json
 import os
 import resource
