@@ -26,11 +26,8 @@ NOT_YET = (
     "kernel/predicates.py",
     "kernel/observed.py",
     "kernel/handlers.py",
-    "snapshot/handlers.py",
-    "history/report.py",
     "trace/",
     "snapshot/proc/",
-    "render/json.py",
 )
 
 
