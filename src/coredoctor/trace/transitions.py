@@ -37,6 +37,15 @@ from coredoctor.kernel import cred as C
 from coredoctor.kernel.signal import SIG_KERNEL_COREDUMP
 from coredoctor.trace import reads as task_io
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported here at run time (start-up time)
+    from typing import Any, Callable, Iterable, Optional
+
+    from coredoctor.trace.symbols import Symbolizer
+
+    #: a record given out (attach, transition, fatal-signal, exit), as JSON
+    Record = dict[str, Any]
+
 __all__ = ["Tracker", "signal_name", "DEFAULT_IGNORED", "STOP_SIGNALS"]
 
 #: signals whose default action is not to terminate (kernel/signal.c SIG_KERNEL_IGNORE_MASK,
@@ -54,7 +63,7 @@ HOLD = 0.25
 ID_SYSCALLS = ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid")
 
 
-def signal_name(signo):
+def signal_name(signo: int) -> str:
     try:
         return pysignal.Signals(signo).name
     except ValueError:
@@ -104,58 +113,69 @@ def _exec_comm(filename):
 class Task:
     __slots__ = ("tid", "tgid", "creds", "pending", "comm")
 
-    def __init__(self, tid, tgid, creds, comm=None):
+    def __init__(self, tid: int, tgid: int, creds: "dict[str, Any]", comm: "Optional[str]" = None) -> None:
         self.tid, self.tgid, self.creds = tid, tgid, creds
-        self.pending = {}
+        self.pending: "dict[str, dict[str, Any]]" = {}
         self.comm = comm
 
 
 class Proc:
-    def __init__(self, tgid, comm):
+    def __init__(self, tgid: int, comm: "Optional[str]") -> None:
         self.tgid, self.comm = tgid, comm
-        self.dumpable = {"value": None, "candidates": [0, 1, 2], "source": "unknown"}
-        self.pidfd = None
-        self.snap = None
+        self.dumpable: "dict[str, Any]" = {"value": None, "candidates": [0, 1, 2], "source": "unknown"}
+        self.pidfd: "Optional[int]" = None
+        self.snap: "Optional[dict[str, Any]]" = None
         self.snap_at = 0.0
         self.snap_dirty = True
         self.snap_urgent = False
-        self.snap_window = None  # (start, end) of that reading, time.monotonic()
-        self.prev_snap = self.prev_window = None  # the reading before it
-        self.invalidated_at = None  # trace time of the last setrlimit/umask/chdir entry
+        self.snap_window: "Optional[tuple[float, float]]" = None  # (start, end) of that reading, time.monotonic()
+        # the reading before it
+        self.prev_snap: "Optional[dict[str, Any]]" = None
+        self.prev_window: "Optional[tuple[float, float]]" = None
+        self.invalidated_at: "Optional[float]" = None  # trace time of the last setrlimit/umask/chdir entry
         self.dying = False  # found dumping core: not read again
-        self.unconfirmed = []  # (record, tid, trace ts) not yet read from the kernel
-        self.held = []  # records the kernel disagreed with, until a later change explains it or not
-        self.after_held = []  # records confirmed meanwhile: kept back to keep the order
-        self.fatal = None
-        self.exe = None
+        self.unconfirmed: "list[tuple[Record, int, float]]" = []  # (record, tid, trace ts) not yet read from the kernel
+        self.held: "list[dict[str, Any]]" = []  # records the kernel disagreed with, until a later change explains it or not
+        self.after_held: "list[Record]" = []  # records confirmed meanwhile: kept back to keep the order
+        self.fatal: "Optional[Record]" = None
+        self.exe: "Optional[str]" = None
         self.exited = False
-        self.exit_seen = None
+        self.exit_seen: "Optional[float]" = None
 
 
 class Tracker:
     """Feed parsed events (:meth:`handle`), then call :meth:`confirm` after each batch; both
     return the records that are complete."""
 
-    def __init__(self, kernel=task_io, predict=None, symbolizer=None, clock_offset=0.0, direct_children=None,
-                 use_pidfd=True, on_fork=None, on_exit=None, mono=True):
+    def __init__(self, kernel: "Any" = task_io, predict: "Optional[Callable[..., Optional[dict[str, Any]]]]" = None,
+                 symbolizer: "Optional[Symbolizer]" = None, clock_offset: float = 0.0,
+                 direct_children: "Optional[dict[int, Optional[int]]]" = None, use_pidfd: bool = True,
+                 on_fork: "Optional[Callable[[int], object]]" = None,
+                 on_exit: "Optional[Callable[[int], object]]" = None, mono: bool = True) -> None:
+        """*kernel*: what the tracker asks the kernel (:mod:`coredoctor.trace.reads`, or a stand-in
+        with its functions); *predict*: called ``(proc, task, signal, how, ts=)`` at a fatal signal
+        (:class:`coredoctor.trace.run.Predictor`); *direct_children*: pid -> waitpid() status (None
+        until reaped) of the tracer's own children."""
         self.k = kernel
         self.mono = mono  # event times are CLOCK_MONOTONIC, comparable with time.monotonic()
         self.predict = predict
         self.sym = symbolizer
         self.clock_offset = clock_offset
         self.use_pidfd = use_pidfd
-        self.tasks = {}
-        self.procs = {}
+        self.tasks: "dict[int, Task]" = {}
+        self.procs: "dict[int, Proc]" = {}
         self.direct = direct_children if direct_children is not None else {}
         self.on_fork = on_fork
         self.on_exit = on_exit
-        self.finished = []  # tgids whose exit outcome is pending
-        self._sd_value = None
-        self.drained_from = None  # see drained()
+        self.finished: "list[int]" = []  # tgids whose exit outcome is pending
+        self._sd_value: "Optional[int]" = None
+        self.drained_from: "Optional[float]" = None  # see drained()
         self.counts = {"events": 0, "dumpable_changes": 0, "cred_changes": 0, "fatal_signals": 0}
 
     # --- attaching --------------------------------------------------------------------------
-    def attach(self, tgid, tids=None, creds_override=None, dumpable_override=None, quiet=False):
+    def attach(self, tgid: int, tids: "Optional[Iterable[int]]" = None,
+               creds_override: "Optional[dict[str, Any]]" = None,
+               dumpable_override: "Optional[dict[str, Any]]" = None, quiet: bool = False) -> "Optional[Record]":
         """Start following *tgid* (its threads *tids*) from the kernel's current state."""
         c = creds_override or self.k.read_creds(tgid)
         if c is None:
@@ -199,7 +219,7 @@ class Tracker:
         return t
 
     # --- events -----------------------------------------------------------------------------
-    def handle(self, events):
+    def handle(self, events: "Iterable[dict[str, Any]]") -> None:
         """Apply events; records are buffered until :meth:`confirm` has asked the kernel."""
         for ev in events:
             self.counts["events"] += 1
@@ -497,13 +517,13 @@ class Tracker:
             self.on_exit(tgid)
 
     # --- after each batch -------------------------------------------------------------------
-    def drained(self, started):
+    def drained(self, started: float) -> None:
         """The reader emptied the trace buffer in a read that began at *started*
         (time.monotonic()): every event from before then has been handled."""
         if self.drained_from is None or started > self.drained_from:
             self.drained_from = started
 
-    def confirm(self, final=False):
+    def confirm(self, final: bool = False) -> "list[Record]":
         """Confirm pending transitions from the kernel and settle exited processes' outcomes.
         Returns the records now complete, in time order.
 
@@ -541,10 +561,11 @@ class Tracker:
                 p.after_held = []
         now = time.monotonic()
         for tgid in list(self.finished):
-            p = self.procs.get(tgid)
-            if p is None:
+            found = self.procs.get(tgid)
+            if found is None:
                 self.finished.remove(tgid)
                 continue
+            p = found
             if p.held:  # its exit has been handled, so every event before it has been too
                 self._resolve_held(p, True, now)
             out.extend(p.after_held)
@@ -558,7 +579,7 @@ class Tracker:
         out.sort(key=lambda r: r.get("time") or 0)
         return out
 
-    def settle_held(self, older_than=2.0):
+    def settle_held(self, older_than: float = 2.0) -> "list[Record]":
         """Settle the records held longer than *older_than* seconds as a final confirmation
         would, and return those now complete (with any kept back behind them). For a watcher that
         runs for days: a process that changes its credentials all the time would otherwise keep a
