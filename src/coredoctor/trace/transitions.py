@@ -39,7 +39,7 @@ from coredoctor.trace import reads as task_io
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported here at run time (start-up time)
-    from typing import Any, Callable, Iterable, Optional
+    from typing import Any, Callable, Iterable, Literal, Optional, Union
 
     from coredoctor.trace.symbols import Symbolizer
 
@@ -72,17 +72,17 @@ def signal_name(signo: int) -> str:
         return f"SIG{signo}"
 
 
-_RULE_CACHE = {}
+_RULE_CACHE: "dict[Optional[str], dict[str, Any]]" = {}
 
 
-def _rule(rid):
+def _rule(rid: "Optional[str]") -> "dict[str, Any]":
     if rid not in _RULE_CACHE:  # records share one citation object per rule (never mutated)
-        r = C.RULES.get(rid) or {}
+        r = (C.RULES.get(rid) if rid is not None else None) or {}
         _RULE_CACHE[rid] = {"id": rid, "kernel": r.get("kernel"), "file": r.get("file"), "versions": r.get("versions")}
     return _RULE_CACHE[rid]
 
 
-def _pub_creds(c):
+def _pub_creds(c: "Optional[dict[str, Any]]") -> "Optional[dict[str, Any]]":
     """The published form of a model credential set; cached on it (a set is never changed after
     it was published: every syscall makes a new one)."""
     if c is None:
@@ -95,13 +95,13 @@ def _pub_creds(c):
     return pub
 
 
-def _show_args(name, args):
+def _show_args(name: "Optional[str]", args: "list[Any]") -> "list[Any]":
     if name in ID_SYSCALLS:
         return [-1 if a & 0xFFFFFFFF == 0xFFFFFFFF else a & 0xFFFFFFFF for a in args]
     return list(args)
 
 
-def _exec_comm(filename):
+def _exec_comm(filename: "Optional[str]") -> "Optional[str]":
     """The comm begin_new_exec() sets: kbasename(bprm->filename), cut to TASK_COMM_LEN - 1. None
     for an fexecve()/execveat(AT_EMPTY_PATH) path (/dev/fd/N): the kernel then names the task
     after the file's dentry (6.14+) or "N", so only /proc can tell."""
@@ -201,7 +201,7 @@ class Tracker:
                 if tgid in self.tasks else None, "dumpable": p.dumpable.get("value"),
                 "dumpable_candidates": p.dumpable.get("candidates"), "dumpable_source": p.dumpable.get("source")}
 
-    def _task(self, ev):
+    def _task(self, ev: "dict[str, Any]") -> "Optional[Task]":
         t = self.tasks.get(ev["pid"])
         if t is not None:
             return t
@@ -248,16 +248,16 @@ class Tracker:
                 elif name == "sched_process_exit":
                     self._exit(ev)
 
-    def _sd(self):
+    def _sd(self) -> "Optional[int]":
         """fs.suid_dumpable, read once per batch of events (the value commit_creds() copies)."""
         if self._sd_value is None:
             self._sd_value = self.k.suid_dumpable()
         return self._sd_value
 
-    def _wall(self, ts):
+    def _wall(self, ts: float) -> float:
         return round(ts + self.clock_offset, 6)
 
-    def _stack(self, ev, tgid):
+    def _stack(self, ev: "dict[str, Any]", tgid: int) -> "list[Any]":
         addrs = ev.get("ustack") or []
         if self.sym is not None and addrs:
             try:
@@ -266,13 +266,13 @@ class Tracker:
                 pass
         return [f"{a:#x}" for a in addrs]
 
-    def _comm(self, t, ev=None):
+    def _comm(self, t: Task, ev: "Optional[dict[str, Any]]" = None) -> "Optional[str]":
         """The task's name: the tracker's own, else the printed one (a task first seen here)."""
         if t.comm is None and ev is not None and ev.get("comm"):
             t.comm = ev["comm"]
         return t.comm
 
-    def _renamed(self, t, kc=None):
+    def _renamed(self, t: Task, kc: "Optional[dict[str, Any]]" = None) -> None:
         """Take the task's name from /proc (*kc*, or read now): after prctl(PR_SET_NAME), whose
         new name is in user memory, and at each confirmation (a write to /proc/PID/comm is not
         traced). The leader's name is the process's."""
@@ -283,7 +283,7 @@ class Tracker:
             if p is not None and t.tid == t.tgid:
                 p.comm = t.comm
 
-    def _sys_exit(self, ev):
+    def _sys_exit(self, ev: "dict[str, Any]") -> None:
         t = self.tasks.get(ev["pid"])
         if t is None:
             return None
@@ -341,7 +341,9 @@ class Tracker:
             return self._cred_record(p, t, enter, ev, before, new, rule, why)
         return None
 
-    def _record(self, p, t, enter, ev, cause, rule, before, after_creds, after, why, sd, note=None):
+    def _record(self, p: Proc, t: Task, enter: "dict[str, Any]", ev: "dict[str, Any]", cause: str, rule: "Optional[str]",
+                before: "dict[str, Any]", after_creds: "dict[str, Any]", after: "Optional[int]", why: str,
+                sd: "Optional[int]", note: "Optional[str]" = None) -> None:
         prev = p.dumpable.get("value")
         prev_c = p.dumpable.get("candidates")
         r = {"event": "dumpable-change", "time": self._wall(enter["ts"]), "pid": t.tgid, "tid": t.tid,
@@ -364,7 +366,9 @@ class Tracker:
         p.unconfirmed.append((r, t.tid, enter["ts"]))
         return None
 
-    def _cred_record(self, p, t, enter, ev, before, after, rule, why):
+    def _cred_record(self, p: Proc, t: Task, enter: "dict[str, Any]", ev: "dict[str, Any]",
+                     before: "dict[str, Any]", after: "dict[str, Any]", rule: "Optional[str]",
+                     why: str) -> None:
         r = {"event": "cred-change", "time": self._wall(enter["ts"]), "pid": t.tgid, "tid": t.tid,
              "comm": t.comm or p.comm, "syscall": ev.get("syscall"),
              "args": _show_args(ev.get("syscall"), enter.get("args") or []),
@@ -376,7 +380,7 @@ class Tracker:
         p.unconfirmed.append((r, t.tid, enter["ts"]))
         return None
 
-    def _fork(self, ev):
+    def _fork(self, ev: "dict[str, Any]") -> None:
         f = ev["fields"]
         parent = self.tasks.get(ev["pid"]) or self._task(ev)
         child = f.get("child_pid")
@@ -410,7 +414,7 @@ class Tracker:
         if self.on_fork:
             self.on_fork(child)
 
-    def _exec(self, ev):
+    def _exec(self, ev: "dict[str, Any]") -> None:
         f = ev["fields"]
         tid = f.get("pid", ev["pid"])
         old = f.get("old_pid", tid)
@@ -460,7 +464,7 @@ class Tracker:
         self._record(p, t, enter, exit_ev, "exec", "exec", before, after, v, why, sd=sd)
         p.unconfirmed[-1][0]["args"] = [p.exe]
 
-    def _deliver(self, ev):
+    def _deliver(self, ev: "dict[str, Any]") -> None:
         f = ev["fields"]
         signo = f.get("sig")
         if not isinstance(signo, int) or f.get("sa_handler") not in (0, None):
@@ -495,7 +499,7 @@ class Tracker:
         p.fatal = r
         self.counts["fatal_signals"] += 1
 
-    def _exit(self, ev):
+    def _exit(self, ev: "dict[str, Any]") -> None:
         f = ev["fields"]
         pid = f.get("pid", ev["pid"])
         t = self.tasks.pop(pid, None)
@@ -595,7 +599,7 @@ class Tracker:
         out.sort(key=lambda r: r.get("time") or 0)
         return out
 
-    def _resolve_held(self, p, final, now):
+    def _resolve_held(self, p: Proc, final: bool, now: float) -> None:
         """Settle *p*'s held records: explained by a later change of the process that was
         traced before the kernel was read, or, once nothing more can come, a disagreement."""
         keep = []
@@ -627,14 +631,14 @@ class Tracker:
         p.held = keep
 
     @staticmethod
-    def _settled(res):
+    def _settled(res: "dict[str, Any]") -> "dict[str, Any]":
         """A confirmation as emitted: a disagreement nothing explains says what the kernel showed."""
         m = res.pop("mismatch", None)
         if res.get("agrees") is False and m:
             res["note"] = m + "; no later change of the process was traced"
         return res
 
-    def _confirm_one(self, p, r, tid):
+    def _confirm_one(self, p: Proc, r: "Record", tid: int) -> "dict[str, Any]":
         kc = self.k.read_creds(p.tgid, tid)
         if kc is None:
             return {"agrees": None, "source": None, "note": "the task exited before it could be read"}
@@ -671,7 +675,7 @@ class Tracker:
             p.dumpable = {"value": kd["value"], "candidates": [kd["value"]], "source": kd["source"]}
         return res
 
-    def _settle(self, p, now, final):
+    def _settle(self, p: Proc, now: float, final: bool) -> "Union[Record, Literal[False], None]":
         """The outcome of an exited process's fatal signal; None while it is not known yet."""
         st, src = None, None
         if p.tgid in self.direct:  # our own child: its waitpid() status is exact
@@ -713,7 +717,7 @@ class Tracker:
             r["agrees"] = r["predicted"] == r["dumped"]
         return r
 
-    def _drop(self, p):
+    def _drop(self, p: Proc) -> None:
         if p.pidfd is not None:
             try:
                 os.close(p.pidfd)
@@ -728,12 +732,12 @@ class Tracker:
         self.procs.pop(p.tgid, None)
 
 
-def _cands(kd):
+def _cands(kd: "dict[str, Any]") -> str:
     v = kd.get("value")
     return str(v) if v is not None else " or ".join(map(str, kd.get("candidates") or []))
 
 
-def _model_creds(c):
+def _model_creds(c: "dict[str, Any]") -> "dict[str, Any]":
     return {"uid": list(c["uid"]), "gid": list(c["gid"]), "cap_prm": int(c.get("cap_prm") or 0),
             "cap_eff": int(c.get("cap_eff") or 0), "keep_caps": bool(c.get("keep_caps")),
             "cap_bnd": c.get("cap_bnd")}
