@@ -244,7 +244,8 @@ def _fixes(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[str
     return out
 
 
-def _reasons(t: Target, worlds: List[WorldRun], dumps: Optional[bool], blocking: Optional[str]) -> List[Dict[str, Any]]:
+def _reasons(t: Target, worlds: List[WorldRun], dumps: Optional[bool],
+             blocking: Optional[str]) -> List[Dict[str, Any]]:
     if dumps is True:
         return []
     if dumps is False:

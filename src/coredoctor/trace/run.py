@@ -291,7 +291,8 @@ def run(pids: Iterable[int] = (), names: Sequence[str] = (), cmd: Optional[List[
                         predictor.refresh(tracker.procs[pid])
         stop.check()
         if decoder is not None:
-            parser: Union[R.RawReader, E.Parser] = R.RawReader(decoder, userstack=want_stack and decoder.stack is not None)
+            parser: Union[R.RawReader, E.Parser] = R.RawReader(
+                decoder, userstack=want_stack and decoder.stack is not None)
             inst.open_raw(page_size=decoder.header.page_size, wake_fd=stop.r)
 
             def read(timeout: float) -> Tuple[Any, bool]:  # (pages or text: what parser.feed takes, drained)

@@ -246,7 +246,8 @@ class Symbolizer:
         self._pids: "dict[int, _Layout]" = {}
         self._layouts: "dict[bytes, _Layout]" = {}  # raw maps bytes -> _Layout
         self._files: "dict[tuple[str, int], _File]" = {}  # (dev, inode) as maps shows them
-        self._elves: "dict[tuple[int, int, int, int], Optional[Elf]]" = {}  # (st_dev, st_ino, st_mtime_ns, st_size)
+        # (st_dev, st_ino, st_mtime_ns, st_size) -> Elf | None
+        self._elves: "dict[tuple[int, int, int, int], Optional[Elf]]" = {}
         self._debug: "dict[str, Optional[SymbolTable]]" = {}  # build-id -> its debug file's .symtab
         self._handles = 0
 

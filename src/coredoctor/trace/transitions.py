@@ -128,14 +128,17 @@ class Proc:
         self.snap_at = 0.0
         self.snap_dirty = True
         self.snap_urgent = False
-        self.snap_window: "Optional[tuple[float, float]]" = None  # (start, end) of that reading, time.monotonic()
+        # (start, end) of that reading, time.monotonic()
+        self.snap_window: "Optional[tuple[float, float]]" = None
         # the reading before it
         self.prev_snap: "Optional[dict[str, Any]]" = None
         self.prev_window: "Optional[tuple[float, float]]" = None
         self.invalidated_at: "Optional[float]" = None  # trace time of the last setrlimit/umask/chdir entry
         self.dying = False  # found dumping core: not read again
-        self.unconfirmed: "list[tuple[Record, int, float]]" = []  # (record, tid, trace ts) not yet read from the kernel
-        self.held: "list[dict[str, Any]]" = []  # records the kernel disagreed with, until a later change explains it or not
+        # (record, tid, trace ts) not yet read from the kernel
+        self.unconfirmed: "list[tuple[Record, int, float]]" = []
+        # records the kernel disagreed with, until a later change explains it or not
+        self.held: "list[dict[str, Any]]" = []
         self.after_held: "list[Record]" = []  # records confirmed meanwhile: kept back to keep the order
         self.fatal: "Optional[Record]" = None
         self.exe: "Optional[str]" = None
@@ -341,8 +344,8 @@ class Tracker:
             return self._cred_record(p, t, enter, ev, before, new, rule, why)
         return None
 
-    def _record(self, p: Proc, t: Task, enter: "dict[str, Any]", ev: "dict[str, Any]", cause: str, rule: "Optional[str]",
-                before: "dict[str, Any]", after_creds: "dict[str, Any]", after: "Optional[int]", why: str,
+    def _record(self, p: Proc, t: Task, enter: "dict[str, Any]", ev: "dict[str, Any]", cause: str,
+                rule: "Optional[str]", before: "dict[str, Any]", after_creds: "dict[str, Any]", after: "Optional[int]", why: str,
                 sd: "Optional[int]", note: "Optional[str]" = None) -> None:
         prev = p.dumpable.get("value")
         prev_c = p.dumpable.get("candidates")
