@@ -23,31 +23,42 @@ from coredoctor.history import apport, audit, cores, crashes as corr, daemonlog,
 from coredoctor.history import supervisors, sysctl_history
 from coredoctor.kernel import core_pattern, handlers
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
+    from typing import Any, Callable, Iterable, Iterator, Optional, Tuple
+
+    from coredoctor.history import OnSkip
+    from coredoctor.history.kmsg import Event
+    from coredoctor.kernel.observed import Observed
+
 __all__ = ["SCHEMA", "build", "gather", "records", "core_of", "likely_reason", "observe", "SOURCES"]
 
 SCHEMA = "coredoctor.crashes/1"
 SOURCES = ("kmsg", "journal", "syslog", "audit", "apport", "systemd-coredump", "daemons")
 
 
-def _classify(ident, pid, message, when):
+def _classify(ident: "str | None", pid: "int | str | None", message: str,
+              when: "float | None") -> "Event | None":
     return daemonlog.parse_message(ident, pid, message, when)
 
 
-def _linked(events):
+def _linked(events: "Iterable[Event]") -> "list[Event]":
     return daemonlog.link(list(events))
 
 
-def gather(since: "float | None" = None, root: str = "/", only=None, log_files: "list[str] | None" = None,
-           skips: "Skips | None" = None) -> "tuple[list, dict]":
+def gather(since: "float | None" = None, root: str = "/", only: "Iterable[str] | None" = None,
+           log_files: "list[str] | None" = None,
+           skips: "Skips | None" = None) -> "tuple[list[dict[str, Any]], dict[str, str]]":
     """``(events, read)``: classified events of every source present, and for each source what
     was read or why it was not (``{"kmsg": "read", "journal": "absent: ..."}``). *skips*: a
     :class:`~coredoctor.history.Skips` that counts the records left out, per source."""
     classify = _classify
-    events, read = [], {}
+    events: "list[dict[str, Any]]" = []
+    read: "dict[str, str]" = {}
     want = set(only or SOURCES)
     skips = Skips() if skips is None else skips
 
-    def take(name, fn):
+    def take(name: str, fn: "Callable[[OnSkip], Iterable[dict[str, Any]]]") -> None:
         if name not in want:
             return
         try:
@@ -94,7 +105,7 @@ def gather(since: "float | None" = None, root: str = "/", only=None, log_files: 
         else:
             read["audit"] = "absent: no audit.log"
     if "apport" in want:
-        def ap(sk):
+        def ap(sk: "OnSkip") -> "Iterator[dict[str, Any]]":
             yield from apport.read_reports(root, since, skipped=sk)
             yield from stores.apport_cores(root, skipped=sk)
             yield from apport.read_log(root=root, since=since, skipped=sk)
@@ -108,7 +119,8 @@ def gather(since: "float | None" = None, root: str = "/", only=None, log_files: 
 
 # -- where the core went ---------------------------------------------------------------------
 
-def _file_candidates(crash, parsed, signals, base_dirs):
+def _file_candidates(crash: "dict[str, Any]", parsed: "dict[str, Any]", signals: "dict[str, int]",
+                     base_dirs: "list[str]") -> "tuple[str, list[str]]":
     signo = crash.get("signo") or signals.get(crash.get("signal") or "")
     ctx = {"pid": crash["pid"], "pid_ns": crash["pid"], "comm": crash.get("comm"), "exe": crash.get("exe"),
            "signo": signo, "tid": None, "tid_ns": None}
@@ -119,7 +131,7 @@ def _file_candidates(crash, parsed, signals, base_dirs):
     return name, [os.path.join(d, name) for d in base_dirs]
 
 
-def core_of(crash, env):
+def core_of(crash: "dict[str, Any]", env: "dict[str, Any]") -> "dict[str, Any]":
     """The core status of one crash record (see the module doc)."""
     for s in crash["stored"]:
         if s.get("handler") == "apport" and s.get("core") == "present" and s.get("path", "").endswith(".crash"):
@@ -134,7 +146,7 @@ def core_of(crash, env):
                         "why": f"{s.get('handler')} stored it, and it has been removed since{vac}"}
             cut = s.get("truncated") or crash.get("handler_truncated") is not None
             status = "truncated" if cut else ("empty" if size == 0 else "present")
-            out = {"status": status, "path": s["path"], "size": size, "handler": s.get("handler")}
+            out: "dict[str, Any]" = {"status": status, "path": s["path"], "size": size, "handler": s.get("handler")}
             if cut:
                 out["why"] = f"{s.get('handler')} says the core was truncated" + (
                     f" to {crash['handler_truncated']} bytes" if crash.get("handler_truncated") else "")
@@ -179,7 +191,7 @@ def core_of(crash, env):
             "why": said_none or "no ELF core of this pid there" + then}
 
 
-def _said_no_core(crash):
+def _said_no_core(crash: "dict[str, Any]") -> "str | None":
     """Someone said no core was written: systemd's unit result code=killed for a core signal,
     a kernel or handler refusal."""
     if crash["refusals"]:
@@ -194,7 +206,7 @@ def _said_no_core(crash):
     return None
 
 
-def _wcoredump(core, crash):
+def _wcoredump(core: "dict[str, Any]", crash: "dict[str, Any]") -> "dict[str, Any]":
     """A supervisor that saw "core dumped" (WCOREDUMP): the kernel wrote a core, so one that is
     not found was lost after it, and where the place is unknown it was written there."""
     sup = crash.get("supervisor") or {}
@@ -221,7 +233,8 @@ DUMPABLE = _gate_id("dumpable")
 HANDLER_POLICY = _gate_id("handler-policy")
 
 
-def observe(crash, core, env, instance=None):
+def observe(crash: "dict[str, Any]", core: "dict[str, Any]", env: "dict[str, Any]",
+            instance: "dict[str, Any] | None" = None) -> "Observed":
     """What was observed of one crash, as the gate evaluator's ``observed`` input
     (:class:`coredoctor.kernel.observed.Observed`): the signal that killed it, its core as found,
     the first refusal line tied to a gate (the kernel's or the handler's; a handler that says it
@@ -236,7 +249,8 @@ def observe(crash, core, env, instance=None):
         # the handler cut it (systemd-coredump: ExternalSizeMax=, ProcessSizeMax=, or KeepFree= space)
         refusal = O.Refusal(HANDLER_POLICY, str(core["handler"]),
                             core.get("why") or f"{core['handler']} truncated the core")
-    sysctls, notes = {}, {}
+    sysctls: "dict[str, Any]" = {}
+    notes: "dict[str, str]" = {}
     for key, then in (("kernel.core_pattern", env.get("pattern_then")), ("fs.suid_dumpable",
                                                                           env.get("suid_dumpable_then"))):
         if then:
@@ -248,13 +262,14 @@ def observe(crash, core, env, instance=None):
                       sysctls=sysctls, sysctl_notes=notes, instance=(instance or {}).get("pid"))
 
 
-def _gate_list(gates):
+def _gate_list(gates: "list[dict[str, Any]]") -> "list[dict[str, Any]]":
     """The gate results a likely reason rests on: the failing, the undecided, and the settled."""
     return [{k: g[k] for k in ("id", "status", "evidence", "observed", "model_status") if k in g}
             for g in gates if g["status"] in ("fail", "unknown") or g.get("observed")]
 
 
-def likely_reason(crash, core, env):
+def likely_reason(crash: "dict[str, Any]", core: "dict[str, Any]",
+                  env: "dict[str, Any]") -> "dict[str, Any]":
     """``{"gate", "evidence", "fix", "gates", "observed"}`` for a core that did not survive (or
     survived cut): the gates evaluated with the crash's observed facts (:func:`observe`) and a
     running instance's facts standing in for the crashed process (``instance``); without an
@@ -298,11 +313,12 @@ def likely_reason(crash, core, env):
                 "(dumpable, RLIMIT_CORE, the core directory) leave no trace", fix=None)
 
 
-def _from_target(t, crash, inst, env):
+def _from_target(t: "dict[str, Any]", crash: "dict[str, Any]", inst: "dict[str, Any]",
+                 env: "dict[str, Any]") -> "dict[str, Any]":
     """A likely reason from check's gates evaluated for the running instance *inst* with what was
     observed of *crash*."""
     pid = inst["pid"]
-    out = {"gates": _gate_list(t["gates"]), "observed": t.get("observed"), "instance": pid}
+    out: "dict[str, Any]" = {"gates": _gate_list(t["gates"]), "observed": t.get("observed"), "instance": pid}
     if t["dumps"] is False:
         gid = t["blocking_gate"]
         g = next((g for g in t["gates"] if g["id"] == gid), None)
@@ -325,7 +341,8 @@ def _from_target(t, crash, inst, env):
     return out
 
 
-def handler_policy(parsed, facts, page_size=4096):
+def handler_policy(parsed: "dict[str, Any]", facts: "dict[str, Any]", page_size: int = 4096
+                   ) -> "Callable[[dict[str, Any]], tuple[str, str, Optional[dict[str, Any]]]]":
     """check's handler-policy model (kernel.handlers.policy) for one crashed program: the
     crash's RLIMIT_CORE and size are gone, its executable may be known."""
     name = handlers.identify(parsed["helper"])
@@ -333,15 +350,15 @@ def handler_policy(parsed, facts, page_size=4096):
                                          exe=crash.get("exe"))
 
 
-def _when(t):
+def _when(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def _changed(ch):
+def _changed(ch: "dict[str, Any]") -> str:
     return f"fix {ch['fix']} changed it" if ch["how"] == "applied" else f"the rollback of fix {ch['fix']} put it back"
 
 
-def pattern_env(pattern, kernel):
+def pattern_env(pattern: str, kernel: "dict[str, Any]") -> "dict[str, Any]":
     """``{"parsed", "policy", "missing_dir"}`` for a core_pattern: its parse, the handler's
     policy for a pipe, and its directory when that is absolute and missing now."""
     from coredoctor.snapshot import handlers as shandlers
@@ -362,13 +379,14 @@ def pattern_env(pattern, kernel):
 HISTORY_KEYS = ("kernel.core_pattern", "fs.suid_dumpable")
 
 
-def build(since=None, only=None, log_files=None):
+def build(since: "float | None" = None, only: "Iterable[str] | None" = None,
+          log_files: "list[str] | None" = None) -> "dict[str, Any]":
     """The ``coredoctor.crashes/1`` document for the live host, newest first."""
     from coredoctor.fix import journal as fix_journal
     from coredoctor.snapshot import sysctl
     kernel = sysctl.read_kernel()
     now = sysctl.read_sysctls()
-    pattern = now.get("kernel.core_pattern") or ""
+    pattern = str(now.get("kernel.core_pattern") or "")  # a str: the sysctl is text
     skips = Skips()
     events, read = gather(since, only=only, log_files=log_files, skips=skips)
     penv = pattern_env(pattern, kernel)
@@ -386,13 +404,13 @@ def build(since=None, only=None, log_files=None):
             "kernel_log": witness.kernel_log(now, kernel["machine"])}  # additive: can it witness a fault
 
 
-def _instance_facts():
+def _instance_facts() -> "Callable[[dict[str, Any]], Optional[Tuple[dict[str, Any], dict[str, Any]]]]":
     """``(snap, proc)`` of a running instance (snapshot.take of its pid), once per pid; None when
     it cannot be read (gone, or access denied)."""
     from coredoctor import snapshot
-    cache = {}
+    cache: "dict[int, Optional[Tuple[dict[str, Any], dict[str, Any]]]]" = {}
 
-    def facts(inst):
+    def facts(inst: "dict[str, Any]") -> "Optional[Tuple[dict[str, Any], dict[str, Any]]]":
         pid = inst["pid"]
         if pid not in cache:
             cache[pid] = None
@@ -407,7 +425,7 @@ def _instance_facts():
     return facts
 
 
-def _env_then(c, env):
+def _env_then(c: "dict[str, Any]", env: "dict[str, Any]") -> "dict[str, Any]":
     """The environment to judge crash *c* in: today's, or with the core_pattern and
     fs.suid_dumpable the fix journal says were in force at its time."""
     then = env["then"](c) if env.get("then") else {}
@@ -421,7 +439,7 @@ def _env_then(c, env):
     return cenv
 
 
-def container_of(crash, env):
+def container_of(crash: "dict[str, Any]", env: "dict[str, Any]") -> "tuple[Any, str | None]":
     """``(container, how it is known)`` of a crash (``container`` of coredoctor.crashes/1, see
     :mod:`coredoctor.snapshot.containers`): from a cgroup a source recorded with it
     (systemd-coredump's COREDUMP_CGROUP, the logging monitor's _SYSTEMD_CGROUP), else from the
@@ -449,7 +467,8 @@ def container_of(crash, env):
     return None, None
 
 
-def records(events, env, since=None):
+def records(events: "Iterable[dict[str, Any]]", env: "dict[str, Any]",
+            since: "float | None" = None) -> "list[dict[str, Any]]":
     """Crash records from classified events, newest first, each with its core and, when the core
     did not survive whole, the likely reason. *env*: ``parsed`` (core_pattern.parse of today's
     pattern), ``signals`` ({name: number}), ``base_dirs(crash)`` and ``instance(crash)`` (what
@@ -460,7 +479,7 @@ def records(events, env, since=None):
         recs = [c for c in recs if c["time"] is None or c["time"] >= since]
     recs.sort(key=lambda c: c["time"] or 0, reverse=True)
     names = {v: k for k, v in env["signals"].items()}
-    out = []
+    out: "list[dict[str, Any]]" = []
     for c in recs:
         if c["signal"] is None and c["signo"] is not None:
             c["signal"] = names.get(c["signo"])
@@ -474,7 +493,7 @@ def records(events, env, since=None):
                                     f"to {ch['after']!r} at {_when(ch['time'])}")
             if core["status"] == "unknown" and core.get("why"):
                 core["why"] += f" ({core['pattern_note']})"
-        rec = {"time": c["time"], "pid": c["pid"], "comm": c["comm"], "exe": c["exe"], "unit": c["unit"], "uid": c.get("uid"),
+        rec: "dict[str, Any]" = {"time": c["time"], "pid": c["pid"], "comm": c["comm"], "exe": c["exe"], "unit": c["unit"], "uid": c.get("uid"),
                "signal": c["signal"], "signo": c["signo"], "sources": c["sources"], "core": core,
                "likely_reason": None, "unit_result": c["unit_result"], "evidence": c["events"],
                "untrusted": None}

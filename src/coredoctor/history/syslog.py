@@ -22,10 +22,11 @@ import re
 import sys
 import time
 import zlib
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Protocol, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Set, Tuple
 
 if TYPE_CHECKING:
     import ctypes
+    import io
 
 if sys.version_info >= (3, 11):  # the regex parser: public as sre_parse before 3.11, re._parser since
     from re import _constants as _sre_c
@@ -53,10 +54,10 @@ MAX_LINE = 1 << 20  # a longer "line" (no newline in a MiB: not a syslog file) i
 _MAX_ALTS = 16  # alternatives followed through [Mm] and (?:a|b) before giving up on a run
 
 
-def _minimal(alts):
+def _minimal(alts: Iterable[str]) -> Tuple[str, ...]:
     """Drop alternatives that contain another: a line holding the longer one holds the shorter."""
-    alts = set(alts)
-    return tuple(sorted(a for a in alts if not any(b != a and b in a for b in alts)))
+    uniq = set(alts)
+    return tuple(sorted(a for a in uniq if not any(b != a and b in a for b in uniq)))
 
 
 def required_literals(regex: "str | re.Pattern[str]") -> List[Tuple[str, ...]]:
@@ -68,15 +69,16 @@ def required_literals(regex: "str | re.Pattern[str]") -> List[Tuple[str, ...]]:
         regex = re.compile(regex)
     if regex.flags & re.IGNORECASE:
         return []
-    runs = []
+    runs: List[Tuple[str, ...]] = []
 
-    def flush(cur):
+    # (the items are the regex parser's (opcode, argument) pairs: sre_parse's own, untyped)
+    def flush(cur: List[str]) -> List[str]:
         m = _minimal(cur)
         if m and all(m):
             runs.append(m)
         return [""]
 
-    def lead(items):
+    def lead(items: Any) -> Tuple[List[str], bool]:
         """The literal alternatives a sequence starts with, and whether that is all of it."""
         cur = [""]
         for op, av in items:
@@ -95,7 +97,7 @@ def required_literals(regex: "str | re.Pattern[str]") -> List[Tuple[str, ...]]:
                 return cur, False
         return cur, True
 
-    def walk(items, cur):
+    def walk(items: Any, cur: List[str]) -> List[str]:
         for op, av in items:
             if op is _sre_c.LITERAL:
                 cur = [c + chr(av) for c in cur]
@@ -123,7 +125,7 @@ def required_literals(regex: "str | re.Pattern[str]") -> List[Tuple[str, ...]]:
     return runs
 
 
-def _common_substring(strs):
+def _common_substring(strs: Sequence[str]) -> str:
     """The longest string that is part of every one of ``strs``."""
     first = min(strs, key=len)
     for n in range(len(first), 0, -1):
@@ -134,7 +136,7 @@ def _common_substring(strs):
     return ""
 
 
-def _search_cost(literal):
+def _search_cost(literal: str) -> float:
     """The relative time of one search pass for ``literal`` through a buffer: a fixed part and a part
     that shrinks with its length (skip-based search). Fitted to bytes.find() and memmem() over a
     syslog-format kernel log (bench/crashlog_scan.py): 6 bytes ~3.5x, 40 bytes ~1.2x the fixed part."""
@@ -153,7 +155,8 @@ def choose_anchors(patterns: Sequence["kmsg.P | daemonlog.P"],
     the candidate with the most newly covered patterns per cost of its search passes
     (:func:`_search_cost`: longer literals are found faster, and are rarer in the text) first.
     Returns (anchors, unanchored patterns)."""
-    cands, unanchored = [], []
+    cands: List[List[Tuple[str, ...]]] = []
+    unanchored: List["kmsg.P | daemonlog.P"] = []
     for p in patterns:
         runs = required_literals(p.regex)
         c = [r for r in runs if min(map(len, r)) >= min_len]
@@ -173,7 +176,7 @@ def choose_anchors(patterns: Sequence["kmsg.P | daemonlog.P"],
     alts = {a for cs in cands for cand in cs for a in cand}
     contains = {a: frozenset(x for x in alts if a in x) for a in alts}  # anchor -> the strings it finds
 
-    def covered(cs, found):
+    def covered(cs: List[Tuple[str, ...]], found: Set[str]) -> bool:
         return any(all(a in found for a in cand) for cand in cs)
 
     chosen: Set[str] = set()
@@ -182,7 +185,7 @@ def choose_anchors(patterns: Sequence["kmsg.P | daemonlog.P"],
     while left:
         every = sorted({cand for cs in left for cand in cs})
 
-        def score(cand):
+        def score(cand: Tuple[str, ...]) -> float:
             f = found.union(*(contains[a] for a in cand))
             gain = sum(1 for cs in left if covered(cs, f))
             return gain / sum(_search_cost(a) for a in cand)
@@ -196,7 +199,7 @@ def choose_anchors(patterns: Sequence["kmsg.P | daemonlog.P"],
 _LAZY: Dict[str, Any] = {}
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     """``ANCHORS`` -- literal byte strings: a line that contains none of them cannot be a crash line
     (from the patterns of :mod:`.kmsg` and :mod:`.daemonlog`, worked out on first use) -- and
     ``_UNANCHORED``, the patterns without a literal to look for."""
@@ -226,14 +229,14 @@ class _Clock:
     year of the file's mtime, or the year before when that would put them after the mtime (the file
     spans a new year); mktime() once per hour of the file."""
 
-    def __init__(self, mtime):
+    def __init__(self, mtime: Optional[float]) -> None:
         if mtime is not None and not 0 <= mtime < MAX_TIME:
             mtime = None  # an impossible mtime (touch -d, os.utime): the year is this one's
         self.mtime = mtime
         self.year = time.localtime(mtime if mtime is not None else time.time()).tm_year
-        self.hours = {}
+        self.hours: Dict[Tuple[str, str, str], float] = {}
 
-    def rfc3164(self, mon, day, h, m, s):
+    def rfc3164(self, mon: str, day: str, h: str, m: str, s: str) -> Optional[float]:
         key = (mon, day, h)
         base = self.hours.get(key)
         if base is None:
@@ -251,7 +254,7 @@ class _Clock:
         return base + int(m) * 60 + int(s)
 
     @staticmethod
-    def rfc3339(ts):
+    def rfc3339(ts: str) -> Optional[float]:
         t = ts.replace("Z", "+00:00").replace(" ", "T")
         if len(t) > 6 and t[-5] in "+-" and t[-3] != ":":  # +0000 (Python < 3.11 wants +00:00)
             t = t[:-2] + ":" + t[-2:]
@@ -320,7 +323,7 @@ def _rot_base(name: str) -> str:
     return m.group("base") if m else name  # (only "" does not match)
 
 
-def _rotation_key(name):
+def _rotation_key(name: str) -> Tuple[int, str, int]:
     """Sort key, oldest first: dated rotations by date, then numbered ones from the highest number,
     then the live file."""
     m = _ROT.match(name)
@@ -353,7 +356,7 @@ def log_files(root: str = "/", names: Sequence[str] = LOG_NAMES) -> List[str]:
     return out
 
 
-def _open(path):
+def _open(path: str) -> "gzip.GzipFile | io.BufferedReader":
     f = open(path, "rb")
     if f.read(2) == b"\x1f\x8b":
         f.seek(0)
@@ -362,7 +365,7 @@ def _open(path):
     return f
 
 
-def _libc_memmem():
+def _libc_memmem() -> "Optional[Callable[..., Optional[int]]]":
     """glibc's memmem() through ctypes, or None. It finds a literal 2-3 times faster than
     bytes.find() (a shift table over pairs of bytes); ``COREDOCTOR_DISABLE=memmem`` turns it off."""
     if "memmem" in os.environ.get("COREDOCTOR_DISABLE", "").split(","):
@@ -390,19 +393,22 @@ class _MemmemFinder:
     """``find(needle, start, end)`` like bytearray.find, by memmem() on the buffer's memory. Holds a
     buffer export: release() before the bytearray is resized."""
 
-    def __init__(self, buf):
+    def __init__(self, buf: bytearray) -> None:
         import ctypes
         self._view: "Optional[ctypes.Array[ctypes.c_char]]" = (ctypes.c_char * len(buf)).from_buffer(buf)
         self._base = ctypes.addressof(self._view)
+        memmem = _MEMMEM
+        assert memmem is not None  # (made only where there is one)
+        self._memmem = memmem
 
-    def find(self, needle, start, end):
+    def find(self, needle: bytes, start: int, end: int) -> int:
         n = len(needle)
         if end - start < n:
             return -1
-        r = _MEMMEM(self._base + start, end - start, needle, n)
+        r = self._memmem(self._base + start, end - start, needle, n)
         return r - self._base if r else -1
 
-    def release(self):
+    def release(self) -> None:
         self._view = None
 
 
@@ -453,8 +459,9 @@ def candidate_lines(f: "_ChunkReader", chunk_size: int = CHUNK, anchors: Optiona
             finder.release()
 
 
-def _find_lines(buf, end, anchors, find):
-    starts = set()
+def _find_lines(buf: "bytes | bytearray", end: int, anchors: Iterable[bytes],
+                find: Callable[[bytes, int, int], int]) -> Iterator[bytes]:
+    starts: Set[int] = set()
     nl, rfind = buf.find, buf.rfind
     for a in anchors:
         i = find(a, 0, end)
@@ -511,7 +518,8 @@ def read(paths: "list[str] | None" = None, since: "float | None" = None, root: s
             yield e
 
 
-def _file_events(path, mtime, chunk_size, skipped=None):
+def _file_events(path: str, mtime: Optional[float], chunk_size: int,
+                 skipped: Optional[OnSkip] = None) -> "Iterator[kmsg.Event]":
     source = "syslog:" + path
     clock = _Clock(mtime)
     try:

@@ -215,8 +215,9 @@ def _setfs(name: str, args: List[int], creds: Creds,
     return new, name, note
 
 
-def commit_creds(old: Creds, new: Creds, suid_dumpable: int) -> Tuple[bool, str]:
-    """commit_creds(): returns ``(resets, why)``; when *resets*, dumpable becomes *suid_dumpable*."""
+def commit_creds(old: Creds, new: Creds, suid_dumpable: Optional[int]) -> Tuple[bool, str]:
+    """commit_creds(): returns ``(resets, why)``; when *resets*, dumpable becomes *suid_dumpable*
+    (None: fs.suid_dumpable could not be read)."""
     why = []
     for key, i, label in (("uid", 1, "euid"), ("gid", 1, "egid"), ("uid", 3, "fsuid"), ("gid", 3, "fsgid")):
         if old[key][i] != new[key][i]:
@@ -266,8 +267,10 @@ def exec_creds(pre: Creds, exe: Optional[Dict[str, Any]], cap_bnd: Optional[int]
     return new
 
 
-def exec_dumpable(pre: Creds, post: Creds, suid_dumpable: int, unreadable: bool = False) -> Tuple[int, str]:
-    """begin_new_exec(): ``(value, why)`` from the pre-exec and post-exec credentials."""
+def exec_dumpable(pre: Creds, post: Creds, suid_dumpable: Optional[int],
+                  unreadable: bool = False) -> Tuple[Optional[int], str]:
+    """begin_new_exec(): ``(value, why)`` from the pre-exec and post-exec credentials; the value is
+    None where it is *suid_dumpable* and that could not be read (None)."""
     if unreadable:
         return suid_dumpable, "the binary is not readable by the caller (would_dump())"
     if pre["uid"][1] != pre["uid"][0] or pre["gid"][1] != pre["gid"][0]:

@@ -15,12 +15,14 @@ from coredoctor import origin, runtimes
 from coredoctor.kernel import core_pattern, dumpable as dmod, handlers, landing, observed as O, reasons, remedies as R
 from coredoctor.kernel.signal import FAULT_SIGNALS, SIG_KERNEL_COREDUMP, normalize_signal
 from coredoctor.kernel.table import GATE_IDS, GATES, on_branch
-from coredoctor.kernel.world import expand, make_world, parsed_pattern
+from coredoctor.kernel.world import World, expand, make_world, parsed_pattern
 
 __all__ = ["evaluate", "evaluate_targets"]
 
 Target = Dict[str, Any]
 Result = Dict[str, Any]
+#: one possible world: (dumpable value, its facts, its gate results, _outcome() of them)
+WorldRun = Tuple[int, World, List[Result], Tuple[Optional[bool], Optional[str]]]
 
 
 def _run(w: Dict[str, Any], full: bool = False) -> List[Result]:
@@ -90,9 +92,10 @@ def _destination(snap: Dict[str, Any], proc: Dict[str, Any], dumpable_value: Opt
     if not exp["absolute"]:
         cwd = proc.get("cwd") or "."
         path = (cwd.rstrip("/") + "/" + path) if cwd else path
-    out = {"kind": "file", "path": path, "handler": None}
+    out: Dict[str, Any] = {"kind": "file", "path": path, "handler": None}
     # both views: as the process sees it, and on the host (additive; kernel/landing.py)
-    spec = proc.get("container_spec") if isinstance(proc.get("container_spec"), dict) else {}
+    cs = proc.get("container_spec")
+    spec = cs if isinstance(cs, dict) else {}
     out.update(landing.landing(path, proc, snap.get("mounts"), spec.get("autoremove"),
                                from_init_root=dumpable_value == dmod.SUID_DUMP_ROOT and exp["absolute"]))
     out["owner"] = landing.owner(proc, dumpable_value)
@@ -128,9 +131,14 @@ def evaluate(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[s
     cands = d.get("candidates") or [0, 1, 2]
     if by_pid is None:
         by_pid = {p["pid"]: p for p in snap["processes"]}
-    info = dmod.infer_cause(proc, lambda p: by_pid.get(p.get("ppid")), now_sysctl.get("fs.suid_dumpable"),
-                            d.get("value"))
-    worlds = []
+    table = by_pid
+
+    def parent_of(p: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        ppid = p.get("ppid")
+        return table.get(ppid) if ppid is not None else None
+
+    info = dmod.infer_cause(proc, parent_of, now_sysctl.get("fs.suid_dumpable"), d.get("value"))
+    worlds: List[WorldRun] = []
     for v in cands:
         w = make_world(snap, proc, parent, signal, how, v, info, facts, observed)
         res = _run(w, full=len(cands) > 1)
@@ -202,10 +210,13 @@ def evaluate_targets(snap: Dict[str, Any], pids: List[int], signal: str = "SIGSE
     return batch.evaluate_many(snap, [procs[pid] for pid in pids], facts, ev)
 
 
-def _fixes(snap, proc, parent, signal, how, cands, info, worlds, dumps, blocking, facts):
-    fixes, seen = [], set()
+def _fixes(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[str, Any]], signal: str, how: str,
+           cands: List[int], info: Dict[str, Any], worlds: List[WorldRun], dumps: Optional[bool],
+           blocking: Optional[str], facts: Dict[str, Any]) -> List[Dict[str, Any]]:
+    fixes: List[Dict[str, Any]] = []
+    seen: set = set()
 
-    def add(f, summary=None):
+    def add(f: Dict[str, Any], summary: Optional[str] = None) -> None:
         s = summary or f["summary"]
         if s not in seen:
             seen.add(s)
@@ -233,7 +244,8 @@ def _fixes(snap, proc, parent, signal, how, cands, info, worlds, dumps, blocking
     return out
 
 
-def _reasons(t: Target, worlds, dumps, blocking) -> List[Dict[str, Any]]:
+def _reasons(t: Target, worlds: List[WorldRun], dumps: Optional[bool],
+             blocking: Optional[str]) -> List[Dict[str, Any]]:
     if dumps is True:
         return []
     if dumps is False:
@@ -253,13 +265,13 @@ def _reasons(t: Target, worlds, dumps, blocking) -> List[Dict[str, Any]]:
     return [reasons.reason(g["id"], "text", text=g["evidence"])] if g else []
 
 
-def _merge(world_results):
+def _merge(world_results: List[Tuple[int, List[Result]]]) -> List[Result]:
     """One gate list for the target: identical results merge; differing ones become 'unknown'
     with each world's answer in the evidence."""
     if len(world_results) == 1:
         return [_public(r) for r in world_results[0][1]]
-    order = []
-    by_id = {}
+    order: List[str] = []
+    by_id: Dict[str, Dict[int, Result]] = {}
     for v, res in world_results:
         for r in res:
             if r["id"] not in by_id:
@@ -285,9 +297,9 @@ def _merge(world_results):
     return out
 
 
-def _public(r):
+def _public(r: Result) -> Result:
     fix = r.get("fixes") or []
-    out = {"id": r["id"], "status": r["status"], "evidence": r["evidence"], "kernel_ref": r["kernel_ref"],
+    out: Result = {"id": r["id"], "status": r["status"], "evidence": r["evidence"], "kernel_ref": r["kernel_ref"],
            "fix": "; ".join(f["summary"] for f in fix) if fix else None}
     if r.get("observed"):  # settled by an observation (evaluate(observed=...)); additive
         out["observed"] = True

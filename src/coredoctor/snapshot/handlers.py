@@ -21,7 +21,7 @@ _ACCEPTCON = 0x10000  # __SO_ACCEPTCON in /proc/net/unix Flags
 
 def listening_unix_sockets(path: str = "/proc/1/net/unix") -> Optional[Dict[str, str]]:
     """Paths of listening unix sockets, with their type (stream / seqpacket / dgram)."""
-    out = {}
+    out: Dict[str, str] = {}
     try:
         with open(path) as f:
             next(f, None)
@@ -38,7 +38,7 @@ def listening_unix_sockets(path: str = "/proc/1/net/unix") -> Optional[Dict[str,
     return out
 
 
-def _parse_ini(path, section, into):
+def _parse_ini(path: str, section: str, into: Dict[str, Any]) -> None:
     try:
         with open(path) as f:
             cur = None
@@ -57,11 +57,11 @@ def _parse_ini(path, section, into):
         pass
 
 
-def read_coredump_conf():
+def read_coredump_conf() -> Dict[str, Any]:
     """Merged [Coredump] settings of systemd-coredump (later files win, as systemd reads them)."""
-    conf = {}
+    conf: Dict[str, Any] = {}
     files = ["/usr/lib/systemd/coredump.conf", "/lib/systemd/coredump.conf", "/etc/systemd/coredump.conf"]
-    dropins = {}
+    dropins: Dict[str, str] = {}
     for d in ("/usr/lib/systemd/coredump.conf.d", "/run/systemd/coredump.conf.d", "/etc/systemd/coredump.conf.d"):
         for p in glob.glob(d + "/*.conf"):
             dropins[os.path.basename(p)] = p
@@ -70,12 +70,12 @@ def read_coredump_conf():
     return conf
 
 
-def _helper_facts(path):
-    facts = {"path": path, "exists": False}
+def _helper_facts(path: str) -> Dict[str, Any]:
+    facts: Dict[str, Any] = {"path": path, "exists": False}
     try:
         st = os.stat(path)
     except OSError as e:
-        facts["error"] = os.strerror(e.errno)
+        facts["error"] = os.strerror(e.errno or 0)
         return facts
     facts.update(exists=True, regular=stat.S_ISREG(st.st_mode), mode=st.st_mode,
                  executable=bool(st.st_mode & 0o111) and stat.S_ISREG(st.st_mode))
@@ -95,12 +95,12 @@ def _helper_facts(path):
     return facts
 
 
-def read_handler(parsed, abrt_root=""):
+def read_handler(parsed: Dict[str, Any], abrt_root: str = "") -> Dict[str, Any]:
     """Facts for the handler named by a parsed core_pattern (see kernel.core_pattern.parse);
     ABRT's files are read under *abrt_root* (tests)."""
     kind = parsed["kind"]
     if kind == "pipe":
-        facts = {"helper": _helper_facts(parsed["helper"]) if parsed["helper"] else None}
+        facts: Dict[str, Any] = {"helper": _helper_facts(parsed["helper"]) if parsed["helper"] else None}
         name = os.path.basename(parsed["helper"])
         if "systemd-coredump" in name:
             socks = listening_unix_sockets()

@@ -15,19 +15,23 @@ hex, 0 may print as ``0``). With ``options/userstacktrace`` every event is follo
 
 import re
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
+    from typing import Any, List, Optional, Union
+
 __all__ = ["Parser", "parse_line", "parse_kv", "signed_ret"]
 
 _ARGS = re.compile(r"(\w+): ([0-9a-fA-Fx]+)")
 _KV = re.compile(r"(\w+)=(\S*)")
 
 
-def signed_ret(v):
+def signed_ret(v: str) -> int:
     """A syscall return value printed as unsigned hex -> the signed long it is."""
-    v = int(v, 16) if v.startswith("0x") else int(v)
-    return v - (1 << 64) if v >= 1 << 63 else v
+    n = int(v, 16) if v.startswith("0x") else int(v)
+    return n - (1 << 64) if n >= 1 << 63 else n
 
 
-def _num(v):
+def _num(v: str) -> "Union[int, str]":
     if v[:2] == "0x":
         return int(v, 16)
     try:
@@ -40,9 +44,9 @@ def _num(v):
 HEX_FIELDS = ("sa_handler", "sa_flags")
 
 
-def parse_kv(body):
+def parse_kv(body: str) -> "dict[str, Union[int, str]]":
     """``sig=11 errno=0 comm=x`` -> {"sig": 11, "errno": 0, "comm": "x"} (numbers as int)."""
-    out = {}
+    out: "dict[str, Union[int, str]]" = {}
     for k, v in _KV.findall(body):
         if k in HEX_FIELDS and re.fullmatch(r"[0-9a-fA-F]+", v):
             out[k] = int(v, 16)
@@ -53,7 +57,7 @@ def parse_kv(body):
     return out
 
 
-def parse_line(line):
+def parse_line(line: str) -> "Optional[dict[str, Any]]":
     """One event line -> dict, or None for lines that are not events (headers, blanks).
 
     Keys: ``comm pid tgid cpu ts name`` plus, per kind: syscall enter ``kind="enter", syscall,
@@ -77,7 +81,8 @@ def parse_line(line):
             if tg.isdigit() and int(tg) > 0:
                 tgid = int(tg)
         d = who.rfind("-")
-        comm, pid = who[:d].strip(), int(who[d + 1:])
+        comm: "Optional[str]" = who[:d].strip()
+        pid = int(who[d + 1:])
         rest = line[b + 2:]
         c = rest.find(": ")
         if c < 0:
@@ -88,7 +93,7 @@ def parse_line(line):
         return None
     if comm == "<...>":  # not in the kernel's saved_cmdlines: unknown here (the tracker knows it)
         comm = None
-    ev = {"comm": comm, "pid": pid, "tgid": tgid, "cpu": cpu, "ts": ts}
+    ev: "dict[str, Any]" = {"comm": comm, "pid": pid, "tgid": tgid, "cpu": cpu, "ts": ts}
     if rest.startswith("sys_"):
         full, name, body = rest, rest.split("(", 1)[0].split(" ", 1)[0], ""
     else:
@@ -131,17 +136,17 @@ class Parser:
     setresgid with no stack). Such an event is kept for one more drained read.
     """
 
-    def __init__(self, userstack=False):
+    def __init__(self, userstack: bool = False) -> None:
         self._rest = ""
-        self._pending = None
+        self._pending: "Optional[dict[str, Any]]" = None
         self._waited = False  # the pending event has already been kept over one drained read
         self.userstack = userstack
         self.unparsed = 0
 
-    def feed(self, text, drained=False):
+    def feed(self, text: str, drained: bool = False) -> "List[dict[str, Any]]":
         """*drained*: the reader emptied the kernel's buffer, so the last event is complete
         (the kernel writes an event's stack right after it) and is returned too."""
-        out = []
+        out: "List[dict[str, Any]]" = []
         data = self._rest + text
         lines = data.split("\n")
         self._rest = lines.pop()
@@ -155,7 +160,7 @@ class Parser:
                 self._pending = None
         return out
 
-    def _line(self, line, out):
+    def _line(self, line: str, out: "List[dict[str, Any]]") -> None:
         if not line or line[0] == "#":
             return
         if line.endswith(">") and line.lstrip().startswith("=>"):
@@ -184,12 +189,12 @@ class Parser:
         self._waited = False
 
     @property
-    def holding(self):
+    def holding(self) -> bool:
         """An event is still kept back (waiting for its stack): not everything read was given out."""
         return self._pending is not None
 
-    def flush(self):
-        out = []
+    def flush(self) -> "List[dict[str, Any]]":
+        out: "List[dict[str, Any]]" = []
         if self._rest:
             self._line(self._rest, out)
             self._rest = ""

@@ -55,7 +55,7 @@ _INTS = {1: "B", 2: "H", 4: "I", 8: "Q"}
 class Field:
     __slots__ = ("name", "offset", "size", "signed", "kind", "count", "ctype")
 
-    def __init__(self, decl: str, offset: int, size: int, signed: bool):
+    def __init__(self, decl: str, offset: int, size: int, signed: bool) -> None:
         decl = decl.strip()
         m = re.fullmatch(r"(?P<type>.*?)\s*\b(?P<name>\w+)\s*(?:\[(?P<n>\d*)\])?", decl)
         if m is None:
@@ -91,7 +91,7 @@ class Field:
 class EventFormat:
     """One ``events/SYSTEM/EVENT/format`` file: its ID, name and fields."""
 
-    def __init__(self, eid: int, name: str, fields: List[Field], system: str = ""):
+    def __init__(self, eid: int, name: str, fields: List[Field], system: str = "") -> None:
         self.id, self.name, self.system = eid, name, system
         self.common = {f.name: f for f in fields if f.name.startswith("common_")}
         self.fields = [f for f in fields if not f.name.startswith("common_")]
@@ -143,7 +143,7 @@ class PageHeader:
     """``events/header_page``: where the page's time stamp, commit and data are."""
 
     def __init__(self, ts_off: int = 0, ts_size: int = 8, commit_off: int = 8, commit_size: int = 8,
-                 data_off: int = 16, data_size: int = 4080):
+                 data_off: int = 16, data_size: int = 4080) -> None:
         if ts_size != 8 or commit_size not in (4, 8) or data_off < commit_off + commit_size:
             raise DecodeError(f"unexpected page header (timestamp {ts_size}, commit {commit_size} bytes)")
         self.ts_off, self.commit_off, self.commit_size = ts_off, commit_off, commit_size
@@ -224,7 +224,7 @@ class Decoder:
 
     def __init__(self, formats: Dict[int, EventFormat], header: Optional[PageHeader] = None,
                  header_event: Optional[Dict[str, int]] = None, stack_id: Optional[int] = None,
-                 byteorder: str = sys.byteorder):
+                 byteorder: str = sys.byteorder) -> None:
         self.header = header or PageHeader()
         he = header_event or parse_header_event("")
         self.t_pad, self.t_ext, self.t_abs, self.t_max = he["padding"], he["time_extend"], he["time_stamp"], \
@@ -386,7 +386,8 @@ class Decoder:
         u32 = self.u32
         big = self.big
         stk = self._stk
-        tst, toff = self.type_st or (None, 0)
+        # (self.u32 stands in where there is no type field: stk is None then, tst is not used)
+        tst, toff = self.type_st or (u32, 0)
         t_max = self.t_max if self.t_max < min(self.t_pad, self.t_ext, self.t_abs) else 28
         while pos + 4 <= end:
             w = u32.unpack_from(data, pos)[0]
@@ -484,7 +485,7 @@ class RawReader:
     come, or when the buffer was emptied twice without it (the kernel commits the stack as a
     separate entry right after the event: a reader can see the event alone)."""
 
-    def __init__(self, decoder: Decoder, userstack: bool = False):
+    def __init__(self, decoder: Decoder, userstack: bool = False) -> None:
         self.d = decoder
         self.userstack = userstack
         self._pending: Dict[int, list] = {}  # cpu -> [event, waited over a drained read]

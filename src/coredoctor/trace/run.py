@@ -13,13 +13,14 @@ import copy
 import os
 import signal
 import time
-from typing import Optional
+from types import FrameType
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from coredoctor.errors import Error, UsageError
 from coredoctor.kernel.observed import Observed
 from coredoctor.trace import events as E
 from coredoctor.trace import tracefs
-from coredoctor.trace.transitions import Tracker
+from coredoctor.trace.transitions import Proc, Task, Tracker
 
 from coredoctor.trace.symbols import Symbolizer
 
@@ -54,10 +55,10 @@ class StopRequest:
         self.r, self.w = os.pipe()
         for fd in (self.r, self.w):
             os.set_blocking(fd, False)
-        self._old: dict = {}
+        self._old: Dict[int, Any] = {}
         self._old_wakeup: Optional[int] = None
 
-    def _handler(self, signum, frame):
+    def _handler(self, signum: int, frame: Optional[FrameType]) -> None:
         self.count += 1
         if self.signum is None:
             self.signum = signum
@@ -94,7 +95,7 @@ class StopRequest:
             pass
 
 
-def _tids(pid):
+def _tids(pid: int) -> List[int]:
     from coredoctor.snapshot import proc
     try:
         return proc.tids(pid)
@@ -102,7 +103,7 @@ def _tids(pid):
         return []
 
 
-def _clock(inst):
+def _clock(inst: tracefs.Instance) -> Optional[float]:
     """Use the instance's ``mono`` trace clock (CLOCK_MONOTONIC) so event times map to wall time."""
     try:
         inst._write("trace_clock", "mono")
@@ -115,13 +116,13 @@ class Predictor:
     """The gate model's answer for a process at the moment it gets a fatal signal: the latest
     snapshot of it, with the dumpable flag and credentials the trace followed since."""
 
-    def __init__(self, mono=True):
+    def __init__(self, mono: bool = True) -> None:
         from coredoctor import snapshot
         from coredoctor.kernel import gates
         self.snapshot, self.gates = snapshot, gates
         self.mono = mono  # event times are CLOCK_MONOTONIC (trace_clock "mono"): comparable
 
-    def refresh(self, p):
+    def refresh(self, p: Proc) -> bool:
         """Read *p* again. A reading that finds it dumping core (``CoreDumping: 1`` in
         /proc/PID/status, 4.15+: the signal came before this loop saw it) is thrown away: it
         would find the core file being written and call it in the way."""
@@ -142,7 +143,8 @@ class Predictor:
         p.snap_window = (start, p.snap_at)
         return True
 
-    def _before(self, p, ts):
+    def _before(self, p: Proc, ts: Optional[float]
+                ) -> Tuple[Optional[Dict[str, Any]], Optional[Tuple[float, float]]]:
         """The latest reading made wholly before the fatal signal at trace time *ts*: the
         reader may have read the process after the signal (its events are read in batches),
         while the kernel was writing its core (seen under 6.1 in qemu: "core.N already
@@ -154,7 +156,8 @@ class Predictor:
                 return snap, window
         return None, None
 
-    def __call__(self, p, t, signame, how, ts=None):
+    def __call__(self, p: Proc, t: Task, signame: str, how: Optional[str],
+                 ts: Optional[float] = None) -> Optional[Dict[str, Any]]:
         # never re-read a process that got its fatal signal: it is dying (its mm, files and root
         # go away in do_exit()), so its /proc view is partial. The last reading before it counts.
         if p.snap is None:
@@ -166,7 +169,8 @@ class Predictor:
                     "verdict": "no prediction: it was last read after its fatal signal had come (while "
                                "it was dying), and no earlier reading is kept"}
         if window is not None:  # did it change its limits, umask or cwd after that reading began?
-            stale = p.invalidated_at is not None and window[0] < p.invalidated_at <= ts
+            # (a window is only returned for a time ts)
+            stale = p.invalidated_at is not None and ts is not None and window[0] < p.invalidated_at <= ts
         else:
             stale = p.snap_dirty and p.snap_urgent
         procs = {q["pid"]: q for q in snap["processes"]}
@@ -199,8 +203,10 @@ class Predictor:
         return res
 
 
-def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, buffer_kb=None,
-        stats_out=None):
+def run(pids: Iterable[int] = (), names: Sequence[str] = (), cmd: Optional[List[str]] = None,
+        duration: Optional[float] = None, emit: Callable[[Dict[str, Any]], object] = print,
+        userstack: bool = True, buffer_kb: Optional[int] = None,
+        stats_out: Optional[Dict[str, Any]] = None) -> int:
     """Trace; *emit* gets each record (a dict). Returns the exit code (the command's, with CMD)."""
     pids = sorted(set(pids))
     if not (pids or names or cmd):
@@ -257,7 +263,7 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
             for n in why:
                 emit({"event": "notice", "what": n})
         predictor = Predictor(mono=offset is not None)
-        direct = {child: None} if child else {}
+        direct: Dict[int, Optional[int]] = {child: None} if child else {}
         tracker = Tracker(predict=predictor, symbolizer=Symbolizer(), mono=offset is not None,
                           clock_offset=offset or 0.0, direct_children=direct,
                           on_fork=(lambda c: inst.follow([c])) if names else None,
@@ -285,16 +291,17 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
                         predictor.refresh(tracker.procs[pid])
         stop.check()
         if decoder is not None:
-            parser = R.RawReader(decoder, userstack=want_stack and decoder.stack is not None)
+            parser: Union[R.RawReader, E.Parser] = R.RawReader(
+                decoder, userstack=want_stack and decoder.stack is not None)
             inst.open_raw(page_size=decoder.header.page_size, wake_fd=stop.r)
 
-            def read(timeout):
+            def read(timeout: float) -> Tuple[Any, bool]:  # (pages or text: what parser.feed takes, drained)
                 return inst.read_raw(timeout=timeout, max_pages=READ_SIZE // decoder.header.page_size)
         else:
             parser = E.Parser(userstack=want_stack)
             inst.open_pipe(wake_fd=stop.r)
 
-            def read(timeout):
+            def read(timeout: float) -> Tuple[Any, bool]:
                 return inst.read(timeout=timeout, size=READ_SIZE)
         stop.check()
         if go_w is not None:
@@ -302,7 +309,7 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
             os.close(go_w)
             go_w = None
         start = time.monotonic()
-        child_status = None
+        child_status: Optional[int] = None
         while True:
             began = time.monotonic()
             text, drained = read(0.1)
@@ -350,11 +357,11 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
             time.sleep(0.05)
         for r in tracker.confirm(final=True):
             emit(r)
-        st = inst.stats()
+        buf = inst.stats()
         summary = {"event": "summary", "events": tracker.counts["events"],
                    "dumpable_changes": tracker.counts["dumpable_changes"],
                    "cred_changes": tracker.counts["cred_changes"], "fatal_signals": tracker.counts["fatal_signals"],
-                   "lost": st["overrun"] + st["dropped_events"] + st["commit_overrun"], "buffer": st,
+                   "lost": buf["overrun"] + buf["dropped_events"] + buf["commit_overrun"], "buffer": buf,
                    "unparsed_lines": parser.unparsed, "reader": "raw" if decoder is not None else "text"}
         if decoder is not None:
             summary["undecodable_records"] = decoder.bad
@@ -382,7 +389,7 @@ def run(pids=(), names=(), cmd=None, duration=None, emit=print, userstack=True, 
     return rc
 
 
-def _refresh(tracker, predictor, budget=3):
+def _refresh(tracker: Tracker, predictor: Predictor, budget: int = 3) -> None:
     """Re-read a few changed processes so a prediction is ready before they die (at most every
     quarter second each)."""
     now = time.monotonic()

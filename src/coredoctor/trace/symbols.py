@@ -34,6 +34,17 @@ import struct
 
 from coredoctor.elf import NotAnElf, read_elf
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
+    from typing import Any, Callable, Iterable, Mapping, Optional, Union
+
+    from coredoctor.elf import Elf, SymbolTable
+
+    #: a mapping of /proc/PID/maps, or a frame, as dicts
+    Frame = dict[str, Any]
+    #: each file's parsed ELF: by path, or from its mapping
+    ElfSource = Union[Mapping[str, Optional[Elf]], Callable[[dict[str, Any]], Optional[Elf]]]
+
 __all__ = ["Symbolizer", "parse_maps", "symbolize_maps", "parse_userobj", "userobj_address",
            "format_frame", "null_frame"]
 
@@ -42,11 +53,11 @@ DEBUG_DIR = "/usr/lib/debug"
 _ELF_ERRORS = (OSError, NotAnElf, ValueError, struct.error)
 
 
-def _hex(n):
+def _hex(n: "Optional[int]") -> "Optional[str]":
     return None if n is None else f"{n:#x}"
 
 
-def null_frame(addr):
+def null_frame(addr: "Optional[int]") -> "Frame":
     """A frame for *addr* that says nothing is known about it."""
     return {"addr": _hex(addr), "module": None, "offset": None, "vaddr": None, "symbol": None,
             "symoff": None, "build_id": None}
@@ -54,7 +65,7 @@ def null_frame(addr):
 
 # --- /proc/PID/maps ------------------------------------------------------------------------------
 
-def parse_maps(text):
+def parse_maps(text: "Union[str, bytes]") -> "list[dict[str, Any]]":
     """Parse ``/proc/PID/maps`` (str or bytes) into a list of mapping dicts, sorted by start:
     ``{"start", "end", "perms", "pgoff", "dev", "inode", "path"}`` (ints, except ``perms``,
     ``dev`` as ``"fe:00"`` and ``path``: the file as the kernel names it, ``" (deleted)"``
@@ -62,7 +73,7 @@ def parse_maps(text):
     snapshot can carry it. Malformed lines are skipped."""
     if isinstance(text, bytes):
         text = os.fsdecode(text)
-    out = []
+    out: "list[dict[str, Any]]" = []
     for line in text.splitlines():
         parts = line.split(None, 5)
         if len(parts) < 5:
@@ -79,18 +90,18 @@ def parse_maps(text):
     return out
 
 
-def _is_file(m):
+def _is_file(m: "dict[str, Any]") -> bool:
     return bool(m["path"]) and m["path"].startswith("/") and m["inode"] != 0
 
 
-def _find(maps, starts, addr):
+def _find(maps: "list[dict[str, Any]]", starts: "list[int]", addr: int) -> "Optional[dict[str, Any]]":
     i = bisect.bisect_right(starts, addr) - 1
     if i >= 0 and addr < maps[i]["end"]:
         return maps[i]
     return None
 
 
-def _frame(addr, m, elf):
+def _frame(addr: int, m: "Optional[dict[str, Any]]", elf: "Optional[Elf]") -> "Frame":
     """One frame: *m* is the mapping holding *addr* (or None), *elf* its parsed
     :class:`coredoctor.elf.Elf` (or None)."""
     f = null_frame(addr)
@@ -111,23 +122,25 @@ def _frame(addr, m, elf):
     return f
 
 
-def _addr(a):
+def _addr(a: "Union[int, str]") -> int:
     return int(a, 16) if isinstance(a, str) else int(a)
 
 
-def symbolize_maps(maps, addrs, elves=None):
+def symbolize_maps(maps: "Iterable[dict[str, Any]]", addrs: "Iterable[Union[int, str]]",
+                   elves: "Optional[ElfSource]" = None) -> "list[Frame]":
     """Symbolize *addrs* (ints or ``"0x.."`` strings) against a recorded *maps* list (as
     :func:`parse_maps` returns). *elves*: ``{path: Elf}`` or a callable ``mapping -> Elf|None``
     giving each file's parsed ELF; without it only module and offset are filled in. Pure."""
     maps = sorted(maps, key=lambda m: m["start"])
     starts = [m["start"] for m in maps]
+    get: "Callable[[dict[str, Any]], Optional[Elf]]"
     if elves is None:
         get = lambda m: None  # noqa: E731
     elif callable(elves):
         get = elves
     else:
         get = lambda m: elves.get(m["path"])  # noqa: E731
-    out = []
+    out: "list[Frame]" = []
     for a in addrs:
         addr = _addr(a)
         m = _find(maps, starts, addr)
@@ -140,7 +153,7 @@ def symbolize_maps(maps, addrs, elves=None):
 _USEROBJ = re.compile(r"^(?:=>\s*)?(?:(?P<path>.+?)\[\+0x(?P<off>[0-9a-fA-F]+)\])?\s*(?:<(?P<addr>[0-9a-fA-F]+)>)?$")
 
 
-def parse_userobj(text):
+def parse_userobj(text: str) -> "Optional[dict[str, Any]]":
     """Parse one user-stack entry as tracefs prints it (``seq_print_user_ip()``):
     ``/lib/x86_64-linux-gnu/libc.so.6[+0xaf884]``, optionally followed by `` <00007f43...>``
     (``options/sym-addr``), or only `` <00007f43...>`` (no sym-userobj, or the process was gone
@@ -155,7 +168,7 @@ def parse_userobj(text):
             "addr": int(m.group("addr"), 16) if m.group("addr") else None}
 
 
-def userobj_address(entry, maps):
+def userobj_address(entry: "Mapping[str, Any]", maps: "Iterable[dict[str, Any]]") -> "Optional[int]":
     """The address of a parsed sym-userobj *entry*: its ``<addr>`` when printed, else the start
     of the one executable mapping of that path plus the VMA offset (a return address lies in
     executable memory). None when that is ambiguous or the path is not mapped. Pure."""
@@ -169,7 +182,7 @@ def userobj_address(entry, maps):
     return cands[0]["start"] + off if len(cands) == 1 else None
 
 
-def format_frame(frame):
+def format_frame(frame: "Mapping[str, Any]") -> str:
     """``setresuid+0x24 (libc.so.6)``; ``0x7f.. (prog+0x129f)`` without a symbol; the bare
     address outside any mapping."""
     mod = frame.get("module")
@@ -190,9 +203,9 @@ class _File:
 
     __slots__ = ("fd", "elf", "parsed", "pid", "mapping")
 
-    def __init__(self, fd, pid, mapping):
+    def __init__(self, fd: "Optional[int]", pid: int, mapping: "dict[str, Any]") -> None:
         self.fd = fd
-        self.elf = None
+        self.elf: "Optional[Elf]" = None
         self.parsed = False
         self.pid = pid
         self.mapping = mapping
@@ -204,12 +217,12 @@ class _Layout:
 
     __slots__ = ("raw", "maps", "starts", "files", "frames")
 
-    def __init__(self, raw, maps, files):
+    def __init__(self, raw: bytes, maps: "list[dict[str, Any]]", files: "dict[int, _File]") -> None:
         self.raw = raw
         self.maps = maps
         self.starts = [m["start"] for m in maps]
         self.files = files      # index in maps -> _File, for file mappings
-        self.frames = {}
+        self.frames: "dict[int, Frame]" = {}
 
 
 class Symbolizer:
@@ -220,8 +233,8 @@ class Symbolizer:
     unreadable process: the frames then carry nulls. ``close()`` releases the file handles.
     """
 
-    def __init__(self, proc="/proc", debug_dir=DEBUG_DIR, max_handles=512, max_layouts=1024,
-                 use_map_files=True):
+    def __init__(self, proc: str = "/proc", debug_dir: str = DEBUG_DIR, max_handles: int = 512,
+                 max_layouts: int = 1024, use_map_files: bool = True) -> None:
         """*use_map_files* False skips ``/proc/PID/map_files`` (it needs CAP_SYS_ADMIN) and opens
         ``/proc/PID/root/PATH`` or the host path instead, each only if its inode is the
         mapping's: a replaced file then gives no symbols rather than wrong ones."""
@@ -230,16 +243,17 @@ class Symbolizer:
         self.debug_dir = debug_dir
         self.max_handles = max_handles
         self.max_layouts = max_layouts
-        self._pids = {}       # pid -> _Layout
-        self._layouts = {}    # raw maps bytes -> _Layout
-        self._files = {}      # (dev, inode) as maps shows them -> _File
-        self._elves = {}      # (st_dev, st_ino, st_mtime_ns, st_size) -> Elf | None
-        self._debug = {}      # build-id -> SymbolTable | None
+        self._pids: "dict[int, _Layout]" = {}
+        self._layouts: "dict[bytes, _Layout]" = {}  # raw maps bytes -> _Layout
+        self._files: "dict[tuple[str, int], _File]" = {}  # (dev, inode) as maps shows them
+        # (st_dev, st_ino, st_mtime_ns, st_size) -> Elf | None
+        self._elves: "dict[tuple[int, int, int, int], Optional[Elf]]" = {}
+        self._debug: "dict[str, Optional[SymbolTable]]" = {}  # build-id -> its debug file's .symtab
         self._handles = 0
 
     # -- the agreed interface --
 
-    def capture(self, pid, parent=None):
+    def capture(self, pid: int, parent: "Optional[int]" = None) -> bool:
         """Read ``/proc/PID/maps`` and hold handles to the files it maps. Cheap when the maps did
         not change since the last capture (of this pid or any other with the same layout): the
         cost is then the kernel's rendering of the maps file (about 1 us per mapping).
@@ -271,7 +285,7 @@ class Symbolizer:
         self._pids[pid] = lay
         return True
 
-    def symbolize(self, pid, addrs):
+    def symbolize(self, pid: int, addrs: "Iterable[Union[int, str]]") -> "list[Frame]":
         """``[{"addr", "module", "offset", "vaddr", "symbol", "symoff", "build_id"}]`` for
         *addrs* (ints or ``"0x.."``), against the layout captured for *pid* (captured now if it
         never was). ``offset`` is the file offset, ``vaddr`` the ELF's link-time address (what
@@ -301,18 +315,18 @@ class Symbolizer:
             out.append(dict(f))
         return out
 
-    def forget(self, pid):
+    def forget(self, pid: int) -> None:
         """Drop what was captured for *pid* (its layout stays cached for other pids)."""
         self._pids.pop(pid, None)
 
     # -- more --
 
-    def maps(self, pid):
+    def maps(self, pid: int) -> "Optional[list[dict[str, Any]]]":
         """The mappings captured for *pid* (a list as :func:`parse_maps` returns), or None."""
         lay = self._pids.get(pid)
         return None if lay is None else lay.maps
 
-    def close(self):
+    def close(self) -> None:
         """Close every held file handle (parsed symbol tables stay cached)."""
         for f in self._files.values():
             if f.fd is not None:
@@ -321,20 +335,20 @@ class Symbolizer:
         self._files.clear()
         self._handles = 0
 
-    def __enter__(self):
+    def __enter__(self) -> "Symbolizer":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- internals --
 
-    def _new_layout(self, pid, raw):
+    def _new_layout(self, pid: int, raw: bytes) -> _Layout:
         # self._files holds, per (dev, inode) as maps shows them, either an open handle (which
         # pins the inode: the number cannot name another file meanwhile) or nothing parsed yet.
         # A file whose handle is closed leaves the table; layouts that use it keep what they had.
         maps = parse_maps(raw)
-        files = {}
+        files: "dict[int, _File]" = {}
         for i, m in enumerate(maps):
             if not _is_file(m):
                 continue
@@ -353,7 +367,7 @@ class Symbolizer:
             files[i] = f
         return _Layout(raw, maps, files)
 
-    def _evict(self, keep):
+    def _evict(self, keep: "tuple[str, int]") -> None:
         """Close the oldest held handle (not *keep*'s) and drop its file from the table."""
         for key, f in self._files.items():
             if key != keep and f.fd is not None:
@@ -363,7 +377,7 @@ class Symbolizer:
                 del self._files[key]
                 return
 
-    def _open(self, pid, m):
+    def _open(self, pid: int, m: "dict[str, Any]") -> "Optional[int]":
         """A read-only descriptor on the file mapped at *m*, as process *pid* sees it."""
         if self.use_map_files:
             try:
@@ -385,7 +399,7 @@ class Symbolizer:
             os.close(fd)
         return None
 
-    def _resolve(self, lay, addr):
+    def _resolve(self, lay: _Layout, addr: int) -> "Frame":
         i = bisect.bisect_right(lay.starts, addr) - 1
         if i < 0 or addr >= lay.maps[i]["end"]:
             return null_frame(addr)
@@ -393,7 +407,7 @@ class Symbolizer:
         f = lay.files.get(i)
         return _frame(addr, m, self._elf(f) if f is not None else None)
 
-    def _elf(self, f):
+    def _elf(self, f: _File) -> "Optional[Elf]":
         if f.parsed:
             return f.elf
         f.parsed = True
@@ -425,13 +439,13 @@ class Symbolizer:
                 self._drop(f)
         return f.elf
 
-    def _drop(self, f):
+    def _drop(self, f: _File) -> None:
         """Take a file without a held handle out of the table (see _new_layout)."""
         for key, g in list(self._files.items()):
             if g is f:
                 del self._files[key]
 
-    def _debug_symbols(self, build_id):
+    def _debug_symbols(self, build_id: str) -> "Optional[SymbolTable]":
         """The .symtab of ``DEBUG_DIR/.build-id/xx/rest.debug`` when it exists and carries the
         same build-id (debuginfo packages such as libc6-dbg install these)."""
         if build_id in self._debug:

@@ -23,7 +23,7 @@ import re
 import select
 import subprocess
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Literal, Optional, Tuple
 
 __all__ = ["find_tracefs", "Instance", "remove_stale", "PREFIX", "SYSCALLS", "TRACEPOINTS", "TracefsError"]
 
@@ -58,7 +58,7 @@ class TracefsError(Exception):
     pass
 
 
-def _mounts():
+def _mounts() -> List[List[str]]:
     try:
         with open("/proc/self/mounts") as f:
             return [line.split() for line in f]
@@ -66,7 +66,7 @@ def _mounts():
         return []
 
 
-def find_tracefs():
+def find_tracefs() -> Optional[str]:
     """Path of a mounted tracefs, or None."""
     for fields in _mounts():
         if len(fields) >= 3 and fields[2] == "tracefs":
@@ -78,7 +78,7 @@ def find_tracefs():
     return None
 
 
-def _pid_alive(pid):
+def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
         return True
@@ -88,9 +88,9 @@ def _pid_alive(pid):
         return True
 
 
-def remove_stale(root):
+def remove_stale(root: str) -> List[str]:
     """Remove ``coredoctor-<pid>`` instances whose pid is dead; returns their names."""
-    removed = []
+    removed: List[str] = []
     d = os.path.join(root, "instances")
     try:
         names = os.listdir(d)
@@ -108,29 +108,31 @@ def remove_stale(root):
     return removed
 
 
-def _quote(s):
+def _quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class Instance:
     """One private instance; use as a context manager (removed on exit, also on exceptions)."""
 
-    def __init__(self, root=None, name=None, buffer_kb=4096, userstack=True, mount_path=DEFAULT_PATH):
-        self.mounted = None
-        self.root = root or find_tracefs()
-        if self.root is None:
-            self.root = self._mount(mount_path)
+    def __init__(self, root: Optional[str] = None, name: Optional[str] = None, buffer_kb: int = 4096,
+                 userstack: bool = True, mount_path: str = DEFAULT_PATH) -> None:
+        self.mounted: Optional[str] = None
+        found = root or find_tracefs()
+        if found is None:
+            found = self._mount(mount_path)
+        self.root: str = found
         self.stale_removed = remove_stale(self.root)
         self.name = name or f"{PREFIX}{os.getpid()}"
         self.path = os.path.join(self.root, "instances", self.name)
-        self.fd = None
-        self.missing = []
-        self.enabled = []
-        self.names = []
-        self.pids = []
-        self.mode = None
-        self.exclude = []
-        self.extra = []
+        self.fd: Optional[int] = None
+        self.missing: List[str] = []
+        self.enabled: List[str] = []
+        self.names: List[str] = []
+        self.pids: List[int] = []
+        self.mode: Optional[str] = None
+        self.exclude: List[int] = []
+        self.extra: List[str] = []
         try:
             os.mkdir(self.path)
         except FileExistsError:
@@ -141,7 +143,7 @@ class Instance:
         try:
             self._write("buffer_size_kb", str(buffer_kb))
             self._write("tracing_on", "0")
-            self.options = {}
+            self.options: Dict[str, bool] = {}
             for opt, val in (("record-tgid", 1), ("event-fork", 1), ("userstacktrace", 1 if userstack else 0),
                              ("overwrite", 0), ("sym-userobj", 0)):
                 self.options[opt] = self._option(opt, val)
@@ -150,7 +152,7 @@ class Instance:
             raise
 
     # --- plumbing ---------------------------------------------------------------------------
-    def _mount(self, path):
+    def _mount(self, path: str) -> str:
         os.makedirs(path, exist_ok=True)
         r = subprocess.run(["mount", "-t", "tracefs", "nodev", path], capture_output=True, text=True)
         if r.returncode != 0:
@@ -159,34 +161,34 @@ class Instance:
         self.mounted = path
         return path
 
-    def _unmount(self):
+    def _unmount(self) -> None:
         if self.mounted:
             subprocess.run(["umount", self.mounted], capture_output=True)
             self.mounted = None
 
-    def _write(self, rel, value, append=False):
+    def _write(self, rel: str, value: str, append: bool = False) -> None:
         fd = os.open(os.path.join(self.path, rel), os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC))
         try:
             os.write(fd, value.encode() if value else b"\n")
         finally:
             os.close(fd)
 
-    def _read(self, rel):
+    def _read(self, rel: str) -> str:
         with open(os.path.join(self.path, rel)) as f:
             return f.read()
 
-    def _option(self, opt, val):
+    def _option(self, opt: str, val: int) -> bool:
         try:
             self._write(f"options/{opt}", str(val))
             return True
         except OSError:
             return False
 
-    def exists(self, event):
+    def exists(self, event: str) -> bool:
         return os.path.isdir(os.path.join(self.path, "events", event))
 
     # --- setup ------------------------------------------------------------------------------
-    def event_list(self):
+    def event_list(self) -> List[str]:
         evs = []
         for s in SYSCALLS:
             for kind in ("enter", "exit"):
@@ -194,7 +196,8 @@ class Instance:
         evs += [f"syscalls/sys_enter_{s}" for s in INVALIDATORS]
         return evs + list(TRACEPOINTS) + list(self.extra)
 
-    def setup(self, pids=(), names=(), host=False, exclude=()):
+    def setup(self, pids: Iterable[int] = (), names: Iterable[str] = (), host: bool = False,
+              exclude: Iterable[int] = ()) -> None:
         """Enable the events for *pids* (followed by the kernel with event-fork) or, when *names*
         are given, for processes of those names (and *pids*) by event filter. *host*: every
         process of the host (``coredoctor watch``), but the *exclude* pids (the watcher itself),
@@ -217,8 +220,8 @@ class Instance:
             self.enabled.append(ev)
         self._write("tracing_on", "1")
 
-    def _filter_for(self, ev):
-        parts = []
+    def _filter_for(self, ev: str) -> str:
+        parts: List[str] = []
         if self.mode == "filter":
             who = [f"comm == {_quote(n[:15])}" for n in self.names]
             who += [f"common_pid == {p}" for p in self.pids[-200:]]
@@ -229,7 +232,7 @@ class Instance:
             parts.append("(" + EVENT_FILTERS[ev] + ")")
         return " && ".join(parts)
 
-    def _apply_filters(self):
+    def _apply_filters(self) -> None:
         for ev in self.event_list():
             if ev in self.missing:
                 continue
@@ -240,7 +243,7 @@ class Instance:
                 except OSError as e:
                     raise TracefsError(f"the kernel refused the filter {f!r} on {ev}: {e.strerror}")
 
-    def follow(self, pids):
+    def follow(self, pids: Iterable[int]) -> None:
         """Name mode: also record these pids (children of watched processes)."""
         if self.mode != "filter":
             return
@@ -249,7 +252,7 @@ class Instance:
             self.pids = sorted(set(self.pids) | set(new))
             self._apply_filters()
 
-    def unfollow(self, pids):
+    def unfollow(self, pids: Iterable[int]) -> None:
         if self.mode != "filter":
             return
         gone = set(pids) & set(self.pids)
@@ -332,7 +335,7 @@ class Instance:
             return None, "no event format is understood"
         return raw.Decoder(formats, header, hev, stack_id), notes
 
-    def _raw_cpus(self):
+    def _raw_cpus(self) -> List[int]:
         base = os.path.join(self.path, "per_cpu")
         try:
             names = os.listdir(base)
@@ -348,7 +351,7 @@ class Instance:
             self._write("buffer_percent", "0")
         except OSError:
             pass  # older kernels: poll wakes on any data anyway; the loop reads every 0.1 s
-        self.raw_fds = {}
+        self.raw_fds: Dict[int, int] = {}
         self._poll = select.poll()
         for cpu in self._raw_cpus():
             try:
@@ -369,7 +372,7 @@ class Instance:
         """The pages the kernel has, all CPUs (at most *max_pages* per CPU), after waiting at
         most *timeout* seconds for the first. Returns ``([(cpu, page bytes), ...], drained)``;
         *drained*: every CPU's buffer was emptied (each read() gives one page)."""
-        out = []
+        out: List[Tuple[int, bytes]] = []
         drained = True
         for attempt in (0, 1):
             for cpu, fd in self.raw_fds.items():
@@ -395,17 +398,20 @@ class Instance:
                 pass
         return out, drained
 
-    def read(self, timeout=0.1, size=1 << 20):
+    def read(self, timeout: float = 0.1, size: int = 1 << 20) -> Tuple[str, bool]:
         """Whatever the kernel has (up to *size* bytes), waiting at most *timeout* seconds for
         the first byte. Returns ``(text, drained)``; *drained* is True when the buffer was
         emptied. (trace_pipe hands out at most a page per read(): tracing_read_pipe().)"""
         if self.fd is None:
             self.open_pipe()
-        chunks, n = [], 0
+        fd = self.fd
+        assert fd is not None  # (open_pipe() opened it, or raised)
+        chunks: List[bytes] = []
+        n = 0
         waited = False
         while n < size:
             try:
-                b = os.read(self.fd, 65536)
+                b = os.read(fd, 65536)
             except BlockingIOError:
                 if chunks or waited or not timeout:
                     return b"".join(chunks).decode("utf-8", "replace"), True
@@ -421,7 +427,7 @@ class Instance:
             n += len(b)
         return b"".join(chunks).decode("utf-8", "replace"), False
 
-    def stats(self):
+    def stats(self) -> Dict[str, int]:
         """Sum of the per-CPU ring-buffer counters: entries, overrun, commit overrun, dropped events."""
         tot = {"entries": 0, "overrun": 0, "commit_overrun": 0, "dropped_events": 0}
         base = os.path.join(self.path, "per_cpu")
@@ -442,7 +448,7 @@ class Instance:
         return tot
 
     # --- teardown ---------------------------------------------------------------------------
-    def close(self):
+    def close(self) -> None:
         try:
             if os.path.isdir(self.path):
                 try:
@@ -474,9 +480,9 @@ class Instance:
         finally:
             self._unmount()
 
-    def __enter__(self):
+    def __enter__(self) -> "Instance":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False

@@ -37,6 +37,15 @@ from coredoctor.kernel import cred as C
 from coredoctor.kernel.signal import SIG_KERNEL_COREDUMP
 from coredoctor.trace import reads as task_io
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported here at run time (start-up time)
+    from typing import Any, Callable, Iterable, Literal, Optional, Union
+
+    from coredoctor.trace.symbols import Symbolizer
+
+    #: a record given out (attach, transition, fatal-signal, exit), as JSON
+    Record = dict[str, Any]
+
 __all__ = ["Tracker", "signal_name", "DEFAULT_IGNORED", "STOP_SIGNALS"]
 
 #: signals whose default action is not to terminate (kernel/signal.c SIG_KERNEL_IGNORE_MASK,
@@ -54,7 +63,7 @@ HOLD = 0.25
 ID_SYSCALLS = ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid")
 
 
-def signal_name(signo):
+def signal_name(signo: int) -> str:
     try:
         return pysignal.Signals(signo).name
     except ValueError:
@@ -63,17 +72,17 @@ def signal_name(signo):
         return f"SIG{signo}"
 
 
-_RULE_CACHE = {}
+_RULE_CACHE: "dict[Optional[str], dict[str, Any]]" = {}
 
 
-def _rule(rid):
+def _rule(rid: "Optional[str]") -> "dict[str, Any]":
     if rid not in _RULE_CACHE:  # records share one citation object per rule (never mutated)
-        r = C.RULES.get(rid) or {}
+        r = (C.RULES.get(rid) if rid is not None else None) or {}
         _RULE_CACHE[rid] = {"id": rid, "kernel": r.get("kernel"), "file": r.get("file"), "versions": r.get("versions")}
     return _RULE_CACHE[rid]
 
 
-def _pub_creds(c):
+def _pub_creds(c: "Optional[dict[str, Any]]") -> "Optional[dict[str, Any]]":
     """The published form of a model credential set; cached on it (a set is never changed after
     it was published: every syscall makes a new one)."""
     if c is None:
@@ -86,13 +95,13 @@ def _pub_creds(c):
     return pub
 
 
-def _show_args(name, args):
+def _show_args(name: "Optional[str]", args: "list[Any]") -> "list[Any]":
     if name in ID_SYSCALLS:
         return [-1 if a & 0xFFFFFFFF == 0xFFFFFFFF else a & 0xFFFFFFFF for a in args]
     return list(args)
 
 
-def _exec_comm(filename):
+def _exec_comm(filename: "Optional[str]") -> "Optional[str]":
     """The comm begin_new_exec() sets: kbasename(bprm->filename), cut to TASK_COMM_LEN - 1. None
     for an fexecve()/execveat(AT_EMPTY_PATH) path (/dev/fd/N): the kernel then names the task
     after the file's dentry (6.14+) or "N", so only /proc can tell."""
@@ -104,58 +113,72 @@ def _exec_comm(filename):
 class Task:
     __slots__ = ("tid", "tgid", "creds", "pending", "comm")
 
-    def __init__(self, tid, tgid, creds, comm=None):
+    def __init__(self, tid: int, tgid: int, creds: "dict[str, Any]", comm: "Optional[str]" = None) -> None:
         self.tid, self.tgid, self.creds = tid, tgid, creds
-        self.pending = {}
+        self.pending: "dict[str, dict[str, Any]]" = {}
         self.comm = comm
 
 
 class Proc:
-    def __init__(self, tgid, comm):
+    def __init__(self, tgid: int, comm: "Optional[str]") -> None:
         self.tgid, self.comm = tgid, comm
-        self.dumpable = {"value": None, "candidates": [0, 1, 2], "source": "unknown"}
-        self.pidfd = None
-        self.snap = None
+        self.dumpable: "dict[str, Any]" = {"value": None, "candidates": [0, 1, 2], "source": "unknown"}
+        self.pidfd: "Optional[int]" = None
+        self.snap: "Optional[dict[str, Any]]" = None
         self.snap_at = 0.0
         self.snap_dirty = True
         self.snap_urgent = False
-        self.snap_window = None  # (start, end) of that reading, time.monotonic()
-        self.prev_snap = self.prev_window = None  # the reading before it
-        self.invalidated_at = None  # trace time of the last setrlimit/umask/chdir entry
+        # (start, end) of that reading, time.monotonic()
+        self.snap_window: "Optional[tuple[float, float]]" = None
+        # the reading before it
+        self.prev_snap: "Optional[dict[str, Any]]" = None
+        self.prev_window: "Optional[tuple[float, float]]" = None
+        self.invalidated_at: "Optional[float]" = None  # trace time of the last setrlimit/umask/chdir entry
         self.dying = False  # found dumping core: not read again
-        self.unconfirmed = []  # (record, tid, trace ts) not yet read from the kernel
-        self.held = []  # records the kernel disagreed with, until a later change explains it or not
-        self.after_held = []  # records confirmed meanwhile: kept back to keep the order
-        self.fatal = None
-        self.exe = None
+        # (record, tid, trace ts) not yet read from the kernel
+        self.unconfirmed: "list[tuple[Record, int, float]]" = []
+        # records the kernel disagreed with, until a later change explains it or not
+        self.held: "list[dict[str, Any]]" = []
+        self.after_held: "list[Record]" = []  # records confirmed meanwhile: kept back to keep the order
+        self.fatal: "Optional[Record]" = None
+        self.exe: "Optional[str]" = None
         self.exited = False
-        self.exit_seen = None
+        self.exit_seen: "Optional[float]" = None
 
 
 class Tracker:
     """Feed parsed events (:meth:`handle`), then call :meth:`confirm` after each batch; both
     return the records that are complete."""
 
-    def __init__(self, kernel=task_io, predict=None, symbolizer=None, clock_offset=0.0, direct_children=None,
-                 use_pidfd=True, on_fork=None, on_exit=None, mono=True):
+    def __init__(self, kernel: "Any" = task_io, predict: "Optional[Callable[..., Optional[dict[str, Any]]]]" = None,
+                 symbolizer: "Optional[Symbolizer]" = None, clock_offset: float = 0.0,
+                 direct_children: "Optional[dict[int, Optional[int]]]" = None, use_pidfd: bool = True,
+                 on_fork: "Optional[Callable[[int], object]]" = None,
+                 on_exit: "Optional[Callable[[int], object]]" = None, mono: bool = True) -> None:
+        """*kernel*: what the tracker asks the kernel (:mod:`coredoctor.trace.reads`, or a stand-in
+        with its functions); *predict*: called ``(proc, task, signal, how, ts=)`` at a fatal signal
+        (:class:`coredoctor.trace.run.Predictor`); *direct_children*: pid -> waitpid() status (None
+        until reaped) of the tracer's own children."""
         self.k = kernel
         self.mono = mono  # event times are CLOCK_MONOTONIC, comparable with time.monotonic()
         self.predict = predict
         self.sym = symbolizer
         self.clock_offset = clock_offset
         self.use_pidfd = use_pidfd
-        self.tasks = {}
-        self.procs = {}
+        self.tasks: "dict[int, Task]" = {}
+        self.procs: "dict[int, Proc]" = {}
         self.direct = direct_children if direct_children is not None else {}
         self.on_fork = on_fork
         self.on_exit = on_exit
-        self.finished = []  # tgids whose exit outcome is pending
-        self._sd_value = None
-        self.drained_from = None  # see drained()
+        self.finished: "list[int]" = []  # tgids whose exit outcome is pending
+        self._sd_value: "Optional[int]" = None
+        self.drained_from: "Optional[float]" = None  # see drained()
         self.counts = {"events": 0, "dumpable_changes": 0, "cred_changes": 0, "fatal_signals": 0}
 
     # --- attaching --------------------------------------------------------------------------
-    def attach(self, tgid, tids=None, creds_override=None, dumpable_override=None, quiet=False):
+    def attach(self, tgid: int, tids: "Optional[Iterable[int]]" = None,
+               creds_override: "Optional[dict[str, Any]]" = None,
+               dumpable_override: "Optional[dict[str, Any]]" = None, quiet: bool = False) -> "Optional[Record]":
         """Start following *tgid* (its threads *tids*) from the kernel's current state."""
         c = creds_override or self.k.read_creds(tgid)
         if c is None:
@@ -181,7 +204,7 @@ class Tracker:
                 if tgid in self.tasks else None, "dumpable": p.dumpable.get("value"),
                 "dumpable_candidates": p.dumpable.get("candidates"), "dumpable_source": p.dumpable.get("source")}
 
-    def _task(self, ev):
+    def _task(self, ev: "dict[str, Any]") -> "Optional[Task]":
         t = self.tasks.get(ev["pid"])
         if t is not None:
             return t
@@ -199,7 +222,7 @@ class Tracker:
         return t
 
     # --- events -----------------------------------------------------------------------------
-    def handle(self, events):
+    def handle(self, events: "Iterable[dict[str, Any]]") -> None:
         """Apply events; records are buffered until :meth:`confirm` has asked the kernel."""
         for ev in events:
             self.counts["events"] += 1
@@ -228,16 +251,16 @@ class Tracker:
                 elif name == "sched_process_exit":
                     self._exit(ev)
 
-    def _sd(self):
+    def _sd(self) -> "Optional[int]":
         """fs.suid_dumpable, read once per batch of events (the value commit_creds() copies)."""
         if self._sd_value is None:
             self._sd_value = self.k.suid_dumpable()
         return self._sd_value
 
-    def _wall(self, ts):
+    def _wall(self, ts: float) -> float:
         return round(ts + self.clock_offset, 6)
 
-    def _stack(self, ev, tgid):
+    def _stack(self, ev: "dict[str, Any]", tgid: int) -> "list[Any]":
         addrs = ev.get("ustack") or []
         if self.sym is not None and addrs:
             try:
@@ -246,13 +269,13 @@ class Tracker:
                 pass
         return [f"{a:#x}" for a in addrs]
 
-    def _comm(self, t, ev=None):
+    def _comm(self, t: Task, ev: "Optional[dict[str, Any]]" = None) -> "Optional[str]":
         """The task's name: the tracker's own, else the printed one (a task first seen here)."""
         if t.comm is None and ev is not None and ev.get("comm"):
             t.comm = ev["comm"]
         return t.comm
 
-    def _renamed(self, t, kc=None):
+    def _renamed(self, t: Task, kc: "Optional[dict[str, Any]]" = None) -> None:
         """Take the task's name from /proc (*kc*, or read now): after prctl(PR_SET_NAME), whose
         new name is in user memory, and at each confirmation (a write to /proc/PID/comm is not
         traced). The leader's name is the process's."""
@@ -263,7 +286,7 @@ class Tracker:
             if p is not None and t.tid == t.tgid:
                 p.comm = t.comm
 
-    def _sys_exit(self, ev):
+    def _sys_exit(self, ev: "dict[str, Any]") -> None:
         t = self.tasks.get(ev["pid"])
         if t is None:
             return None
@@ -321,7 +344,9 @@ class Tracker:
             return self._cred_record(p, t, enter, ev, before, new, rule, why)
         return None
 
-    def _record(self, p, t, enter, ev, cause, rule, before, after_creds, after, why, sd, note=None):
+    def _record(self, p: Proc, t: Task, enter: "dict[str, Any]", ev: "dict[str, Any]", cause: str,
+                rule: "Optional[str]", before: "dict[str, Any]", after_creds: "dict[str, Any]", after: "Optional[int]", why: str,
+                sd: "Optional[int]", note: "Optional[str]" = None) -> None:
         prev = p.dumpable.get("value")
         prev_c = p.dumpable.get("candidates")
         r = {"event": "dumpable-change", "time": self._wall(enter["ts"]), "pid": t.tgid, "tid": t.tid,
@@ -344,7 +369,9 @@ class Tracker:
         p.unconfirmed.append((r, t.tid, enter["ts"]))
         return None
 
-    def _cred_record(self, p, t, enter, ev, before, after, rule, why):
+    def _cred_record(self, p: Proc, t: Task, enter: "dict[str, Any]", ev: "dict[str, Any]",
+                     before: "dict[str, Any]", after: "dict[str, Any]", rule: "Optional[str]",
+                     why: str) -> None:
         r = {"event": "cred-change", "time": self._wall(enter["ts"]), "pid": t.tgid, "tid": t.tid,
              "comm": t.comm or p.comm, "syscall": ev.get("syscall"),
              "args": _show_args(ev.get("syscall"), enter.get("args") or []),
@@ -356,7 +383,7 @@ class Tracker:
         p.unconfirmed.append((r, t.tid, enter["ts"]))
         return None
 
-    def _fork(self, ev):
+    def _fork(self, ev: "dict[str, Any]") -> None:
         f = ev["fields"]
         parent = self.tasks.get(ev["pid"]) or self._task(ev)
         child = f.get("child_pid")
@@ -390,7 +417,7 @@ class Tracker:
         if self.on_fork:
             self.on_fork(child)
 
-    def _exec(self, ev):
+    def _exec(self, ev: "dict[str, Any]") -> None:
         f = ev["fields"]
         tid = f.get("pid", ev["pid"])
         old = f.get("old_pid", tid)
@@ -440,7 +467,7 @@ class Tracker:
         self._record(p, t, enter, exit_ev, "exec", "exec", before, after, v, why, sd=sd)
         p.unconfirmed[-1][0]["args"] = [p.exe]
 
-    def _deliver(self, ev):
+    def _deliver(self, ev: "dict[str, Any]") -> None:
         f = ev["fields"]
         signo = f.get("sig")
         if not isinstance(signo, int) or f.get("sa_handler") not in (0, None):
@@ -475,7 +502,7 @@ class Tracker:
         p.fatal = r
         self.counts["fatal_signals"] += 1
 
-    def _exit(self, ev):
+    def _exit(self, ev: "dict[str, Any]") -> None:
         f = ev["fields"]
         pid = f.get("pid", ev["pid"])
         t = self.tasks.pop(pid, None)
@@ -497,13 +524,13 @@ class Tracker:
             self.on_exit(tgid)
 
     # --- after each batch -------------------------------------------------------------------
-    def drained(self, started):
+    def drained(self, started: float) -> None:
         """The reader emptied the trace buffer in a read that began at *started*
         (time.monotonic()): every event from before then has been handled."""
         if self.drained_from is None or started > self.drained_from:
             self.drained_from = started
 
-    def confirm(self, final=False):
+    def confirm(self, final: bool = False) -> "list[Record]":
         """Confirm pending transitions from the kernel and settle exited processes' outcomes.
         Returns the records now complete, in time order.
 
@@ -541,10 +568,11 @@ class Tracker:
                 p.after_held = []
         now = time.monotonic()
         for tgid in list(self.finished):
-            p = self.procs.get(tgid)
-            if p is None:
+            found = self.procs.get(tgid)
+            if found is None:
                 self.finished.remove(tgid)
                 continue
+            p = found
             if p.held:  # its exit has been handled, so every event before it has been too
                 self._resolve_held(p, True, now)
             out.extend(p.after_held)
@@ -558,7 +586,7 @@ class Tracker:
         out.sort(key=lambda r: r.get("time") or 0)
         return out
 
-    def settle_held(self, older_than=2.0):
+    def settle_held(self, older_than: float = 2.0) -> "list[Record]":
         """Settle the records held longer than *older_than* seconds as a final confirmation
         would, and return those now complete (with any kept back behind them). For a watcher that
         runs for days: a process that changes its credentials all the time would otherwise keep a
@@ -574,7 +602,7 @@ class Tracker:
         out.sort(key=lambda r: r.get("time") or 0)
         return out
 
-    def _resolve_held(self, p, final, now):
+    def _resolve_held(self, p: Proc, final: bool, now: float) -> None:
         """Settle *p*'s held records: explained by a later change of the process that was
         traced before the kernel was read, or, once nothing more can come, a disagreement."""
         keep = []
@@ -606,14 +634,14 @@ class Tracker:
         p.held = keep
 
     @staticmethod
-    def _settled(res):
+    def _settled(res: "dict[str, Any]") -> "dict[str, Any]":
         """A confirmation as emitted: a disagreement nothing explains says what the kernel showed."""
         m = res.pop("mismatch", None)
         if res.get("agrees") is False and m:
             res["note"] = m + "; no later change of the process was traced"
         return res
 
-    def _confirm_one(self, p, r, tid):
+    def _confirm_one(self, p: Proc, r: "Record", tid: int) -> "dict[str, Any]":
         kc = self.k.read_creds(p.tgid, tid)
         if kc is None:
             return {"agrees": None, "source": None, "note": "the task exited before it could be read"}
@@ -650,7 +678,7 @@ class Tracker:
             p.dumpable = {"value": kd["value"], "candidates": [kd["value"]], "source": kd["source"]}
         return res
 
-    def _settle(self, p, now, final):
+    def _settle(self, p: Proc, now: float, final: bool) -> "Union[Record, Literal[False], None]":
         """The outcome of an exited process's fatal signal; None while it is not known yet."""
         st, src = None, None
         if p.tgid in self.direct:  # our own child: its waitpid() status is exact
@@ -692,7 +720,7 @@ class Tracker:
             r["agrees"] = r["predicted"] == r["dumped"]
         return r
 
-    def _drop(self, p):
+    def _drop(self, p: Proc) -> None:
         if p.pidfd is not None:
             try:
                 os.close(p.pidfd)
@@ -707,12 +735,12 @@ class Tracker:
         self.procs.pop(p.tgid, None)
 
 
-def _cands(kd):
+def _cands(kd: "dict[str, Any]") -> str:
     v = kd.get("value")
     return str(v) if v is not None else " or ".join(map(str, kd.get("candidates") or []))
 
 
-def _model_creds(c):
+def _model_creds(c: "dict[str, Any]") -> "dict[str, Any]":
     return {"uid": list(c["uid"]), "gid": list(c["gid"]), "cap_prm": int(c.get("cap_prm") or 0),
             "cap_eff": int(c.get("cap_eff") or 0), "keep_caps": bool(c.get("keep_caps")),
             "cap_bnd": c.get("cap_bnd")}

@@ -216,7 +216,7 @@ class Watch:
             elif name == "sched_process_fork":
                 child = f.get("child_pid")
                 who = ev.get("pid")
-                t = tracker.tasks.get(who)
+                t = tracker.tasks.get(who) if isinstance(who, int) else None
                 key = t.tgid if t is not None else (ev.get("tgid") or who)
                 parent = self.units.get(key) if isinstance(key, int) else None
                 if isinstance(child, int) and parent is not None and child not in self.units:

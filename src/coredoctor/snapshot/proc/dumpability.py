@@ -64,8 +64,8 @@ def from_pidfd(pid: int, pfd: Optional[int] = None, comm: Optional[str] = None) 
 
 def from_owner(owner: Sequence[int], euid: int, egid: int) -> Dumpable:
     """What the owner of ``/proc/PID/status`` tells (``task_dump_owner()``)."""
-    cands, ev = d.from_proc_owner(owner[0], owner[1], euid, egid)
-    cands = sorted(cands)
+    found, ev = d.from_proc_owner(owner[0], owner[1], euid, egid)
+    cands = sorted(found)
     if len(cands) == 1:
         return {"value": cands[0], "candidates": cands, "source": "proc-owner", "evidence": ev}
     if len(cands) == 2:
