@@ -76,7 +76,9 @@ def test_suites_under_debian12_kernel_6_1():
     cmd = (f"export COREDOCTOR_IN_GUEST=1; uname -r; cat /proc/sys/kernel/core_modes 2>/dev/null; "
            f"cd {ROOT} && {sys.executable} -m pytest -q -rs -p no:cacheprovider -o faulthandler_timeout=240 "
            f"-k '{GUEST_DESELECT}' "
-           "tests/crashlab tests/daemons tests/trace tests/unit tests/test_cli.py tests/test_vanishing.py "
+           # not tests/unit: pure tests, the same on any kernel, and 700 of them under TCG took the
+           # guest past its time limit; the kernel's behaviour is what this run is for
+           "tests/crashlab tests/daemons tests/trace tests/test_cli.py tests/test_vanishing.py "
            "tests/test_units.py")
     rc, out, stalls = _run_guest(cmd)
     print(out[-6000:])
@@ -129,7 +131,7 @@ def _run_guest(cmd, attempts=2):
     notes = []
     rc, out = 124, ""
     for attempt in range(1, attempts + 1):
-        env = dict(os.environ, TIMEOUT="1800", MEM="2G")
+        env = dict(os.environ, TIMEOUT="2700", MEM="2G")
         p = subprocess.Popen(["bash", RUNNER, cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         bufs = {p.stdout.fileno(): [], p.stderr.fileno(): []}
         open_fds, last, stalled = set(bufs), time.monotonic(), False
