@@ -109,7 +109,7 @@ def _crashes(log):
 
 def test_worker_fault_without_core_is_listed_from_error_log(nginx_factory):
     # the worker drops to nobody: not dumpable under fs.suid_dumpable=0, so the kernel dumps no core
-    L.set_sysctls({"kernel.core_pattern": "core", "fs.suid_dumpable": 0})
+    L.set_sysctls({"kernel.core_pattern": "core", "kernel.core_uses_pid": 0, "fs.suid_dumpable": 0})
     n = nginx_factory()
     w = n.worker()
     os.kill(w, signal.SIGSEGV)
@@ -125,7 +125,7 @@ def test_worker_fault_without_core_is_listed_from_error_log(nginx_factory):
 
 def test_worker_core_dumped_is_wcoredump(nginx_factory):
     # workers as root with a core limit and a working directory: the kernel dumps, the master says so
-    L.set_sysctls({"kernel.core_pattern": "core", "fs.suid_dumpable": 0})
+    L.set_sysctls({"kernel.core_pattern": "core", "kernel.core_uses_pid": 0, "fs.suid_dumpable": 0})
     n = nginx_factory("user root; worker_rlimit_core 64m; working_directory {d};")
     w = n.worker()
     os.kill(w, signal.SIGSEGV)

@@ -89,7 +89,7 @@ def _segfault_logged_by_kernel(tries=3):
 
 
 def test_real_segfault_found_in_rsyslog_files(saved_sysctls, rsyslog):
-    L.set_sysctls({"kernel.core_pattern": "core", "fs.suid_dumpable": 0})
+    L.set_sysctls({"kernel.core_pattern": "core", "kernel.core_uses_pid": 0, "fs.suid_dumpable": 0})
     started = time.time()
     pid = _segfault_logged_by_kernel()
     for name in ("kern.log", "kern-rfc3339.log"):
@@ -180,7 +180,7 @@ def test_planted_lines_beside_a_real_crash(saved_sysctls, rsyslog):
     logger = shutil.which("logger")
     if logger is None:
         pytest.skip("logger(1) is not installed (bsdutils)")
-    L.set_sysctls({"kernel.core_pattern": "core", "fs.suid_dumpable": 0})
+    L.set_sysctls({"kernel.core_pattern": "core", "kernel.core_uses_pid": 0, "fs.suid_dumpable": 0})
     sock = os.path.join(rsyslog, "log.sock")
     os.chmod(sock, 0o666)
     os.chmod(rsyslog, 0o755)
