@@ -25,6 +25,12 @@ def _free_port():
     return port
 
 
+def _uid(pid):
+    """The real uid from /proc/PID/status (the directory's owner is root once not dumpable)."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("Uid:"))
+
+
 class Nginx:
     def __init__(self, extra=""):
         self.dir = tempfile.mkdtemp(prefix="cdnginx-", dir="/tmp")
@@ -48,8 +54,10 @@ http {{
         self.proc = subprocess.Popen([NGINX, "-p", self.dir, "-c", os.path.join(self.dir, "nginx.conf"),
                                       "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    def worker(self, timeout=10.0):
-        """The pid of the one worker process (a child of the master)."""
+    def worker(self, ready=None, timeout=10.0):
+        """The pid of the one worker process (a child of the master), once ``ready(pid)`` holds:
+        a worker exists before ngx_worker_process_init() has set its rlimit, user and working
+        directory (under emulation long enough for a signal to find it half made)."""
         end = time.time() + timeout
         while time.time() < end:
             try:
@@ -57,12 +65,15 @@ http {{
                     kids = [int(x) for x in f.read().split()]
             except OSError:
                 kids = []
-            if kids:
-                return kids[0]
+            try:
+                if kids and (ready is None or ready(kids[0])):
+                    return kids[0]
+            except OSError:
+                pass
             if self.proc.poll() is not None:
                 raise AssertionError(f"nginx exited: {self.proc.stderr.read().decode()}")
             time.sleep(0.05)
-        raise AssertionError("nginx started no worker")
+        raise AssertionError("nginx started no (ready) worker")
 
     def wait_log(self, text, timeout=10.0):
         end = time.time() + timeout
@@ -111,7 +122,7 @@ def test_worker_fault_without_core_is_listed_from_error_log(nginx_factory):
     # the worker drops to nobody: not dumpable under fs.suid_dumpable=0, so the kernel dumps no core
     L.set_sysctls({"kernel.core_pattern": "core", "kernel.core_uses_pid": 0, "fs.suid_dumpable": 0})
     n = nginx_factory()
-    w = n.worker()
+    w = n.worker(ready=lambda pid: _uid(pid) == 65534)   # after its setuid(nobody)
     os.kill(w, signal.SIGSEGV)
     line = n.wait_log(f"worker process {w} exited on signal 11")
     assert f"worker process {w} exited on signal 11 (core dumped)" not in line
@@ -127,7 +138,7 @@ def test_worker_core_dumped_is_wcoredump(nginx_factory):
     # workers as root with a core limit and a working directory: the kernel dumps, the master says so
     L.set_sysctls({"kernel.core_pattern": "core", "kernel.core_uses_pid": 0, "fs.suid_dumpable": 0})
     n = nginx_factory("user root; worker_rlimit_core 64m; working_directory {d};")
-    w = n.worker()
+    w = n.worker(ready=lambda pid: os.readlink(f"/proc/{pid}/cwd") == n.dir)   # its chdir comes last
     os.kill(w, signal.SIGSEGV)
     n.wait_log(f"worker process {w} exited on signal 11 (core dumped)")
     doc = _crashes(n.log)
