@@ -68,7 +68,7 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return b"".join(out)
 
 
-def read_core_info(path: str, max_notes_bytes: int = 4 << 20) -> dict:
+def read_core_info(path: str, max_notes_bytes: int = 4 << 20, fd: Optional[int] = None) -> dict:
     """``{"pid", "ppid", "uid", "gid", "fname", "psargs", "signal", "size"}`` of an ELF core
     (with ``prstatus_pid``: the pid of the first thread's NT_PRSTATUS).
 
@@ -76,7 +76,12 @@ def read_core_info(path: str, max_notes_bytes: int = 4 << 20) -> dict:
     fields are out of bounds, a symlink or a FIFO included). 64-bit little-endian cores only
     (x86_64, arm64, riscv64, ppc64le). Every read is bounded by the file's size and
     *max_notes_bytes*.
+
+    *fd*: a descriptor the caller already opened with :func:`open_core` (*path* then only names
+    it in messages); it is left open.
     """
+    if fd is not None:
+        return _read_core(fd, path, max_notes_bytes)
     fd = open_core(path)
     try:
         return _read_core(fd, path, max_notes_bytes)
