@@ -12,6 +12,8 @@ import stat
 import struct
 from typing import Any, Dict, Optional
 
+from coredoctor.elf import notes
+
 __all__ = ["read_core_info", "inspect", "NotACore", "open_core"]
 
 ET_CORE = 4
@@ -196,21 +198,12 @@ def inspect(path: str, fd: Optional[int] = None) -> dict:
 
 
 def _parse_notes(buf: bytes, info: dict) -> None:
-    """Walk the notes of one PT_NOTE segment (Elf64_Nhdr, name and desc each 4-aligned).
-
-    Only complete notes named ``CORE`` count (fill_note() in fs/binfmt_elf.c): a note whose
-    sizes run past the segment ends the walk; huge sizes cannot make it read more than *buf*.
+    """Walk the notes of one PT_NOTE segment (:func:`coredoctor.elf.notes`: complete notes only,
+    a note whose sizes run past the segment ends the walk). Only notes named ``CORE`` count
+    (fill_note() in fs/binfmt_elf.c).
     """
-    off = 0
-    while off + 12 <= len(buf):
-        namesz, descsz, ntype = struct.unpack_from("<III", buf, off)
-        off += 12
-        name = buf[off:off + namesz]
-        off += (namesz + 3) & ~3
-        desc = buf[off:off + descsz]
-        off += (descsz + 3) & ~3
-        if len(name) < namesz or len(desc) < descsz:
-            break  # cut or lying sizes: nothing after this can be trusted to be aligned
+    for name, ntype, desc in notes(buf):
+        descsz = len(desc)
         if name.rstrip(b"\0") != b"CORE":
             continue
         if ntype == NT_PRPSINFO and descsz >= PRPSINFO_SIZE and "pid" not in info:
