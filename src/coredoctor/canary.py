@@ -12,6 +12,7 @@ landed. When the kernel's outcome differs from the prediction, that is a bug in 
 import glob
 import os
 import resource
+import stat
 import time
 
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
@@ -211,10 +212,20 @@ def run(spec: Dict[str, Any], evaluate: Callable[[int], Dict[str, Any]], keep: b
     }
     d = report["dumped"]
     report["agrees"] = None if d is None or predicted["dumps"] is None else (d == predicted["dumps"])
-    if core and core.get("path") and not keep and os.path.exists(core["path"]):
-        os.unlink(core["path"])
+    ident = core.pop("_ident", None) if core else None
+    if core and core.get("path") and not keep and ident is not None and _ident(core["path"]) == ident:
+        os.unlink(core["path"])  # the canary's own core: the very file described, not one put in its place
         core["removed"] = True
     return report
+
+
+def _ident(path: str) -> Optional[Tuple[int, int]]:
+    """(st_dev, st_ino) of *path* itself (a symlink is not followed), None when it is gone."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _outcome(t: Dict[str, Any]) -> str:
@@ -233,8 +244,8 @@ def _find_core(predicted: Dict[str, Any], pid: int, started: float,
         if where is None and root and dest.get("landing") == "memory" and dest.get("container_path"):
             where = root + dest["container_path"]
         pattern = (where or dest["path"]).replace("*", "?*")
-        cands = [p for p in glob.glob(pattern) if os.path.getmtime(p) >= started - 1]
-        return _describe(sorted(cands)[0], pid) if cands else None
+        cands = _candidates(pattern, started)
+        return _describe(cands[0], pid) if cands else None
     if handler == "systemd-coredump":
         return _wait_glob(f"/var/lib/systemd/coredump/core.{CANARY_COMM}.*.{pid}.*", pid, started, verify=False)
     if handler == "apport":
@@ -245,30 +256,55 @@ def _find_core(predicted: Dict[str, Any], pid: int, started: float,
 def _wait_glob(pattern: str, pid: int, started: float, verify: bool, timeout: float = 10.0) -> Dict[str, Any]:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        cands = [p for p in glob.glob(pattern) if os.path.getmtime(p) >= started - 1]
+        cands = _candidates(pattern, started)
         if cands:
-            return _describe(sorted(cands)[0], pid, verify)
+            return _describe(cands[0], pid, verify)
         time.sleep(0.1)
     return {"path": None, "size": 0, "found": False}
 
 
-def _describe(path: str, pid: int, verify: bool = True, settle: float = 5.0) -> Dict[str, Any]:
-    # a pipe helper may still be writing: wait for the size to settle
-    last, deadline = -1, time.time() + settle
-    while time.time() < deadline:
-        size = os.path.getsize(path)
-        if size == last and size > 0:
-            break
-        last = size
-        time.sleep(0.1)
-    st = os.stat(path)
-    out = {"path": path, "size": st.st_size, "time": st.st_mtime, "uid": st.st_uid, "gid": st.st_gid,
-           "mode": f"{st.st_mode & 0o7777:04o}", "found": True}
-    if verify:
+def _candidates(pattern: str, started: float) -> List[str]:
+    """The regular files matching *pattern* changed since the canary started, sorted. Cores
+    land in directories others may write (/var/crash, a cwd, a container's root): what lstat
+    shows is a symlink, a FIFO or a device is no candidate (never followed, never opened)."""
+    out = []
+    for p in glob.glob(pattern):
         try:
-            info = elfcore.read_core_info(path)
-            out.update(elf=True, elf_pid=info["pid"], elf_signal=info.get("signal"),
-                       verified=info["pid"] == pid)
-        except elfcore.NotACore as e:
-            out.update(elf=False, verified=False, error=str(e))
-    return out
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mtime >= started - 1:
+            out.append(p)
+    return sorted(out)
+
+
+def _describe(path: str, pid: int, verify: bool = True, settle: float = 5.0) -> Dict[str, Any]:
+    """What the candidate core *path* is, read through one descriptor opened with O_NOFOLLOW and
+    O_NONBLOCK (elfcore.open_core): a symlink or a FIFO put in its place since it was listed is
+    not found, and is neither followed nor waited on."""
+    try:
+        fd = elfcore.open_core(path)
+    except (elfcore.NotACore, OSError) as e:
+        return {"path": path, "size": 0, "found": False, "error": str(e)}
+    try:
+        # a pipe helper may still be writing: wait for the size to settle
+        last, deadline = -1, time.time() + settle
+        while time.time() < deadline:
+            size = os.fstat(fd).st_size
+            if size == last and size > 0:
+                break
+            last = size
+            time.sleep(0.1)
+        st = os.fstat(fd)
+        out = {"path": path, "size": st.st_size, "time": st.st_mtime, "uid": st.st_uid, "gid": st.st_gid,
+               "mode": f"{st.st_mode & 0o7777:04o}", "found": True, "_ident": (st.st_dev, st.st_ino)}
+        if verify:
+            try:
+                info = elfcore.read_core_info(path, fd=fd)
+                out.update(elf=True, elf_pid=info["pid"], elf_signal=info.get("signal"),
+                           verified=info["pid"] == pid)
+            except elfcore.NotACore as e:
+                out.update(elf=False, verified=False, error=str(e))
+        return out
+    finally:
+        os.close(fd)

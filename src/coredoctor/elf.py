@@ -17,7 +17,7 @@ import bisect
 import os
 import struct
 
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 __all__ = ["Elf", "NotAnElf", "read_elf", "read_elf_path", "SymbolTable", "markers"]
 
@@ -204,17 +204,28 @@ def read_elf_path(path: str, symbols: bool = True) -> "Elf":
         os.close(fd)
 
 
+def notes(buf: bytes) -> Iterator[Tuple[bytes, int, bytes]]:
+    """``(name, type, desc)`` of each complete note in *buf*, the contents of a PT_NOTE segment
+    or SHT_NOTE section (Elf64_Nhdr, little-endian; name and desc each padded to 4 bytes). A note
+    whose sizes run past *buf* ends the walk (cut, or lying sizes: nothing after it can be trusted
+    to be aligned); huge sizes cannot make it read more than *buf*."""
+    off = 0
+    while off + 12 <= len(buf):
+        namesz, descsz, ntype = struct.unpack_from("<III", buf, off)
+        off += 12
+        name = buf[off:off + namesz]
+        off += (namesz + 3) & ~3
+        desc = buf[off:off + descsz]
+        off += (descsz + 3) & ~3
+        if len(name) < namesz or len(desc) < descsz:
+            return
+        yield name, ntype, desc
+
+
 def _build_id(fd: int, off: int, size: int) -> Optional[str]:
     buf = _pread(fd, min(size, 1 << 16), off, exact=False)
-    pos = 0
-    while pos + 12 <= len(buf):
-        namesz, descsz, ntype = struct.unpack_from("<III", buf, pos)
-        pos += 12
-        name = buf[pos:pos + namesz]
-        pos += (namesz + 3) & ~3
-        desc = buf[pos:pos + descsz]
-        pos += (descsz + 3) & ~3
-        if ntype == NT_GNU_BUILD_ID and name == b"GNU\0" and 0 < len(desc) == descsz:
+    for name, ntype, desc in notes(buf):
+        if ntype == NT_GNU_BUILD_ID and name == b"GNU\0" and desc:
             return desc.hex()
     return None
 

@@ -12,6 +12,8 @@ import stat
 import struct
 from typing import Any, Dict, Optional
 
+from coredoctor.elf import notes
+
 __all__ = ["read_core_info", "inspect", "NotACore", "open_core"]
 
 ET_CORE = 4
@@ -68,7 +70,7 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return b"".join(out)
 
 
-def read_core_info(path: str, max_notes_bytes: int = 4 << 20) -> dict:
+def read_core_info(path: str, max_notes_bytes: int = 4 << 20, fd: Optional[int] = None) -> dict:
     """``{"pid", "ppid", "uid", "gid", "fname", "psargs", "signal", "size"}`` of an ELF core
     (with ``prstatus_pid``: the pid of the first thread's NT_PRSTATUS).
 
@@ -76,7 +78,12 @@ def read_core_info(path: str, max_notes_bytes: int = 4 << 20) -> dict:
     fields are out of bounds, a symlink or a FIFO included). 64-bit little-endian cores only
     (x86_64, arm64, riscv64, ppc64le). Every read is bounded by the file's size and
     *max_notes_bytes*.
+
+    *fd*: a descriptor the caller already opened with :func:`open_core` (*path* then only names
+    it in messages); it is left open.
     """
+    if fd is not None:
+        return _read_core(fd, path, max_notes_bytes)
     fd = open_core(path)
     try:
         return _read_core(fd, path, max_notes_bytes)
@@ -191,21 +198,12 @@ def inspect(path: str, fd: Optional[int] = None) -> dict:
 
 
 def _parse_notes(buf: bytes, info: dict) -> None:
-    """Walk the notes of one PT_NOTE segment (Elf64_Nhdr, name and desc each 4-aligned).
-
-    Only complete notes named ``CORE`` count (fill_note() in fs/binfmt_elf.c): a note whose
-    sizes run past the segment ends the walk; huge sizes cannot make it read more than *buf*.
+    """Walk the notes of one PT_NOTE segment (:func:`coredoctor.elf.notes`: complete notes only,
+    a note whose sizes run past the segment ends the walk). Only notes named ``CORE`` count
+    (fill_note() in fs/binfmt_elf.c).
     """
-    off = 0
-    while off + 12 <= len(buf):
-        namesz, descsz, ntype = struct.unpack_from("<III", buf, off)
-        off += 12
-        name = buf[off:off + namesz]
-        off += (namesz + 3) & ~3
-        desc = buf[off:off + descsz]
-        off += (descsz + 3) & ~3
-        if len(name) < namesz or len(desc) < descsz:
-            break  # cut or lying sizes: nothing after this can be trusted to be aligned
+    for name, ntype, desc in notes(buf):
+        descsz = len(desc)
         if name.rstrip(b"\0") != b"CORE":
             continue
         if ntype == NT_PRPSINFO and descsz >= PRPSINFO_SIZE and "pid" not in info:

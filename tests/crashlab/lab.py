@@ -140,6 +140,30 @@ class Victim:
                 pass
 
 
+def until(cond, what, timeout=15.0, step=0.1):
+    """Poll *cond()* every *step* s until it returns something true, and return that; after
+    *timeout* s an AssertionError saying what was waited for (*what*: text, or a callable that
+    makes it then, to show the state at the timeout): a condition that never came is a failure,
+    never a pass."""
+    deadline = time.time() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.time() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what() if callable(what) else what}")
+        time.sleep(step)
+
+
+def children(pid):
+    """The pids of *pid*'s children ([] once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
 def wait_stable(path_glob, timeout=10.0):
     """Wait for a file matching *path_glob* to appear and stop growing; return (path, size)."""
     deadline = time.time() + timeout

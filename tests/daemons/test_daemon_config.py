@@ -59,16 +59,6 @@ def _id(user):
     return pwd.getpwnam(user).pw_uid
 
 
-def _wait(cond, what, timeout=15.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _uid(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -77,14 +67,6 @@ def _uid(pid):
                     return int(line.split()[2])
     except OSError:
         return None
-
-
-def _children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
 
 
 def check(pid):
@@ -121,7 +103,7 @@ def _segv_no_core(pid, cores, proc=None):
         proc.wait(10)
         assert proc.returncode == -signal.SIGSEGV
     else:
-        _wait(lambda: not os.path.exists(f"/proc/{pid}") or _state(pid) == "Z", f"pid {pid} to die")
+        L.until(lambda: not os.path.exists(f"/proc/{pid}") or _state(pid) == "Z", f"pid {pid} to die")
     time.sleep(0.3)  # the core, if the kernel wrote one, is complete before the process is reaped
     assert glob.glob(f"{cores}/*") == [], "the kernel wrote a core the verdict said it would not"
 
@@ -156,7 +138,7 @@ def _nginx(w, started, extra="", cwd=None, port=18471):
         f.write(NGINX.format(w=w, extra=extra, port=port))
     d = Daemon(["/usr/sbin/nginx", "-c", conf, "-p", w], cwd or w, f"{w}/nginx.out")
     started.append(d)
-    worker = _wait(lambda: next((c for c in _children(d.p.pid) if _uid(c) == _id("www-data")), None), "an nginx worker")
+    worker = L.until(lambda: next((c for c in L.children(d.p.pid) if _uid(c) == _id("www-data")), None), "an nginx worker")
     return conf, d, worker
 
 
@@ -174,7 +156,7 @@ def test_nginx_worker_cwd_and_rlimit_lines(work):
     assert "no working_directory" in o["summary"] and ro in o["summary"]
     assert any("working_directory /var/crash;" in c for f in t["fixes"] for c in f["commands"])
     os.kill(worker, signal.SIGSEGV)
-    _wait(lambda: "exited on signal 11" in open(f"{w}/error.log").read(), "nginx's master to log the crash")
+    L.until(lambda: "exited on signal 11" in open(f"{w}/error.log").read(), "nginx's master to log the crash")
     assert os.listdir(ro) == []
     d.end()
 
@@ -189,7 +171,7 @@ def test_nginx_worker_cwd_and_rlimit_lines(work):
     assert (o["file"], o["line"], o["text"]) == (conf, 6, "worker_rlimit_core 0;")
     assert f"[{conf}:6]:worker_rlimit_core0;" in "".join(text(worker).split())   # wrapped anywhere
     os.kill(worker, signal.SIGSEGV)
-    _wait(lambda: open(f"{w}/error.log").read().count("exited on signal 11") == 2, "the second crash logged")
+    L.until(lambda: open(f"{w}/error.log").read().count("exited on signal 11") == 2, "the second crash logged")
     assert os.listdir(wd) == [] and os.listdir(ro) == []
     d.end()
 
@@ -224,7 +206,7 @@ def _haproxy(w, started, extra=""):
         f.write(HAPROXY.format(extra=extra, port=18472))
     d = Daemon(["/usr/sbin/haproxy", "-db", "-f", conf], w, f"{w}/haproxy.out")
     started.append(d)
-    _wait(lambda: _uid(d.p.pid) == _id("haproxy"), "haproxy to drop to its user")
+    L.until(lambda: _uid(d.p.pid) == _id("haproxy"), "haproxy to drop to its user")
     return conf, d
 
 
@@ -267,7 +249,7 @@ def test_dnsmasq_user_line_in_a_conf_dir(work):
     d = Daemon(["/usr/sbin/dnsmasq", "-k", f"--conf-file={w}/dnsmasq.conf", f"--pid-file={w}/dnsmasq.pid"], w,
                f"{w}/dnsmasq.out")
     started.append(d)
-    _wait(lambda: _uid(d.p.pid) == 65534, "dnsmasq to drop to nobody")
+    L.until(lambda: _uid(d.p.pid) == 65534, "dnsmasq to drop to nobody")
     t = check(d.p.pid)
     _refused_by_dumpable(t)
     o = t["dumpable"]["origin"]
@@ -284,7 +266,7 @@ def test_chronyd_u_option(work):
         f.write(f"port 0\ncmdport 0\npidfile {w}/chronyd.pid\n")
     d = Daemon(["/usr/sbin/chronyd", "-d", "-x", "-f", f"{w}/chrony.conf", "-u", "_chrony"], w, f"{w}/chrony.out")
     started.append(d)
-    _wait(lambda: _uid(d.p.pid) == _id("_chrony"), "chronyd to drop to _chrony")
+    L.until(lambda: _uid(d.p.pid) == _id("_chrony"), "chronyd to drop to _chrony")
     t = check(d.p.pid)
     _refused_by_dumpable(t)
     o = t["dumpable"]["origin"]
@@ -301,7 +283,7 @@ def test_openvpn_user_line_in_its_config(work):
         f.write("dev null\nlocal 127.0.0.1\nlport 18474\nproto udp\n; drop after start\nuser nobody\ngroup nogroup\n")
     d = Daemon(["/usr/sbin/openvpn", "--config", f"{w}/vpn.conf"], w, f"{w}/vpn.out")
     started.append(d)
-    _wait(lambda: _uid(d.p.pid) == 65534, "openvpn to drop to nobody")
+    L.until(lambda: _uid(d.p.pid) == 65534, "openvpn to drop to nobody")
     t = check(d.p.pid)
     _refused_by_dumpable(t)
     o = t["dumpable"]["origin"]
@@ -337,7 +319,7 @@ def test_squid_coredump_dir(work):
             f.write(SQUID.format(w=w, extra=extra))
         d = Daemon(["/usr/sbin/squid", "-N", "-f", f"{w}/squid.conf"], ro, f"{w}/squid.out")
         started.append(d)
-        _wait(lambda: _uid(d.p.pid) == _id("proxy") and "Accepting HTTP" in _read(f"{sq}/cache.log"), "squid to serve")
+        L.until(lambda: _uid(d.p.pid) == _id("proxy") and "Accepting HTTP" in _read(f"{sq}/cache.log"), "squid to serve")
         return d
 
     d = start("")
@@ -392,7 +374,7 @@ def test_fix_apply_daemon_set_dumpable_then_core_and_rollback(work, fix_env):
     d.end()
     d = Daemon(["/usr/sbin/haproxy", "-db", "-f", conf], w, f"{w}/haproxy2.out")   # its restart
     started.append(d)
-    _wait(lambda: _uid(d.p.pid) == _id("haproxy"), "haproxy to drop to its user")
+    L.until(lambda: _uid(d.p.pid) == _id("haproxy"), "haproxy to drop to its user")
     os.kill(d.p.pid, signal.SIGSEGV)
     path, size = L.wait_stable(f"{cores}/core.haproxy.{d.p.pid}")
     assert path and size > 0

@@ -6,18 +6,14 @@ MAX_AGE and made by the same recipe (its hash is in the name); COREDOCTOR_FLEET_
 The mirror is the one this machine's apt uses (tests/packaging/bookworm.py reads it).
 """
 
-import glob
-import hashlib
 import os
-import subprocess
 import sys
-import time
-from typing import List
+from typing import Callable, List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "packaging"))
 
-from bookworm import debian_mirror  # noqa: E402
+from bookworm import cached_tarball, debian_mirror  # noqa: E402
 
 CACHE = "/var/tmp/coredoctor-fleet"
 SUITE = "bookworm"
@@ -33,27 +29,10 @@ def command(target: str, mirror: str) -> List[str]:
             SUITE, target, mirror]
 
 
-def tarball(log=print) -> str:
+def tarball(log: Callable[[str], object] = print) -> str:
     mirror = debian_mirror()
-    key = hashlib.sha256(repr((RECIPE, command("T", mirror))).encode()).hexdigest()[:12]
-    path = os.path.join(CACHE, f"{SUITE}-ssh-{key}.tar")
-    if (os.environ.get("COREDOCTOR_FLEET_FRESH") != "1" and os.path.exists(path)
-            and time.time() - os.stat(path).st_mtime < MAX_AGE):
-        return path
-    os.makedirs(CACHE, mode=0o755, exist_ok=True)
-    for old in glob.glob(os.path.join(CACHE, f"{SUITE}-ssh-*.tar")):
-        if os.path.isfile(old) and not os.path.islink(old):
-            os.unlink(old)
-    tmp = path[:-len(".tar")] + ".part.tar"  # mmdebstrap picks the format from the name's end
-    t0 = time.monotonic()
-    r = subprocess.run(command(tmp, mirror), capture_output=True, text=True, timeout=1800)
-    if r.returncode != 0:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise RuntimeError(f"mmdebstrap failed ({r.returncode}): {r.stderr[-3000:]}")
-    os.replace(tmp, path)
-    log(f"built {path} from {mirror} in {time.monotonic() - t0:.0f} s")
-    return path
+    return cached_tarball(f"{SUITE}-ssh", lambda target: command(target, mirror), RECIPE, CACHE,
+                          "COREDOCTOR_FLEET_FRESH", log, MAX_AGE)
 
 
 if __name__ == "__main__":

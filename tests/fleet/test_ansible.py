@@ -305,14 +305,25 @@ def test_check_mode_reports_and_plans_on_every_host_and_changes_nothing(fleet, v
     before = _host_state(fleet, victim.pid)
     ct1 = fleet["containers"][0]
     extra = f"""
-- name: the container selector, from the host
+- name: the container selector, from the host (coredoctor check --container)
   hosts: localhost
   gather_facts: false
   tasks:
     - coredoctor.coredoctor.coredoctor_info:
         coredoctor: "{{{{ coredoctor_path }}}}"
         container: ["{ct1.id[:12]}"]
-      register: coredoctor_extra
+      register: by_id
+    - coredoctor.coredoctor.coredoctor_info:
+        coredoctor: "{{{{ coredoctor_path }}}}"
+        container: ["{ct1.name}"]
+      register: by_name
+    - coredoctor.coredoctor.coredoctor_info:
+        coredoctor: "{{{{ coredoctor_path }}}}"
+        container: ["no-such-container-{ct1.name}"]
+      register: by_nothing
+      ignore_errors: true
+    - ansible.builtin.set_fact:
+        coredoctor_extra: "{{{{ {{'id': by_id, 'name': by_name, 'nothing': by_nothing}} }}}}"
 """
     stdout, res = _play(fleet, "- import_playbook: coredoctor.coredoctor.fleet\n" + extra + DUMP,
                         "--check", "--diff", "-e", json.dumps({"coredoctor_names": [VICTIM, FLEETD]}),
@@ -346,11 +357,21 @@ def test_check_mode_reports_and_plans_on_every_host_and_changes_nothing(fleet, v
     assert m and re.search(rf"dumpable: ct1 \([^)]*{FLEETD}", m.group(1)), stdout[-4000:]
     assert re.search(rf"dumpable: ct2 \([^)]*{FLEETD}", m.group(1))
     # the container selector kept exactly the processes of ct1 (its sshd and its daemon)
-    sel = res["localhost"]["extra"]["check"]["targets"]
+    extra = res["localhost"]["extra"]
+    sel = extra["id"]["check"]["targets"]
     assert {t["comm"] for t in sel} >= {"sshd", FLEETD}
     for t in sel:
         with open(f"/proc/{t['pid']}/cgroup") as f:
             assert ct1.id in f.read()
+    # ... because coredoctor check was asked for it (--container), which also knows the name
+    assert extra["id"]["cmd"][2:] == ["check", "--json", "--container", ct1.id[:12], "--signal", "SIGSEGV"], \
+        extra["id"]["cmd"]
+    assert extra["name"]["cmd"][2:6] == ["check", "--json", "--container", ct1.name]
+    assert sorted(t["pid"] for t in extra["name"]["check"]["targets"]) == sorted(t["pid"] for t in sel)
+    # a word that names no container fails the task with coredoctor's line
+    nothing = extra["nothing"]
+    assert nothing["failed"] is True and nothing["rc"] == 2, nothing
+    assert nothing["msg"].startswith("coredoctor exited 2: ") and "no-such-container-" in nothing["msg"]
 
 
 def test_apply_is_idempotent_and_rollback_restores(fleet, victim, saved_sysctls):

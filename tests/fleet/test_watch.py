@@ -97,15 +97,7 @@ def units():
 
 
 def _wait(pred, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.2)
-    v = pred()
-    assert v, f"not seen within {timeout} s: {what}"
-    return v
+    return L.until(pred, what, timeout, step=0.2)
 
 
 def _watch(state, *args, ns=None):

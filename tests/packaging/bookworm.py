@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 CACHE = "/var/tmp/coredoctor-pkgtest"
 SUITE = "bookworm"
@@ -68,28 +68,41 @@ def mmdebstrap_command(target: str, mirror: str) -> List[str]:
             SUITE, target, mirror]
 
 
-def tarball(log=print) -> str:
-    """The cached root tarball, built when missing, stale or made by another recipe."""
-    mirror = debian_mirror()
-    key = hashlib.sha256(repr((RECIPE, mmdebstrap_command("T", mirror))).encode()).hexdigest()[:12]
-    path = os.path.join(CACHE, f"{SUITE}-{key}.tar")
-    fresh = os.environ.get("COREDOCTOR_PKGTEST_FRESH") == "1"
-    if not fresh and os.path.exists(path) and time.time() - os.stat(path).st_mtime < MAX_AGE:
+def cached_tarball(key: str, command: Callable[[str], List[str]], recipe: int, cache: str, fresh_env: str,
+                   log: Callable[[str], object] = print, max_age: float = MAX_AGE) -> str:
+    """The tarball *cache*/KEY-HASH.tar that *command(target)* writes (an mmdebstrap command line,
+    target ending in .tar), built when missing, older than *max_age* or made by another recipe
+    (HASH is that of *recipe* and *command*), or when the environment has *fresh_env*=1. It is
+    built as KEY-HASH.part.tar and renamed, so a killed build leaves no tarball that looks whole;
+    KEY's older tarballs (and parts) in *cache* are removed (regular files only, never a link)."""
+    digest = hashlib.sha256(repr((recipe, command("T"))).encode()).hexdigest()[:12]
+    path = os.path.join(cache, f"{key}-{digest}.tar")
+    fresh = os.environ.get(fresh_env) == "1"
+    if not fresh and os.path.exists(path) and time.time() - os.stat(path).st_mtime < max_age:
         return path
-    os.makedirs(CACHE, mode=0o755, exist_ok=True)
-    for old in glob.glob(os.path.join(CACHE, f"{SUITE}-*.tar")):
-        if os.path.isfile(old) and not os.path.islink(old):
+    os.makedirs(cache, mode=0o755, exist_ok=True)
+    mine = re.compile(re.escape(key) + r"-[0-9a-f]{12}(\.part)?\.tar")
+    for n in os.listdir(cache):
+        old = os.path.join(cache, n)
+        if mine.fullmatch(n) and os.path.isfile(old) and not os.path.islink(old):
             os.unlink(old)
     tmp = path[:-len(".tar")] + ".part.tar"  # mmdebstrap picks the format from the name's end
     t0 = time.monotonic()
-    r = subprocess.run(mmdebstrap_command(tmp, mirror), capture_output=True, text=True, timeout=1800)
+    r = subprocess.run(command(tmp), capture_output=True, text=True, timeout=1800)
     if r.returncode != 0:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise RuntimeError(f"mmdebstrap failed ({r.returncode}): {r.stderr[-3000:]}")
+        raise RuntimeError(f"{command(tmp)[0]} failed ({r.returncode}): {r.stderr[-3000:]}")
     os.replace(tmp, path)
-    log(f"built {path} from {mirror} in {time.monotonic() - t0:.0f} s")
+    log(f"built {path} in {time.monotonic() - t0:.0f} s")
     return path
+
+
+def tarball(log: Callable[[str], object] = print) -> str:
+    """The cached root tarball, built when missing, stale or made by another recipe."""
+    mirror = debian_mirror()
+    return cached_tarball(SUITE, lambda target: mmdebstrap_command(target, mirror), RECIPE, CACHE,
+                          "COREDOCTOR_PKGTEST_FRESH", log)
 
 
 class Root:

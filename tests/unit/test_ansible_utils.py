@@ -238,3 +238,30 @@ def test_applied_something_counts_the_actions_that_did_not_fail():
     # a second apply whose one action (a live limit root may not raise here) failed again
     assert not U.applied_something({"applied": True, "actions": acts[1:], "errors": ["EPERM"]})
     assert not U.applied_something({"applied": False, "id": None, "actions": []})
+
+
+def test_check_argv_passes_containers_to_check():
+    """``container:`` is coredoctor check's --container (name, id or prefix: coredoctor decides)."""
+    assert U.check_argv(containers=["web", PODMAN_ID[:12]]) == \
+        ["check", "--json", "--container", "web", "--container", PODMAN_ID[:12]]
+    argv = U.check_argv(units=["nginx.service"], containers=["web"], signal="SIGABRT")
+    assert argv == ["check", "--json", "--container", "web", "nginx.service", "--signal", "SIGABRT"]
+    for bad in ("--all", "-x", ""):  # never an option of coredoctor's
+        with pytest.raises(ValueError):
+            U.check_argv(containers=[bad])
+
+
+def test_unknown_option_reads_argparses_refusal():
+    """The refusal of an option coredoctor does not have, as coredoctor's own argparse prints it
+    (an older coredoctor given --container), and not any other exit 2."""
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+    r = subprocess.run([sys.executable, "-m", "coredoctor", "check", "--json", "--no-such-option", "x"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == U.EXIT_USAGE, r.stderr
+    assert U.unknown_option(r.returncode, r.stderr, "--no-such-option")
+    assert not U.unknown_option(r.returncode, r.stderr, "--container")
+    assert not U.unknown_option(1, r.stderr, "--no-such-option")
+    assert not U.unknown_option(2, "coredoctor: no container 'web' is running\n", "--container")
+    assert not U.unknown_option(2, "", "--container")

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from coredoctor.elf import NotAnElf, read_elf, read_elf_path
+from coredoctor.elf import NotAnElf, notes, read_elf, read_elf_path
 
 pytestmark = pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("nm") and shutil.which("readelf")),
                                 reason="needs gcc and binutils (apt-get install gcc)")
@@ -221,3 +221,20 @@ def test_load_offset_past_2_62_is_damaged(objs, tmp_path):
     p.write_bytes(bytes(b))
     with pytest.raises(NotAnElf, match=f"program header {i}: implausible offset"):
         read_elf_path(str(p))
+
+
+def test_notes_walks_complete_notes_and_stops_at_a_cut_one():
+    """elf.notes(), the one walk of Elf64_Nhdr notes (build-ids here, CORE notes in elfcore)."""
+    def note(name, ntype, desc, namesz=None, descsz=None):
+        def pad(b):
+            return b + b"\0" * (-len(b) % 4)
+        return struct.pack("<III", len(name) if namesz is None else namesz,
+                           len(desc) if descsz is None else descsz, ntype) + pad(name) + pad(desc)
+
+    buf = note(b"GNU\0", 3, b"\x01\x02\x03\x04\x05") + note(b"CORE\0", 1, b"x" * 7)
+    assert list(notes(buf)) == [(b"GNU\0", 3, b"\x01\x02\x03\x04\x05"), (b"CORE\0", 1, b"x" * 7)]
+    # a note whose desc runs past the buffer ends the walk, whatever follows
+    lying = note(b"CORE\0", 1, b"y" * 8, descsz=1 << 30) + note(b"GNU\0", 3, b"z" * 4)
+    assert list(notes(buf + lying)) == list(notes(buf))
+    assert list(notes(buf[:-3])) == [(b"GNU\0", 3, b"\x01\x02\x03\x04\x05")]
+    assert list(notes(b"\0" * 11)) == []

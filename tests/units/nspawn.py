@@ -7,6 +7,8 @@ import signal
 import subprocess
 import time
 
+import lab as L
+
 ROOTFS = "/var/tmp/coredoctor-units/rootfs"
 NSPAWN = "/usr/bin/systemd-nspawn"
 
@@ -28,17 +30,9 @@ def ensure_rootfs():
     return ROOTFS
 
 
-def _children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
 def _ns_init(pid):
     """The descendant of *pid* that is the init of a new pid namespace (the machine's systemd)."""
-    todo = _children(pid)
+    todo = L.children(pid)
     while todo:
         p = todo.pop(0)
         try:
@@ -50,7 +44,7 @@ def _ns_init(pid):
             continue
         if len(ns) > 1 and ns[-1] == "1" and comm == "systemd":
             return p
-        todo += _children(p)
+        todo += L.children(p)
     return None
 
 
@@ -87,11 +81,12 @@ class Machine:
                                           "--keep-unit", "-b", "--console=passive"],
                                          stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
             deadline = time.time() + 60
-            while time.time() < deadline and self.init is None:
-                self.init = _ns_init(self.proc.pid)
-                if self.init is None and self.proc.poll() is not None:
+
+            def init():
+                if self.proc.poll() is not None:
                     raise RuntimeError(f"systemd-nspawn exited {self.proc.returncode}")
-                time.sleep(0.1)
+                return _ns_init(self.proc.pid)
+            self.init = L.until(init, "the machine's systemd (pid 1 of a new pid namespace)", 60)
             while True:
                 r = self.run("systemctl", "is-system-running", "--wait", timeout=90)
                 if r.stdout.strip() or time.time() > deadline:
@@ -119,16 +114,11 @@ class Machine:
 
     def main_pid(self, unit, timeout=20):
         """The host pid of *unit*'s main process (after it has done what it does at start)."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            r = self.run("systemctl", "show", "-p", "MainPID", "--value", unit)
-            inner = int(r.stdout.strip() or 0)
-            if inner:
-                hp = self.host_pid(inner)
-                if hp:
-                    return hp
-            time.sleep(0.2)
-        raise AssertionError(f"{unit} has no main process: {self.run('systemctl', 'status', unit).stdout}")
+        def host_main():
+            inner = int(self.run("systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip() or 0)
+            return self.host_pid(inner) if inner else None
+        return L.until(host_main, lambda: f"{unit}'s main process: {self.run('systemctl', 'status', unit).stdout}",
+                       timeout, 0.2)
 
     def host_pid(self, inner):
         ns = os.readlink(f"/proc/{self.init}/ns/pid")

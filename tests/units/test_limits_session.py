@@ -24,14 +24,6 @@ while True:
 '''
 
 
-def _children(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
 @pytest.fixture
 def session_user(saved_sysctls):
     if os.geteuid() != 0 or not shutil.which("runuser"):
@@ -69,7 +61,7 @@ def test_limit_inherited_from_the_pam_session(session_user):
     try:
         deadline = time.time() + 15
         while time.time() < deadline and victim is None:
-            for c in _children(p.pid):
+            for c in L.children(p.pid):
                 try:
                     st = open(f"/proc/{c}/status").read()
                 except OSError:

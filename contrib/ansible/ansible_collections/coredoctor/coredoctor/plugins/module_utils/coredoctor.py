@@ -1,8 +1,10 @@
 # -*- coding: utf-8 -*-
 # MIT License (see the coredoctor repository's pyproject.toml)
-"""What the coredoctor modules share: the command line they run on the managed host, the reading
-of its JSON, the container filter, the fleet summary of a check document and the diff of a fix
-plan. Standard library only (no import of ansible here), so that it is tested without Ansible
+"""What the coredoctor modules share: the command line they run on the managed host, running it
+and reading its JSON (failing the task with coredoctor's one line), the container filter for a
+coredoctor older than ``check --container``, the fleet summary of a check document and the diff
+of a fix plan. Standard library only (no import of ansible here: the functions that run
+coredoctor take the AnsibleModule as an argument), so that it is tested without Ansible
 (tests/unit/test_ansible_utils.py) and runs on any managed host's Python 3.
 """
 
@@ -53,17 +55,32 @@ def _selectors(targets, pids, signal, how):
     return argv
 
 
-def check_argv(targets=None, pids=None, units=None, signal=None, how=None):
+def check_argv(targets=None, pids=None, units=None, signal=None, how=None, containers=None):
     """``check --json`` with the selectors; ``--all`` when nothing is selected (units are target
-    words ending in .service and the other unit suffixes)."""
+    words ending in .service and the other unit suffixes; *containers* are ``--container``
+    words, a container's name, id or id prefix, every process of each)."""
     words = list(targets or []) + list(units or [])
     for u in units or []:
         if "." not in str(u):
             raise ValueError("not a unit: %r (NAME.service, .scope, .socket or .mount)" % (u,))
-    sel = _selectors(words, pids, signal, how)
-    if not words and not pids:
+    sel = []
+    for c in containers or []:
+        c = str(c)
+        if not c or c.startswith("-"):
+            raise ValueError("not a container: %r (a container's name, id or id prefix)" % (c,))
+        sel += ["--container", c]
+    sel += _selectors(words, pids, signal, how)
+    if not words and not pids and not containers:
         sel = ["--all"] + sel
     return ["check", "--json"] + sel
+
+
+def unknown_option(rc, stderr, option):
+    """Did coredoctor refuse *option* as one it does not have (an older coredoctor: argparse's
+    ``unrecognized arguments: ...`` with exit 2)?"""
+    last = [ln for ln in (stderr or "").splitlines() if ln.strip()][-1:]
+    return rc == EXIT_USAGE and bool(last) and "unrecognized arguments:" in last[0] and \
+        option in last[0].split("unrecognized arguments:", 1)[1].split()
 
 
 def fix_argv(targets=None, pids=None, signal=None, how=None, apply=False):
@@ -231,6 +248,39 @@ def read_cgroup(pid):
         return read_text("/proc/%d/cgroup" % int(pid))
     except (TypeError, ValueError):
         return None
+
+
+def coredoctor_command(module, python):
+    """The argv prefix that runs the coredoctor the task names (option ``coredoctor``), else the
+    one :func:`find_coredoctor` finds; fails the task when the host has none."""
+    exe = module.params.get("coredoctor") or find_coredoctor(module.get_bin_path)
+    if not exe:
+        module.fail_json(msg="coredoctor is not installed on this host: install the .deb or copy "
+                             "coredoctor.pyz there and name it with the coredoctor option", cmd=[])
+    return base_command(exe, python)
+
+
+def run(module, cmd):
+    """(rc, stdout, stderr) of *cmd* on the managed host, in the C.UTF-8 locale."""
+    return module.run_command(cmd, environ_update={"LC_ALL": "C.UTF-8"})
+
+
+def json_result(module, cmd, schema, result, ok=(EXIT_OK,)):
+    """The *schema* document of a finished run *result* (rc, stdout, stderr) of *cmd*; an exit
+    code not in *ok*, or output that is not that document, fails the task with coredoctor's
+    one line."""
+    rc, out, err = result
+    if rc not in ok:
+        module.fail_json(msg=error_line(rc, err), rc=rc, cmd=cmd, stderr=err)
+    try:
+        return parse_json(out, schema)
+    except ValueError as e:
+        module.fail_json(msg=str(e), rc=rc, cmd=cmd, stderr=err)
+
+
+def run_json(module, cmd, schema, ok=(EXIT_OK,)):
+    """Run *cmd* and return its *schema* document (see :func:`json_result`)."""
+    return json_result(module, cmd, schema, run(module, cmd), ok)
 
 
 def find_coredoctor(which):

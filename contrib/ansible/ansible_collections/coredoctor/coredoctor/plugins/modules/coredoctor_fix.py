@@ -135,23 +135,12 @@ import sys
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.coredoctor.coredoctor.plugins.module_utils.coredoctor import (
-    EXIT_OK, applied_something, base_command, error_line, find_coredoctor, fix_argv, parse_json, plan_diff,
-    read_limit, read_text)
-
-
-def _run(module, cmd, schema):
-    rc, out, err = module.run_command(cmd, environ_update={"LC_ALL": "C.UTF-8"})
-    if rc != EXIT_OK:
-        module.fail_json(msg=error_line(rc, err), rc=rc, cmd=cmd, stderr=err)
-    try:
-        return parse_json(out, schema)
-    except ValueError as e:
-        module.fail_json(msg=str(e), rc=rc, cmd=cmd, stderr=err)
+    applied_something, coredoctor_command, fix_argv, plan_diff, read_limit, read_text, run_json)
 
 
 def _rollback(module, base):
     fix_id = module.params["rollback"]
-    listed = _run(module, base + ["fix", "--list", "--json"], "coredoctor.fix/1")
+    listed = run_json(module, base + ["fix", "--list", "--json"], "coredoctor.fix/1")
     entry = next((e for e in listed.get("fixes") or [] if e.get("id") == fix_id), None)
     if entry is None:
         module.fail_json(msg="no fix %s on this host (coredoctor fix --list)" % fix_id, cmd=base + ["fix", "--list"])
@@ -163,7 +152,7 @@ def _rollback(module, base):
         module.exit_json(changed=True, id=fix_id, fix=entry, restored=[], actions=done, needs_restart=[],
                          cmd=base + ["fix", "--list", "--json"])
     cmd = base + ["fix", "--rollback", fix_id, "--json"]
-    doc = _run(module, cmd, "coredoctor.fix/1")
+    doc = run_json(module, cmd, "coredoctor.fix/1")
     module.exit_json(changed=True, id=fix_id, fix=doc, restored=doc.get("restored") or [], actions=done,
                      needs_restart=[], cmd=cmd)
 
@@ -181,11 +170,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    exe = p["coredoctor"] or find_coredoctor(lambda n: module.get_bin_path(n))
-    if not exe:
-        module.fail_json(msg="coredoctor is not installed on this host: install the .deb or copy "
-                             "coredoctor.pyz there and name it with the coredoctor option", cmd=[])
-    base = base_command(exe, sys.executable)
+    base = coredoctor_command(module, sys.executable)
     if p["rollback"]:
         _rollback(module, base)
     try:
@@ -193,7 +178,7 @@ def main():
         apply_cmd = base + fix_argv(p["target"], p["pid"], p["signal"], p["how"], apply=True)
     except ValueError as e:
         module.fail_json(msg=str(e), cmd=[])
-    plan = _run(module, plan_cmd, "coredoctor.fix/1")
+    plan = run_json(module, plan_cmd, "coredoctor.fix/1")
     diff = plan_diff(plan, read_text, read_limit)
     result = dict(actions=plan.get("actions") or [], needs_restart=plan.get("needs_restart") or [])
     if plan.get("refused"):
@@ -202,7 +187,7 @@ def main():
         module.exit_json(changed=False, id=None, fix=plan, cmd=plan_cmd, **result)
     if module.check_mode:
         module.exit_json(changed=True, id=None, fix=plan, diff=diff, cmd=plan_cmd, **result)
-    doc = _run(module, apply_cmd, "coredoctor.fix/1")
+    doc = run_json(module, apply_cmd, "coredoctor.fix/1")
     for e in doc.get("errors") or []:
         module.warn(e)
     module.exit_json(changed=applied_something(doc), id=doc.get("id"), fix=doc, diff=diff, cmd=apply_cmd,

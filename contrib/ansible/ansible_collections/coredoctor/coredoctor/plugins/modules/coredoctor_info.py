@@ -40,10 +40,15 @@ options:
     default: []
   container:
     description:
-      - Keep only processes that run in these containers. Give container ids, at least 12 hex
-        digits as C(podman ps) and C(docker ps) show them. The id is looked for in each process's
-        C(/proc/PID/cgroup) (podman, docker, containerd, CRI-O).
-      - Without other selectors every process is checked and then filtered.
+      - Every process of these containers, passed on as C(coredoctor check --container). Give a
+        container's name, its id, or an id prefix of at least 12 hex digits as C(podman ps) and
+        C(docker ps) show them (podman, docker, containerd, CRI-O, LXC, systemd-nspawn).
+      - With O(target), O(pid) or O(unit), their processes are checked as well.
+      - A word that names no running container, or more than one, fails the task with
+        coredoctor's line (exit 2).
+      - A coredoctor older than C(check --container) checks every process and keeps those whose
+        C(/proc/PID/cgroup) names one of these ids (ids only, then; podman, docker, containerd,
+        CRI-O), and only those of them that the other selectors name.
     type: list
     elements: str
     default: []
@@ -92,9 +97,14 @@ EXAMPLES = r"""
     pid: [24441]
     coredoctor: /usr/local/lib/coredoctor/coredoctor.pyz
 
-- name: The processes of one container
+- name: The processes of one container, by id prefix (coredoctor check --container)
   coredoctor.coredoctor.coredoctor_info:
     container: [3f4e5d6c7b8a]
+
+- name: Two containers by name, and the host's nginx
+  coredoctor.coredoctor.coredoctor_info:
+    container: [web, db]
+    unit: [nginx.service]
 """
 
 RETURN = r"""
@@ -143,8 +153,10 @@ import sys
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.coredoctor.coredoctor.plugins.module_utils.coredoctor import (
-    EXIT_CHECK_NO_CORE, EXIT_OK, base_command, check_argv, error_line, filter_containers,
-    find_coredoctor, parse_json, read_cgroup, summary)
+    EXIT_CHECK_NO_CORE, EXIT_OK, check_argv, coredoctor_command, filter_containers, json_result, read_cgroup,
+    run, summary, unknown_option)
+
+CHECK = "coredoctor.check/1"
 
 
 def main():
@@ -161,23 +173,23 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    exe = p["coredoctor"] or find_coredoctor(lambda n: module.get_bin_path(n))
-    if not exe:
-        module.fail_json(msg="coredoctor is not installed on this host: install the .deb or copy "
-                             "coredoctor.pyz there and name it with the coredoctor option", cmd=[])
+    base = coredoctor_command(module, sys.executable)
+    sel = (p["target"], p["pid"], p["unit"], p["signal"], p["how"])
     try:
-        cmd = base_command(exe, sys.executable) + check_argv(p["target"], p["pid"], p["unit"], p["signal"], p["how"])
+        cmd = base + check_argv(*sel, containers=p["container"])
     except ValueError as e:
         module.fail_json(msg=str(e), cmd=[])
-    rc, out, err = module.run_command(cmd, environ_update={"LC_ALL": "C.UTF-8"})
-    if rc not in (EXIT_OK, EXIT_CHECK_NO_CORE):
-        module.fail_json(msg=error_line(rc, err), rc=rc, cmd=cmd, stderr=err)
-    try:
-        doc = parse_json(out, "coredoctor.check/1")
-        if p["container"]:
+    result = run(module, cmd)
+    if p["container"] and unknown_option(result[0], result[2], "--container"):
+        # a coredoctor older than check --container: every process, then the cgroup filter here
+        cmd = base + check_argv(*sel)
+        doc = json_result(module, cmd, CHECK, run(module, cmd), ok=(EXIT_OK, EXIT_CHECK_NO_CORE))
+        try:
             doc = filter_containers(doc, p["container"], read_cgroup)
-    except ValueError as e:
-        module.fail_json(msg=str(e), rc=rc, cmd=cmd, stderr=err)
+        except ValueError as e:
+            module.fail_json(msg=str(e), cmd=cmd)
+    else:
+        doc = json_result(module, cmd, CHECK, result, ok=(EXIT_OK, EXIT_CHECK_NO_CORE))
     s = summary(doc)
     module.exit_json(changed=False, check=doc, summary=s, all_dump=s["total"] == s["core"], cmd=cmd)
 
