@@ -213,10 +213,31 @@ def run(spec: Dict[str, Any], evaluate: Callable[[int], Dict[str, Any]], keep: b
     d = report["dumped"]
     report["agrees"] = None if d is None or predicted["dumps"] is None else (d == predicted["dumps"])
     ident = core.pop("_ident", None) if core else None
-    if core and core.get("path") and not keep and ident is not None and _ident(core["path"]) == ident:
-        os.unlink(core["path"])  # the canary's own core: the very file described, not one put in its place
+    # removed only when it is provably the canary's own core: its ELF notes name the canary's pid
+    # (a file pattern), or a handler's name for it carries the canary's name and pid; never a
+    # core that merely matched the pattern, and only the very file described, not one put in its place
+    if core and _is_own(core, pid) and not keep and ident is not None and _ident(core["path"]) == ident:
+        os.unlink(core["path"])
         core["removed"] = True
     return report
+
+
+def _is_own(core: Dict[str, Any], pid: int) -> bool:
+    """Is the core found provably the canary's (pid *pid*), and so the canary's to remove?"""
+    if not core.get("path") or not core.get("found", True):
+        return False
+    if "verified" in core:
+        return core["verified"] is True
+    return _names_canary(core["path"], pid)
+
+
+def _names_canary(path: Optional[str], pid: int) -> bool:
+    """A handler's file name with the canary's name and its pid as a separate field
+    (systemd-coredump: core.COMM.UID.BOOT.PID.TIME)."""
+    if not path:
+        return False
+    name = os.path.basename(path)
+    return CANARY_COMM in name and str(pid) in name.replace("-", ".").split(".")
 
 
 def _ident(path: str) -> Optional[Tuple[int, int]]:
@@ -244,8 +265,10 @@ def _find_core(predicted: Dict[str, Any], pid: int, started: float,
         if where is None and root and dest.get("landing") == "memory" and dest.get("container_path"):
             where = root + dest["container_path"]
         pattern = (where or dest["path"]).replace("*", "?*")
-        cands = _candidates(pattern, started)
-        return _describe(cands[0], pid) if cands else None
+        # a pattern without %p (plain "core", "/var/crash/core.%e") may match another crash's
+        # core written meanwhile: the canary's own is the one whose NT_PRPSINFO names its pid
+        found = [_describe(c, pid) for c in _candidates(pattern, started)]
+        return next((c for c in found if c.get("verified")), found[0] if found else None)
     if handler == "systemd-coredump":
         return _wait_glob(f"/var/lib/systemd/coredump/core.{CANARY_COMM}.*.{pid}.*", pid, started, verify=False)
     if handler == "apport":

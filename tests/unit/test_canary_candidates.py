@@ -78,3 +78,39 @@ def test_a_name_swapped_after_listing_is_not_followed(crashdir, alarm, plant):
         assert got["found"] is False and got["size"] == 0, got
         assert "_ident" not in got
     assert os.path.islink(p) or os.path.exists(p)  # left where it was, not removed
+
+
+def _elf_core(pid):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_t_elfcore", os.path.join(os.path.dirname(__file__),
+                                                                             "test_elfcore.py"))
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    return m.make_core(m.note(1, m.prstatus(pid=pid)) + m.note(3, m.prpsinfo(pid=pid)))
+
+
+def test_a_pid_less_pattern_finds_the_canarys_own_core_and_removes_no_other(crashdir, alarm):
+    # "core.%e"-like patterns match any crash's core written meanwhile: only the one whose
+    # NT_PRPSINFO names the canary's pid is its own (never delete a core that is not)
+    d, _ = crashdir
+    started = time.time()
+    (d / "core.a-other").write_bytes(_elf_core(1111))   # sorts first
+    (d / "core.b-canary").write_bytes(_elf_core(4242))
+    got = canary._find_core(_predicted(str(d / "core.*")), 4242, started)
+    assert got["path"] == str(d / "core.b-canary") and got["verified"] is True
+    assert canary._is_own(got, 4242)
+    other = canary._describe(str(d / "core.a-other"), 4242, settle=0.2)
+    assert other["verified"] is False and not canary._is_own(other, 4242)
+    # only the other process's core there: found, not the canary's, not to be removed
+    os.unlink(d / "core.b-canary")
+    got = canary._find_core(_predicted(str(d / "core.*")), 4242, started)
+    assert got["path"] == str(d / "core.a-other") and not canary._is_own(got, 4242)
+
+
+def test_a_handlers_file_is_the_canarys_only_by_its_name_and_pid():
+    name = f"/var/lib/systemd/coredump/core.{canary.CANARY_COMM}.0.0b1f.4242.1764600000000000.zst"
+    assert canary._is_own({"path": name, "found": True, "size": 9}, 4242)
+    assert not canary._is_own({"path": name, "found": True, "size": 9}, 424)
+    assert not canary._is_own({"path": "/var/lib/systemd/coredump/core.bash.0.0b1f.4242.1.zst",
+                               "found": True}, 4242)
+    assert not canary._is_own({"path": None, "size": 0, "found": False}, 4242)
