@@ -108,10 +108,13 @@ def name_of(path: str) -> str:
 
 
 def size(path: str) -> Optional[int]:
+    """The size of the regular file *path* itself: None for a symlink (never followed: cores lie
+    in directories others may write), a FIFO, a device or nothing."""
     try:
-        return os.path.getsize(path)
+        st = os.lstat(path)
     except OSError:
         return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 _BOOT = None
