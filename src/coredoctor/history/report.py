@@ -480,7 +480,7 @@ def container_of(crash: "dict[str, Any]", env: "dict[str, Any]") -> "tuple[Any, 
         return inst["container"], f"the cgroup of the running instance pid {inst['pid']}"
     signo = crash.get("signo") or (env.get("signals") or {}).get(crash.get("signal") or "")
     gone = env["gone_container"](dict(crash, signo=signo)) if env.get("gone_container") and signo else None
-    if gone is not None:
+    if gone is not None and isinstance(signo, int):
         how = (f"{gone['state'][0]}: podman container {gone.get('name') or gone['id'][:12]} died with exit code "
                f"{128 + signo} (its main process killed by signal {signo}) at {_when(gone['died'])}")
         if gone.get("removed") is not None:
