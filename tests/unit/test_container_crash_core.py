@@ -119,3 +119,35 @@ def test_record_of_a_removed_container_says_why_no_core():
     # on the host (no container): no host_path key, nothing claimed
     host = report.records([seg], dict(env, gone_container=lambda c: None))[0]
     assert host["container"] is None and "found" not in host["core"]
+
+
+# -- systemd-nspawn without machined: the leader's argv and the init's environ ---------------
+
+def test_nspawn_machine_named_from_the_leaders_argv():
+    from coredoctor.snapshot import containers as C
+    env = ["container=systemd-nspawn", "container_uuid=70f6714ca2794ee0887e91c843dc591e", "TERM=vt220"]
+    argv = ["/usr/bin/systemd-nspawn", "-D", "/var/tmp/x/rootfs", "-M", "web", "--private-network",
+            "--register=no", "--keep-unit", "-b"]
+    c = C.nspawn_from_leader(argv, env, 4242, "/payload/system.slice/a.service")
+    assert {k: c[k] for k in C.KEYS} == {"runtime": "systemd-nspawn", "id": "web", "name": "web",
+                                         "image": "/var/tmp/x/rootfs", "pod": None, "namespace": None}
+    assert (c["uuid"], c["leader"], c["format"]) == ("70f6714ca2794ee0887e91c843dc591e", 4242, "nspawn-leader")
+    assert C.label(c) == "machine web"
+    # no -M: the directory's last component (nspawn's determine_names()); --long=VALUE, clusters
+    assert C.nspawn_from_leader(["nspawn", "--directory=/m/db/", "-bq"], env, 1)["name"] == "db"
+    assert C.nspawn_from_leader(["nspawn", "-bMfoo", "-D/m/x"], env, 1)["name"] == "foo"
+    assert C.nspawn_from_leader(["nspawn", "--machine", "m2", "-i", "/v/img.raw"], env, 1)["name"] == "m2"
+    assert C.nspawn_from_leader(["nspawn", "-i", "/v/img.raw"], env, 1)["name"] == "img"
+    # the payload's own command line is not nspawn's: its -M names nothing
+    assert C.nspawn_from_leader(["nspawn", "-D", "/m/a", "/bin/sh", "-M", "evil"], env, 1)["name"] == "a"
+    # the environ is the payload's: a uuid only with container=systemd-nspawn and well-formed
+    assert C.nspawn_from_leader(argv, ["container_uuid=70f6714ca2794ee0887e91c843dc591e"], 1)["uuid"] is None
+    assert C.nspawn_from_leader(argv, ["container=systemd-nspawn", "container_uuid=../../x"], 1)["uuid"] is None
+    long = C.nspawn_from_leader(["nspawn", "-M", "n" * 5000], env, 1)
+    assert len(long["name"]) == C.MAX_FIELD
+
+
+def test_nspawn_of_a_host_process_is_none():
+    from coredoctor.snapshot import containers as C
+    assert C.nspawn_of(os.getpid()) is None        # this test's own ancestors: no systemd-nspawn
+    assert C.nspawn_of(0x7FFFFFFF) is None         # no such process
