@@ -151,3 +151,20 @@ def test_nspawn_of_a_host_process_is_none():
     from coredoctor.snapshot import containers as C
     assert C.nspawn_of(os.getpid()) is None        # this test's own ancestors: no systemd-nspawn
     assert C.nspawn_of(0x7FFFFFFF) is None         # no such process
+
+
+def test_dumpable_cause_names_a_machines_users_by_the_machines_names():
+    from coredoctor.kernel import dumpable as D
+    parent = {"pid": 500, "comm": "ovs-ctl", "nspid": [500, 40], "dumpable": {"candidates": [1]},
+              "creds": {"uid": [0, 0, 0, 0], "gid": [0, 0, 0, 0], "user": "root", "group": "root"}}
+    proc = {"pid": 501, "ppid": 500, "comm": "ovs-vswitchd", "nspid": [501, 41], "exe": "/usr/sbin/x",
+            "creds": {"uid": [998, 998, 998, 998], "gid": [997, 997, 997, 997], "user": "hostuser",
+                      "group": "hostgroup", "cap_prm": "0"}}
+    names = ({"998": "openvswitch", "0": "root"}, {"997": "hugetlbfs", "0": "root"}, 2)
+    got = D.infer_cause(proc, lambda p: parent if p is proc else None, 0, 0, names=names)
+    assert got["cause"] == "privilege-change" and got["to"] == "openvswitch:hugetlbfs", got
+    assert "runs as openvswitch:hugetlbfs" in got["evidence"] and "hostuser" not in got["evidence"]
+    host = D.infer_cause(proc, lambda p: parent if p is proc else None, 0, 0)
+    assert host["to"] == "hostuser:hostgroup"
+    # a process at another depth (the host's, outside the machine) keeps the host's names
+    assert D._ids_name(proc["creds"], names, dict(proc, nspid=[501])) == "hostuser:hostgroup"
