@@ -32,7 +32,9 @@ RestartSec=1
 ExecStart=/usr/local/bin/cd-faulter
 """
 FILES = {"/usr/local/bin/cd-faulter": (FAULTER, 0o755),
-         "/etc/systemd/system/cd-fault.service": (UNIT, 0o644)}
+         "/etc/systemd/system/cd-fault.service": (UNIT, 0o644),
+         "/etc/systemd/system/cd-nocore.service": (UNIT.replace("LimitCORE=infinity", "LimitCORE=0")
+                                                   .replace("Restart=always", "Restart=no"), 0o644)}
 CORES = "/srv/cdcores"
 DIRS = [(CORES, 0o1777, 0, 0)]
 PATTERN = CORES + "/core.%e.%p"
@@ -135,3 +137,30 @@ def test_a_unit_in_the_machine_is_named_and_its_core_lands_where_check_said(mach
         for n in os.listdir(nspawn.ROOTFS + CORES):
             if n.startswith("core.cd-faulter."):
                 os.unlink(os.path.join(nspawn.ROOTFS + CORES, n))   # this test's own cores
+
+
+def test_limitcore_fix_is_inside_the_machine_only(machine, saved_sysctls):
+    m = machine
+    L.set_sysctls({"kernel.core_pattern": PATTERN, "kernel.core_uses_pid": "0", "fs.suid_dumpable": "0"})
+    r = m.run("systemctl", "start", "cd-nocore.service")
+    assert r.returncode == 0, r.stderr
+    pid = _ready(m.main_pid("cd-nocore.service"))
+    nspid = _nspid(pid)
+    try:
+        r = L.coredoctor("check", "--json", str(pid))
+        assert r.returncode in (0, 1), r.stderr
+        [t] = json.loads(r.stdout)["targets"]
+        assert t["container"]["name"] == NAME and t["blocking_gate"] == "rlimit-core"
+        cmds = [c for f in t["fixes"] for c in f["commands"]]
+        inside = [c for c in cmds if "90-coredoctor-core" in c]
+        assert inside and all(c.startswith(f"nsenter -t {m.init} -m -p -- ") for c in inside), cmds
+        # no drop-in on the host: the host's systemd does not run the machine's units
+        assert not any("cd-nocore.service.d" in c and not c.startswith("nsenter ") for c in cmds), cmds
+        assert any(c.startswith("prlimit ") and str(pid) in c for c in cmds), cmds
+        os.kill(pid, signal.SIGUSR1)                 # the kernel agrees: no core (RLIMIT_CORE 0)
+        deadline = time.time() + 20
+        while os.path.exists(f"/proc/{pid}") and time.time() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(f"{nspawn.ROOTFS}{CORES}/core.cd-faulter.{nspid}")
+    finally:
+        m.run("systemctl", "stop", "cd-nocore.service")
