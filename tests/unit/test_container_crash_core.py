@@ -112,7 +112,7 @@ def test_record_of_a_removed_container_says_why_no_core():
     assert r["container"]["name"] == "cdt-rm" and "died" not in r["container"]
     assert "died with exit code 139" in r["container_from"] and "was removed at" in r["container_from"]
     core = r["core"]
-    assert (core["found"], core["host_path"], core["status"]) == (False, None, "missing")
+    assert (core["found"], core["host_path"], core["status"], core["path"]) == (False, None, "missing", None)
     assert core["container_path"] == "/tmp/cdcr.cd-crasher.*"
     assert core["why"].startswith("in container cdt-rm: podman removed the container at "), core["why"]
     assert "today's core_pattern" in core["pattern_from"]

@@ -512,6 +512,7 @@ def _container_core(c: "dict[str, Any]", rec: "dict[str, Any]", core: "dict[str,
         if got.get("survives") is False:
             core["why"] += "; it goes with the container (see landing)"
     elif core.get("status") in ("missing", "unknown"):
+        core["path"] = got.get("host_path")  # not the host's own path of the pattern: the container's
         core["why"] = f"in container {ct.get('name') or ct.get('id')}: {got.get('why')}" + (
             f"; {core['why']}" if core.get("why") and core["status"] == "missing" and
             not core["why"].startswith("no ELF core of this pid") else "")
