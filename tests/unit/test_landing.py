@@ -144,3 +144,20 @@ def test_recorded_podman_snapshot_overlay_rm_uidmap():
     assert d["owner"] == {"uid": 200000, "gid": 200000, "uid_in_container": 0, "gid_in_container": 0}
     gate = next(g for g in t["gates"] if g["id"] == "rlimit-core")
     assert t["blocking_gate"] == "rlimit-core" and gate["origin"]["kind"] == "container"
+
+
+def test_relative_upperdir_is_under_the_runtimes_driver_home():
+    # a layer list too long for one page: the driver mounts from its home with relative paths
+    rel = OVERLAY.replace(f"upperdir={UPPER}/diff", "upperdir=c998/diff")
+    pod = dict(PROC, container={"runtime": "podman", "id": "c" * 64})
+    r = L.landing("/tmp/core.7", pod, _snap(rel), autoremove=False)
+    assert r["host_path"] == "/var/lib/containers/storage/overlay/c998/diff/tmp/core.7"
+    assert r["landing"] == "overlay-upper" and "containers/storage" in r["landing_evidence"]
+    dock = dict(PROC, container={"runtime": "docker", "id": "d" * 64})
+    assert L.landing("/core", dock, _snap(rel))["host_path"] == "/var/lib/docker/overlay2/c998/diff/core"
+    # a runtime without such a rule, or a '..' in it: not known, as before
+    ctd = dict(PROC, container={"runtime": "containerd", "id": "e" * 64})
+    assert L.landing("/core", ctd, _snap(rel))["host_path"] is None
+    up = OVERLAY.replace(f"upperdir={UPPER}/diff", "upperdir=../../etc")
+    r = L.landing("/core", pod, _snap(up))
+    assert r["host_path"] is None and "relative" in r["landing_evidence"]

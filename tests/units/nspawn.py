@@ -52,8 +52,9 @@ class Machine:
     """``with Machine(files) as m``: *files* (path inside the root -> (text, mode)) are written
     before boot and removed afterwards (with every directory the test made)."""
 
-    def __init__(self, files, dirs=()):
+    def __init__(self, files, dirs=(), name=None):
         self.root = ROOTFS
+        self.name = name  # -M NAME (else nspawn names the machine after the directory: "rootfs")
         self.files = files
         self.dirs = list(dirs)  # (path, mode, uid, gid), made before boot, removed after
         self.made = []
@@ -77,7 +78,8 @@ class Machine:
                     f.write(text)
                 os.chmod(self.host(path), mode)
                 self.made.append(self.host(path))
-            self.proc = subprocess.Popen([NSPAWN, "-D", self.root, "--private-network", "--register=no",
+            self.proc = subprocess.Popen([NSPAWN, "-D", self.root, *(["-M", self.name] if self.name else []),
+                                          "--private-network", "--register=no",
                                           "--keep-unit", "-b", "--console=passive"],
                                          stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
             deadline = time.time() + 60

@@ -232,6 +232,28 @@ class Host:
             return None
         return self.complete_container(containers.from_cgroup(text))
 
+    def container_member(self, crash: Mapping[str, Any],
+                         container: Mapping[str, Any]) -> Optional[Tuple[Dict[str, Any], Dict[str, Any]]]:
+        """``(snap, proc)`` of a process of *container* now: the crashed pid while it is still
+        there, else the running instance when it is in that same container; None when none is."""
+        from coredoctor import snapshot
+        cands: List[int] = []
+        pid = crash.get("pid")
+        if isinstance(pid, int) and self.live_container(crash) is not None:
+            cands.append(pid)
+        inst = self.instance(crash)
+        if inst and isinstance(inst.get("container"), dict) and inst["container"].get("id") == container.get("id"):
+            cands.append(inst["pid"])
+        for c in cands:
+            try:
+                snap = snapshot.take([c])
+            except Error:
+                continue
+            p = next((q for q in snap["processes"] if q["pid"] == c), None)
+            if p is not None and isinstance(p.get("container"), dict) and p["container"].get("id") == container.get("id"):
+                return snap, p
+        return None
+
     def unit_dir(self, unit: Optional[str]) -> Optional[str]:
         """A unit's WorkingDirectory= from systemd, when systemd runs (else None)."""
         if not unit or not os.path.isdir("/run/systemd/system") or shutil.which("systemctl") is None:
@@ -261,3 +283,228 @@ class Host:
         return dirs, where
 
 
+
+
+# -- a container's core, at the host path of that time ----------------------------------------
+
+#: podman's own record of its containers' lives (libpod/events/logfile.go: the "file" events
+#: backend, JSON lines; root's events.log under the engine's TmpDir /run/libpod,
+#: containers.conf(5) events_logfile_path). A "died" event carries ContainerExitCode: 128+N for
+#: a main process killed by signal N (conmon's exit status, libpod/oci_conmon_exec_linux.go).
+PODMAN_EVENTS = "/run/libpod/events/events.log"
+EVENTS_TAIL = 4 << 20
+
+
+def _open_dir_nofollow(path: str) -> Tuple[Optional[int], Optional[str]]:
+    """``(dirfd, None)`` for directory *path* opened component by component from ``/``, never
+    through a symlink (a container's root owns the directories under its upper layer or rootfs:
+    a /tmp replaced by a link to /etc must not lead us into the host's /etc), or
+    ``(None, why)``."""
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    done = ""
+    try:
+        for comp in [c for c in path.split("/") if c not in ("", ".")]:
+            if comp == "..":
+                return None, f"'..' in {path}"
+            try:
+                nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as e:
+                done += "/" + comp
+                if e.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(os.lstat(comp, dir_fd=fd).st_mode):
+                    return None, f"{done} is a symlink: not followed"
+                return None, f"{done}: {e.strerror}"
+            os.close(fd)
+            fd = nfd
+            done += "/" + comp
+        out, fd = fd, -1
+        return out, None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def find_in_container(host_glob: str, crash: Mapping[str, Any], own_pid_ns: bool,
+                      owners: Tuple[int, ...] = ()) -> Dict[str, Any]:
+    """The core of *crash* at *host_glob* (a host path whose last component may hold ``*``):
+    ``{"found", "path", "size", "status", "why"}``. Inside a container with its own pid namespace
+    the core's NT_PRSTATUS pid is the pid there (fs/binfmt_elf.c fill_prstatus():
+    task_pid_vnr()), which the kernel log's host pid does not give: a core is then taken by its
+    program name (NT_PRPSINFO pr_fname) and time (written after the crash). Nothing is deleted,
+    no symlink is followed."""
+    import fnmatch
+    d, pat = os.path.split(host_glob)
+    out: Dict[str, Any] = {"found": False, "path": None, "size": None, "status": "missing", "why": None}
+    if "*" in d:
+        out["why"] = f"the directory {d} is not known (an unknown value in it)"
+        return out
+    dirfd, why = _open_dir_nofollow(d)
+    if dirfd is None:
+        out["why"] = why
+        return out
+    try:
+        dst = os.fstat(dirfd)
+        names = sorted(n for n in os.listdir(dirfd) if fnmatch.fnmatchcase(n, pat))[:256]
+        best: Optional[Tuple[float, Dict[str, Any]]] = None
+        when = crash.get("time")
+        comm = (crash.get("comm") or "")[:15]
+        for n in names:
+            try:
+                fd, st = open_in_dir(dirfd, n)
+            except (OSError, BadRecord):
+                continue
+            try:
+                if when is not None and st.st_mtime < when - 2 * corr.WINDOW:
+                    continue
+                if dst.st_mode & stat.S_IWOTH and st.st_uid not in (0, crash.get("uid"), *owners):
+                    continue  # a world-writable directory: another user's file proves nothing
+                try:
+                    info = elfcore.inspect(os.path.join(d, n), fd=fd)
+                except (ValueError, OverflowError, struct.error, MemoryError, IndexError):
+                    continue
+            finally:
+                os.close(fd)
+            if info["status"] not in ("present", "truncated", "empty"):
+                continue
+            if info["pid"] is not None and info["pid"] != crash.get("pid"):
+                if not own_pid_ns or (comm and info.get("fname") not in (None, comm)):
+                    continue
+            elif info["pid"] is None and info["status"] != "empty":
+                continue
+            dt = abs(st.st_mtime - when) if when is not None else 0.0
+            got = {"found": True, "path": os.path.join(d, n), "size": info["size"], "status": info["status"],
+                   "why": None}
+            if info["status"] == "truncated":
+                got["why"] = info.get("why")
+                got["expected_size"] = info.get("expected_size")
+            if best is None or dt < best[0]:
+                best = (dt, got)
+        if best is not None:
+            return best[1]
+        out["why"] = f"no ELF core of this crash in {d}"
+        return out
+    except OSError as e:
+        out["why"] = f"{d}: {e.strerror}"
+        return out
+    finally:
+        os.close(dirfd)
+
+
+def podman_died(crash: Mapping[str, Any], path: str = PODMAN_EVENTS) -> Optional[Dict[str, Any]]:
+    """A podman container whose main process died of this crash's signal at its time, from the
+    events log (a container removed since, by --rm, leaves nothing else): the one "died" event
+    with ContainerExitCode 128+signo within :data:`~coredoctor.history.crashes.LATE_WINDOW` after
+    the crash (the core is written before the exit), and its "remove" event if any. None when
+    there is none, or more than one."""
+    import datetime
+    import json
+    import re
+    when, signo = crash.get("time"), crash.get("signo")
+    if when is None or not isinstance(signo, int):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        start = max(0, st.st_size - EVENTS_TAIL)
+        data = os.pread(fd, EVENTS_TAIL, start)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+    def t_of(s: Any) -> Optional[float]:
+        if not isinstance(s, str):
+            return None
+        m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", s)
+        if not m:
+            return None
+        try:
+            t = datetime.datetime.fromisoformat(m.group(1) + (m.group(3).replace("Z", "+00:00")))
+        except ValueError:
+            return None
+        return t.timestamp() + float("0." + (m.group(2) or "0"))
+
+    died: List[Dict[str, Any]] = []
+    removed: Dict[str, float] = {}
+    for line in data.split(b"\n")[1 if start else 0:]:
+        try:
+            e = json.loads(line)
+        except (ValueError, RecursionError, UnicodeDecodeError):
+            continue
+        if not isinstance(e, dict) or e.get("Type") != "container" or not isinstance(e.get("ID"), str):
+            continue
+        if not re.fullmatch(r"[0-9a-f]{64}", e["ID"]):
+            continue
+        t = t_of(e.get("Time"))
+        if t is None:
+            continue
+        if e.get("Status") == "died" and e.get("ContainerExitCode") == 128 + signo \
+                and -1.0 <= t - when <= corr.LATE_WINDOW:
+            died.append(dict(e, _t=t))
+        elif e.get("Status") == "remove":
+            removed[e["ID"]] = t
+    ids = {e["ID"] for e in died}
+    if len(ids) != 1:
+        return None
+    e = died[0]
+
+    def s(v: Any) -> Optional[str]:
+        return v[:256] if isinstance(v, str) and v else None
+
+    return {"runtime": "podman", "id": e["ID"], "name": s(e.get("Name")), "image": s(e.get("Image")),
+            "pod": None, "namespace": None, "pod_uid": None, "qos": None, "driver": None, "cgroup": None,
+            "bundle": None, "state": [path], "format": "podman-events",
+            "died": e["_t"], "removed": removed.get(e["ID"]) if removed.get(e["ID"], 0) >= e["_t"] else None}
+
+
+def container_core(crash: Mapping[str, Any], container: Mapping[str, Any], parsed: Mapping[str, Any],
+                   member: Optional[Tuple[Dict[str, Any], Dict[str, Any]]],
+                   gone: Optional[str] = None) -> Dict[str, Any]:
+    """Where the core of a crash in *container* went on the host, for a file pattern *parsed*
+    (the one in force then): ``{"container_path", "host_path", "found", "size", "landing",
+    "landing_evidence", "why"}``. *member*: ``(snap, proc)`` of a process of that container
+    now (its mount table maps the path, kernel/landing.py), or None when none runs (*gone*: what
+    is known of its end)."""
+    from coredoctor.kernel import core_pattern, landing
+    ctx = {"pid": crash.get("pid"), "pid_ns": None, "tid": None, "tid_ns": None, "comm": crash.get("comm"),
+           "exe": crash.get("exe"), "signo": crash.get("signo"), "uid": crash.get("uid"), "hostname": None}
+    exp = core_pattern.expand(parsed, ctx)
+    path = core_pattern.render(exp["parts"])
+    out: Dict[str, Any] = {"container_path": path, "host_path": None, "found": False, "size": None,
+                           "landing": "unknown", "landing_evidence": None, "why": None}
+    if member is None:
+        out["why"] = (gone or "no process of the container runs now") + \
+            ": its mounts cannot be read, so the host path of its core is not known"
+        return out
+    snap, p = member
+    if not exp["absolute"]:
+        cwd = p.get("cwd")
+        if not (isinstance(cwd, str) and cwd.startswith("/")):
+            out["why"] = "the pattern is relative and the container's process cwd is not known"
+            return out
+        path = cwd.rstrip("/") + "/" + path
+        out["container_path"] = path
+    cs = p.get("container_spec")
+    spec = cs if isinstance(cs, dict) else {}
+    land = landing.landing(path, p, snap.get("mounts"), spec.get("autoremove"))
+    out.update(container_path=land["container_path"], host_path=land["host_path"], landing=land["landing"],
+               landing_evidence=land["landing_evidence"], survives=land["survives"])
+    if not land["host_path"]:
+        out["why"] = f"the host path is not known: {land['landing_evidence']}"
+        return out
+    own_ns = len(p.get("nspid") or []) > 1  # NSpid: one pid per namespace level (proc(5))
+    owners = tuple(u for u in [((p.get("creds") or {}).get("uid") or [None] * 4)[3]] if isinstance(u, int))
+    got = find_in_container(land["host_path"], crash, bool(own_ns), owners)
+    out.update(found=got["found"], size=got["size"], status=got["status"])
+    if got["found"]:
+        out["host_path"] = got["path"]
+        if got.get("expected_size"):
+            out["expected_size"] = got["expected_size"]
+        out["why"] = got["why"]
+    else:
+        out["why"] = got["why"]
+    return out

@@ -394,6 +394,10 @@ def build(since: "float | None" = None, only: "Iterable[str] | None" = None,
     hist = {k: sysctl_history.changes(fix_journal.list_all(), k) for k in HISTORY_KEYS}
     env = dict(penv, signals=kernel["signals"], base_dirs=host.base_dirs, instance=host.instance,
                complete_container=host.complete_container, live_container=host.live_container,
+               gone_container=cores.podman_died,
+               container_core=lambda crash, ct, parsed: cores.container_core(
+                   crash, ct, parsed, host.container_member(crash, ct),
+                   gone=_gone_why(ct)),
                instance_facts=_instance_facts(),
                then=lambda crash: {k: sysctl_history.value_at(hist[k], crash.get("time"), str(now.get(k, "")))
                                    for k in HISTORY_KEYS},
@@ -402,6 +406,16 @@ def build(since: "float | None" = None, only: "Iterable[str] | None" = None,
     return {"schema": SCHEMA, "core_pattern": pattern, "read": read, "crashes": records(events, env, since),
             "skipped": dict(skips.counts), "skipped_why": {k: list(v) for k, v in skips.reasons.items()},
             "kernel_log": witness.kernel_log(now, kernel["machine"])}  # additive: can it witness a fault
+
+
+def _gone_why(ct: "dict[str, Any]") -> "str | None":
+    """What is known of the end of a container no process of which runs."""
+    if ct.get("format") != "podman-events":
+        return None
+    if ct.get("removed") is not None:
+        return (f"podman removed the container at {_when(ct['removed'])} (--rm, or podman rm), and with it "
+                "its own filesystem (the overlay upper layer a core in it lands in)")
+    return f"the container's main process died at {_when(ct['died'])} and no process of it runs now"
 
 
 def _instance_facts() -> "Callable[[dict[str, Any]], Optional[Tuple[dict[str, Any], dict[str, Any]]]]":
@@ -464,7 +478,44 @@ def container_of(crash: "dict[str, Any]", env: "dict[str, Any]") -> "tuple[Any, 
         if since is not None and when is not None and since > when + 1.0:
             return None, None  # that container started after the crash: not where it happened
         return inst["container"], f"the cgroup of the running instance pid {inst['pid']}"
+    signo = crash.get("signo") or (env.get("signals") or {}).get(crash.get("signal") or "")
+    gone = env["gone_container"](dict(crash, signo=signo)) if env.get("gone_container") and signo else None
+    if gone is not None and isinstance(signo, int):
+        how = (f"{gone['state'][0]}: podman container {gone.get('name') or gone['id'][:12]} died with exit code "
+               f"{128 + signo} (its main process killed by signal {signo}) at {_when(gone['died'])}")
+        if gone.get("removed") is not None:
+            how += f" and was removed at {_when(gone['removed'])}"
+        return gone, how
     return None, None
+
+
+def _container_core(c: "dict[str, Any]", rec: "dict[str, Any]", core: "dict[str, Any]",
+                    cenv: "dict[str, Any]", env: "dict[str, Any]") -> None:
+    """A crash in a container, a file pattern: where its core went on the host (``core``
+    gains ``container_path``, ``host_path``, ``found``, ``landing``; additive), looked up
+    there (never through a symlink, nothing deleted). The pattern is the one in force then (the
+    fix journal), else today's, said in ``pattern_from``."""
+    ct = rec.get("container")
+    parsed = cenv.get("parsed") or {}
+    if not isinstance(ct, dict) or parsed.get("kind") != "file" or not env.get("container_core"):
+        return
+    got = env["container_core"](c, ct, parsed)
+    core["pattern_from"] = ("the fix journal: the core_pattern in force then" if cenv.get("pattern_then")
+                            else "today's core_pattern (no change of it is on record since the crash)")
+    for k in ("container_path", "host_path", "found", "landing", "landing_evidence"):
+        core[k] = got.get(k)
+    if got.get("found"):
+        core.update(status=got.get("status") or "present", path=got["host_path"], size=got["size"])
+        if got.get("expected_size"):
+            core["expected_size"] = got["expected_size"]
+        core["why"] = got.get("why") or f"in container {ct.get('name') or ct.get('id')}: at its host path"
+        if got.get("survives") is False:
+            core["why"] += "; it goes with the container (see landing)"
+    elif core.get("status") in ("missing", "unknown"):
+        core["path"] = got.get("host_path")  # not the host's own path of the pattern: the container's
+        core["why"] = f"in container {ct.get('name') or ct.get('id')}: {got.get('why')}" + (
+            f"; {core['why']}" if core.get("why") and core["status"] == "missing" and
+            not core["why"].startswith("no ELF core of this pid") else "")
 
 
 def records(events: "Iterable[dict[str, Any]]", env: "dict[str, Any]",
@@ -504,6 +555,9 @@ def records(events: "Iterable[dict[str, Any]]", env: "dict[str, Any]",
         if c["events"] and all(ev.get("untrusted") for ev in c["events"]):
             rec["untrusted"] = c["events"][0]["untrusted"]  # nothing but lines anyone could have written
         rec["container"], rec["container_from"] = container_of(c, env)
+        _container_core(c, rec, core, cenv, env)
+        if isinstance(rec["container"], dict):  # what only served to find it stays out of the object
+            rec["container"] = {k: v for k, v in rec["container"].items() if k not in ("died", "removed")}
         if core["status"] in ("missing", "empty", "truncated"):
             rec["likely_reason"] = likely_reason(c, core, cenv)
             inst = env["instance"](c) if rec["unit"] is None else None

@@ -136,14 +136,17 @@ def from_proc_owner(owner_uid: int, owner_gid: int, euid: int, egid: int,
 
 
 def infer_cause(proc: Proc, parent_of: Optional[Callable[[Proc], Optional[Proc]]],
-                suid_dumpable_now: Optional[int], value: Optional[int], _depth: int = 0) -> Dict[str, Any]:
+                suid_dumpable_now: Optional[int], value: Optional[int], _depth: int = 0,
+                names: Optional["Names"] = None) -> Dict[str, Any]:
     """Why is the process's dumpable value what it is?
 
     *parent_of(proc)* returns the parent's snapshot entry or None. Returns a dict:
     ``cause`` (``privilege-change``, ``prctl``, ``exec``, ``inherited``, ``unknown``, or None
     when the process is dumpable=1), ``evidence``, ``origin`` (pid where it happened), ``from``
     and ``to`` (user:group names around a privilege change) and ``via`` (the pids it was
-    inherited through). Only evidence the kernel shows is used: the real/effective/saved/fs
+    inherited through). *names*: ``(users, groups, depth)`` -- id (text) -> name maps of an
+    nspawn machine's own /etc/passwd and /etc/group (the snapshot's ``units`` section), for the
+    processes at that pid-namespace *depth* (the host's names mean other users there). Only evidence the kernel shows is used: the real/effective/saved/fs
     ids, capabilities, the executable's set-id bits and file capabilities, and the parent's
     credentials and dumpability. Dumpability lives in the mm and fork copies it, so a chain
     of non-dumpable ancestors with the same credentials is followed to where it began.
@@ -153,7 +156,7 @@ def infer_cause(proc: Proc, parent_of: Optional[Callable[[Proc], Optional[Proc]]
     c = proc["creds"]
     uids, gids = c["uid"], c["gid"]
     exe = proc.get("exe_stat") or {}
-    name = _ids_name(c)
+    name = _ids_name(c, names, proc)
     parent = parent_of(proc) if parent_of else None
     pcreds = (parent or {}).get("creds")
     # 1. set-id or file-capability executable: begin_new_exec() -> commit_creds(bprm->cred)
@@ -161,24 +164,24 @@ def infer_cause(proc: Proc, parent_of: Optional[Callable[[Proc], Optional[Proc]]
         bits = [b for b in ("setuid", "setgid", "fcaps") if exe.get(b)]
         return _cause("exec", f"its executable {proc.get('exe')} is {'/'.join(bits)}: exec changed its "
                       "credentials (begin_new_exec(), commit_creds()) and set dumpable to fs.suid_dumpable",
-                      proc, frm=_ids_name(pcreds) if pcreds else None, to=name)
+                      proc, frm=_ids_name(pcreds, names, parent) if pcreds else None, to=name)
     # 2. mixed ids: some set*id() changed effective/fs ids
     if len(set(uids)) > 1 or len(set(gids)) > 1:
         return _cause("privilege-change", f"its ids are mixed (uid r/e/s/fs {'/'.join(map(str, uids))}, gid "
                       f"{'/'.join(map(str, gids))}): a set*id() call changed its effective or fs ids "
-                      "(commit_creds())", proc, frm=_ids_name(pcreds) if pcreds else None, to=name)
+                      "(commit_creds())", proc, frm=_ids_name(pcreds, names, parent) if pcreds else None, to=name)
     if parent is not None and pcreds is not None:  # (pcreds is only set from a parent)
         pu, pg = pcreds["uid"], pcreds["gid"]
         pdump = (parent.get("dumpable") or {}).get("candidates")
         if (pu[1], pg[1]) != (uids[1], gids[1]):
             return _cause("privilege-change",
                           f"it runs as {name} while its parent {parent.get('comm')} (pid {parent['pid']}) runs as "
-                          f"{_ids_name(pcreds)}: it switched credentials after fork (set*id() -> commit_creds() "
+                          f"{_ids_name(pcreds, names, parent)}: it switched credentials after fork (set*id() -> commit_creds() "
                           f"set dumpable to fs.suid_dumpable, now {suid_dumpable_now})",
-                          proc, frm=_ids_name(pcreds), to=name)
+                          proc, frm=_ids_name(pcreds, names, parent), to=name)
         if pdump is not None and SUID_DUMP_USER not in pdump and _depth < 16:
             up = infer_cause(parent, parent_of, suid_dumpable_now,
-                             (parent.get("dumpable") or {}).get("value"), _depth + 1)
+                             (parent.get("dumpable") or {}).get("value"), _depth + 1, names)
             via = [parent["pid"]] + up["via"]
             if up["cause"] in ("privilege-change", "prctl", "exec"):
                 r = _cause(up["cause"], f"inherited at fork from {parent.get('comm')} (pid {parent['pid']}), "
@@ -213,7 +216,16 @@ def _cause(cause: Optional[str], evidence: str, proc: Proc, frm: Optional[str] =
             "origin_comm": proc.get("comm"), "from": frm, "to": to, "via": []}
 
 
-def _ids_name(c: Dict[str, Any]) -> str:
-    u = c.get("user") or str(c["uid"][1])
-    g = c.get("group") or str(c["gid"][1])
+#: an nspawn machine's own user and group names: (users, groups, pid-namespace depth)
+Names = Tuple[Dict[str, str], Dict[str, str], int]
+
+
+def _ids_name(c: Dict[str, Any], names: Optional[Names] = None, proc: Optional[Proc] = None) -> str:
+    """``user:group`` of credentials *c*: the names of *proc*'s machine when it is in one
+    (*names*), else the host's (the snapshot's ``user``/``group``), else the numbers."""
+    uid, gid = str(c["uid"][1]), str(c["gid"][1])
+    if names is not None and proc is not None and len(proc.get("nspid") or [1]) == names[2]:
+        return f"{names[0].get(uid) or uid}:{names[1].get(gid) or gid}"
+    u = c.get("user") or uid
+    g = c.get("group") or gid
     return f"{u}:{g}"

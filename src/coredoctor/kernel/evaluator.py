@@ -102,6 +102,21 @@ def _destination(snap: Dict[str, Any], proc: Dict[str, Any], dumpable_value: Opt
     return out
 
 
+def _machine_names(snap: Dict[str, Any], by_pid: Dict[int, Dict[str, Any]],
+                   proc: Dict[str, Any]) -> Optional["dmod.Names"]:
+    """The user and group names of *proc*'s nspawn machine (its own /etc/passwd, /etc/group, read
+    into the snapshot's ``units`` section), or None for a process of the host."""
+    from coredoctor.origin import unitfile
+    key = unitfile.unit_key(by_pid, proc)
+    rec = (snap.get("units") or {}).get(key) if key else None
+    if not isinstance(rec, dict) or not rec.get("manager_pid"):
+        return None
+    users, groups = rec.get("users"), rec.get("groups")
+    if not isinstance(users, dict) or not isinstance(groups, dict):
+        return None
+    return users, groups, len(proc.get("nspid") or [1])
+
+
 def _reason_of(r: Result) -> Dict[str, Any]:
     return r.get("reason") or reasons.reason(r["id"], "text", text=r["evidence"])
 
@@ -137,7 +152,8 @@ def evaluate(snap: Dict[str, Any], proc: Dict[str, Any], parent: Optional[Dict[s
         ppid = p.get("ppid")
         return table.get(ppid) if ppid is not None else None
 
-    info = dmod.infer_cause(proc, parent_of, now_sysctl.get("fs.suid_dumpable"), d.get("value"))
+    info = dmod.infer_cause(proc, parent_of, now_sysctl.get("fs.suid_dumpable"), d.get("value"),
+                            names=_machine_names(snap, by_pid, proc))
     worlds: List[WorldRun] = []
     for v in cands:
         w = make_world(snap, proc, parent, signal, how, v, info, facts, observed)

@@ -58,6 +58,22 @@ RULES: Dict[str, Dict[str, str]] = {
                              "(HostConfig.AutoRemove); containers/storage overlay driver Remove()"},
 }
 
+#: where a relative ``upperdir=`` is relative to, per runtime: an overlay mount whose options would
+#: not fit in a page is made with paths relative to the driver's home, after a chdir there
+#: (containers/storage drivers/overlay/overlay.go get(): "relative paths" + mountFrom(d.home, ...);
+#: moby daemon/graphdriver/overlay2/overlay.go Get(): mountFrom(d.home, ...) with "ID/diff").
+#: The homes are the default graph roots (storage.conf(5) graphroot, dockerd --data-root).
+RELATIVE_UPPER: Dict[str, Dict[str, str]] = {
+    "podman": {"home": "/var/lib/containers/storage/overlay",
+               "source": "containers/storage drivers/overlay/overlay.go get() (relative paths, mountFrom "
+                         "d.home); storage.conf(5) graphroot default /var/lib/containers/storage"},
+    "cri-o": {"home": "/var/lib/containers/storage/overlay",
+              "source": "containers/storage drivers/overlay/overlay.go get(); CRI-O uses containers/storage"},
+    "docker": {"home": "/var/lib/docker/overlay2",
+               "source": "moby daemon/graphdriver/overlay2/overlay.go Get() (mountFrom d.home); dockerd "
+                         "--data-root default /var/lib/docker"},
+}
+
 MEMORY_FS = ("tmpfs", "ramfs", "devtmpfs")
 _NOT_FILES = ("proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "securityfs", "debugfs",
               "tracefs", "fusectl", "bpf", "pstore", "configfs", "hugetlbfs")
@@ -169,10 +185,16 @@ def landing(path: Optional[str], proc: Mapping[str, Any], mounts: Optional[Mappi
                        landing_evidence=f"{where} without an upper layer (read-only): no new file can be made")
             return out
         if not upper.startswith("/"):
-            out.update(landing="overlay-upper",
-                       landing_evidence=f"{where}; its upperdir={upper} is relative to the mounter's cwd "
-                                        "(long layer lists), so the host path is not known")
-            return out
+            ct = proc.get("container")
+            row = RELATIVE_UPPER.get(str(ct.get("runtime"))) if isinstance(ct, dict) else None
+            if row is None or not isinstance(ct, dict) or ".." in upper.split("/"):
+                out.update(landing="overlay-upper",
+                           landing_evidence=f"{where}; its upperdir={upper} is relative to the mounter's cwd "
+                                            "(long layer lists), so the host path is not known")
+                return out
+            upper = _join(row["home"], upper)
+            where += (f"; its relative upperdir is under the {ct['runtime']} overlay driver's home "
+                      f"{row['home']} (the mount was made from there) [{row['source']}]")
         out.update(host_path=_join(upper, inside), landing=r["landing"],
                    landing_evidence=f"{where}: {r['rule']} [{r['source']}]")
         if autoremove:

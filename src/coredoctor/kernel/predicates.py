@@ -73,7 +73,10 @@ def _limit_actions(w: World, resource: str = "core") -> List[Dict[str, Any]]:
                       "(takes effect at once)")]
     if resource != "core":
         return acts
-    if proc.get("unit"):
+    if proc.get("unit") and _in_machine(w):
+        pass  # a unit of an nspawn machine's own systemd: a host drop-in does not reach it (origin/units.py
+        # proposes the drop-in inside the machine)
+    elif proc.get("unit"):
         acts.append(R.dropin(proc["unit"], "core", ["[Service]", "LimitCORE=infinity"],
                              "LimitCORE= for the next start of the unit"))
     else:
@@ -83,6 +86,18 @@ def _limit_actions(w: World, resource: str = "core") -> List[Dict[str, Any]]:
                              ["# persist: 'ulimit -c unlimited' in the script that starts it, or "
                               "'* soft core unlimited' in /etc/security/limits.d/ for login sessions"]))
     return acts
+
+
+def _in_machine(w: World) -> bool:
+    """Is the process's unit one of another systemd's, the init of its own pid namespace (an nspawn
+    machine booted with -b: origin.unitfile.manager_of)?"""
+    from coredoctor.origin import unitfile
+    proc = w["proc"]
+    if len(proc.get("nspid") or [1]) <= 1:
+        return False
+    snap = w.get("snap") or {}
+    by_pid = {p["pid"]: p for p in snap.get("processes") or [] if isinstance(p, dict) and "pid" in p}
+    return unitfile.manager_of(by_pid, proc) is not None
 
 
 def _limit_fix(w: World) -> Dict[str, Any]:

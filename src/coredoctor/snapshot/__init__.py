@@ -66,6 +66,9 @@ def take(pids: Optional[Iterable[int]] = None, signal: str = "SIGSEGV", strict: 
     _ptrace_fallback(procs, kernel)
     ccache: Dict[str, Any] = {}  # the runtime's state, read once per container
     for p in procs.values():
+        if p.get("container") is None and len(p.get("nspid") or []) > 1 and procmod.base.root() == "/proc":
+            # an nspawn machine no machined registered: known by its leader (containers.NSPAWN_LEADER)
+            p["container"] = containers.nspawn_of(p["pid"], p.get("cgroup"), ccache)
         containers.complete(p.get("container"), cache=ccache)
     snap = {"schema": SCHEMA, "taken_at": time.time(), "kernel": kernel, "sysctl": sysctls,
             "targets": targets, "skipped": skipped, "processes": [procs[p] for p in sorted(procs)]}

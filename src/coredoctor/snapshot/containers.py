@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
     from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 __all__ = ["FORMATS", "RUNTIMES", "KEYS", "from_cgroup", "from_path", "identify", "complete",
+           "NSPAWN_LEADER", "nspawn_from_leader", "nspawn_of",
            "read_bounded", "read_json", "bundle_paths", "bundle_config", "oci_rlimits",
            "oci_annotations", "host_root", "matches", "label", "MAX_FIELD"]
 
@@ -580,3 +581,179 @@ def label(c: Any) -> str:
     if name and short:
         return f"{what} {name} ({short})"
     return f"{what} {name or short or cid[:LABEL_NAME]}"
+
+
+# --- systemd-nspawn without machined: the leader process ------------------------------------
+
+#: How an nspawn machine is known when no machined registered it (``--register=no``, or no
+#: systemd as the host's PID 1: no machine-NAME.scope) and its cgroup is only
+#: ``<nspawn's own cgroup>/payload/...`` (with ``--keep-unit``: nspawn itself in ``.../supervisor``).
+#: One row per fact, each with its source in systemd (src/nspawn).
+NSPAWN_LEADER = [
+    {"fact": "the payload's init is a child of the systemd-nspawn process, in a new pid namespace",
+     "source": "systemd src/nspawn/nspawn.c run_container(): the inner child is cloned with CLONE_PARENT "
+               "and CLONE_NEWPID from the outer child, so its parent is systemd-nspawn itself"},
+    {"fact": "the machine's name: -M/--machine=, else the last component of -D/--directory= (or of "
+             "-i/--image= without its suffix)",
+     "source": "systemd src/nspawn/nspawn.c parse_argv() ('M', ARG_MACHINE), determine_names()"},
+    {"fact": "the payload's init gets container=systemd-nspawn and container_uuid=<32 hex> in its environ",
+     "source": "systemd src/nspawn/nspawn.c inner_child(): envp \"container=systemd-nspawn\", "
+               "\"container_uuid=\" SD_ID128_FORMAT_STR"},
+    {"fact": "without a scope of its own the payload runs in the 'payload' subcgroup of nspawn's cgroup, "
+             "nspawn in 'supervisor'",
+     "source": "systemd src/nspawn/nspawn-cgroup.c create_subcgroup()"},
+]
+
+_NSPAWN_BIN = "systemd-nspawn"
+
+
+#: nspawn's options that take a value (src/nspawn/nspawn.c parse_argv(): the getopt string
+#: "+hD:u:abL:M:jS:Z:qi:xp:nUE:P" and the long options with required_argument), so that an
+#: option's value is not taken for the payload's command line
+_NSPAWN_SHORT_ARG = "DuLMSZipE"
+_NSPAWN_LONG_ARG = frozenset((
+    "directory", "template", "user", "machine", "slice", "image", "uuid", "bind", "bind-ro", "tmpfs",
+    "overlay", "overlay-ro", "setenv", "port", "private-users", "register", "capability",
+    "drop-capability", "property", "link-journal", "selinux-context", "selinux-apifs-context", "chdir",
+    "pivot-root", "kill-signal", "settings", "notify-ready", "rlimit", "hostname", "resolv-conf",
+    "timezone", "console", "personality", "oci-bundle", "network-interface", "network-macvlan",
+    "network-ipvlan", "network-veth-extra", "network-bridge", "network-zone", "network-namespace-path",
+    "private-users-ownership", "bind-user", "system-call-filter", "cpu-affinity", "oom-score-adjust",
+    "inaccessible", "load-credential", "set-credential", "no-new-privileges", "root-hash",
+    "root-hash-sig", "verity-data", "kill-signal", "image-policy", "private-network-interface",
+    "background", "suppress-sync", "link-journal"))
+
+
+def _opt(argv: List[str], short: str, long: str) -> Optional[str]:
+    """The value of option -S VALUE / -SVALUE / --long=VALUE / --long VALUE in nspawn's *argv*
+    (the last one given wins, as getopt_long leaves it); the first word that is neither an
+    option nor an option's value starts the payload's command line (getopt's '+')."""
+    val = None
+    i = 1
+    while i < len(argv):
+        a = argv[i]
+        if a == "--" or not a.startswith("-") or a == "-":
+            break
+        if a.startswith("--"):
+            k, eq, v = a[2:].partition("=")
+            if eq:
+                val = v if k == long else val
+            elif k in _NSPAWN_LONG_ARG:
+                if k == long and i + 1 < len(argv):
+                    val = argv[i + 1]
+                i += 1
+            i += 1
+            continue
+        j = 1  # a cluster of short options: -bM name, -Mname
+        while j < len(a):
+            ch = a[j]
+            if ch in _NSPAWN_SHORT_ARG:
+                rest = a[j + 1:]
+                if not rest:
+                    i += 1
+                    rest = argv[i] if i < len(argv) else ""
+                if ch == short:
+                    val = rest
+                break
+            j += 1
+        i += 1
+    return val
+
+
+def nspawn_from_leader(argv: List[str], init_environ: List[str], leader: int,
+                       cgroup: Optional[str] = None) -> Dict[str, Any]:
+    """The ``container`` of a process of an nspawn machine from its leader's *argv* (the
+    systemd-nspawn process) and the environ of the machine's init (pure; :data:`NSPAWN_LEADER`).
+    The environ is the payload's: only a well-formed ``container_uuid`` is taken from it."""
+    name = _opt(argv, "M", "machine")
+    directory = _opt(argv, "D", "directory")
+    image = _opt(argv, "i", "image")
+    if not name:
+        base = directory or image or ""
+        base = base.rstrip("/").rsplit("/", 1)[-1]
+        if image and not directory:
+            base = re.sub(r"\.raw$", "", base)
+        name = base or None
+    uuid = None
+    if "container=systemd-nspawn" in init_environ:
+        for e in init_environ:
+            m = re.fullmatch(r"container_uuid=([0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}"
+                             r"-[0-9a-f]{12})", e)
+            if m:
+                uuid = m.group(1).replace("-", "")
+    name = _s(name)
+    return {"runtime": "systemd-nspawn", "id": name, "name": name, "image": _s(directory) or _s(image),
+            "pod": None, "namespace": None, "pod_uid": None, "qos": None, "driver": None,
+            "cgroup": cgroup[:4096] if isinstance(cgroup, str) else None, "bundle": None,
+            "state": [f"/proc/{leader}/cmdline"], "format": "nspawn-leader", "uuid": uuid, "leader": leader}
+
+
+def _proc_read(pid: int, what: str, limit: int = 65536) -> Optional[bytes]:
+    try:
+        fd = os.open(f"/proc/{pid}/{what}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _ppid(pid: int) -> Optional[int]:
+    data = _proc_read(pid, "stat", 4096)
+    if not data:
+        return None
+    try:
+        return int(data[data.rindex(b")") + 2:].split()[1])
+    except (ValueError, IndexError):
+        return None
+
+
+def _trusted_nspawn(pid: int) -> bool:
+    """*pid* runs the real systemd-nspawn: its executable is a root-owned file named so, in a
+    directory no one but root may change, and it runs as root (a user may name a program
+    ``systemd-nspawn``, or give its own one that comm)."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        if exe.rsplit("/", 1)[-1] != _NSPAWN_BIN:
+            return False
+        st, dst = os.stat(exe), os.stat(os.path.dirname(exe) or "/")
+        return (st.st_uid == 0 and not st.st_mode & 0o022 and _trusted_dir(dst)
+                and os.stat(f"/proc/{pid}").st_uid == 0)
+    except OSError:
+        return False
+
+
+def nspawn_of(pid: int, cgroup: Optional[str] = None,
+              cache: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
+    """The nspawn machine *pid* runs in, found through its ancestors: the one whose parent is a
+    (trusted) systemd-nspawn is the machine's init (:data:`NSPAWN_LEADER`). None when no
+    ancestor is; read once per pid namespace (*cache*)."""
+    try:
+        ns = os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+    cache = {} if cache is None else cache
+    key = "nspawn:" + ns
+    if key not in cache:
+        found = None
+        cur = pid
+        for _ in range(64):
+            pp = _ppid(cur)
+            if pp is None or pp <= 1:
+                break
+            if _trusted_nspawn(pp):
+                argv = [a.decode("utf-8", "replace") for a in (_proc_read(pp, "cmdline") or b"").split(b"\0")]
+                env = [a.decode("utf-8", "replace") for a in (_proc_read(cur, "environ") or b"").split(b"\0")]
+                if argv and argv[-1] == "":
+                    argv.pop()  # cmdline ends with a NUL
+                found = nspawn_from_leader(argv[:256], env[:1024], pp)
+                break
+            cur = pp
+        cache[key] = found
+    got = cache[key]
+    if got is None:
+        return None
+    return dict(got, state=list(got["state"]), cgroup=cgroup[:4096] if isinstance(cgroup, str) else got["cgroup"])

@@ -130,11 +130,21 @@ def container_pids(words: Sequence[str], root: Optional[str] = None) -> List[int
     found: Dict[str, Dict[str, Any]] = {}
     members: Dict[str, List[int]] = {}
     cache: Dict[str, Any] = {}
+    try:
+        own_ns = os.readlink("/proc/self/ns/pid") if r == "/proc" else None
+    except OSError:
+        own_ns = None
     for pid in base.list_pids(r):
         try:
             c = _containers.from_cgroup(base.read(pid, "cgroup", base=r))
         except (NoSuchProcess, AccessDenied):
             continue
+        if c is None and own_ns is not None:  # an nspawn machine no machined registered
+            try:
+                if os.readlink(f"/proc/{pid}/ns/pid") != own_ns:
+                    c = _containers.nspawn_of(pid, None, cache)
+            except OSError:
+                pass
         if c is None:
             continue
         k = _key(c)
