@@ -24,5 +24,13 @@ def check_document(kernel_release: str, targets: "List[Dict[str, Any]]",
 
 
 def dumps(doc: "Any", pretty: bool = True) -> str:
-    """Indented for a person; compact (and C-encoded, much faster) for large machine output."""
-    return json.dumps(doc, indent=2) if pretty else json.dumps(doc, separators=(",", ":"))
+    """Indented for a person; compact (and C-encoded, much faster) for large machine output.
+
+    The compact path skips the encoder's circular-reference check: a check document is a tree
+    (results share read-only parts, :mod:`coredoctor.kernel.batch`, but nothing refers back to
+    itself), and the check's bookkeeping (a dict of every container's id, entered and left once
+    per dict and list) was half of the encoding time of ``check --all`` (6.5 MB over 2,000
+    processes: 100 -> 55 ms). The text written is the same byte for byte."""
+    if pretty:
+        return json.dumps(doc, indent=2)
+    return json.dumps(doc, separators=(",", ":"), check_circular=False)
