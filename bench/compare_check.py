@@ -8,7 +8,8 @@ usage: sudo python3 bench/compare_check.py --against OTHER_CHECKOUT [--procs 200
    runs both trees' `snapshot --all` and `check --all --json` back to back and compares them
    process by process (the snapshot's `taken_at` aside). Every process of the frozen set must
    have the same entry; a difference in another process (one that changed between the two
-   reads: another user's work) is listed, not counted.
+   reads: another user's work) is listed, not counted. A pair during which the host's
+   core-dump sysctls changed (another user's test) is read again, up to five times.
 2. offline: one `snapshot --all` file, evaluated by both trees with `check --from FILE --all
    --json`: the two documents must be equal, whole.
 
@@ -34,6 +35,17 @@ def run(src, *args, env_extra=None):
     if p.returncode not in (0, 1):
         sys.exit(f"{src}: coredoctor {' '.join(args)} failed: {p.stderr.decode()[-500:]}")
     return json.loads(p.stdout)
+
+
+def _sysctls():
+    out = []
+    for name in ("kernel/core_pattern", "fs/suid_dumpable", "kernel/core_uses_pid", "kernel/core_pipe_limit"):
+        try:
+            with open(f"/proc/sys/{name}") as f:
+                out.append(f.read())
+        except OSError:
+            out.append(None)
+    return out
 
 
 def by_pid(entries):
@@ -74,14 +86,26 @@ def main():
         frozen = {k.pid for k in kids}
         for extra in ({}, {"COREDOCTOR_DISABLE": "pidfd,ptrace"}):
             tag = f" [{extra['COREDOCTOR_DISABLE']} disabled]" if extra else ""
-            s1, s2 = run(SRC, "snapshot", "--all", env_extra=extra), run(other, "snapshot", "--all", env_extra=extra)
+            for attempt in range(1, 6):  # (read again when the host changed meanwhile, as below)
+                before = _sysctls()
+                s1, s2 = run(SRC, "snapshot", "--all", env_extra=extra), run(other, "snapshot", "--all", env_extra=extra)
+                if _sysctls() == before:
+                    break
+                print(f"  snapshot{tag}: the host's sysctls changed during the pair; again ({attempt})")
             top = [k for k in set(s1) | set(s2) if k not in ("taken_at", "processes") and s1.get(k) != s2.get(k)]
             if top:
                 print(f"snapshot{tag}: sections differ: {sorted(top)} (paths/units/mounts of other processes "
                       "may change between the reads)")
             ok &= compare(f"snapshot{tag}", by_pid(s1["processes"]), by_pid(s2["processes"]), frozen)
-            c1 = run(SRC, "check", "--all", "--json", env_extra=extra)
-            c2 = run(other, "check", "--all", "--json", env_extra=extra)
+            for attempt in range(1, 6):
+                # another user's test may change the host between the two reads (core_pattern,
+                # suid_dumpable): such a pair is not a comparison; it is read again
+                before = _sysctls()
+                c1 = run(SRC, "check", "--all", "--json", env_extra=extra)
+                c2 = run(other, "check", "--all", "--json", env_extra=extra)
+                if _sysctls() == before:
+                    break
+                print(f"  check --all --json{tag}: the host's sysctls changed during the pair; again ({attempt})")
             ok &= compare(f"check --all --json{tag}", by_pid(c1["targets"]), by_pid(c2["targets"]), frozen)
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
                 json.dump(s1, f)
