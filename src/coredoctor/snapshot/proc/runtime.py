@@ -93,8 +93,8 @@ def _raw(path: str, size: int) -> bytes:
 
 
 #: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of an executable -> its markers: the
-#: workers of one program share one file, read once per snapshot (a change of the file changes
-#: its mtime or ctime, and so its key)
+#: workers of one program share one file, read once while coredoctor runs (a write to the file
+#: changes its mtime and ctime, and ctime cannot be set back: a changed file has another key)
 _EXE_MARKERS: Dict[Any, List[str]] = {}
 
 
