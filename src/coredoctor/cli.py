@@ -261,7 +261,7 @@ def _live_signal(name: str) -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     """:func:`_check` without cyclic garbage collection: the snapshot and the results are trees,
     freed by reference counting, and the collector's passes over 2,000 processes' dicts were
-    ~25 ms of check --all (re-enabled after, for callers that go on: tests, canary)."""
+    ~25 ms of check --all (re-enabled after, for callers that go on: cli.main() in tests)."""
     import gc
     was = gc.isenabled()
     gc.disable()
