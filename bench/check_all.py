@@ -8,7 +8,12 @@ usage: sudo python3 bench/check_all.py [--procs 2000] [--rounds 7] [--against OT
 
 --against times a second source tree (another checkout's src/, e.g. the branch before a change)
 in the same rounds, alternating with this one, and prints its figures too: a before/after on a
-loaded machine is only fair within one run.
+loaded machine is only fair within one run. On a machine shared with other work, compare CPU
+times (user+sys, which a busy neighbour inflates less than wall time) and ratios of the same
+run; the lowest CPU time of the rounds is printed too (the round least disturbed). Another
+user's test that changes kernel.core_pattern during the rounds changes what check reads: the
+core_pattern is printed before and after. bench/compare_check.py checks that two trees give
+the same answers (the other half of a speed change).
 """
 import argparse
 import os
@@ -35,6 +40,14 @@ def timed(cmd, env=None):
     if p.returncode not in (0, 1):
         sys.exit(f"{cmd[0]} failed: {err.decode()[-500:]}")
     return dt, ru.ru_utime + ru.ru_stime
+
+
+def _core_pattern():
+    try:
+        with open("/proc/sys/kernel/core_pattern") as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def main():
@@ -69,6 +82,7 @@ def main():
             env_o = dict(os.environ, PYTHONPATH=other)
             timed(cd, env_o)
         timed(cd, env), timed(ps)  # warm caches
+        pattern_before = _core_pattern()
         rows = []
         orows = []
         load = []
@@ -82,6 +96,9 @@ def main():
         print(f"processes in the table: {n}  (kernel {os.uname().release}, {os.cpu_count()} CPUs, "
               f"1-minute load {min(load):.2f}-{max(load):.2f} during the rounds)")
         print(f"timing: {' '.join(cd)}")
+        pattern_after = _core_pattern()
+        print(f"kernel.core_pattern {pattern_before!r}" + ("" if pattern_after == pattern_before else
+                                                         f" -> {pattern_after!r} (changed during the rounds)"))
         print(f"{'round':>5} {'check --all --json':>20} {'ps -eo ...':>12} {'ratio':>7}   {'cpu: check':>10} {'ps':>7}")
         for i, (c, p, r, cc, cp) in enumerate(rows, 1):
             print(f"{i:>5} {c * 1000:>17.0f} ms {p * 1000:>9.0f} ms {r:>7.2f}   {cc * 1000:>7.0f} ms {cp * 1000:>4.0f} ms")
@@ -94,6 +111,10 @@ def main():
         c_ps = statistics.median(r[4] for r in rows)
         print(f"median CPU (user+sys): check {c_cd * 1000:.0f} ms, ps {c_ps * 1000:.0f} ms, "
               f"ratio {statistics.median(r[3] / r[4] for r in rows):.2f}")
+        print(f"lowest CPU of the rounds: check {min(r[3] for r in rows) * 1000:.0f} ms, ps "
+              f"{min(r[4] for r in rows) * 1000:.0f} ms, ratio {min(r[3] for r in rows) / min(r[4] for r in rows):.2f}"
+              + (f"; against: check {min(r[3] for r in orows) * 1000:.0f} ms, ratio "
+                 f"{min(r[3] for r in orows) / min(r[4] for r in orows):.2f}" if orows else ""))
         if orows:
             print(f"against {other} (same rounds, alternating): median check "
                   f"{statistics.median(r[0] for r in orows) * 1000:.0f} ms, ratio "

@@ -173,3 +173,16 @@ def test_likely_reason_is_the_gates_with_the_crash_observed_facts():
     # no running instance: the observation narrows it, and the rest is said to be unknown
     lr = report.likely_reason(_crash(), core, {"instance": lambda c: None})
     assert lr["gate"] is None and "unknown" in lr["evidence"] and [g["id"] for g in lr["gates"]] == list(O.CUT_GATES)
+
+
+def test_observed_is_an_immutable_record_with_read_only_defaults():
+    """Observed and Refusal are NamedTuples (no dataclasses import at start-up): fields cannot
+    be reassigned, and the shared empty sysctls of two observations cannot be written to."""
+    import pytest
+    a, b = O.Observed(), O.Observed(signal="SIGSEGV")
+    with pytest.raises(AttributeError):
+        a.signal = "SIGBUS"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        a.sysctls["fs.suid_dumpable"] = "2"  # type: ignore[index]
+    assert b.sysctls == {} and O.as_dict(b) == {"signal": "SIGSEGV"}
+    assert O.Observed(refusal=O.Refusal("rlimit-core", "kmsg", "x")).refusal.gate == "rlimit-core"

@@ -298,3 +298,41 @@ def test_the_core_carries_the_signal_the_runtime_re_raises():
     proc["runtime"] = facts(["map:libpython3"], {"PYTHONFAULTHANDLER": "1"})
     t = evaluator.evaluate_targets(snap, [os.getpid()])[0]
     assert t["core_destination"]["path"] == f"/var/crash/core.{os.getpid()}.{sig['SIGSEGV']}"
+
+
+def test_exe_markers_once_per_file_and_again_when_it_changes(tmp_path):
+    """snapshot/proc/runtime.py reads an executable's markers once per file (device, inode,
+    size, mtime, ctime): the same answer as coredoctor.elf.markers, and a file written over
+    since (same inode, another program) is read again."""
+    import sys
+    from coredoctor.snapshot.proc import runtime as prt
+    want = RT.MARKERS
+    secs = [m[8:] for m in want if m.startswith("section:")]
+    syms = [m[7:] for m in want if m.startswith("symbol:")]
+    notes = [m[5:] for m in want if m.startswith("note:")]
+    sufs = [m[7:] for m in want if m.startswith("suffix:")]
+    exe = tmp_path / "prog"
+
+    def both():
+        fd = os.open(exe, os.O_RDONLY)
+        try:
+            return prt._exe_markers(fd, secs, syms, notes, sufs), elf.markers(fd, secs, syms, notes, sufs)
+        finally:
+            os.close(fd)
+    for cand in ("/usr/bin/python3", sys.executable, shutil.which("go") or ""):
+        if cand and os.path.exists(cand):
+            shutil.copy(os.path.realpath(cand), exe)
+            first = both()
+            if first[1]:
+                break
+    else:
+        pytest.skip("no executable with a runtime marker here")
+    assert first[0] == first[1]
+    assert both()[0] == first[1]  # from the cache
+    ino = os.stat(exe).st_ino
+    with open(exe, "r+b") as f:  # another program over the same inode (an in-place upgrade)
+        f.write(open(shutil.which("true") or "/bin/true", "rb").read())
+        f.truncate()
+    assert os.stat(exe).st_ino == ino
+    again = both()
+    assert again[0] == again[1] != first[1]

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from coredoctor.kernel.world import estimate_core_size
 
-__all__ = ["fingerprint", "group", "Rebinder", "pick_sentinels", "evaluate_many"]
+__all__ = ["fingerprint", "group", "Rebinder", "Bound", "pick_sentinels", "evaluate_many"]
 
 Target = Dict[str, Any]
 
@@ -83,6 +83,18 @@ def pick_sentinels(text: str, n: int = 1) -> List[int]:
     raise ValueError("no sentinel pid free")
 
 
+class Bound(Dict[str, Any]):
+    """A result handed out by a :class:`Rebinder` for *pid*: the dict itself, and where it came
+    from, so that the JSON renderer may write it as the template's text with the pid put in
+    (render/json.py, which checks that this gives the same text once per template)."""
+    __slots__ = ("rebinder", "pid")
+
+    def __init__(self, d: Dict[str, Any], rebinder: "Rebinder", pid: int) -> None:
+        super().__init__(d)
+        self.rebinder = rebinder
+        self.pid = pid
+
+
 class Rebinder:
     """A result computed with the sentinel pid *sentinel*, to be handed out with other pids."""
 
@@ -94,8 +106,9 @@ class Rebinder:
         self._build: Callable[[int, str], Any] = build if build is not None else (lambda pid, ps: dict(template))
 
     def bind(self, pid: int) -> Target:
-        """The result for *pid*: new containers where the pid shows, the rest shared."""
-        return self._build(pid, str(pid))
+        """The result for *pid*: new containers where the pid shows, the rest shared (a
+        :class:`Bound`)."""
+        return Bound(self._build(pid, str(pid)), self, pid)
 
     def _compile(self, v: Any) -> Optional[Callable[[int, str], Any]]:
         """A function (pid, str(pid)) -> a copy of *v* with the sentinel replaced, or None when

@@ -87,10 +87,14 @@ def take(pids: Optional[Iterable[int]] = None, signal: str = "SIGSEGV", strict: 
     if parsed["kind"] == "file":
         files: Dict[Tuple[Any, str], Dict[str, Any]] = {}
         how = "fault" if signal in FAULT_SIGNALS else "kill"
+        # a pattern without specifiers (and no .PID appended) names the same directory and file
+        # for every process with the same root/cwd: its views are worked out once per directory
+        static: Optional[Dict[Any, Any]] = {} if "%" not in parsed["pattern"] and not (
+            sysctls.get("kernel.core_uses_pid") and not parsed.get("has_pid")) else None
         for pid in targets:
             # the signal of the core: a runtime may re-raise another one (coredoctor.runtimes)
             sig = runtimes.core_signal(procs[pid].get("runtime"), signal, how)
-            _destination_facts(snap, procs[pid], kernel["signals"].get(sig, signo), files)
+            _destination_facts(snap, procs[pid], kernel["signals"].get(sig, signo), files, static)
     return snap
 
 
@@ -107,9 +111,12 @@ def _ptrace_fallback(procs: Dict[int, Dict[str, Any]], kernel: Dict[str, Any]) -
 
 
 def _destination_facts(snap: Dict[str, Any], proc: Dict[str, Any], signo: int,
-                       files: Optional[Dict[Tuple[Any, str], Dict[str, Any]]] = None) -> None:
+                       files: Optional[Dict[Tuple[Any, str], Dict[str, Any]]] = None,
+                       static: Optional[Dict[Any, Any]] = None) -> None:
     """*files* caches the existing-file facts per (directory key, name) for one snapshot: the
-    processes that share a directory (most share a cwd of ``/``) share its ``lstat``."""
+    processes that share a directory (most share a cwd of ``/``) share its ``lstat``. *static*
+    (a pattern without specifiers: the view depends on the dumpable value and the root or cwd
+    only) caches the views by those: a view found there has its directory walked already."""
     dest = {}
     files = {} if files is None else files
     # both views whatever the flag is now: where a dumpable=2 fix would send the core (check's
@@ -117,7 +124,13 @@ def _destination_facts(snap: Dict[str, Any], proc: Dict[str, Any], signo: int,
     # this reading with the flag it followed since: a drop under suid_dumpable=2 moves the open
     # to the host's root)
     for v in (1, 2):
-        view = gates.destination_views(snap, proc, signo, v)
+        if static is not None:
+            skey = (v, proc.get("root_id"), proc.get("cwd_id"))
+            if skey not in static:
+                static[skey] = gates.destination_views(snap, proc, signo, v)
+            view = static[skey]
+        else:
+            view = gates.destination_views(snap, proc, signo, v)
         if view is None or view[2] is None:
             continue
         key, base, d, base_parts = view

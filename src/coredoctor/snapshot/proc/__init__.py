@@ -330,7 +330,10 @@ def _read_process(pid: int, base: str, pfd: Optional[int], use_pidfd: bool, want
         "proc_owner": list(owner),
     }
     p["limits"] = _limits(pid, base, comm)
-    cf = _optional(pid, "coredump_filter", comm, r)  # a kernel without ELF core dumps has none
+    try:  # (the common case in one step; any error is classified by _optional's read)
+        cf: Optional[str] = _read(f"{base}/coredump_filter")
+    except OSError:
+        cf = _optional(pid, "coredump_filter", comm, r)  # a kernel without ELF core dumps has none
     p["coredump_filter"] = cf.strip() if cf is not None else None
     for link in ("exe", "cwd"):
         try:
@@ -338,8 +341,7 @@ def _read_process(pid: int, base: str, pfd: Optional[int], use_pidfd: bool, want
         except OSError:
             p[link] = None
     p["root_id"] = p["cwd_id"] = None
-    dirs = set(wants.dirs) | ({"root"} if wants.root_is_host else set())
-    for which in sorted(dirs):
+    for which in sorted(set(wants.dirs) | ({"root"} if wants.root_is_host else set())):
         try:
             st = os.stat(f"{base}/{which}")
             p[f"{which}_id"] = f"{st.st_dev}:{st.st_ino}"
@@ -349,7 +351,10 @@ def _read_process(pid: int, base: str, pfd: Optional[int], use_pidfd: bool, want
         p["root_is_host"] = p["root_id"] == wants.self_root
     if wants.userns:
         p["userns_is_host"] = _ns_is_host(base, "user", wants)
-    cg = _optional(pid, "cgroup", comm, r, denied_ok=True)
+    try:
+        cg: Optional[str] = _read(f"{base}/cgroup")
+    except OSError:
+        cg = _optional(pid, "cgroup", comm, r, denied_ok=True)
     p["unit"], p["cgroup"] = _unit_of(cg) if cg is not None else (None, None)
     p["container"] = _container_of(cg) if cg is not None else None
     p["uts_is_host"] = _ns_is_host(base, "uts", wants) if wants.uts else None

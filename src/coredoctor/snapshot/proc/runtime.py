@@ -63,12 +63,15 @@ def parse_environ(raw: bytes, names: Any = runtimes.ENV_NAMES) -> Dict[str, str]
 def map_markers(maps_text: str) -> List[str]:
     """``map:STEM`` markers of the table found among the mapped files of a /proc/PID/maps text."""
     stems = [m[4:] for m in runtimes.MARKERS if m.startswith("map:")]
+    any_stem = tuple(stems)
     found = set()
     for line in maps_text.splitlines():
         i = line.find("/")
         if i < 0:
             continue
         name = line[i:].rsplit("/", 1)[-1]
+        if not name.startswith(any_stem):  # most mappings match none (one test, in C)
+            continue
         for stem in stems:
             if name.startswith(stem):
                 found.add("map:" + stem)
@@ -89,6 +92,25 @@ def _raw(path: str, size: int) -> bytes:
         os.close(fd)
 
 
+#: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of an executable -> its markers: the
+#: workers of one program share one file, read once while coredoctor runs (a write to the file
+#: changes its mtime and ctime, and ctime cannot be set back: a changed file has another key)
+_EXE_MARKERS: Dict[Any, List[str]] = {}
+
+
+def _exe_markers(fd: int, secs: List[str], syms: List[str], notes: List[str], suffixes: List[str]) -> List[str]:
+    """:func:`coredoctor.elf.markers` of the open executable *fd*, once per file."""
+    st = os.fstat(fd)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, tuple(secs), tuple(syms),
+           tuple(notes), tuple(suffixes))
+    got = _EXE_MARKERS.get(key)
+    if got is None:
+        if len(_EXE_MARKERS) > 1024:
+            _EXE_MARKERS.clear()
+        got = _EXE_MARKERS[key] = list(elf.markers(fd, secs, syms, notes, suffixes))
+    return got
+
+
 def read_runtime(pid: int, comm: Optional[str] = None, base: Optional[str] = None) -> Dict[str, Any]:
     """The runtime record of *pid* (see the module's docstring). Raises
     ProcessGone when the process is gone; a file that cannot be read leaves its part empty."""
@@ -104,7 +126,7 @@ def read_runtime(pid: int, comm: Optional[str] = None, base: Optional[str] = Non
     try:
         fd = os.open(f"{d}/exe", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            found.update(elf.markers(fd, secs, syms, notes, suffixes))
+            found.update(_exe_markers(fd, secs, syms, notes, suffixes))
         finally:
             os.close(fd)
     except elf.NotAnElf as e:
