@@ -392,10 +392,13 @@ def build(since: "float | None" = None, only: "Iterable[str] | None" = None,
     penv = pattern_env(pattern, kernel)
     host = cores.Host(penv["parsed"])
     hist = {k: sysctl_history.changes(fix_journal.list_all(), k) for k in HISTORY_KEYS}
+    from coredoctor.history import kmsg as kmsg_reader
+    boot = kmsg_reader.boot_id()
     env = dict(penv, signals=kernel["signals"], base_dirs=host.base_dirs, instance=host.instance,
                complete_container=host.complete_container, live_container=host.live_container,
                instance_facts=_instance_facts(),
-               then=lambda crash: {k: sysctl_history.value_at(hist[k], crash.get("time"), str(now.get(k, "")))
+               then=lambda crash: {k: sysctl_history.value_at(hist[k], crash.get("time"), str(now.get(k, "")),
+                                                              kmsg_seq=crash.get("kmsg_seq"), boot_id=boot)
                                    for k in HISTORY_KEYS},
                pattern_env=lambda p: pattern_env(p, kernel))
     from coredoctor.history import witness
