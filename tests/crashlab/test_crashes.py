@@ -242,7 +242,9 @@ def test_after_the_seeds_fix_the_old_crash_is_judged_by_its_own_time(labdir, fix
         # ordered by the kernel log's sequence numbers, not its clock (printk's local_clock() runs
         # ahead of CLOCK_MONOTONIC in the emulated arm64 guest: the crash looked later than the fix)
         assert isinstance(c.get("kmsg_seq"), int), c
-        assert (lr["gate"], lr["fixed_by"], lr["instance"]) == ("dumpable", done["id"], restarted.pid), lr
+        assert (lr["gate"], lr.get("fixed_by"), lr["instance"]) == ("dumpable", done["id"], restarted.pid), \
+            json.dumps({"likely_reason": lr, "crash_time": c["time"], "kmsg_seq": c.get("kmsg_seq"),
+                        "fix": {k: v for k, v in _journal(done["id"]).items() if k in ("created", "kmsg")}})
         assert "fs.suid_dumpable was 0" in lr["evidence"]
         text = L.coredoctor("crashes", "--since", "10 minutes ago").stdout
         assert f"already changed since by fix {done['id']}" in text, text
@@ -250,6 +252,11 @@ def test_after_the_seeds_fix_the_old_crash_is_judged_by_its_own_time(labdir, fix
         for x in (v, again, restarted):
             if x:
                 x.close()
+
+
+def _journal(fix_id):
+    from coredoctor.fix import journal
+    return journal.load(fix_id)
 
 
 def _fake_core(pid, uid=65534):

@@ -54,3 +54,43 @@ def test_a_kernel_line_is_ordered_against_a_fix_by_the_kernel_logs_sequence_not_
     assert value_at(sd, 100.7, "2", kmsg_seq=None, boot_id="b1") == ("2", None)
     bad = changes([dict(e, kmsg={"boot_id": "b1", "next_seq": "500"})], "fs.suid_dumpable")  # not a number
     assert value_at(bad, 100.7, "2", kmsg_seq=499, boot_id="b1") == ("2", None)
+
+
+def test_a_kernel_log_that_overwrote_its_oldest_records_is_a_missing_witness():
+    """printk's ring buffer numbers records from 0 at boot: an oldest record numbered above 0 means
+    the buffer was full and older lines -- crashes among them -- are gone; crashes says so and
+    names the switch (log_buf_len=)."""
+    import time
+    from coredoctor.history import witness
+    from coredoctor.render.text import crashes_report
+    t = time.time() - 3600
+    full = witness.kernel_log({"debug.exception-trace": 1}, "x86_64",
+                              position={"boot_id": "b", "next_seq": 90000, "first_seq": 41234, "first_time": t})
+    assert full["overwritten"] == {"records": 41234, "oldest_kept": t}
+    assert "first 41234 records of this boot were overwritten" in full["note"]
+    assert [s["command"] for s in full["switches"]] == ["log_buf_len=4M on the kernel command line"]
+    both = witness.kernel_log({"debug.exception-trace": 0}, "aarch64", position={"first_seq": 7, "first_time": t})
+    assert [s["command"] for s in both["switches"]] == ["sysctl -w debug.exception-trace=1", "auditctl -e 1",
+                                                        "log_buf_len=4M on the kernel command line"]
+    whole = witness.kernel_log({"debug.exception-trace": 1}, "x86_64", position={"first_seq": 0, "first_time": t})
+    assert "overwritten" not in whole and whole["note"] is None and whole["switches"] == []
+    assert "overwritten" not in witness.kernel_log({"debug.exception-trace": 1}, "x86_64", position=None)
+    out = crashes_report({"crashes": [], "read": {"kmsg": "read (0 events)"}, "kernel_log": full}).splitlines()
+    said = [ln for ln in out if "oldest records overwritten" in ln]
+    assert said and "log_buf_len=4M" in " ".join(out) and all(len(ln) <= 100 for ln in out), out
+    assert "overwritten" not in crashes_report({"crashes": [], "read": {"kmsg": "read (0 events)"},
+                                                "kernel_log": whole})
+
+
+def test_the_kernel_log_position_of_this_host():
+    """Read for real: this boot's id, and a next_seq past every record held."""
+    import os
+    import pytest
+    from coredoctor.history import kmsg
+    if not os.access("/dev/kmsg", os.R_OK):
+        pytest.skip("/dev/kmsg is not readable here")
+    pos = kmsg.position()
+    assert pos is not None and pos["boot_id"] == kmsg.boot_id()
+    seqs = [e["seq"] for e in kmsg.read_kmsg() if isinstance(e.get("seq"), int)]
+    assert all(s < pos["next_seq"] for s in seqs) and pos["first_seq"] <= pos["next_seq"]
+    assert kmsg.position(path="/nonexistent/kmsg") is None

@@ -404,7 +404,7 @@ def build(since: "float | None" = None, only: "Iterable[str] | None" = None,
     from coredoctor.history import witness
     return {"schema": SCHEMA, "core_pattern": pattern, "read": read, "crashes": records(events, env, since),
             "skipped": dict(skips.counts), "skipped_why": {k: list(v) for k, v in skips.reasons.items()},
-            "kernel_log": witness.kernel_log(now, kernel["machine"])}  # additive: can it witness a fault
+            "kernel_log": witness.kernel_log(now, kernel["machine"], position=kmsg_reader.position())}  # additive: can it witness a fault
 
 
 def _instance_facts() -> "Callable[[dict[str, Any]], Optional[Tuple[dict[str, Any], dict[str, Any]]]]":
@@ -504,6 +504,8 @@ def records(events: "Iterable[dict[str, Any]]", env: "dict[str, Any]",
             rec["supervisor"] = c["supervisor"]  # additive: the supervisor's line and its WCOREDUMP
         if c.get("fault"):
             rec["fault"] = c["fault"]  # additive (arm64): the ESR decoded, see history.esr
+        if c.get("kmsg_seq") is not None:
+            rec["kmsg_seq"] = c["kmsg_seq"]  # additive: its kernel line's number (orders it against fixes)
         if c["events"] and all(ev.get("untrusted") for ev in c["events"]):
             rec["untrusted"] = c["events"][0]["untrusted"]  # nothing but lines anyone could have written
         rec["container"], rec["container_from"] = container_of(c, env)
