@@ -194,7 +194,7 @@ def test_names_a_daemon_that_drops_within_its_first_time_slice(cores, labdir):
     assert rc == 139, err
     ch = T.of(recs, "dumpable-change")
     assert [(r["comm"], r["syscall"], r["before"], r["after"]) for r in ch] == \
-        [("spin-drop", "setresgid", 1, 0), ("spin-drop", "setresuid", 0, 0)], ch
+        [("spin-drop", "setresgid", 1, 0), ("spin-drop", "setresuid", 0, 0)], json.dumps(recs)[-6000:]
     fs = T.of(recs, "fatal-signal")
     assert [(f["comm"], f["signal"]) for f in fs] == [("spin-drop", "SIGSEGV")], fs
     assert not _core_of(cores, fs[0]["pid"])
