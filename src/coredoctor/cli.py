@@ -119,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("-o", "--output", metavar="FILE", help="write the trace here (default: stdout; "
                     "stderr when a command runs, so its own output passes through)")
     tr.add_argument("--no-stack", action="store_true", help="no user-space stacks (options/userstacktrace)")
+    tr.add_argument("--buffer-kb", type=int, default=8192, metavar="KB",
+                    help="ring buffer per CPU (tracefs buffer_size_kb; default 8192): raise it when "
+                    "the trace says events were lost")
     tr.add_argument("command", nargs="*", help="-- CMD [ARGS...]: run CMD under trace")
 
     m = sub.add_parser("metrics", help="the host's core-dump readiness and lost cores as Prometheus metrics "
@@ -469,6 +472,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
             raise UsageError(f"not a process name: {n!r}")
     if not (pids or args.name or cmd):
         raise UsageError("name what to trace: -- CMD, --pid PID, --name NAME, --unit UNIT or --container NAME")
+    if not 64 <= args.buffer_kb <= 1 << 21:
+        raise UsageError("--buffer-kb must be between 64 and 2097152")
     out: TextIO
     if args.output:
         try:
@@ -497,7 +502,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         out.write(f"coredoctor trace: watching {what}: dumpable transitions and fatal signals (Ctrl-C stops)\n")
     try:
         return trun.run(pids=pids, names=args.name, cmd=cmd or None, duration=args.duration, emit=emit,
-                        userstack=not args.no_stack)
+                        userstack=not args.no_stack, buffer_kb=args.buffer_kb)
     finally:
         if args.output:
             out.close()

@@ -56,7 +56,9 @@ def _fatal(recs, cores):
 
 def test_setresgid_only(cores):
     L.write_sysctl("fs.suid_dumpable", "0")
-    rc, recs, err, _ = T.trace([], T.actor("core", f"setresgid:-1,{NOBODY},-1", "fault"))
+    # 2 s before the fault: the kernel is read (confirmed) while the process lives even where the
+    # tracer's reads lag (the arm64 guest under TCG: 0.3 s was not enough, "not read: exited")
+    rc, recs, err, _ = T.trace([], T.actor("core", f"setresgid:-1,{NOBODY},-1", "sleep:2", "fault"))
     assert rc == 139, err
     att = T.of(recs, "attach")[0]
     assert att["dumpable"] == 1
@@ -67,13 +69,21 @@ def test_setresgid_only(cores):
     assert r["suid_dumpable"] == 0 and r["changed"] is True and r["pid"] == att["pid"]
     assert r["creds_before"]["gid"] == [0, 0, 0, 0] and r["creds_after"]["gid"] == [0, NOBODY, 0, NOBODY]
     assert r["creds_after"]["uid"] == [0, 0, 0, 0]
-    assert r["stack"] and all(isinstance(a, (str, dict)) for a in r["stack"])
+    summ = T.of(recs, "summary")[0]
+    if summ["user_stacks"] == 0 and summ["stack_note"]:  # a kernel that writes no user stacks (arm64)
+        assert r["stack"] == [] and r["stack_note"] == summ["stack_note"], r
+        assert "this kernel writes no user stack records" in r["stack_note"]
+        assert os.uname().machine != "x86_64", summ  # x86 selects CONFIG_USER_STACKTRACE_SUPPORT
+        notes = [n["what"] for n in T.of(recs, "notice") if n["what"].startswith("user stacks: unknown")]
+        assert len(notes) == 1, recs
+    else:
+        assert r["stack"] and all(isinstance(a, (str, dict)) for a in r["stack"]), r
+        assert r["stack_note"] is None
     assert r["rule"]["kernel"] == "__sys_setresgid()"
     _confirmed(r)
     f = _fatal(recs, cores)
     assert f["dumped"] is False and f["prediction"]["blocking_gate"] == "dumpable"
-    summ = T.of(recs, "summary")[0]
-    assert summ["lost"] == 0
+    assert summ["lost"] == 0 and not T.of(recs, "notice", kind="events-lost")
 
 
 def test_full_drop_with_suid_dumpable_2_dumps(cores):
@@ -135,12 +145,16 @@ def test_exec_of_setuid_binary(cores, labdir):
         f.write("#include <stdio.h>\n#include <unistd.h>\n#include <sys/resource.h>\n"
                 "int main(void){struct rlimit r={RLIM_INFINITY,RLIM_INFINITY}; setrlimit(RLIMIT_CORE,&r);"
                 "printf(\"uid %d euid %d\\n\",(int)getuid(),(int)geteuid()); fflush(stdout);"
-                "usleep(400000); return *(volatile int*)0;}\n")
+                "usleep(2000000); return *(volatile int*)0;}\n")
     subprocess.run(["gcc", "-O0", "-o", exe, src], check=True)
     os.chown(exe, 0, 0)
     os.chmod(exe, 0o4755)
     # setpriv drops to nobody (1 -> 0), execs sh (an ordinary exec: 0 -> 1), sh execs the
     # set-uid-root binary (euid 65534 -> 0: dumpable := fs.suid_dumpable = 0)
+    # the binary's setrlimit() right after its exec races the tracer's reading of it (begun at the
+    # exec), which is then stale: the 2 s before the fault let it be read again even where reads
+    # lag (the arm64 guest under TCG: a snapshot takes about 0.3 s, 0.4 s was not enough and the
+    # prediction was honestly "stale"); the outcome check needs a prediction
     cmd = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "sh", "-c",
            f"sleep 0.4; exec {exe}"]
     rc, recs, err, out = T.trace([], cmd)
@@ -180,7 +194,7 @@ def test_names_a_daemon_that_drops_within_its_first_time_slice(cores, labdir):
     assert rc == 139, err
     ch = T.of(recs, "dumpable-change")
     assert [(r["comm"], r["syscall"], r["before"], r["after"]) for r in ch] == \
-        [("spin-drop", "setresgid", 1, 0), ("spin-drop", "setresuid", 0, 0)], ch
+        [("spin-drop", "setresgid", 1, 0), ("spin-drop", "setresuid", 0, 0)], json.dumps(recs)[-6000:]
     fs = T.of(recs, "fatal-signal")
     assert [(f["comm"], f["signal"]) for f in fs] == [("spin-drop", "SIGSEGV")], fs
     assert not _core_of(cores, fs[0]["pid"])
@@ -242,22 +256,49 @@ def test_pid_and_name_modes(cores):
     ch = T.of(recs, "dumpable-change", pid=p.pid)
     assert [(r["syscall"], r["before"], r["after"]) for r in ch] == [("setresgid", 1, 0)], recs
     _confirmed(ch[0])
-    # --name: the process starts 1 s after the tracer; its comm is set by exec
+    # --name: the process starts 1 s after the tracer is ready (its instance tracing); its comm is
+    # set by exec. Not 1 s after the tracer was *started*: under emulation (the arm64 guest) the
+    # tracer's start-up takes longer than the process's 1 s + exec + 1 s, so its prctl came before
+    # any filter and the process was found already non-dumpable (attach: dumpable 0, rightly)
     name = "cdtrace-actor"
     link = os.path.join(os.path.dirname(cores), name)
     os.symlink(T.PY, link)
-    starter = subprocess.Popen(["sh", "-c", f"sleep 1; exec {link} {T.ACTOR} prctl:0 exit"],
-                               stdout=subprocess.DEVNULL, env=env)
+    out = os.path.join(os.path.dirname(cores), "name.jsonl")
     t0 = time.time()
+    tr = subprocess.Popen([T.PY, "-m", "coredoctor", "trace", "--json", "-o", out, "--name", name,
+                           "--duration", "5"], env=T.env(), stderr=subprocess.PIPE, text=True)
+    starter = None
     try:
-        rc, recs, err, _ = T.trace(["--name", name, "--duration", "5"])
-        assert rc == 0, err
+        deadline = time.time() + 60
+        while time.time() < deadline and not _tracing(tr.pid):
+            assert tr.poll() is None, tr.communicate()[1]
+            time.sleep(0.05)
+        starter = subprocess.Popen(["sh", "-c", f"sleep 1; exec {link} {T.ACTOR} prctl:0 exit"],
+                                   stdout=subprocess.DEVNULL, env=env)
+        _, err = tr.communicate(timeout=60)
+        assert tr.returncode == 0, err
     finally:
-        starter.wait(10)
+        tr.kill()
+        tr.wait()
+        if starter is not None:
+            starter.wait(10)
     assert time.time() - t0 >= 4.5
+    with open(out) as f:
+        recs = [json.loads(line) for line in f]
     ch = T.of(recs, "dumpable-change", syscall="prctl")
-    assert [(r["comm"], r["pid"], r["before"], r["after"]) for r in ch] == [(name, starter.pid, 1, 0)], recs
+    assert [(r["comm"], r["pid"], r["before"], r["after"]) for r in ch] == [(name, starter.pid, 1, 0)], \
+        json.dumps(recs)
     _confirmed(ch[0])
+
+
+def _tracing(pid):
+    """The tracer *pid*'s tracefs instance exists and records (setup() turns tracing_on last)."""
+    root = T.tracefs_root()
+    try:
+        with open(os.path.join(root, "instances", f"coredoctor-{pid}", "tracing_on")) as f:
+            return f.read().strip() == "1"
+    except (OSError, TypeError):
+        return False
 
 
 def test_unit_mode(cores):

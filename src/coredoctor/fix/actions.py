@@ -165,6 +165,8 @@ def apply(fix_id: str, targets: Union[Dict[str, Any], List[Dict[str, Any]]], pla
              "targets": recs,
              "plan": {k: plan.get(k, []) for k in ("needs_restart", "security", "warnings", "manual")},
              "actions": []}
+    from coredoctor.history import kmsg
+    entry["kmsg"] = kmsg.position()  # additive: orders an old crash's kernel line against this fix
     journal.save(entry)
     pause = float(os.environ.get("COREDOCTOR_TEST_APPLY_PAUSE", "0") or 0)  # tests: a window to kill -9 in
     for a in list(plan["actions"]) + list(plan.get("reported") or []):

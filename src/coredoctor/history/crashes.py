@@ -161,6 +161,9 @@ def _add(c: Dict[str, Any], e: Dict[str, Any]) -> None:
     c["events"].append(ev)
     if c["time"] is None or (e.get("time") is not None and e["time"] < c["time"]):
         c["time"] = e.get("time")
+    if e.get("source") == "kmsg" and isinstance(e.get("seq"), int) and not e.get("untrusted") and (
+            c.get("kmsg_seq") is None or e["seq"] < c["kmsg_seq"]):
+        c["kmsg_seq"] = e["seq"]  # the kernel log's own order (this boot): see sysctl_history.value_at
     if e.get("untrusted"):
         return  # evidence shown as such; it decides nothing (no refusal, store, unit result or name)
     for k in ("signal", "signo", "exe", "comm", "unit", "pid", "uid"):

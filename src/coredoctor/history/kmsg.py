@@ -12,7 +12,7 @@ import os
 import re
 import time
 
-from typing import Callable, Iterable, Iterator, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Union
 
 from coredoctor.history import MAX_TIME, BadRecord, OnSkip, finite_time, number
 
@@ -260,6 +260,57 @@ _USER = re.compile(r"^(?P<ident>[^\s\[:]+)\[(?P<pid>[0-9]+)\]: (?P<msg>.*)", re.
 def _ascii_int(text: str) -> Optional[int]:
     """A kmsg header field (written by the kernel: ``%llu``) or None."""
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else None
+
+
+def position(path: str = "/dev/kmsg",
+             boot_id_path: str = "/proc/sys/kernel/random/boot_id") -> "Optional[Dict[str, Any]]":
+    """``{"boot_id", "next_seq", "first_seq", "first_time"}``: the sequence number the kernel
+    log's next record will have, in this boot -- an order that needs no clock (printk's
+    local_clock() may run ahead of CLOCK_MONOTONIC by seconds: the emulated arm64 guest) -- and
+    the oldest record still held (numbers start at 0 at boot: a first_seq above 0 means the
+    ring buffer was full and overwrote the older ones). None when it cannot be read."""
+    try:
+        with open(boot_id_path) as f:
+            boot = f.read().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    last = first = None
+    first_time = None
+    boot_t = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
+    try:
+        while True:
+            try:
+                rec = os.read(fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError as err:
+                if err.errno == errno.EPIPE:
+                    continue
+                return None
+            if not rec:
+                break
+            fields = rec.split(b";", 1)[0].split(b",")
+            if len(fields) > 1:
+                s = _ascii_int(fields[1].decode("ascii", "replace"))
+                if s is not None:
+                    last = s
+                    if first is None:
+                        first = s
+                        us = _ascii_int(fields[2].decode("ascii", "replace")) if len(fields) > 2 else None
+                        first_time = boot_t + us / 1e6 if us is not None else None
+    finally:
+        os.close(fd)
+    return {"boot_id": boot, "next_seq": 0 if last is None else last + 1, "first_seq": first,
+            "first_time": first_time}
+
+
+def boot_id(path: str = "/proc/sys/kernel/random/boot_id") -> "Optional[str]":
+    try:
+        with open(path) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def read_kmsg(path: str = "/dev/kmsg", user: "Classify | None" = None,

@@ -392,6 +392,8 @@ def build(since: "float | None" = None, only: "Iterable[str] | None" = None,
     penv = pattern_env(pattern, kernel)
     host = cores.Host(penv["parsed"])
     hist = {k: sysctl_history.changes(fix_journal.list_all(), k) for k in HISTORY_KEYS}
+    from coredoctor.history import kmsg as kmsg_reader
+    boot = kmsg_reader.boot_id()
     env = dict(penv, signals=kernel["signals"], base_dirs=host.base_dirs, instance=host.instance,
                complete_container=host.complete_container, live_container=host.live_container,
                gone_container=cores.podman_died,
@@ -399,13 +401,14 @@ def build(since: "float | None" = None, only: "Iterable[str] | None" = None,
                    crash, ct, parsed, host.container_member(crash, ct),
                    gone=_gone_why(ct)),
                instance_facts=_instance_facts(),
-               then=lambda crash: {k: sysctl_history.value_at(hist[k], crash.get("time"), str(now.get(k, "")))
+               then=lambda crash: {k: sysctl_history.value_at(hist[k], crash.get("time"), str(now.get(k, "")),
+                                                              kmsg_seq=crash.get("kmsg_seq"), boot_id=boot)
                                    for k in HISTORY_KEYS},
                pattern_env=lambda p: pattern_env(p, kernel))
     from coredoctor.history import witness
     return {"schema": SCHEMA, "core_pattern": pattern, "read": read, "crashes": records(events, env, since),
             "skipped": dict(skips.counts), "skipped_why": {k: list(v) for k, v in skips.reasons.items()},
-            "kernel_log": witness.kernel_log(now, kernel["machine"])}  # additive: can it witness a fault
+            "kernel_log": witness.kernel_log(now, kernel["machine"], position=kmsg_reader.position())}  # additive: can it witness a fault
 
 
 def _gone_why(ct: "dict[str, Any]") -> "str | None":
@@ -552,6 +555,8 @@ def records(events: "Iterable[dict[str, Any]]", env: "dict[str, Any]",
             rec["supervisor"] = c["supervisor"]  # additive: the supervisor's line and its WCOREDUMP
         if c.get("fault"):
             rec["fault"] = c["fault"]  # additive (arm64): the ESR decoded, see history.esr
+        if c.get("kmsg_seq") is not None:
+            rec["kmsg_seq"] = c["kmsg_seq"]  # additive: its kernel line's number (orders it against fixes)
         if c["events"] and all(ev.get("untrusted") for ev in c["events"]):
             rec["untrusted"] = c["events"][0]["untrusted"]  # nothing but lines anyone could have written
         rec["container"], rec["container_from"] = container_of(c, env)

@@ -33,7 +33,7 @@ def changes(entries: Optional[Iterable[Dict[str, Any]]], key: str) -> List[Dict[
             before, after = str(prior["value"]), str(a.get("value"))
             if e.get("created") is not None:
                 out.append({"time": float(e["created"]), "before": before, "after": after, "fix": e.get("id"),
-                            "how": "applied"})
+                            "how": "applied", "kmsg": e.get("kmsg") if isinstance(e.get("kmsg"), dict) else None})
             if e.get("state") == "rolled-back" and e.get("rolled_back") is not None:
                 out.append({"time": float(e["rolled_back"]), "before": after, "after": before, "fix": e.get("id"),
                             "how": "rolled back"})
@@ -41,14 +41,29 @@ def changes(entries: Optional[Iterable[Dict[str, Any]]], key: str) -> List[Dict[
     return [c for c in out if c["before"] != c["after"]]
 
 
-def value_at(chs: Sequence[Dict[str, Any]], when: Optional[float],
-             today: Optional[str]) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
+def _after(c: Dict[str, Any], when: float, kmsg_seq: Optional[int], boot_id: Optional[str]) -> bool:
+    """Whether change *c* came after a crash at *when*: by the kernel log's sequence numbers when
+    the crash is a kernel line of this boot (*kmsg_seq*) and the fix journaled where the log
+    stood (``kmsg``: boot_id, next_seq) -- a crash's kernel-log time is printk's local_clock(),
+    which may run ahead of CLOCK_MONOTONIC (by 0.7 s at 8 s uptime in the emulated arm64 guest,
+    more under load) and so look later than a fix made after it; else by time."""
+    k = c.get("kmsg")
+    if kmsg_seq is not None and boot_id and isinstance(k, dict) and k.get("boot_id") == boot_id \
+            and isinstance(k.get("next_seq"), int):
+        return kmsg_seq < k["next_seq"]  # the crash was logged before the fix
+    return bool(c["time"] > when)
+
+
+def value_at(chs: Sequence[Dict[str, Any]], when: Optional[float], today: Optional[str],
+             kmsg_seq: Optional[int] = None, boot_id: Optional[str] = None
+             ) -> Tuple[Optional[str], Optional[Dict[str, Any]]]:
     """``(value, change)``: the value in force at *when* (epoch seconds) -- the ``before`` of the
     first journaled change after it -- and that change; ``(today, None)`` when no journaled
-    change came after *when* (or *when* is unknown)."""
+    change came after *when* (or *when* is unknown). *kmsg_seq*, *boot_id*: the crash's kernel
+    log line and the current boot, an order without clocks (see :func:`_after`)."""
     if when is None:
         return today, None
     for c in chs:
-        if c["time"] > when:
+        if _after(c, when, kmsg_seq, boot_id):
             return c["before"], c
     return today, None

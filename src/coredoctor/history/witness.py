@@ -8,6 +8,7 @@ sysctls as read by the snapshot layer in, a statement (and the switches that wou
 kernel a witness) out. Each fact cites where the kernel decides it.
 """
 
+import time
 from typing import Any, Dict, List, Mapping, Optional
 
 __all__ = ["kernel_log", "SWITCHES"]
@@ -39,7 +40,16 @@ def _int(v: Any) -> Optional[int]:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-def kernel_log(sysctls: Mapping[str, Any], machine: str = "") -> Dict[str, Any]:
+#: the switch for a kernel log that overwrote its oldest records (printk's ring buffer,
+#: CONFIG_LOG_BUF_SHIFT by default; log_buf_len= early param, kernel/printk/printk.c)
+LOG_BUF_SWITCH = ("log_buf_len=4M on the kernel command line",
+                  "a larger printk ring buffer keeps older lines (log_buf_len= early parameter, "
+                  "kernel/printk/printk.c; the default is CONFIG_LOG_BUF_SHIFT); a journal or syslog "
+                  "file keeps them past the buffer")
+
+
+def kernel_log(sysctls: Mapping[str, Any], machine: str = "",
+               position: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """``{"exception_trace": 0|1|None, "faults_logged": True|False|None, "ratelimit": {...},
     "note": str|None, "switches": [...]}``: whether a user fault leaves a kernel line on this host,
     at what rate at most, and, when it does not (or cannot be known), the switches that would."""
@@ -61,7 +71,16 @@ def kernel_log(sysctls: Mapping[str, Any], machine: str = "") -> Dict[str, Any]:
     elif et is None:
         notes.append("debug.exception-trace cannot be read: whether a fault leaves a kernel log line "
                      "is unknown")
+    first = _int((position or {}).get("first_seq"))
+    if first:  # sequence numbers start at 0 at boot: the ones before were overwritten
+        since = (position or {}).get("first_time")
+        out["overwritten"] = {"records": first, "oldest_kept": since}
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if isinstance(since, float) else "?"
+        notes.append(f"the kernel log's ring buffer was full: its first {first} records of this boot were "
+                     f"overwritten, so a crash before {when} left no line there")
     if notes:
         out["note"] = "; ".join(notes)
-        out["switches"] = [{"command": c, "why": w} for c, w in SWITCHES]
+        out["switches"] = [{"command": c, "why": w} for c, w in SWITCHES] if et != 1 else []
+        if first:
+            out["switches"].append({"command": LOG_BUF_SWITCH[0], "why": LOG_BUF_SWITCH[1]})
     return out

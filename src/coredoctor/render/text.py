@@ -280,6 +280,10 @@ def crashes_report(doc: Dict[str, Any]) -> str:
     blind = (f"Kernel log: no faults (debug.exception-trace={kl['exception_trace']}): "
              + "; ".join(sw["command"] for sw in kl.get("switches") or [])) if kl.get("faults_logged") is False \
         else None
+    if kl.get("overwritten"):  # the kernel log's ring buffer wrapped: older crashes left no line there
+        blind = (blind + "\n" if blind else "") + _wrap("", f"Kernel log: {kl['overwritten']['records']} oldest "
+                                                      "records overwritten (ring buffer full): "
+                                                      + "; ".join(sw["command"] for sw in kl.get("switches") or []))
     if not recs:
         return "No crashes found in " + ", ".join(k for k, v in doc.get("read", {}).items() if v.startswith("read")) \
             + "." + (("\n  not read: " + "; ".join(absent)) if absent else "") + \

@@ -1,6 +1,7 @@
 """Text rendering of ``coredoctor trace`` records: a compact timeline, one line per event
 (and one indented line for the stack of a transition)."""
 
+import textwrap
 import time
 
 from typing import Any, Dict, List, Optional
@@ -95,6 +96,9 @@ def line(r: Dict[str, Any]) -> Optional[str]:
                 f"dumpable {_dv(r.get('before'), r.get('before_candidates'))} {arrow} {_dv(r.get('after'))}{sd}  "
                 f"{r['cause']}" + _confirmed(r.get("confirmed")))
         st = _stack(r.get("stack"))
+        if st is None and r.get("stack_note"):  # why there is no stack: said, not left blank
+            st = "\n".join(textwrap.wrap("stack " + safe(r["stack_note"]), 100 - 17,
+                                          subsequent_indent="  ")).replace("\n", "\n" + " " * 17)
         return head + (f"\n{'':17}{st}" if st else "")
     if ev == "fatal-signal":
         pred = {True: "core", False: "NO core", None: "undecided"}[r.get("predicted")]
@@ -114,5 +118,7 @@ def line(r: Dict[str, Any]) -> Optional[str]:
         return f"note: {safe(r['what'])}"
     if ev == "summary":
         return (f"{r['dumpable_changes']} dumpable transition(s), {r['cred_changes']} other credential "
-                f"change(s), {r['fatal_signals']} fatal signal(s); {r['events']} events, {r['lost']} lost")
+                f"change(s), {r['fatal_signals']} fatal signal(s); {r['events']} events, {r['lost']} lost" +
+                (f"\nnote: events were lost: the ring buffer was full (raise --buffer-kb, tracefs "
+                 f"buffer_size_kb, now {r.get('buffer_kb')} KiB per CPU)" if r.get("lost") else ""))
     return None

@@ -142,6 +142,8 @@ class Parser:
         self._waited = False  # the pending event has already been kept over one drained read
         self.userstack = userstack
         self.unparsed = 0
+        self.stacks = 0  # user stack entries seen
+        self.stackless = 0  # events given out without one while *userstack* was on
 
     def feed(self, text: str, drained: bool = False) -> "List[dict[str, Any]]":
         """*drained*: the reader emptied the kernel's buffer, so the last event is complete
@@ -156,9 +158,15 @@ class Parser:
             if self.userstack and "ustack" not in self._pending and not self._waited:
                 self._waited = True  # its stack may not be committed yet
             else:
-                out.append(self._pending)
+                self._out(self._pending, out)
                 self._pending = None
         return out
+
+    def _out(self, ev: "dict[str, Any]", out: "List[dict[str, Any]]") -> None:
+        if self.userstack and "ustack" not in ev:
+            self.stackless += 1
+            ev["ustack_missing"] = True
+        out.append(ev)
 
     def _line(self, line: str, out: "List[dict[str, Any]]") -> None:
         if not line or line[0] == "#":
@@ -174,6 +182,7 @@ class Parser:
                     self._pending.setdefault("ustack", []).append(addr)
             return
         if line.endswith(": <user stack trace>"):
+            self.stacks += 1
             if self._pending is not None:
                 self._pending.setdefault("ustack", [])
             return
@@ -184,7 +193,7 @@ class Parser:
         if ev["kind"] == "ustack":
             return
         if self._pending is not None:
-            out.append(self._pending)
+            self._out(self._pending, out)
         self._pending = ev
         self._waited = False
 
@@ -199,6 +208,6 @@ class Parser:
             self._line(self._rest, out)
             self._rest = ""
         if self._pending is not None:
-            out.append(self._pending)
+            self._out(self._pending, out)
             self._pending = None
         return out

@@ -493,6 +493,8 @@ class RawReader:
         self._seq = 0
         self.unparsed = 0
         self.orphan_stacks = 0
+        self.stacks = 0  # user stack records seen (with an event or not)
+        self.stackless = 0  # events given out without one while *userstack* was on
 
     def feed(self, pages: List[Tuple[int, bytes]], drained: bool = False) -> List[dict]:
         ready = self._ready
@@ -500,6 +502,7 @@ class RawReader:
             for ev in self.d.page(data, cpu):
                 pend = self._pending.get(cpu)
                 if ev["kind"] == "ustack":
+                    self.stacks += 1
                     if pend is not None and pend[0]["pid"] == ev["pid"]:
                         e = pend[0]
                         e["ustack"] = ev["addrs"]
@@ -514,6 +517,7 @@ class RawReader:
                 ev["seq"] = self._seq
                 if pend is not None:
                     ready.append(pend[0])
+                    self._stackless(pend[0])  # the next record of its CPU came first: none was written
                     del self._pending[cpu]
                 if self.userstack:
                     self._pending[cpu] = [ev, False]
@@ -522,12 +526,18 @@ class RawReader:
         if drained:
             for cpu in list(self._pending):
                 pend = self._pending[cpu]
-                if pend[1]:
+                if pend[1] or not self.userstack:
                     ready.append(pend[0])
+                    self._stackless(pend[0])
                     del self._pending[cpu]
                 else:
                     pend[1] = True  # its stack may not be committed yet
         return self._give()
+
+    def _stackless(self, ev: dict) -> None:
+        """*ev* is given out without the user stack the instance was to record with it."""
+        self.stackless += 1
+        ev["ustack_missing"] = True
 
     def _give(self) -> List[dict]:
         if not self._ready:
@@ -556,5 +566,6 @@ class RawReader:
     def flush(self) -> List[dict]:
         for p in self._pending.values():
             self._ready.append(p[0])
+            self._stackless(p[0])
         self._pending = {}
         return self._give()

@@ -28,6 +28,54 @@ __all__ = ["run", "Stop"]
 
 READ_SIZE = 1 << 20
 
+#: why a run has no user stacks although options/userstacktrace is set: events came and no
+#: user_stack record with any of them. ftrace_trace_userstack() (kernel/trace/trace.c) is an
+#: empty stub without CONFIG_USER_STACKTRACE_SUPPORT, which arm64 does not select (Debian 12's
+#: arm64 6.1: the option is offered, no record is ever written)
+NO_KERNEL_STACKS = ("unknown: this kernel writes no user stack records (options/userstacktrace is "
+                    "set, yet none came with {n} events: ftrace_trace_userstack() is empty without "
+                    "CONFIG_USER_STACKTRACE_SUPPORT{arch})")
+#: events without a user stack before the tracer concludes the kernel writes none
+NO_STACKS_AFTER = 2
+
+
+#: the default per-CPU ring buffer of a trace (KiB; tracefs buffer_size_kb)
+BUFFER_KB = 8192
+
+
+def lost_of(buf: Dict[str, int]) -> int:
+    """Events the ring buffer lost, from the per-CPU ``stats`` sums (:meth:`tracefs.Instance.stats`):
+    with ``options/overwrite`` 0 a full buffer drops new events (``dropped events``); ``overrun``
+    and ``commit overrun`` count the ones overwritten."""
+    return buf.get("overrun", 0) + buf.get("dropped_events", 0) + buf.get("commit_overrun", 0)
+
+
+def lost_notice(buf: Dict[str, int], seen: int, buffer_kb: int) -> Optional[Dict[str, Any]]:
+    """A ``notice`` record when the ring buffer lost more events than *seen* (the count already
+    reported): a missing witness -- transitions and fatal signals of that time may be absent --
+    and the switch that keeps them (``--buffer-kb``: the instance's buffer_size_kb)."""
+    lost = lost_of(buf)
+    if lost <= seen:
+        return None
+    n = lost - seen
+    return {"event": "notice", "kind": "events-lost", "lost": n, "lost_total": lost,
+            "buffer_kb": buffer_kb, "switch": "buffer_size_kb",
+            "what": (f"the kernel's ring buffer was full and lost {n} event(s) ({lost} in all; per-CPU "
+                     f"stats: dropped events {buf.get('dropped_events', 0)}, overrun {buf.get('overrun', 0)}): "
+                     "dumpable changes and fatal signals of that time may be missing from this trace, "
+                     "and the states after it rest on what was read back from the kernel; a larger "
+                     f"buffer keeps them: --buffer-kb (tracefs buffer_size_kb, now {buffer_kb} KiB "
+                     "per CPU)")}
+
+
+def kernel_writes_no_stacks(parser: Any, machine: str) -> Optional[str]:
+    """The note for a run whose kernel writes no user stacks, once *parser* (a RawReader or a
+    text Parser, counting ``stacks`` and ``stackless``) has seen enough events without any."""
+    if parser.stacks or parser.stackless < NO_STACKS_AFTER:
+        return None
+    arch = ", which arm64 does not select" if machine in ("aarch64", "arm64") else ""
+    return NO_KERNEL_STACKS.format(n=parser.stackless, arch=arch)
+
 
 class Stop(BaseException):
     """A stop was asked for (SIGINT, SIGTERM, SIGHUP): raised only at the loop's own check
@@ -220,7 +268,8 @@ def run(pids: Iterable[int] = (), names: Sequence[str] = (), cmd: Optional[List[
     rc = 0
     try:
         try:
-            inst = tracefs.Instance(userstack=userstack, buffer_kb=buffer_kb or 8192)
+            buffer_kb = buffer_kb or BUFFER_KB
+            inst = tracefs.Instance(userstack=userstack, buffer_kb=buffer_kb)
         except tracefs.TracefsError as e:
             raise UsageError(str(e))
         if inst.stale_removed:  # said before any stop is acted on: they are gone either way
@@ -263,11 +312,27 @@ def run(pids: Iterable[int] = (), names: Sequence[str] = (), cmd: Optional[List[
             for n in why:
                 emit({"event": "notice", "what": n})
         predictor = Predictor(mono=offset is not None)
+        stack_off = None if want_stack else (
+            "unknown: user stacks are not recorded (" + ("--no-stack" if not userstack else
+                                                         "this kernel offers no options/userstacktrace") + ")")
         direct: Dict[int, Optional[int]] = {child: None} if child else {}
         tracker = Tracker(predict=predictor, symbolizer=Symbolizer(), mono=offset is not None,
                           clock_offset=offset or 0.0, direct_children=direct,
                           on_fork=(lambda c: inst.follow([c])) if names else None,
                           on_exit=(lambda c: inst.unfollow([c])) if names else None)
+        tracker.stack_note = stack_off
+        machine = os.uname().machine
+
+        def handle(evs: List[Dict[str, Any]]) -> None:
+            """The parsed events to the tracker -- first noting a kernel that writes no user
+            stacks (then no event waits for one any more)."""
+            if tracker.stack_note is None and parser.userstack:
+                note = kernel_writes_no_stacks(parser, machine)
+                if note is not None:
+                    tracker.stack_note = note
+                    parser.userstack = False
+                    emit({"event": "notice", "what": "user stacks: " + note})
+            tracker.handle(evs)
         from coredoctor.snapshot.proc import task as task_io
         mine = task_io.self_dumpable()
         for p in watch:
@@ -310,11 +375,20 @@ def run(pids: Iterable[int] = (), names: Sequence[str] = (), cmd: Optional[List[
             go_w = None
         start = time.monotonic()
         child_status: Optional[int] = None
+        lost_seen, lost_checked = 0, start
+
+        def check_lost() -> None:  # the per-CPU stats: a full buffer said when it happens
+            nonlocal lost_seen
+            n = lost_notice(inst.stats(), lost_seen, buffer_kb or BUFFER_KB)
+            if n is not None:
+                lost_seen = n["lost_total"]
+                emit(n)
+
         while True:
             began = time.monotonic()
             text, drained = read(0.1)
             if text or drained:  # an empty drained read may complete an event kept for its stack
-                tracker.handle(parser.feed(text, drained=drained))
+                handle(parser.feed(text, drained=drained))
             if drained and not parser.holding:  # every event from before *began* is handled
                 tracker.drained(began)
             for r in tracker.confirm():
@@ -335,6 +409,9 @@ def run(pids: Iterable[int] = (), names: Sequence[str] = (), cmd: Optional[List[
                     os.path.exists(f"/proc/{p}") for p in list(tracker.procs) + pids):
                 break
             _refresh(tracker, predictor)
+            if time.monotonic() - lost_checked >= 1.0:
+                lost_checked = time.monotonic()
+                check_lost()
             stop.clear_wakeups()  # a wakeup byte of no stop must not keep poll() from waiting
         # drain: the kernel may still hold events of the last moments (bounded: a busy process
         # must not keep a stopping tracer alive)
@@ -345,11 +422,11 @@ def run(pids: Iterable[int] = (), names: Sequence[str] = (), cmd: Optional[List[
         while idle < 2 and time.monotonic() < deadline and stop.count == asked:  # a new stop: at once
             text, drained = read(0.05)
             if text:
-                tracker.handle(parser.feed(text, drained=drained))
+                handle(parser.feed(text, drained=drained))
                 idle = 0
             else:
                 idle += 1
-        tracker.handle(parser.flush())
+        handle(parser.flush())
         deadline = time.monotonic() + (0.3 if stop.requested else 1.5)
         while tracker.finished and time.monotonic() < deadline:
             for r in tracker.confirm():
@@ -357,12 +434,14 @@ def run(pids: Iterable[int] = (), names: Sequence[str] = (), cmd: Optional[List[
             time.sleep(0.05)
         for r in tracker.confirm(final=True):
             emit(r)
+        check_lost()
         buf = inst.stats()
         summary = {"event": "summary", "events": tracker.counts["events"],
                    "dumpable_changes": tracker.counts["dumpable_changes"],
                    "cred_changes": tracker.counts["cred_changes"], "fatal_signals": tracker.counts["fatal_signals"],
-                   "lost": buf["overrun"] + buf["dropped_events"] + buf["commit_overrun"], "buffer": buf,
-                   "unparsed_lines": parser.unparsed, "reader": "raw" if decoder is not None else "text"}
+                   "lost": lost_of(buf), "buffer": buf, "buffer_kb": buffer_kb,
+                   "unparsed_lines": parser.unparsed, "reader": "raw" if decoder is not None else "text",
+                   "user_stacks": parser.stacks, "stack_note": tracker.stack_note}
         if decoder is not None:
             summary["undecodable_records"] = decoder.bad
             summary["pages_after_loss"] = decoder.missed_pages

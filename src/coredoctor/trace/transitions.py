@@ -11,11 +11,12 @@ Records (dicts, one per line in ``--json``):
 
 - ``{"event": "dumpable-change", "pid", "tid", "comm", "syscall", "args", "ret", "creds_before",
   "creds_after", "suid_dumpable", "before", "after", "changed", "cause", "rule", "why", "stack",
-  "confirmed", "time"}`` -- a path that sets the dumpable flag ran (``changed`` says whether its
-  value moved);
+  "stack_note", "confirmed", "time"}`` -- a path that sets the dumpable flag ran (``changed``
+  says whether its value moved; ``stack_note``: why ``stack`` is empty, else None);
 - ``{"event": "cred-change", ...}`` -- credentials changed without touching the flag;
 - ``{"event": "fatal-signal", "pid", "comm", "signal", "signo", "how", "dumps_by_default",
-  "predicted", "dumped", "exit_status", "outcome_source", "agrees", "destination", "stack", "time"}``;
+  "predicted", "dumped", "exit_status", "outcome_source", "agrees", "destination", "stack",
+  "stack_note", "time"}``;
 - ``{"event": "attach", "pid", "comm", "creds", "dumpable"}`` and ``{"event": "exit", ...}``.
 
 Names (``comm``) come from the kernel's own fields -- ``child_comm`` of sched_process_fork, the
@@ -174,6 +175,9 @@ class Tracker:
         self._sd_value: "Optional[int]" = None
         self.drained_from: "Optional[float]" = None  # see drained()
         self.counts = {"events": 0, "dumpable_changes": 0, "cred_changes": 0, "fatal_signals": 0}
+        #: why this run has no user stacks at all (set by the tracer: the option is off, or the
+        #: kernel writes no user_stack records): each record's ``stack_note`` then says it
+        self.stack_note: "Optional[str]" = None
 
     # --- attaching --------------------------------------------------------------------------
     def attach(self, tgid: int, tids: "Optional[Iterable[int]]" = None,
@@ -269,6 +273,24 @@ class Tracker:
                 pass
         return [f"{a:#x}" for a in addrs]
 
+    def _stack_fields(self, ev: "dict[str, Any]", tgid: int) -> "dict[str, Any]":
+        """``stack`` and ``stack_note``: why an empty stack is unknown rather than a stack of
+        nothing (None when there is a stack)."""
+        st = self._stack(ev, tgid)
+        if st:
+            return {"stack": st, "stack_note": None}
+        if self.stack_note:
+            note = self.stack_note
+        elif ev.get("ustack") is not None:
+            note = ("unknown: the kernel's walk of the user stack found no frame (the user code keeps no "
+                    "frame-pointer chain there)")
+        elif ev.get("ustack_missing"):  # recorded with stacks, given out without one
+            note = ("unknown: no user stack record came with this event (the kernel could not reserve one, "
+                    "or committed it after the reader had waited over two empty reads)")
+        else:  # read without user stacks: nothing was to come
+            note = None
+        return {"stack": st, "stack_note": note}
+
     def _comm(self, t: Task, ev: "Optional[dict[str, Any]]" = None) -> "Optional[str]":
         """The task's name: the tracker's own, else the printed one (a task first seen here)."""
         if t.comm is None and ev is not None and ev.get("comm"):
@@ -356,7 +378,7 @@ class Tracker:
              "creds_before": _pub_creds(before), "creds_after": _pub_creds(after_creds),
              "suid_dumpable": sd, "before": prev, "before_candidates": prev_c, "after": after,
              "changed": None if prev is None or after is None else prev != after,
-             "cause": cause, "rule": _rule(rule), "why": why, "stack": self._stack(enter, t.tgid),
+             "cause": cause, "rule": _rule(rule), "why": why, **self._stack_fields(enter, t.tgid),
              "confirmed": None}
         if note:
             r["note"] = note
@@ -377,7 +399,7 @@ class Tracker:
              "args": _show_args(ev.get("syscall"), enter.get("args") or []),
              "argnames": enter.get("argnames") or [], "ret": ev.get("ret"),
              "creds_before": _pub_creds(before), "creds_after": _pub_creds(after), "dumpable": p.dumpable.get("value"),
-             "rule": _rule(rule), "why": why, "stack": self._stack(enter, t.tgid), "confirmed": None}
+             "rule": _rule(rule), "why": why, **self._stack_fields(enter, t.tgid), "confirmed": None}
         self.counts["cred_changes"] += 1
         p.snap_dirty = True
         p.unconfirmed.append((r, t.tid, enter["ts"]))
@@ -462,7 +484,7 @@ class Tracker:
         if v == 1 and prev == 1:
             return  # an ordinary exec of a dumpable process: nothing to say
         enter = {"ts": ev["ts"], "syscall": "execve", "args": [p.exe], "argnames": ["filename"],
-                 "ustack": ev.get("ustack")}
+                 "ustack": ev.get("ustack"), "ustack_missing": ev.get("ustack_missing")}
         exit_ev = {"syscall": "execve", "ret": 0, "comm": p.comm}
         self._record(p, t, enter, exit_ev, "exec", "exec", before, after, v, why, sd=sd)
         p.unconfirmed[-1][0]["args"] = [p.exe]
@@ -487,7 +509,7 @@ class Tracker:
              "comm": self._comm(t, ev) or p.comm, "signal": name, "signo": signo, "code": code, "how": how,
              "dumps_by_default": name in SIG_KERNEL_COREDUMP, "dumpable": p.dumpable.get("value"),
              "predicted": None, "dumped": None, "exit_status": None, "outcome_source": None, "agrees": None,
-             "destination": None, "stack": self._stack(ev, t.tgid)}
+             "destination": None, **self._stack_fields(ev, t.tgid)}
         if self.predict is not None:
             try:
                 pr = self.predict(p, t, name, how, ts=ev["ts"])
