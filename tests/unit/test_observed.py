@@ -186,3 +186,20 @@ def test_observed_is_an_immutable_record_with_read_only_defaults():
         a.sysctls["fs.suid_dumpable"] = "2"  # type: ignore[index]
     assert b.sysctls == {} and O.as_dict(b) == {"signal": "SIGSEGV"}
     assert O.Observed(refusal=O.Refusal("rlimit-core", "kmsg", "x")).refusal.gate == "rlimit-core"
+
+
+def test_a_gate_split_by_dumpable_says_which_worlds_an_observation_settled():
+    # the seed after its fix, before 6.16: the restarted instance is "0 or 2"; in world 0 the model
+    # fails the gate, in world 2 what fs.suid_dumpable was at the crash does: one failing gate,
+    # not "observed" as a whole, but observed in world 2 (history/report.py's fixed_by reads it)
+    def r(status, ev, observed=False):
+        return dict({"id": "dumpable", "status": status, "evidence": ev, "kernel_ref": "k", "fixes": []},
+                    **({"observed": True, "model_status": "pass"} if observed else {}))
+    merged = evaluator._merge([(0, [r("fail", "dumpable=0")]), (2, [r("fail", "observed: was 0", True)])])
+    (g,) = merged
+    assert (g["status"], g.get("observed"), g.get("observed_in")) == ("fail", None, [2])
+    assert "model_status" not in g
+    merged = evaluator._merge([(0, [r("fail", "dumpable=0", True)]), (2, [r("pass", "dumpable=2")])])
+    assert (merged[0]["status"], merged[0].get("observed"), merged[0].get("observed_in")) == ("unknown", None, [0])
+    same = evaluator._merge([(0, [r("fail", "x")]), (2, [r("fail", "x")])])
+    assert "observed_in" not in same[0] and "observed" not in same[0]

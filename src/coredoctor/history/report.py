@@ -327,7 +327,9 @@ def _from_target(t: "dict[str, Any]", crash: "dict[str, Any]", inst: "dict[str, 
                    f"process: {ev}", fix=[c for f in t.get("fixes") or [] for c in f["commands"]] or None)
         sdt = env.get("suid_dumpable_then")
         if gid == DUMPABLE and sdt and "fs.suid_dumpable" in ((t.get("observed") or {}).get("sysctls") or {}) \
-                and g and g.get("observed"):
+                and g and (g.get("observed") or g.get("observed_in")):
+            # settled by what fs.suid_dumpable was then (in every world, or in those the
+            # instance's "0 or 2" leaves open, all failing here): the fix changed it since
             out.update(fixed_by=sdt["change"]["fix"], fix=None)  # changed since: the instance dumps now
         return out
     if t["dumps"] is None:

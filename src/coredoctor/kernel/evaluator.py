@@ -308,7 +308,12 @@ def _merge(world_results: List[Tuple[int, List[Result]]]) -> List[Result]:
         if missing:
             ev += "; " + "; ".join(f"if dumpable={v}: not reached" for v in missing)
         m = _public(vals[0])
+        m.pop("observed", None)
+        m.pop("model_status", None)
         m.update(status=status, evidence=ev)
+        seen = [v for v, r in sorted(rs.items()) if r.get("observed")]
+        if seen:  # the dumpable values whose answer an observation settled (additive)
+            m["observed_in"] = seen
         out.append(m)
     return out
 
