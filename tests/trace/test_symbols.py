@@ -11,6 +11,7 @@ and prints JSON: that is how it runs inside ``unshare -m``.
 """
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -495,6 +496,12 @@ def _check_trace(res, exe):
     print(res["raw"])
     print(res["userobj"])
     print("\n".join(format_frame(f) for f in res["frames"]))
+    if "<user stack trace>" not in res["raw"] and "sys_setresuid(" in res["raw"] \
+            and platform.machine() != "x86_64":
+        # the event came and no stack with it: ftrace_trace_userstack() is an empty stub without
+        # CONFIG_USER_STACKTRACE_SUPPORT, which arm64 selects only in later kernels (Debian 12's
+        # arm64 6.1 offers the option and writes nothing; x86 always selects it, so there this fails)
+        pytest.skip("this kernel writes no user stack records (no CONFIG_USER_STACKTRACE_SUPPORT)")
     assert "<user stack trace>" in res["raw"]
     frames = res["frames"]
     assert len(frames) >= 2, res["raw"]
