@@ -310,7 +310,7 @@ def _open_dir_nofollow(path: str) -> Tuple[Optional[int], Optional[str]]:
                 nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
             except OSError as e:
                 done += "/" + comp
-                if e.errno in (errno.ELOOP, errno.ENOTDIR) and stat.S_ISLNK(os.lstat(comp, dir_fd=fd).st_mode):
+                if e.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(comp, fd):
                     return None, f"{done} is a symlink: not followed"
                 return None, f"{done}: {e.strerror}"
             os.close(fd)
@@ -321,6 +321,14 @@ def _open_dir_nofollow(path: str) -> Tuple[Optional[int], Optional[str]]:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def _is_link(name: str, dirfd: int) -> bool:
+    """Is *name* in *dirfd* a symlink (False when it went away meanwhile)?"""
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=dirfd).st_mode)
+    except OSError:
+        return False
 
 
 def find_in_container(host_glob: str, crash: Mapping[str, Any], own_pid_ns: bool,
