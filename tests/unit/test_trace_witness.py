@@ -133,3 +133,10 @@ def test_a_full_ring_buffer_is_a_missing_witness_with_its_switch():
     text = line(summ)
     assert text.endswith("(raise --buffer-kb, tracefs buffer_size_kb, now 64 KiB per CPU)"), text
     assert "raise --buffer-kb" not in line(dict(summ, lost=0))
+
+
+def test_events_still_unread_at_the_stop_are_a_missing_witness():
+    from coredoctor.trace import run as R
+    n = R.unread_notice(117786, 3.0)
+    assert (n["event"], n["kind"], n["unread"]) == ("notice", "events-unread", 117786)
+    assert n["what"].startswith("117786 event(s) were still unread") and "for 3 s" in n["what"]

@@ -68,6 +68,20 @@ def lost_notice(buf: Dict[str, int], seen: int, buffer_kb: int) -> Optional[Dict
                      "per CPU)")}
 
 
+#: seconds the tracer goes on reading after its targets are gone or it was asked to stop
+DRAIN_S = 3.0
+
+
+def unread_notice(unread: int, drain_s: float) -> Dict[str, Any]:
+    """A ``notice`` for events the kernel recorded and the tracer never read: still in the ring
+    buffer (per-CPU ``stats``: ``entries``) when its bounded drain ended -- a missing witness as
+    much as a lost event, though the kernel lost nothing (a slow machine, a burst at the end)."""
+    return {"event": "notice", "kind": "events-unread", "unread": unread,
+            "what": (f"{unread} event(s) were still unread in the kernel's ring buffer when the trace "
+                     f"stopped (it reads on for {drain_s:g} s after its targets end): dumpable changes "
+                     "and fatal signals among them are missing from this trace")}
+
+
 def kernel_writes_no_stacks(parser: Any, machine: str) -> Optional[str]:
     """The note for a run whose kernel writes no user stacks, once *parser* (a RawReader or a
     text Parser, counting ``stacks`` and ``stackless``) has seen enough events without any."""
@@ -418,7 +432,7 @@ def run(pids: Iterable[int] = (), names: Sequence[str] = (), cmd: Optional[List[
         asked = stop.count
         stop.clear_wakeups()
         idle = 0
-        deadline = time.monotonic() + 3.0
+        deadline = time.monotonic() + DRAIN_S
         while idle < 2 and time.monotonic() < deadline and stop.count == asked:  # a new stop: at once
             text, drained = read(0.05)
             if text:
@@ -436,12 +450,15 @@ def run(pids: Iterable[int] = (), names: Sequence[str] = (), cmd: Optional[List[
             emit(r)
         check_lost()
         buf = inst.stats()
+        unread = buf.get("entries", 0)  # per-CPU stats "entries": events still in the buffer, never read
+        if unread > 0:
+            emit(unread_notice(unread, DRAIN_S))
         summary = {"event": "summary", "events": tracker.counts["events"],
                    "dumpable_changes": tracker.counts["dumpable_changes"],
                    "cred_changes": tracker.counts["cred_changes"], "fatal_signals": tracker.counts["fatal_signals"],
                    "lost": lost_of(buf), "buffer": buf, "buffer_kb": buffer_kb,
                    "unparsed_lines": parser.unparsed, "reader": "raw" if decoder is not None else "text",
-                   "user_stacks": parser.stacks, "stack_note": tracker.stack_note}
+                   "user_stacks": parser.stacks, "stack_note": tracker.stack_note, "unread": unread}
         if decoder is not None:
             summary["undecodable_records"] = decoder.bad
             summary["pages_after_loss"] = decoder.missed_pages

@@ -327,6 +327,13 @@ class Watch:
             del self.units[pid]
 
 
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        return 65536
+
+
 def _spawn_writer(textfile: str) -> "Optional[int]":
     """A child that computes the exposition and writes DIR/coredoctor.prom (a few seconds:
     the reader goes on meanwhile)."""
@@ -338,6 +345,9 @@ def _spawn_writer(textfile: str) -> "Optional[int]":
         code = 1
         try:
             signal.set_wakeup_fd(-1)
+            # none of the parent's descriptors: an inherited trace_pipe_raw or pidfd would keep
+            # the tracefs instance busy (rmdir: EBUSY) while a slow write outlives a stop
+            os.closerange(3, _max_fd())
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
             from coredoctor import metrics
