@@ -100,9 +100,17 @@ def test_kill9_mid_apply_then_rollback(fix_env):
         deadline = time.time() + 30
         entry = None
         while time.time() < deadline:  # wait until at least two actions ran
-            files = os.listdir(jdir) if os.path.isdir(jdir) else []
+            # the journal entry itself, not the temporary file it is renamed from (.NAME.coredoctor-tmp-PID:
+            # under TCG the 6.1 guest listed one that was renamed before it could be opened)
+            files = [f for f in os.listdir(jdir) if not f.startswith(".")] if os.path.isdir(jdir) else []
             if files:
-                entry = json.load(open(os.path.join(jdir, files[0])))
+                try:
+                    with open(os.path.join(jdir, files[0])) as f:
+                        entry = json.load(f)
+                except (FileNotFoundError, ValueError):
+                    entry = None
+                    time.sleep(0.05)
+                    continue
                 if sum(1 for r in entry["actions"] if r["done"]) >= 2:
                     break
             time.sleep(0.05)
