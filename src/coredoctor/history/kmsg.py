@@ -269,9 +269,10 @@ def position(path: str = "/dev/kmsg",
     local_clock() may run ahead of CLOCK_MONOTONIC by seconds: the emulated arm64 guest) -- and
     the oldest record still held (numbers start at 0 at boot: a first_seq above 0 means the
     ring buffer was full and overwrote the older ones). None when it cannot be read."""
+    boot = boot_id(boot_id_path)
+    if boot is None:
+        return None
     try:
-        with open(boot_id_path) as f:
-            boot = f.read().strip()
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return None
@@ -279,17 +280,7 @@ def position(path: str = "/dev/kmsg",
     first_time = None
     boot_t = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
     try:
-        while True:
-            try:
-                rec = os.read(fd, 8192)
-            except BlockingIOError:
-                break
-            except OSError as err:
-                if err.errno == errno.EPIPE:
-                    continue
-                return None
-            if not rec:
-                break
+        for rec in _records(fd):
             fields = rec.split(b";", 1)[0].split(b",")
             if len(fields) > 1:
                 s = _ascii_int(fields[1].decode("ascii", "replace"))
@@ -299,10 +290,29 @@ def position(path: str = "/dev/kmsg",
                         first = s
                         us = _ascii_int(fields[2].decode("ascii", "replace")) if len(fields) > 2 else None
                         first_time = boot_t + us / 1e6 if us is not None else None
+    except OSError:
+        return None
     finally:
         os.close(fd)
     return {"boot_id": boot, "next_seq": 0 if last is None else last + 1, "first_seq": first,
             "first_time": first_time}
+
+
+def _records(fd: int) -> "Iterator[bytes]":
+    """The records of /dev/kmsg open at *fd* (O_NONBLOCK), one per read (devkmsg_read()), until
+    none is left; a record overwritten while reading (EPIPE) is passed over, any other error raised."""
+    while True:
+        try:
+            rec = os.read(fd, 8192)
+        except BlockingIOError:
+            return
+        except OSError as err:
+            if err.errno == errno.EPIPE:  # overwritten while reading: continue with the next one
+                continue
+            raise
+        if not rec:
+            return
+        yield rec
 
 
 def boot_id(path: str = "/proc/sys/kernel/random/boot_id") -> "Optional[str]":
@@ -324,17 +334,7 @@ def read_kmsg(path: str = "/dev/kmsg", user: "Classify | None" = None,
     out = []
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        while True:
-            try:
-                rec = os.read(fd, 8192)
-            except BlockingIOError:
-                break
-            except OSError as err:
-                if err.errno == errno.EPIPE:  # overwritten while reading: continue with the next one
-                    continue
-                raise
-            if not rec:
-                break
+        for rec in _records(fd):
             head, _, body = rec.decode("utf-8", "replace").partition(";")
             fields = head.split(",")
             msg = body.split("\n", 1)[0]
