@@ -18,6 +18,13 @@ libc = ctypes.CDLL(None, use_errno=True)
 PAUSE = float(os.environ.get("ACTOR_PAUSE", "0.3"))
 
 
+def _say(line: str) -> None:
+    """One write(2) per line: actors run side by side on one pipe, and print() may split a line
+    from its newline (seen in CI: "pid exec 1726pid plain 1727")."""
+    sys.stdout.flush()
+    os.write(1, (line + "\n").encode("utf-8", "surrogateescape"))
+
+
 def main():
     time.sleep(PAUSE)
     for step in sys.argv[1:]:
@@ -38,7 +45,7 @@ def main():
         elif name == "name":
             libc.prctl(15, ctypes.c_char_p(arg.encode("utf-8", "surrogateescape")), 0, 0, 0)
         elif name == "pid":
-            print(f"pid {arg} {os.getpid()}", flush=True)
+            _say(f"pid {arg} {os.getpid()}")
             continue
         elif name == "sleep":
             time.sleep(float(arg))
@@ -52,7 +59,7 @@ def main():
             ctypes.string_at(0)
         elif name == "exit":
             sys.exit(vals[0] if vals else 0)
-        print(f"did {step}", flush=True)
+        _say(f"did {step}")
         time.sleep(PAUSE)
 
 
