@@ -2,6 +2,7 @@
 explicit root): a whole process, a zombie, a kernel thread, a process that vanished before the
 first read and one that vanished mid-read; the caller that decides (snapshot.take, the tracer)
 catches them once. Target resolution over the same tree, with the one unit rule."""
+import io
 import os
 
 import pytest
@@ -286,6 +287,35 @@ def test_read_many_survives_a_dead_forked_reader(fake, monkeypatch):
     procs, skipped = batch.read_many(pids, read)
     ok, counts = _expected(pids)
     assert list(procs) == ok and skipped == counts
+
+
+def test_runnable_now_from_loadavg():
+    from coredoctor.snapshot.proc import batch
+    assert batch._runnable("0.35 0.85 0.99 2/82 25456\n") == 2
+    assert batch._runnable("9.00 9.00 9.00 1/300 7") == 1
+    for bad in ("", "0.1 0.2 0.3", "0.1 0.2 0.3 x/82 1", "0.1 0.2 0.3 2/ 1", "0.1 0.2 0.3 -1/2 1", "\x00" * 9):
+        assert batch._runnable(bad) is None, bad
+
+
+def test_idle_cpus_is_now_not_the_last_minute(monkeypatch):
+    """A 1-minute load near 1 left by check's own earlier rounds does not count: what is
+    runnable at this moment does (this process included)."""
+    from coredoctor.snapshot.proc import batch
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 1.0, 1.0))
+    real_open = open
+
+    def fake_open(path, *a, **k):
+        if path == "/proc/loadavg":
+            return io.BytesIO(text.encode())
+        return real_open(path, *a, **k)
+    monkeypatch.setattr("builtins.open", fake_open)
+    text = "1.20 1.00 1.00 1/90 123\n"
+    assert batch._idle_cpus() == 1.0  # the other CPU is idle: fork
+    text = "1.20 1.00 1.00 3/90 123\n"
+    assert batch._idle_cpus() == -1.0
+    text = "garbage"
+    assert batch._idle_cpus() == pytest.approx(2 - 1 - 1.2)  # the load average, as before
 
 
 def test_ptrace_eligibility_is_one_rule(monkeypatch):

@@ -1,10 +1,10 @@
 """
 Reading many processes
 ----------------------
-``check --all`` reads every process; where more than one CPU is idle (the CPUs it may use, less
-the 1-minute load average) the reads are split between this process and one forked reader
-(each opens its own pidfds, so identity checks are unchanged), whose results come back over a pipe as :mod:`marshal` data (the snapshot is plain
-data). Anything wrong with the forked reader -- it dies, is killed, or answers garbage -- and
+``check --all`` reads every process; where another CPU is idle (the CPUs it may use, less the
+tasks runnable at that moment) the reads are split between this process and one forked reader
+(each opens its own pidfds, so identity checks are unchanged), whose results come back over a
+pipe as :mod:`marshal` data (the snapshot is plain data). Anything wrong with the forked reader -- it dies, is killed, or answers garbage -- and
 its share is read again here, so the result never depends on it. ``COREDOCTOR_DISABLE=parallel``
 reads everything in this process.
 
@@ -22,7 +22,7 @@ from coredoctor.snapshot.proc import dumpability
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
-    from typing import Any, Callable, Dict, List, Sequence, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["read_many", "PARALLEL_MIN"]
 
@@ -45,15 +45,37 @@ def _read_share(pids: Sequence[int], read: Callable[[int], Dict[str, Any]]) -> T
     return procs, skipped
 
 
+def _runnable(text: str) -> Optional[int]:
+    """The number of runnable tasks now, from /proc/loadavg's fourth field ``RUNNING/TOTAL``
+    (fs/proc/loadavg.c: nr_running(), the reader of the file included), or None."""
+    fields = text.split()
+    if len(fields) < 4:
+        return None
+    running, _, total = fields[3].partition("/")
+    if not (running.isdigit() and total.isdigit()):
+        return None
+    return int(running)
+
+
 def _idle_cpus() -> float:
-    """How many of the CPUs this process may run on are idle: those it may use, less the
-    1-minute load average (a second reader on a busy machine only adds a fork and a copy)."""
+    """How many of the CPUs this process may run on are idle now, besides the one it runs on:
+    those it may use less the tasks runnable at this moment (this one included). The 1-minute
+    load average, used where /proc/loadavg cannot be read, also counts the last minute's runs
+    of check itself: under a benchmark or a watch service's rounds it stays near 1 on an idle
+    machine, and the second reader was forked or not from one round to the next."""
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
     try:
-        return n - os.getloadavg()[0]
+        with open("/proc/loadavg", "rb") as f:
+            running = _runnable(f.read(256).decode("ascii", "replace"))
+    except OSError:
+        running = None
+    if running is not None:
+        return float(n - max(running, 1))
+    try:
+        return n - 1 - os.getloadavg()[0]
     except OSError:
         return 0.0
 
@@ -62,7 +84,7 @@ def read_many(pids: Sequence[int], read: Callable[[int], Dict[str, Any]]) -> Tup
     """``({pid: process}, skipped counts)`` for *pids*, read with *read* (which raises the
     reader's errors), in two processes where that is faster."""
     pids = list(pids)
-    if len(pids) < PARALLEL_MIN or _idle_cpus() <= 1 or "parallel" in dumpability.disabled_features():
+    if len(pids) < PARALLEL_MIN or _idle_cpus() < 1 or "parallel" in dumpability.disabled_features():
         return _read_share(pids, read)
     theirs, mine = pids[: len(pids) // 2], pids[len(pids) // 2:]
     r, w = os.pipe()
