@@ -397,15 +397,61 @@ def find_in_container(host_glob: str, crash: Mapping[str, Any], own_pid_ns: bool
         os.close(dirfd)
 
 
+#: the parsed events log, by the file's identity (device, inode, size, mtime): ``crashes`` asks
+#: once per crash record, and the watch service's metrics writer every interval
+_EVENTS_PARSED: Dict[str, Tuple[Tuple[int, int, int, int], Tuple[List[Dict[str, Any]], Dict[str, float]]]] = {}
+
+
+def _events_time(s: Any) -> Optional[float]:
+    """An events log ``Time`` (RFC 3339 with nanoseconds) as a POSIX time, or None."""
+    import datetime
+    import re
+    if not isinstance(s, str):
+        return None
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", s)
+    if not m:
+        return None
+    try:
+        t = datetime.datetime.fromisoformat(m.group(1) + (m.group(3).replace("Z", "+00:00")))
+    except ValueError:
+        return None
+    return t.timestamp() + float("0." + (m.group(2) or "0"))
+
+
+def _parse_events(data: bytes, partial_first: bool) -> Tuple[List[Dict[str, Any]], Dict[str, float]]:
+    """``(died events in order, {id: time of its last remove event})`` of container events;
+    a line that is not one (garbage, another type, an id that is not 64 hex digits, no
+    time) is skipped."""
+    import json
+    import re
+    died: List[Dict[str, Any]] = []
+    removed: Dict[str, float] = {}
+    for line in data.split(b"\n")[1 if partial_first else 0:]:
+        try:
+            e = json.loads(line)
+        except (ValueError, RecursionError, UnicodeDecodeError):
+            continue
+        if not isinstance(e, dict) or e.get("Type") != "container" or not isinstance(e.get("ID"), str):
+            continue
+        if e.get("Status") not in ("died", "remove") or not re.fullmatch(r"[0-9a-f]{64}", e["ID"]):
+            continue
+        t = _events_time(e.get("Time"))
+        if t is None:
+            continue
+        if e["Status"] == "died":
+            died.append(dict(e, _t=t))
+        else:
+            removed[e["ID"]] = t
+    return died, removed
+
+
 def podman_died(crash: Mapping[str, Any], path: str = PODMAN_EVENTS) -> Optional[Dict[str, Any]]:
     """A podman container whose main process died of this crash's signal at its time, from the
     events log (a container removed since, by --rm, leaves nothing else): the one "died" event
     with ContainerExitCode 128+signo within :data:`~coredoctor.history.crashes.LATE_WINDOW` after
     the crash (the core is written before the exit), and its "remove" event if any. None when
-    there is none, or more than one."""
-    import datetime
-    import json
-    import re
+    there is none, or more than one. The log's last :data:`EVENTS_TAIL` bytes are parsed once
+    while the file stays the same."""
     when, signo = crash.get("time"), crash.get("signo")
     if when is None or not isinstance(signo, int):
         return None
@@ -417,44 +463,21 @@ def podman_died(crash: Mapping[str, Any], path: str = PODMAN_EVENTS) -> Optional
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None
-        start = max(0, st.st_size - EVENTS_TAIL)
-        data = os.pread(fd, EVENTS_TAIL, start)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        hit = _EVENTS_PARSED.get(path)
+        if hit is not None and hit[0] == key:
+            died_all, removed = hit[1]
+        else:
+            start = max(0, st.st_size - EVENTS_TAIL)
+            died_all, removed = _parse_events(os.pread(fd, EVENTS_TAIL, start), bool(start))
+            _EVENTS_PARSED.clear()  # one log at a time
+            _EVENTS_PARSED[path] = (key, (died_all, removed))
     except OSError:
         return None
     finally:
         os.close(fd)
-
-    def t_of(s: Any) -> Optional[float]:
-        if not isinstance(s, str):
-            return None
-        m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", s)
-        if not m:
-            return None
-        try:
-            t = datetime.datetime.fromisoformat(m.group(1) + (m.group(3).replace("Z", "+00:00")))
-        except ValueError:
-            return None
-        return t.timestamp() + float("0." + (m.group(2) or "0"))
-
-    died: List[Dict[str, Any]] = []
-    removed: Dict[str, float] = {}
-    for line in data.split(b"\n")[1 if start else 0:]:
-        try:
-            e = json.loads(line)
-        except (ValueError, RecursionError, UnicodeDecodeError):
-            continue
-        if not isinstance(e, dict) or e.get("Type") != "container" or not isinstance(e.get("ID"), str):
-            continue
-        if not re.fullmatch(r"[0-9a-f]{64}", e["ID"]):
-            continue
-        t = t_of(e.get("Time"))
-        if t is None:
-            continue
-        if e.get("Status") == "died" and e.get("ContainerExitCode") == 128 + signo \
-                and -1.0 <= t - when <= corr.LATE_WINDOW:
-            died.append(dict(e, _t=t))
-        elif e.get("Status") == "remove":
-            removed[e["ID"]] = t
+    died = [e for e in died_all if e.get("ContainerExitCode") == 128 + signo
+            and -1.0 <= e["_t"] - when <= corr.LATE_WINDOW]
     ids = {e["ID"] for e in died}
     if len(ids) != 1:
         return None
