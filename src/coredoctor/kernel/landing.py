@@ -33,7 +33,8 @@ The result, merged into ``core_destination`` (coredoctor.check/1, additive)::
 import posixpath
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["RULES", "landing", "normalize", "holding_mount", "map_id", "unmap_id", "owner", "userns_note"]
+__all__ = ["RULES", "RELATIVE_UPPER", "rootless_home", "landing", "normalize", "holding_mount", "map_id",
+           "unmap_id", "owner", "userns_note"]
 
 Mount = Mapping[str, Any]
 
@@ -73,6 +74,25 @@ RELATIVE_UPPER: Dict[str, Dict[str, str]] = {
                "source": "moby daemon/graphdriver/overlay2/overlay.go Get() (mountFrom d.home); dockerd "
                          "--data-root default /var/lib/docker"},
 }
+
+
+
+def rootless_home(ct: Mapping[str, Any]) -> Optional[Dict[str, str]]:
+    """The overlay driver's home of a rootless podman container: its user's graph root (the
+    ``<graphroot>/overlay-containers/ID/userdata`` bundle its conmon named, snapshot/containers.py
+    CONMON) + ``/overlay``; None when the bundle does not say (the root default is not the user's)."""
+    b = ct.get("bundle_dir")
+    cid = ct.get("id")
+    if not isinstance(b, str) or not isinstance(cid, str) or not b.startswith("/") or ".." in b.split("/"):
+        return None
+    tail = f"/overlay-containers/{cid}/userdata"
+    if not b.endswith(tail) or len(b) == len(tail):
+        return None
+    return {"home": b[:-len(tail)] + "/overlay",
+            "source": "containers/storage drivers/overlay/overlay.go get() (relative paths, mountFrom d.home); "
+                      "storage.conf(5) rootless graphroot ($HOME/.local/share/containers/storage or "
+                      "rootless_storage_path), named by the container's conmon -b"}
+
 
 MEMORY_FS = ("tmpfs", "ramfs", "devtmpfs")
 _NOT_FILES = ("proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "securityfs", "debugfs",
@@ -187,6 +207,8 @@ def landing(path: Optional[str], proc: Mapping[str, Any], mounts: Optional[Mappi
         if not upper.startswith("/"):
             ct = proc.get("container")
             row = RELATIVE_UPPER.get(str(ct.get("runtime"))) if isinstance(ct, dict) else None
+            if row is not None and isinstance(ct, dict) and ct.get("rootless"):
+                row = rootless_home(ct)
             if row is None or not isinstance(ct, dict) or ".." in upper.split("/"):
                 out.update(landing="overlay-upper",
                            landing_evidence=f"{where}; its upperdir={upper} is relative to the mounter's cwd "
