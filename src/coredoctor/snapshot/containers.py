@@ -22,7 +22,14 @@ snapshot's process entries; ``null`` when the process is not in a container)::
      "driver":    "cgroupfs" | "systemd" (how the cgroup path was made),
      "cgroup":    the cgroup path it was read from,
      "bundle":    the OCI bundle's config.json that was read, or null,
-     "state":     [the state files the name/image came from]}
+     "state":     [the state files the name/image came from],
+     -- a container known by its conmon (:data:`CONMON`; rootless podman on cgroup v1) --
+     "rootless":  true when the container's conmon runs as a user other than root or in a user
+                  namespace of its own (or its cgroup is under user@UID.service), false for a
+                  root conmon's; absent when nothing said,
+     "owner_uid": the host uid that conmon runs as (the user the rootless container belongs to),
+     "conmon":    the conmon's pid, "bundle_dir": its -b (a <driver>-containers/ID/userdata
+                  directory, else null), "cuuid": -u, "runtime_path": -r, "exit_dir": --exit-dir}
 
 Reading the runtime's state (:func:`read_bounded`, :func:`read_json`, :func:`bundle_config`)
 is shared with the landing/limits code: every path is opened component by component under the
