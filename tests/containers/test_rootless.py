@@ -79,17 +79,25 @@ def _nspid(pid):
 class User:
     def __init__(self, name, uid, home, xdg, subuid):
         self.name, self.uid, self.home, self.xdg = name, uid, home, xdg
+        #: the storages used: the default graph root with the vfs driver (named: installing
+        #: fuse-overlayfs, or a storage.conf, would change podman's choice), and native rootless
+        #: overlay in a graph root of its own (rootless_storage_path-like)
+        self.stores = {"vfs": ("--storage-driver", "vfs"),
+                       "overlay": ("--storage-driver", "overlay", "--root", f"{home}/ovl",
+                                   "--runroot", f"{xdg}/ovl")}
         #: the host uids its containers run as: its own and its subordinate range
         self.uids = range(uid, uid + 1) if subuid is None else \
             [uid, *range(subuid[0], subuid[0] + subuid[1])]
 
-    def podman(self, *args, check=True, timeout=120):
+    def podman(self, *args, check=True, timeout=120, store="vfs"):
         env = ["env", "-i", f"HOME={self.home}", f"USER={self.name}", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
                f"XDG_RUNTIME_DIR={self.xdg}"]
         r = subprocess.run(["runuser", "-u", self.name, "--", *env, "podman", "--runtime", "runc",
-                            "--cgroup-manager=cgroupfs", *args], capture_output=True, text=True, timeout=timeout)
+                            "--cgroup-manager=cgroupfs", *self.stores[store], *args],
+                           capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
-            raise RuntimeError(f"podman {' '.join(args[:3])} as {self.name}: rc {r.returncode}: {r.stderr[-2000:]}")
+            raise RuntimeError(f"podman {' '.join(args[:3])} as {self.name}: rc {r.returncode}: "
+                               f"{r.stderr[-2000:]}")
         return r
 
 
@@ -97,11 +105,12 @@ def _cleanup(user, name, backups):
     """Everything the module made, in order; each step runs even when one before it failed."""
     errors = []
     if user is not None:
-        for args in (("rm", "-f", "-a", "-t", "0"), ("system", "reset", "-f")):
-            try:
-                user.podman(*args, check=False, timeout=180)
-            except (OSError, subprocess.SubprocessError) as e:
-                errors.append(f"podman {args[0]}: {e}")
+        for store in user.stores:
+            for args in (("rm", "-f", "-a", "-t", "0"), ("system", "reset", "-f")):
+                try:
+                    user.podman(*args, check=False, timeout=180, store=store)
+                except (OSError, subprocess.SubprocessError) as e:
+                    errors.append(f"podman {args[0]} ({store}): {e}")
         # what is left of the user's processes (podman's pause process, conmons, a container's):
         # all started here, by this module's podman runs -- ended by pid, then reaped by init
         uids = set(user.uids)
@@ -190,13 +199,15 @@ def rl():
         assert _subids("/etc/subuid", name) is None and _subids("/etc/subgid", name) is None
 
 
-def _run(rl, name, *args):
-    rl["user"].podman("run", "-d", "--network", "none", "--name", name, *args, "--rootfs", rl["root"],
-                      "sh", "-c", LOOP)
-    d = json.loads(rl["user"].podman("inspect", name).stdout)[0]
+def _run(rl, name, *args, store="vfs", image=None):
+    where = [image] if image else ["--rootfs", rl["root"]]
+    rl["user"].podman("run", "-d", "--network", "none", "--name", name, *args, *where, "sh", "-c", LOOP,
+                      store=store)
+    d = json.loads(rl["user"].podman("inspect", name, store=store).stdout)[0]
     init = d["State"]["Pid"]
     pid = _wait(lambda: _children(init, "cd-crasher"), what="the crasher in the rootless container")[0]
-    return d["Id"], d["State"]["ConmonPid"], init, pid
+    upper = ((d.get("GraphDriver") or {}).get("Data") or {}).get("UpperDir")     # None for --rootfs
+    return d["Id"], d["State"]["ConmonPid"], init, pid, upper
 
 
 def _check(pid):
@@ -231,7 +242,7 @@ def test_rootless_container_named_core_lands_where_check_said_owned_as_predicted
     name = f"cdrl-{inside}-{rl['tag']}"
     expected = None
     try:
-        cid, conmon, init, pid = _run(rl, name, "--ulimit", "core=-1:-1", "--user", f"{inside}:{inside}")
+        cid, conmon, init, pid, _ = _run(rl, name, "--ulimit", "core=-1:-1", "--user", f"{inside}:{inside}")
         host_uid = user.uid if inside == 0 else rl["subuid"][0] + inside - 1   # the uid_map podman wrote
         host_gid = user.uid if inside == 0 else rl["subgid"][0] + inside - 1
         assert os.stat(f"/proc/{pid}").st_uid == host_uid
@@ -280,7 +291,7 @@ def test_rootless_without_ulimit_core_keeps_conmons_zero_no_core(rl, saved_sysct
     user = rl["user"]
     name = f"cdrl-noulimit-{rl['tag']}"
     try:
-        cid, conmon, init, pid = _run(rl, name)
+        cid, conmon, init, pid, _ = _run(rl, name)
         with open(f"/proc/{conmon}/limits") as f:
             conmon_core = next(x for x in f if x.startswith("Max core file size")).split()[4]
         assert conmon_core == "0"                      # what the machine gives a user's podman
@@ -300,3 +311,53 @@ def test_rootless_without_ulimit_core_keeps_conmons_zero_no_core(rl, saved_sysct
         assert mine[0]["container"]["id"] == cid and mine[0]["core"]["found"] is False, mine[0]["core"]
     finally:
         user.podman("rm", "-f", "-t", "0", name, check=False)
+
+
+def test_rootless_image_on_native_overlay_core_in_the_upper_layer_under_the_users_graph_root(
+        rl, saved_sysctls, loud_kernel_log):
+    """The same Debian root imported as an image into a graph root of the user's own with the
+    overlay driver (native rootless overlay: the kernel mounts it in the user's namespace)."""
+    L.set_sysctls({"kernel.core_pattern": PATTERN, "kernel.core_uses_pid": "0"})
+    user = rl["user"]
+    name = f"cdrl-ovl-{rl['tag']}"
+    image = f"localhost/cdrl-img-{rl['tag']}"
+    tar = os.path.join(user.home, "img.tar")
+    # an image's files are root's (its root is the user on the host); no device nodes (a user
+    # namespace cannot make them)
+    subprocess.run(["tar", "-C", rl["root"], "--numeric-owner", "--owner=0", "--group=0", "--exclude=./dev/*",
+                    "-cf", tar, "."], check=True, timeout=300)
+    os.chown(tar, user.uid, user.uid)
+    user.podman("import", tar, image, store="overlay", timeout=600)
+    os.unlink(tar)
+    expected = None
+    try:
+        cid, conmon, init, pid, upper = _run(rl, name, "--ulimit", "core=-1:-1", store="overlay", image=image)
+        graph = f"{user.home}/ovl"
+        assert upper and upper.startswith(f"{graph}/overlay/"), upper
+        with open(f"/proc/{pid}/mountinfo") as f:
+            root = next(x for x in f if x.split()[4] == "/")
+        assert " - overlay overlay " in root and f"upperdir={upper}" in root, root   # the kernel's overlay
+        t = _check(pid)
+        c = t["container"]
+        assert c is not None, "check named no container: " + t["verdict"]
+        assert (c["id"], c["name"], c["image"], c["rootless"], c["owner_uid"]) == \
+            (cid, name, f"{image}:latest", True, user.uid), c
+        assert c["bundle"] == f"{graph}/overlay-containers/{cid}/userdata/config.json"
+        expected = f"{upper}/tmp/cdrl.cd-crasher.{_nspid(pid)}"
+        dest = t["core_destination"]
+        assert t["dumps"] is True, t["verdict"]
+        assert (dest["host_path"], dest["landing"], dest["survives"]) == (expected, "overlay-upper", True), dest
+        assert "kept until the container is removed" in dest["warning"]         # not --rm: its bundle said
+        assert (dest["owner"]["uid"], dest["owner"]["uid_in_container"]) == (user.uid, 0)
+        t0 = _crash(pid, init)
+        assert os.path.exists(expected), os.listdir(os.path.dirname(expected))
+        st = os.lstat(expected)
+        assert (st.st_uid, st.st_gid) == (user.uid, user.uid) and st.st_size > 0
+        mine = [x for x in _crashes(name) if x["pid"] == pid]
+        assert len(mine) == 1 and mine[0]["time"] >= t0 - 2, mine
+        core = mine[0]["core"]
+        assert (mine[0]["container"]["id"], mine[0]["container"]["rootless"]) == (cid, True)
+        assert core["found"] is True and core["host_path"] == expected and core["landing"] == "overlay-upper", core
+    finally:
+        user.podman("rm", "-f", "-t", "0", name, check=False, store="overlay")
+        user.podman("rmi", "-f", image, check=False, store="overlay")
