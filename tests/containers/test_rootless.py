@@ -34,6 +34,7 @@ PATTERN = "/tmp/cdrl.%e.%p"
 LOOP = "while :; do /usr/local/bin/cd-crasher; sleep 0.2; done"
 #: files useradd/userdel rewrite, with the backup copies they leave (restored as found)
 ETC = ("passwd", "group", "shadow", "gshadow", "subuid", "subgid")
+FUSE_OVERLAYFS = "/usr/bin/fuse-overlayfs"
 
 
 def _subids(path, name):
@@ -84,7 +85,10 @@ class User:
         #: overlay in a graph root of its own (rootless_storage_path-like)
         self.stores = {"vfs": ("--storage-driver", "vfs"),
                        "overlay": ("--storage-driver", "overlay", "--root", f"{home}/ovl",
-                                   "--runroot", f"{xdg}/ovl")}
+                                   "--runroot", f"{xdg}/ovl"),
+                       "fuse": ("--storage-driver", "overlay", "--storage-opt",
+                                f"overlay.mount_program={FUSE_OVERLAYFS}", "--root", f"{home}/fov",
+                                "--runroot", f"{xdg}/fov")}
         #: the host uids its containers run as: its own and its subordinate range
         self.uids = range(uid, uid + 1) if subuid is None else \
             [uid, *range(subuid[0], subuid[0] + subuid[1])]
@@ -313,6 +317,22 @@ def test_rootless_without_ulimit_core_keeps_conmons_zero_no_core(rl, saved_sysct
         user.podman("rm", "-f", "-t", "0", name, check=False)
 
 
+def _import(rl, store):
+    """The module's root as an image in *store*: its files root's (its root is the user on the
+    host), no device nodes (a user namespace cannot make them)."""
+    user = rl["user"]
+    image = f"localhost/cdrl-img-{store}-{rl['tag']}"
+    tar = os.path.join(user.home, "img.tar")
+    subprocess.run(["tar", "-C", rl["root"], "--numeric-owner", "--owner=0", "--group=0", "--exclude=./dev/*",
+                    "-cf", tar, "."], check=True, timeout=300)
+    try:
+        os.chown(tar, user.uid, user.uid)
+        user.podman("import", tar, image, store=store, timeout=600)
+    finally:
+        os.unlink(tar)
+    return image
+
+
 def test_rootless_image_on_native_overlay_core_in_the_upper_layer_under_the_users_graph_root(
         rl, saved_sysctls, loud_kernel_log):
     """The same Debian root imported as an image into a graph root of the user's own with the
@@ -320,15 +340,7 @@ def test_rootless_image_on_native_overlay_core_in_the_upper_layer_under_the_user
     L.set_sysctls({"kernel.core_pattern": PATTERN, "kernel.core_uses_pid": "0"})
     user = rl["user"]
     name = f"cdrl-ovl-{rl['tag']}"
-    image = f"localhost/cdrl-img-{rl['tag']}"
-    tar = os.path.join(user.home, "img.tar")
-    # an image's files are root's (its root is the user on the host); no device nodes (a user
-    # namespace cannot make them)
-    subprocess.run(["tar", "-C", rl["root"], "--numeric-owner", "--owner=0", "--group=0", "--exclude=./dev/*",
-                    "-cf", tar, "."], check=True, timeout=300)
-    os.chown(tar, user.uid, user.uid)
-    user.podman("import", tar, image, store="overlay", timeout=600)
-    os.unlink(tar)
+    image = _import(rl, "overlay")
     expected = None
     try:
         cid, conmon, init, pid, upper = _run(rl, name, "--ulimit", "core=-1:-1", store="overlay", image=image)
@@ -361,3 +373,58 @@ def test_rootless_image_on_native_overlay_core_in_the_upper_layer_under_the_user
     finally:
         user.podman("rm", "-f", "-t", "0", name, check=False, store="overlay")
         user.podman("rmi", "-f", image, check=False, store="overlay")
+
+
+@pytest.fixture
+def dev_fuse():
+    """/dev/fuse open to the user (udev's 0666 on a usual host; this VM has no udev: 0600),
+    put back as it was."""
+    st = os.stat("/dev/fuse")
+    try:
+        os.chmod("/dev/fuse", 0o666)
+        yield
+    finally:
+        os.chmod("/dev/fuse", st.st_mode & 0o7777)
+
+
+@pytest.mark.skipif(not os.path.exists(FUSE_OVERLAYFS) or not os.path.exists("/dev/fuse"),
+                    reason="fuse-overlayfs (apt) and /dev/fuse are needed")
+def test_rootless_image_on_fuse_overlayfs_core_in_the_upper_dir_of_its_argv(rl, dev_fuse, saved_sysctls,
+                                                                           loud_kernel_log):
+    """The image on fuse-overlayfs (podman's mount_program): the container's root mount has no
+    upperdir= (a FUSE mount); the serving fuse-overlayfs process's argv names it."""
+    L.set_sysctls({"kernel.core_pattern": PATTERN, "kernel.core_uses_pid": "0"})
+    user = rl["user"]
+    name = f"cdrl-fuse-{rl['tag']}"
+    image = _import(rl, "fuse")
+    expected = None
+    try:
+        cid, conmon, init, pid, upper = _run(rl, name, "--ulimit", "core=-1:-1", store="fuse", image=image)
+        assert upper and upper.startswith(f"{user.home}/fov/overlay/"), upper
+        with open(f"/proc/{pid}/mountinfo") as f:
+            root = next(x for x in f if x.split()[4] == "/")
+        assert " - fuse.fuse-overlayfs " in root and "upperdir" not in root, root
+        t = _check(pid)
+        c = t["container"]
+        assert c is not None, "check named no container: " + t["verdict"]
+        assert (c["id"], c["rootless"], c["fuse_overlay"]["upperdir"]) == (cid, True, upper), c
+        expected = f"{upper}/tmp/cdrl.cd-crasher.{_nspid(pid)}"
+        dest = t["core_destination"]
+        # a FUSE mount made in the user's namespace is closed to the host's root (fs/fuse/dir.c
+        # fuse_allow_current_process(): allow_other admits only that namespace and its
+        # children): the directory cannot be judged from here, and check says so
+        gate = next(g for g in t["gates"] if g["id"] == "core-dir")
+        assert t["dumps"] is None and gate["status"] == "unknown" and "EACCES" in gate["evidence"], t["verdict"]
+        assert (dest["host_path"], dest["landing"], dest["survives"]) == (expected, "overlay-upper", True), dest
+        assert "fuse-overlayfs pid" in dest["landing_evidence"]
+        t0 = _crash(pid, init)
+        assert os.path.exists(expected), os.listdir(os.path.dirname(expected))
+        st = os.lstat(expected)
+        assert (st.st_uid, st.st_gid) == (user.uid, user.uid) and st.st_size > 0
+        mine = [x for x in _crashes(name) if x["pid"] == pid]
+        assert len(mine) == 1 and mine[0]["time"] >= t0 - 2, mine
+        core = mine[0]["core"]
+        assert core["found"] is True and core["host_path"] == expected, core
+    finally:
+        user.podman("rm", "-f", "-t", "0", name, check=False, store="fuse")
+        user.podman("rmi", "-f", image, check=False, store="fuse")

@@ -259,3 +259,9 @@ def test_the_snapshot_fields_validate():
     c["rootless"], c["owner_uid"] = True, -1
     with pytest.raises(Bad, match="container.owner_uid"):
         validate(snap)
+
+
+def test_a_root_that_is_not_fuse_overlayfs_has_no_fuse_overlay():
+    c = C.conmon_from_argv(REAL, 8978, os.geteuid(), True)
+    assert C.fuse_overlay_of(os.getpid(), c, {}) is None     # this test's root: not fuse-overlayfs
+    assert C.fuse_overlay_of(0x7FFFFFFF, c, {}) is None      # no such process

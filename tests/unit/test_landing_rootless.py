@@ -82,3 +82,62 @@ def test_the_owner_on_the_host_is_the_fsuid_mapped_through_uid_map():
     assert L.map_id(MAP, 1000) == 100999 and L.map_id(MAP, 65537) is None
     # dumpable=2: the kernel dumps as global root, which the container does not map
     assert L.owner(_proc(1001), 2)["uid"] == 0 and L.owner(_proc(1001), 2)["uid_in_container"] is None
+
+
+# -- fuse-overlayfs (podman's mount_program): recorded from a rootless container on this machine
+FUSE_LAYER = "e5cccc0db2b35eeb0dc78032c937369ae025569c3ff38116c1c091666fe5ef29"
+FUSE_GRAPH = "/home/cdrlman2/fov/overlay"
+FUSE_ARGV = ["/usr/bin/fuse-overlayfs", "-o",
+             f"lowerdir={FUSE_GRAPH}/l/PUWDGVWYEC6V5D7EJU2LOAP2EY,upperdir={FUSE_GRAPH}/{FUSE_LAYER}/diff,"
+             f"workdir={FUSE_GRAPH}/{FUSE_LAYER}/work,", f"{FUSE_GRAPH}/{FUSE_LAYER}/merged"]
+FUSE_ROOT = ("98 72 0:41 / / rw,nodev,noatime - fuse.fuse-overlayfs fuse-overlayfs rw,user_id=0,group_id=0,"
+             "default_permissions,allow_other\n")
+
+
+def test_fuse_overlayfs_argv():
+    opts, mnt = C.fuse_args(FUSE_ARGV)
+    assert mnt == f"{FUSE_GRAPH}/{FUSE_LAYER}/merged"
+    assert opts["upperdir"] == f"{FUSE_GRAPH}/{FUSE_LAYER}/diff" and opts["lowerdir"].endswith("EY")
+    # -oA,B joined, the last of a key wins, flags take no value, the last word is the mount point
+    opts, mnt = C.fuse_args(["fuse-overlayfs", "-f", "-oupperdir=/a", "-o", "upperdir=/b,squash_to_root", "/m1",
+                             "/m2"])
+    assert (opts["upperdir"], opts["squash_to_root"], mnt) == ("/b", "", "/m2")
+    assert C.fuse_args(["fuse-overlayfs", "-o"]) == ({}, None)
+    assert C.fuse_args([]) == ({}, None)
+
+
+def _fuse_ct(**fo):
+    ct = _ct()
+    ct["fuse_overlay"] = dict({"dev": "0:41", "merged": f"{FUSE_GRAPH}/{FUSE_LAYER}/merged",
+                               "upperdir": f"{FUSE_GRAPH}/{FUSE_LAYER}/diff", "pid": 30036,
+                               "state": "/proc/30036/cmdline"}, **fo)
+    return ct
+
+
+def test_a_fuse_overlayfs_root_lands_in_the_upper_dir_its_process_names():
+    r = L.landing("/tmp/core.3", _proc(1001, _fuse_ct()), _snap(FUSE_ROOT), autoremove=False)
+    assert (r["host_path"], r["landing"], r["survives"]) == \
+        (f"{FUSE_GRAPH}/{FUSE_LAYER}/diff/tmp/core.3", "overlay-upper", True)
+    assert "fuse-overlayfs pid 30036" in r["landing_evidence"] and "kept until" in r["warning"]
+    # no serving process found, or one that serves another device: not known
+    for ct in (_ct(), _fuse_ct(dev="0:42"), _fuse_ct(upperdir="relative/diff")):
+        r = L.landing("/tmp/core.3", _proc(1001, ct), _snap(FUSE_ROOT))
+        assert r["host_path"] is None and "fuse-overlayfs" in r["landing_evidence"], ct
+    # --rm: gone with the container
+    r = L.landing("/core", _proc(1001, _fuse_ct()), _snap(FUSE_ROOT), autoremove=True)
+    assert r["survives"] is False and "--rm" in r["warning"]
+
+
+def test_the_fuse_overlay_fact_validates():
+    import json
+    import os
+    import pytest
+    from coredoctor.snapshot.validate import Bad, validate
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(os.path.dirname(here), "fixtures", "dropped-suid0.json")) as f:
+        snap = json.load(f)
+    snap["processes"][0]["container"] = _fuse_ct()
+    validate(snap)
+    snap["processes"][0]["container"]["fuse_overlay"]["upperdir"] = 7
+    with pytest.raises(Bad, match="fuse_overlay.upperdir"):
+        validate(snap)

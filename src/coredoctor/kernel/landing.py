@@ -52,6 +52,11 @@ RULES: Dict[str, Dict[str, str]] = {
                      "same device maps it",
              "source": "proc(5) /proc/PID/mountinfo fields 3 (major:minor) and 4 (root); fs/proc_namespace.c "
                        "show_mountinfo()"},
+    "fuse-overlayfs": {"landing": "overlay-upper",
+                       "rule": "the upper directory is the -o upperdir= of the fuse-overlayfs process whose "
+                               "mount namespace has this device mounted at the merged directory its argv names",
+                       "source": "fuse-overlayfs(1); containers/storage drivers/overlay/overlay.go mount_program; "
+                                 "snapshot/containers.py FUSE_OVERLAY"},
     "autoremove": {"landing": "overlay-upper",
                    "rule": "the runtime removes the container's upper layer when the container is removed; "
                            "--rm removes it at exit",
@@ -95,6 +100,7 @@ def rootless_home(ct: Mapping[str, Any]) -> Optional[Dict[str, str]]:
 
 
 MEMORY_FS = ("tmpfs", "ramfs", "devtmpfs")
+FUSE_OVERLAYFS = "fuse.fuse-overlayfs"
 _NOT_FILES = ("proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "securityfs", "debugfs",
               "tracefs", "fusectl", "bpf", "pstore", "configfs", "hugetlbfs")
 
@@ -197,8 +203,21 @@ def landing(path: Optional[str], proc: Mapping[str, Any], mounts: Optional[Mappi
     inside = _join(str(m.get("root") or "/"), rel)
     fstype = str(m.get("fstype") or "")
     where = f"{m['mountpoint']} is {fstype} ({m.get('source')})"
-    if fstype == "overlay":
-        upper = _opts(str(m.get("super_options") or "")).get("upperdir")
+    fo: Any = None
+    if fstype == FUSE_OVERLAYFS:
+        ct = proc.get("container")
+        fo = ct.get("fuse_overlay") if isinstance(ct, dict) else None
+        if not (isinstance(fo, dict) and fo.get("dev") == m.get("dev") and isinstance(fo.get("upperdir"), str)
+                and fo["upperdir"].startswith("/")):
+            out.update(landing="overlay-upper",
+                       landing_evidence=f"{where}: its upper layer is in the argv of the fuse-overlayfs "
+                                        "process serving it, which was not found")
+            return out
+        r = RULES["fuse-overlayfs"]
+        where += f", served by fuse-overlayfs pid {fo.get('pid')} (-o upperdir={fo['upperdir']}) [{r['source']}]"
+    if fstype in ("overlay", FUSE_OVERLAYFS):
+        upper = _opts(str(m.get("super_options") or "")).get("upperdir") if fstype == "overlay" else \
+            str(fo["upperdir"])
         r = RULES["overlay"]
         if not upper:
             out.update(landing="overlay-upper", survives=None,

@@ -57,7 +57,8 @@ __all__ = ["FORMATS", "RUNTIMES", "KEYS", "from_cgroup", "from_path", "identify"
            "NSPAWN_LEADER", "nspawn_from_leader", "nspawn_of",
            "read_bounded", "read_json", "bundle_paths", "bundle_config", "oci_rlimits",
            "oci_annotations", "host_root", "matches", "label", "MAX_FIELD",
-           "CONMON", "conmon_from_argv", "conmon_of", "add_monitor", "USER_MANAGER"]
+           "CONMON", "conmon_from_argv", "conmon_of", "add_monitor", "USER_MANAGER",
+           "FUSE_OVERLAY", "fuse_args", "fuse_overlay_of"]
 
 #: the keys of the ``container`` object every consumer may rely on (the JSON contract)
 KEYS = ("runtime", "id", "name", "image", "pod", "namespace")
@@ -997,12 +998,133 @@ def add_monitor(c: Optional[Dict[str, Any]], pid: int, cgroup: Optional[str],
     """The container of *pid* from its ancestors when its cgroup named none (*c* None): an nspawn
     machine's leader (:data:`NSPAWN_LEADER`), else a conmon (:data:`CONMON`); a podman container
     its cgroup named gains what its conmon says (rootless, the owner, the bundle) when the
-    conmon names the same id. Live processes only (the caller's /proc)."""
+    conmon names the same id, and a podman/CRI-O container on fuse-overlayfs the upper layer
+    (``fuse_overlay``, :data:`FUSE_OVERLAY`). Live processes only (the caller's /proc)."""
     if c is None:
-        return nspawn_of(pid, cgroup, cache) or conmon_of(pid, cgroup, cache)
-    if c.get("runtime") == "podman" and c.get("format") != "conmon":
+        c = nspawn_of(pid, cgroup, cache) or conmon_of(pid, cgroup, cache)
+    elif c.get("runtime") == "podman" and c.get("format") != "conmon":
         m = conmon_of(pid, cgroup, cache)
         if m is not None and m.get("id") == c.get("id"):
             for k in ("rootless", "owner_uid", "conmon", "bundle_dir", "cuuid", "runtime_path", "exit_dir"):
                 c[k] = m[k]
+    if c is not None and c.get("runtime") in ("podman", "cri-o"):
+        # a fuse-overlayfs root: its upper layer from the serving process (FUSE_OVERLAY)
+        key = f"fuse:{c.get('id')}"
+        if key not in cache:
+            try:
+                cache[key] = fuse_overlay_of(pid, c, cache)
+            except (OSError, ValueError):
+                cache[key] = None
+        if cache[key] is not None:
+            c["fuse_overlay"] = dict(cache[key])
     return c
+
+
+# --- fuse-overlayfs: the upper layer is in the serving process's argv -----------------------
+
+#: How the host path of a fuse-overlayfs root is known: the container's root mount is
+#: ``fuse.fuse-overlayfs`` (no upperdir= in its options, unlike the kernel's overlay), served by
+#: a fuse-overlayfs process whose argv names the layers and the mount point.
+FUSE_OVERLAY = [
+    {"fact": "the storage driver runs its mount_program as 'PROGRAM -o lowerdir=...,upperdir=...,"
+             "workdir=... MERGED' and the container's root is MERGED",
+     "source": "containers/storage drivers/overlay/overlay.go (mount_program: mountProgram + '-o' + "
+               "opts + mountTarget); storage.conf(5) mount_program; fuse-overlayfs(1) SYNOPSIS"},
+    {"fact": "the process serving the container's root mount is the one whose mount namespace has a "
+             "fuse.fuse-overlayfs mount of the same device (major:minor) at the MERGED its argv names",
+     "source": "proc(5) /proc/PID/mountinfo (field 3: the device of the filesystem, one per FUSE "
+               "connection; field 5: the mount point)"},
+    {"fact": "a new file is created in the upper directory (fuse-overlayfs copies up like overlayfs); "
+             "only an upperdir the fuse-overlayfs process's own user owns is taken",
+     "source": "fuse-overlayfs(1) DESCRIPTION; containers/fuse-overlayfs main.c ovl_create()"},
+]
+FUSE_FSTYPE = "fuse.fuse-overlayfs"
+_FUSE_BIN = "fuse-overlayfs"
+
+
+def fuse_args(argv: List[str]) -> Tuple[Dict[str, str], Optional[str]]:
+    """(the ``-o`` options, the mount point) of a fuse-overlayfs *argv* (pure): every ``-o A,B``
+    / ``-oA,B`` joined (the last one of a key wins), the mount point the last word that is
+    neither an option nor an option's value."""
+    opts: Dict[str, str] = {}
+    mnt: Optional[str] = None
+    i = 1
+    while i < len(argv) and i < 4096:
+        a = argv[i]
+        val: Optional[str] = None
+        if a == "-o":
+            i += 1
+            val = argv[i] if i < len(argv) else ""
+        elif a.startswith("-o"):
+            val = a[2:]
+        elif a.startswith("-"):
+            pass          # -f, -d, --debug: no value
+        else:
+            mnt = a
+        if val is not None:
+            for o in val[:65536].split(","):
+                k, eq, v = o.partition("=")
+                if k:
+                    opts[k] = v if eq else ""
+        i += 1
+    return opts, mnt
+
+
+def _root_mount(pid: int) -> Optional[Dict[str, Any]]:
+    """The topmost mount at ``/`` in *pid*'s mount table."""
+    from coredoctor.snapshot import mounts as M
+    data = _proc_read(pid, "mountinfo", 1 << 20)
+    ms = [m for m in M.parse_mountinfo((data or b"").decode("utf-8", "replace")) if m["mountpoint"] == "/"]
+    if not ms:
+        return None
+    ids = {m["parent"] for m in ms}
+    top = [m for m in ms if m["id"] not in ids]
+    return (top or ms)[-1]
+
+
+def _owned_dir(path: str, uid: int) -> bool:
+    """Is *path* a directory owned by *uid*, reached without an untrusted symlink?"""
+    try:
+        fd = _open_under(path, "/")
+    except (OSError, ValueError):
+        return False
+    try:
+        st = os.fstat(fd)
+        return _st.S_ISDIR(st.st_mode) and st.st_uid == uid
+    finally:
+        os.close(fd)
+
+
+def fuse_overlay_of(pid: int, c: Dict[str, Any], cache: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The upper layer of *pid*'s root when it is a fuse-overlayfs mount (:data:`FUSE_OVERLAY`):
+    ``{"dev", "merged", "upperdir", "pid", "state"}``, or None (another root, or no trusted
+    fuse-overlayfs of the container's owner serves it)."""
+    root = _root_mount(pid)
+    if root is None or root.get("fstype") != FUSE_FSTYPE:
+        return None
+    owner = c.get("owner_uid") if c.get("rootless") else 0
+    if not isinstance(owner, int) or isinstance(owner, bool):
+        return None
+    if "fuse-procs" not in cache:
+        from coredoctor.snapshot import proc as procmod
+        cache["fuse-procs"] = [p for p, comm in procmod.comms().items() if comm == _FUSE_BIN]
+    for fp in cache["fuse-procs"][:256]:
+        if _status_uid(fp) != owner or not _trusted_exe(fp, _FUSE_BIN):
+            continue
+        argv = [a.decode("utf-8", "replace") for a in (_proc_read(fp, "cmdline") or b"").split(b"\0")]
+        if argv and argv[-1] == "":
+            argv.pop()
+        opts, merged = fuse_args(argv)
+        upper = opts.get("upperdir")
+        if not merged or not upper or not upper.startswith("/") or ".." in upper.split("/"):
+            continue
+        from coredoctor.snapshot import mounts as M
+        data = _proc_read(fp, "mountinfo", 1 << 20)
+        if not any(m["dev"] == root["dev"] and m["mountpoint"] == merged and m["fstype"] == FUSE_FSTYPE
+                   for m in M.parse_mountinfo((data or b"").decode("utf-8", "replace"))):
+            continue
+        if not _owned_dir(upper, owner):
+            continue
+        return {"dev": root["dev"], "merged": merged[:4096], "upperdir": upper[:4096], "pid": fp,
+                "state": f"/proc/{fp}/cmdline"}
+    return None
