@@ -265,6 +265,12 @@ def test_rootless_container_named_core_lands_where_check_said_owned_as_predicted
         assert (dest["host_path"], dest["landing"], dest["survives"]) == (expected, "bind", True), dest
         assert dest["owner"] == {"uid": host_uid, "gid": host_gid, "uid_in_container": inside,
                                  "gid_in_container": inside}, dest["owner"]
+        if inside == 0:         # --container: every process of it, found by its conmon
+            r = L.coredoctor("check", "--json", "--container", name)
+            assert r.returncode in (0, 1), r.stderr
+            got = {x["pid"]: x["container"]["id"] for x in json.loads(r.stdout)["targets"]}
+            assert {init, pid} <= set(got) and set(got.values()) == {cid}, got
+            assert conmon not in got
         r = L.coredoctor("check", "--pid", str(pid))
         first = " ".join(r.stdout.split("\n\n")[0].split())          # the verdict sentence, unwrapped
         assert f"(pid {pid}, in rootless podman container {name} ({cid[:12]}) of uid {user.uid}):" in first, first

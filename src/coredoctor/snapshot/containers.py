@@ -29,7 +29,9 @@ snapshot's process entries; ``null`` when the process is not in a container)::
                   root conmon's; absent when nothing said,
      "owner_uid": the host uid that conmon runs as (the user the rootless container belongs to),
      "conmon":    the conmon's pid, "bundle_dir": its -b (a <driver>-containers/ID/userdata
-                  directory, else null), "cuuid": -u, "runtime_path": -r, "exit_dir": --exit-dir}
+                  directory, else null), "cuuid": -u, "runtime_path": -r, "exit_dir": --exit-dir,
+     "fuse_overlay": {"dev", "merged", "upperdir", "pid", "state"} when the root is a
+                  fuse-overlayfs mount: the upper layer from the serving process (FUSE_OVERLAY)}
 
 Reading the runtime's state (:func:`read_bounded`, :func:`read_json`, :func:`bundle_config`)
 is shared with the landing/limits code: every path is opened component by component under the
