@@ -33,7 +33,8 @@ The result, merged into ``core_destination`` (coredoctor.check/1, additive)::
 import posixpath
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["RULES", "landing", "normalize", "holding_mount", "map_id", "unmap_id", "owner", "userns_note"]
+__all__ = ["RULES", "RELATIVE_UPPER", "rootless_home", "landing", "normalize", "holding_mount", "map_id",
+           "unmap_id", "owner", "userns_note"]
 
 Mount = Mapping[str, Any]
 
@@ -51,6 +52,11 @@ RULES: Dict[str, Dict[str, str]] = {
                      "same device maps it",
              "source": "proc(5) /proc/PID/mountinfo fields 3 (major:minor) and 4 (root); fs/proc_namespace.c "
                        "show_mountinfo()"},
+    "fuse-overlayfs": {"landing": "overlay-upper",
+                       "rule": "the upper directory is the -o upperdir= of the fuse-overlayfs process whose "
+                               "mount namespace has this device mounted at the merged directory its argv names",
+                       "source": "fuse-overlayfs(1); containers/storage drivers/overlay/overlay.go mount_program; "
+                                 "snapshot/containers.py FUSE_OVERLAY"},
     "autoremove": {"landing": "overlay-upper",
                    "rule": "the runtime removes the container's upper layer when the container is removed; "
                            "--rm removes it at exit",
@@ -74,7 +80,27 @@ RELATIVE_UPPER: Dict[str, Dict[str, str]] = {
                          "--data-root default /var/lib/docker"},
 }
 
+
+
+def rootless_home(ct: Mapping[str, Any]) -> Optional[Dict[str, str]]:
+    """The overlay driver's home of a rootless podman container: its user's graph root (the
+    ``<graphroot>/overlay-containers/ID/userdata`` bundle its conmon named, snapshot/containers.py
+    CONMON) + ``/overlay``; None when the bundle does not say (the root default is not the user's)."""
+    b = ct.get("bundle_dir")
+    cid = ct.get("id")
+    if not isinstance(b, str) or not isinstance(cid, str) or not b.startswith("/") or ".." in b.split("/"):
+        return None
+    tail = f"/overlay-containers/{cid}/userdata"
+    if not b.endswith(tail) or len(b) == len(tail):
+        return None
+    return {"home": b[:-len(tail)] + "/overlay",
+            "source": "containers/storage drivers/overlay/overlay.go get() (relative paths, mountFrom d.home); "
+                      "storage.conf(5) rootless graphroot ($HOME/.local/share/containers/storage or "
+                      "rootless_storage_path), named by the container's conmon -b"}
+
+
 MEMORY_FS = ("tmpfs", "ramfs", "devtmpfs")
+FUSE_OVERLAYFS = "fuse.fuse-overlayfs"
 _NOT_FILES = ("proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "securityfs", "debugfs",
               "tracefs", "fusectl", "bpf", "pstore", "configfs", "hugetlbfs")
 
@@ -177,8 +203,21 @@ def landing(path: Optional[str], proc: Mapping[str, Any], mounts: Optional[Mappi
     inside = _join(str(m.get("root") or "/"), rel)
     fstype = str(m.get("fstype") or "")
     where = f"{m['mountpoint']} is {fstype} ({m.get('source')})"
-    if fstype == "overlay":
-        upper = _opts(str(m.get("super_options") or "")).get("upperdir")
+    fo: Any = None
+    if fstype == FUSE_OVERLAYFS:
+        ct = proc.get("container")
+        fo = ct.get("fuse_overlay") if isinstance(ct, dict) else None
+        if not (isinstance(fo, dict) and fo.get("dev") == m.get("dev") and isinstance(fo.get("upperdir"), str)
+                and fo["upperdir"].startswith("/")):
+            out.update(landing="overlay-upper",
+                       landing_evidence=f"{where}: its upper layer is in the argv of the fuse-overlayfs "
+                                        "process serving it, which was not found")
+            return out
+        r = RULES["fuse-overlayfs"]
+        where += f", served by fuse-overlayfs pid {fo.get('pid')} (-o upperdir={fo['upperdir']}) [{r['source']}]"
+    if fstype in ("overlay", FUSE_OVERLAYFS):
+        upper = _opts(str(m.get("super_options") or "")).get("upperdir") if fstype == "overlay" else \
+            str(fo["upperdir"])
         r = RULES["overlay"]
         if not upper:
             out.update(landing="overlay-upper", survives=None,
@@ -187,6 +226,8 @@ def landing(path: Optional[str], proc: Mapping[str, Any], mounts: Optional[Mappi
         if not upper.startswith("/"):
             ct = proc.get("container")
             row = RELATIVE_UPPER.get(str(ct.get("runtime"))) if isinstance(ct, dict) else None
+            if row is not None and isinstance(ct, dict) and ct.get("rootless"):
+                row = rootless_home(ct)
             if row is None or not isinstance(ct, dict) or ".." in upper.split("/"):
                 out.update(landing="overlay-upper",
                            landing_evidence=f"{where}; its upperdir={upper} is relative to the mounter's cwd "

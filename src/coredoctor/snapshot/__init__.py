@@ -66,9 +66,10 @@ def take(pids: Optional[Iterable[int]] = None, signal: str = "SIGSEGV", strict: 
     _ptrace_fallback(procs, kernel)
     ccache: Dict[str, Any] = {}  # the runtime's state, read once per container
     for p in procs.values():
-        if p.get("container") is None and len(p.get("nspid") or []) > 1 and procmod.base.root() == "/proc":
-            # an nspawn machine no machined registered: known by its leader (containers.NSPAWN_LEADER)
-            p["container"] = containers.nspawn_of(p["pid"], p.get("cgroup"), ccache)
+        if (len(p.get("nspid") or []) > 1 or p.get("userns_is_host") is False) and procmod.base.root() == "/proc":
+            # an nspawn machine no machined registered, a container whose cgroup names none (rootless
+            # podman): known by its leader or its conmon (containers.NSPAWN_LEADER, CONMON)
+            p["container"] = containers.add_monitor(p.get("container"), p["pid"], p.get("cgroup"), ccache)
         containers.complete(p.get("container"), cache=ccache)
     snap = {"schema": SCHEMA, "taken_at": time.time(), "kernel": kernel, "sysctl": sysctls,
             "targets": targets, "skipped": skipped, "processes": [procs[p] for p in sorted(procs)]}

@@ -22,7 +22,16 @@ snapshot's process entries; ``null`` when the process is not in a container)::
      "driver":    "cgroupfs" | "systemd" (how the cgroup path was made),
      "cgroup":    the cgroup path it was read from,
      "bundle":    the OCI bundle's config.json that was read, or null,
-     "state":     [the state files the name/image came from]}
+     "state":     [the state files the name/image came from],
+     -- a container known by its conmon (:data:`CONMON`; rootless podman on cgroup v1) --
+     "rootless":  true when the container's conmon runs as a user other than root or in a user
+                  namespace of its own (or its cgroup is under user@UID.service), false for a
+                  root conmon's; absent when nothing said,
+     "owner_uid": the host uid that conmon runs as (the user the rootless container belongs to),
+     "conmon":    the conmon's pid, "bundle_dir": its -b (a <driver>-containers/ID/userdata
+                  directory, else null), "cuuid": -u, "runtime_path": -r, "exit_dir": --exit-dir,
+     "fuse_overlay": {"dev", "merged", "upperdir", "pid", "state"} when the root is a
+                  fuse-overlayfs mount: the upper layer from the serving process (FUSE_OVERLAY)}
 
 Reading the runtime's state (:func:`read_bounded`, :func:`read_json`, :func:`bundle_config`)
 is shared with the landing/limits code: every path is opened component by component under the
@@ -49,7 +58,9 @@ if TYPE_CHECKING:  # typing is not imported at run time (start-up time)
 __all__ = ["FORMATS", "RUNTIMES", "KEYS", "from_cgroup", "from_path", "identify", "complete",
            "NSPAWN_LEADER", "nspawn_from_leader", "nspawn_of",
            "read_bounded", "read_json", "bundle_paths", "bundle_config", "oci_rlimits",
-           "oci_annotations", "host_root", "matches", "label", "MAX_FIELD"]
+           "oci_annotations", "host_root", "matches", "label", "MAX_FIELD",
+           "CONMON", "conmon_from_argv", "conmon_of", "add_monitor", "USER_MANAGER",
+           "FUSE_OVERLAY", "fuse_args", "fuse_overlay_of"]
 
 #: the keys of the ``container`` object every consumer may rely on (the JSON contract)
 KEYS = ("runtime", "id", "name", "image", "pod", "namespace")
@@ -149,6 +160,15 @@ FORMATS = [
          "systemd units/systemd-nspawn@.service.in (machinectl start)"),
 ]
 
+#: A podman container's cgroup under a user's own systemd manager is a rootless one of that user
+#: (the manager's cgroup user.slice/user-UID.slice/user@UID.service is delegated to the user,
+#: where rootless podman with the systemd cgroup manager makes libpod-ID.scope); only root can
+#: put a process there from outside that subtree.
+USER_MANAGER: Dict[str, Any] = {
+    "rx": re.compile(r"(?:^|/)user@(?P<uid>[1-9][0-9]{0,9})\.service/"),
+    "source": "systemd units/user@.service.in (Delegate=yes; slice user-UID.slice); podman "
+              "docs/tutorials/rootless_tutorial.md (cgroup v2, systemd cgroup manager)"}
+
 #: containerd namespaces that are not containers' own (a cgroupfs path /NAMESPACE/ID only
 #: means containerd when the first component is a containerd namespace, not another tool's
 #: parent): these are other rows' parents
@@ -214,6 +234,9 @@ def from_path(path: str) -> Optional[Dict[str, Any]]:
             out["qos"] = g.get("qos") or "guaranteed"
         if key == "containerd-cgroupfs":
             out["namespace_containerd"] = g.get("ns")
+        um = USER_MANAGER["rx"].search(path)
+        if um is not None and out["runtime"] == "podman":
+            out["rootless"], out["owner_uid"] = True, int(um.group("uid"))
         return out
     return None
 
@@ -284,16 +307,19 @@ def _open_under(path: str, root: str, hops: int = 0) -> int:
             os.close(fd)
 
 
-def read_bounded(path: str, limit: int = LIMIT_CONFIG, root: Optional[str] = None) -> Optional[bytes]:
+def read_bounded(path: str, limit: int = LIMIT_CONFIG, root: Optional[str] = None,
+                 owner: Optional[int] = None) -> Optional[bytes]:
     """The bytes of the regular file *path* (absolute, under the host root), or None when it is
-    missing, not a regular file, behind an untrusted symlink, unreadable or over *limit*."""
+    missing, not a regular file, behind an untrusted symlink, unreadable or over *limit*, or
+    (*owner* given) not owned by that uid: a rootless container's state is its user's, and a
+    file of anyone else's there is not read (it could be root's, planted by a link)."""
     try:
         fd = _open_under(path, root or host_root())
     except (OSError, ValueError):
         return None
     try:
         st = os.fstat(fd)
-        if not _st.S_ISREG(st.st_mode) or st.st_size > limit:
+        if not _st.S_ISREG(st.st_mode) or st.st_size > limit or (owner is not None and st.st_uid != owner):
             return None
         chunks: List[bytes] = []
         got = 0
@@ -312,9 +338,10 @@ def read_bounded(path: str, limit: int = LIMIT_CONFIG, root: Optional[str] = Non
         os.close(fd)
 
 
-def read_json(path: str, limit: int = LIMIT_CONFIG, root: Optional[str] = None) -> Any:
+def read_json(path: str, limit: int = LIMIT_CONFIG, root: Optional[str] = None,
+              owner: Optional[int] = None) -> Any:
     """The JSON value of the file *path* (:func:`read_bounded`), or None when it is not JSON."""
-    data = read_bounded(path, limit, root)
+    data = read_bounded(path, limit, root, owner)
     if data is None:
         return None
     try:
@@ -354,6 +381,13 @@ def bundle_paths(c: Dict[str, Any]) -> List[str]:
     rt, cid = c.get("runtime"), c.get("id")
     if not isinstance(cid, str) or not re.fullmatch(r"[0-9a-f]{64}", cid):
         return []
+    if c.get("rootless"):
+        # the user's own storage, as its conmon named it (CONMON; read only when the user owns it)
+        bdir = c.get("bundle_dir")
+        if not isinstance(bdir, str):
+            return []
+        m = _STORAGE_USERDATA.fullmatch(bdir)
+        return [bdir + "/config.json"] if m and m.group("id") == cid else []
     if rt == "containerd" or (rt == "cri" and c.get("pod_uid")):
         nss = [c["namespace_containerd"]] if c.get("namespace_containerd") else ["k8s.io", "default", "moby"]
         out = [BUNDLES["containerd"][0].format(ns=ns, id=cid) for ns in nss]
@@ -363,11 +397,21 @@ def bundle_paths(c: Dict[str, Any]) -> List[str]:
     return [p.format(id=cid) for p in BUNDLES.get(str(rt), ())]
 
 
+def _state_owner(c: Dict[str, Any]) -> Optional[int]:
+    """Whose files a rootless container's state must be (its conmon's host uid), or None for a
+    rootful one (a runtime directory under the host root, trusted by its place)."""
+    if not c.get("rootless"):
+        return None
+    u = c.get("owner_uid")
+    return u if isinstance(u, int) and not isinstance(u, bool) and u > 0 else -1
+
+
 def bundle_config(c: Dict[str, Any], root: Optional[str] = None) -> Optional[Tuple[str, Dict[str, Any]]]:
     """(path, parsed OCI runtime config) of container *c*'s bundle, the first candidate of
     :func:`bundle_paths` that is a JSON object, or None."""
+    owner = _state_owner(c)
     for path in bundle_paths(c):
-        cfg = read_json(path, LIMIT_CONFIG, root)
+        cfg = read_json(path, LIMIT_CONFIG, root, owner)
         if isinstance(cfg, dict):
             return path, cfg
     return None
@@ -433,12 +477,16 @@ def _from_annotations(c: Dict[str, Any], ann: Dict[str, str]) -> None:
         c["name"] = _s(ann.get("io.kubernetes.cri-o.Name"))
 
 
-def _storage_containers(root: Optional[str], cache: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
-    """containers/storage's containers.json (podman, CRI-O): {id: entry}, read once."""
-    key = "storage:" + (root or host_root())
+ROOT_STORE = "/var/lib/containers/storage/overlay-containers"
+
+
+def _storage_containers(root: Optional[str], cache: Dict[str, Any], store: str = ROOT_STORE,
+                        owner: Optional[int] = None) -> Dict[str, Dict[str, Any]]:
+    """containers/storage's containers.json (podman, CRI-O) in *store*: {id: entry}, read once."""
+    key = f"storage:{root or host_root()}:{store}:{owner}"
     if key not in cache:
         out: Dict[str, Dict[str, Any]] = {}
-        data = read_json("/var/lib/containers/storage/overlay-containers/containers.json", LIMIT_LIST, root)
+        data = read_json(store + "/containers.json", LIMIT_LIST, root, owner)
         if isinstance(data, list):
             for e in data[:100000]:
                 if isinstance(e, dict) and isinstance(e.get("id"), str):
@@ -448,8 +496,14 @@ def _storage_containers(root: Optional[str], cache: Dict[str, Any]) -> Dict[str,
 
 
 def _podman(c: Dict[str, Any], root: Optional[str], cache: Dict[str, Any]) -> None:
-    path = "/var/lib/containers/storage/overlay-containers/containers.json"
-    e = _storage_containers(root, cache).get(c["id"])
+    store = ROOT_STORE
+    if c.get("rootless"):  # the user's store, beside the bundle its conmon named
+        m = _STORAGE_USERDATA.fullmatch(str(c.get("bundle_dir") or ""))
+        if m is None:
+            return
+        store = m.group("store")
+    path = store + "/containers.json"
+    e = _storage_containers(root, cache, store, _state_owner(c)).get(c["id"])
     if e is None:
         return
     names = e.get("names")
@@ -578,9 +632,14 @@ def label(c: Any) -> str:
         return f"pod {ns}{str(c['pod'])[:LABEL_NAME]} container {name or short or '?'} ({str(c['runtime'])[:16]})"
     rt = str(c["runtime"])[:16]
     what = {"systemd-nspawn": "machine", "lxc": "LXC container"}.get(rt, f"{rt} container")
+    tail = ""
+    if c.get("rootless") is True:
+        u = c.get("owner_uid")
+        what = "rootless " + what
+        tail = f" of uid {u}" if isinstance(u, int) and not isinstance(u, bool) else ""
     if name and short:
-        return f"{what} {name} ({short})"
-    return f"{what} {name or short or cid[:LABEL_NAME]}"
+        return f"{what} {name} ({short}){tail}"
+    return f"{what} {name or short or cid[:LABEL_NAME]}{tail}"
 
 
 # --- systemd-nspawn without machined: the leader process ------------------------------------
@@ -757,3 +816,317 @@ def nspawn_of(pid: int, cgroup: Optional[str] = None,
     if got is None:
         return None
     return dict(got, state=list(got["state"]), cgroup=cgroup[:4096] if isinstance(cgroup, str) else got["cgroup"])
+
+
+# --- podman/CRI-O without a container cgroup: the conmon process ---------------------------
+
+#: How a container is known from its monitor when its cgroup names none (rootless podman on a
+#: cgroup-v1 host, ``--cgroups=disabled``: the container's processes sit in cgroup ``/`` or the
+#: user's own). One row per fact, each with its source; :func:`conmon_from_argv` reads them.
+CONMON = [
+    {"fact": "a container's init is a child of its conmon (conmon is the subreaper of the runtime it "
+             "starts); an exec session's process is a child of that session's conmon",
+     "source": "containers/conmon src/conmon.c main(): prctl(PR_SET_CHILD_SUBREAPER) before it forks "
+               "the runtime (runc create), so the container's init is re-parented to conmon"},
+    {"fact": "-c/--cid ID: the container's id; -n/--name NAME: its name; -u/--cuuid: its UUID "
+             "(podman: the id again); -b/--bundle DIR: the OCI bundle (config.json); -r/--runtime: "
+             "the OCI runtime binary; --exit-dir DIR: where conmon writes the exit file",
+     "source": "containers/conmon src/cli.c opt_entries (GOption: --opt VALUE, --opt=VALUE, -o VALUE, "
+               "-oVALUE; options anywhere until '--'), v2.1.6 to 2.2"},
+    {"fact": "podman passes --exit-command /usr/bin/podman (container cleanup) and its own paths: "
+             "rootful bundle /var/lib/containers/storage/<driver>-containers/ID/userdata, rootless "
+             "~/.local/share/containers/storage/<driver>-containers/ID/userdata and the run root "
+             "$XDG_RUNTIME_DIR/containers; CRI-O's exit dir is /var/run/crio/exits",
+     "source": "podman libpod/oci_conmon_linux.go sharedConmonArgs() (argv as podman 4.3 passes it); "
+               "storage.conf(5) graphroot/runroot and rootless_storage_path; crio.conf(5) "
+               "container_exits_dir"},
+    {"fact": "rootless: the conmon runs as a user other than root (in that user's namespace): the "
+             "container and its state belong to that user, who can name it anything; only a conmon "
+             "running as root can name a rootful container",
+     "source": "podman rootless.md / podman(1) 'Rootless mode'; user_namespaces(7)"},
+]
+
+_CONMON_BIN = "conmon"
+#: conmon's options that take a value (src/cli.c opt_entries with G_OPTION_ARG_STRING,
+#: _STRING_ARRAY, _INT, _INT64), so that a value is never taken for an option
+_CONMON_SHORT_ARG = "bcPpulnr0T"
+_CONMON_LONG_ARG = frozenset((
+    "bundle", "cid", "conmon-pidfile", "container-pidfile", "cuuid", "exec-process-spec", "exit-command",
+    "exit-command-arg", "exit-delay", "exit-dir", "log-level", "log-path", "log-size-max",
+    "log-global-size-max", "log-tag", "log-label", "name", "persist-dir", "pidfile", "restore", "restore-arg",
+    "runtime", "runtime-arg", "runtime-opt", "sdnotify-socket", "socket-dir-path", "timeout", "log-max-files",
+    "log-allowlist-dir"))
+#: the conmon options read, short -> long
+_CONMON_WANT = {"c": "cid", "n": "name", "b": "bundle", "r": "runtime", "u": "cuuid"}
+_CONMON_LONG_WANT = frozenset(_CONMON_WANT.values()) | {"exit-dir", "exit-command"}
+#: a containers/storage container directory: <graphroot>/<driver>-containers/<id>/userdata
+_STORAGE_USERDATA = re.compile(r"(?P<store>/(?:[^/\0]+/)*(?:overlay|vfs|btrfs|zfs|aufs|devmapper)-containers)"
+                               r"/(?P<id>[0-9a-f]{64})/userdata")
+
+
+def _conmon_opts(argv: List[str]) -> Dict[str, str]:
+    """The options of conmon's *argv* that :data:`_CONMON_LONG_WANT` names, as GOption parses
+    them: anywhere on the line until ``--``; the last one given wins."""
+    out: Dict[str, str] = {}
+    i = 1
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            break
+        if a.startswith("--"):
+            k, eq, v = a[2:].partition("=")
+            if not eq and k in _CONMON_LONG_ARG:
+                i += 1
+                if i >= len(argv):
+                    break
+                v = argv[i]
+            if (eq or k in _CONMON_LONG_ARG) and k in _CONMON_LONG_WANT:
+                out[k] = v
+        elif a.startswith("-") and len(a) > 1:
+            j = 1  # a cluster of short options: -tc ID, -cID
+            while j < len(a):
+                ch = a[j]
+                if ch in _CONMON_SHORT_ARG:
+                    rest = a[j + 1:]
+                    if not rest:
+                        i += 1
+                        if i >= len(argv):
+                            break
+                        rest = argv[i]
+                    if ch in _CONMON_WANT:
+                        out[_CONMON_WANT[ch]] = rest
+                    break
+                j += 1
+        i += 1
+    return out
+
+
+def conmon_from_argv(argv: List[str], conmon: int, uid: Optional[int], userns_is_host: Optional[bool],
+                     cgroup: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """The ``container`` named by a (trusted) conmon's *argv* (pure; :data:`CONMON`): its id,
+    name, bundle, runtime, and whether it is rootless -- *uid*, the conmon's real uid on the
+    host, is not 0, or it runs in a user namespace other than the host's (*userns_is_host*
+    False). None when the argv names no container id (64 hex)."""
+    o = _conmon_opts(argv[:4096])
+    cid = o.get("cid")
+    if not isinstance(cid, str) or not re.fullmatch(r"[0-9a-f]{64}", cid):
+        return None
+    rootless = uid != 0 or userns_is_host is False
+    bundle = o.get("bundle")
+    bdir = None
+    if isinstance(bundle, str):
+        m = _STORAGE_USERDATA.fullmatch(bundle.rstrip("/"))
+        if m and m.group("id") == cid and not any(p in (".", "..") for p in bundle.split("/")):
+            bdir = bundle.rstrip("/")
+    exit_dir = o.get("exit-dir") or ""
+    cmd = o.get("exit-command") or ""
+    runtime = "cri-o" if "crio" in exit_dir.split("/") and cmd.rsplit("/", 1)[-1] != "podman" else "podman"
+    cu = o.get("cuuid")
+    return {"runtime": runtime, "id": cid, "name": _s(o.get("name")), "image": None, "pod": None,
+            "namespace": None, "pod_uid": None, "qos": None, "driver": None,
+            "cgroup": cgroup[:4096] if isinstance(cgroup, str) else None, "bundle": None,
+            "state": [f"/proc/{conmon}/cmdline"], "format": "conmon", "rootless": rootless,
+            "owner_uid": uid, "conmon": conmon, "bundle_dir": bdir,
+            "cuuid": cu if isinstance(cu, str) and re.fullmatch(r"[0-9a-f-]{32,64}", cu) else None,
+            "runtime_path": _s(o.get("runtime")), "exit_dir": _s(exit_dir)}
+
+
+def _trusted_exe(pid: int, name: str) -> bool:
+    """*pid* runs the host's real *name*: the file /proc/PID/exe is is the host's file at the
+    path it names (the same inode: a bind mount in the process's own mount namespace does not
+    pass), root-owned, not group/world-writable, in a directory only root may change."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        if exe.rsplit("/", 1)[-1] != name or not exe.startswith("/"):
+            return False
+        run, st = os.stat(f"/proc/{pid}/exe"), os.stat(exe)
+        dst = os.stat(os.path.dirname(exe) or "/")
+        return ((run.st_dev, run.st_ino) == (st.st_dev, st.st_ino) and st.st_uid == 0
+                and not st.st_mode & 0o022 and _trusted_dir(dst))
+    except OSError:
+        return False
+
+
+def _status_uid(pid: int) -> Optional[int]:
+    data = _proc_read(pid, "status", 8192)
+    for line in (data or b"").split(b"\n"):
+        if line.startswith(b"Uid:"):
+            try:
+                return int(line.split()[1])
+            except (ValueError, IndexError):
+                return None
+    return None
+
+
+def conmon_of(pid: int, cgroup: Optional[str] = None,
+              cache: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
+    """The podman (or CRI-O) container *pid* runs in, found through its ancestors: the nearest
+    one that is a trusted conmon (:func:`_trusted_exe`) names it (:func:`conmon_from_argv`).
+    None when none is; read once per pid and mount namespace (*cache*)."""
+    try:
+        ns = os.readlink(f"/proc/{pid}/ns/pid") + os.readlink(f"/proc/{pid}/ns/mnt")
+        host_user = os.readlink("/proc/self/ns/user")
+    except OSError:
+        return None
+    cache = {} if cache is None else cache
+    key = "conmon:" + ns
+    if key not in cache:
+        found = None
+        cur = pid
+        for _ in range(64):
+            pp = _ppid(cur)
+            if pp is None or pp <= 1:
+                break
+            if _trusted_exe(pp, _CONMON_BIN):
+                argv = [a.decode("utf-8", "replace") for a in (_proc_read(pp, "cmdline") or b"").split(b"\0")]
+                if argv and argv[-1] == "":
+                    argv.pop()
+                try:
+                    user_host: Optional[bool] = os.readlink(f"/proc/{pp}/ns/user") == host_user
+                except OSError:
+                    user_host = None
+                found = conmon_from_argv(argv, pp, _status_uid(pp), user_host)
+                break
+            cur = pp
+        cache[key] = found
+    got = cache[key]
+    if got is None:
+        return None
+    return dict(got, state=list(got["state"]), cgroup=cgroup[:4096] if isinstance(cgroup, str) else got["cgroup"])
+
+
+def add_monitor(c: Optional[Dict[str, Any]], pid: int, cgroup: Optional[str],
+                cache: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The container of *pid* from its ancestors when its cgroup named none (*c* None): an nspawn
+    machine's leader (:data:`NSPAWN_LEADER`), else a conmon (:data:`CONMON`); a podman container
+    its cgroup named gains what its conmon says (rootless, the owner, the bundle) when the
+    conmon names the same id, and a podman/CRI-O container on fuse-overlayfs the upper layer
+    (``fuse_overlay``, :data:`FUSE_OVERLAY`). Live processes only (the caller's /proc)."""
+    if c is None:
+        c = nspawn_of(pid, cgroup, cache) or conmon_of(pid, cgroup, cache)
+    elif c.get("runtime") == "podman" and c.get("format") != "conmon":
+        m = conmon_of(pid, cgroup, cache)
+        if m is not None and m.get("id") == c.get("id"):
+            for k in ("rootless", "owner_uid", "conmon", "bundle_dir", "cuuid", "runtime_path", "exit_dir"):
+                c[k] = m[k]
+    if c is not None and c.get("runtime") in ("podman", "cri-o"):
+        # a fuse-overlayfs root: its upper layer from the serving process (FUSE_OVERLAY)
+        key = f"fuse:{c.get('id')}"
+        if key not in cache:
+            try:
+                cache[key] = fuse_overlay_of(pid, c, cache)
+            except (OSError, ValueError):
+                cache[key] = None
+        if cache[key] is not None:
+            c["fuse_overlay"] = dict(cache[key])
+    return c
+
+
+# --- fuse-overlayfs: the upper layer is in the serving process's argv -----------------------
+
+#: How the host path of a fuse-overlayfs root is known: the container's root mount is
+#: ``fuse.fuse-overlayfs`` (no upperdir= in its options, unlike the kernel's overlay), served by
+#: a fuse-overlayfs process whose argv names the layers and the mount point.
+FUSE_OVERLAY = [
+    {"fact": "the storage driver runs its mount_program as 'PROGRAM -o lowerdir=...,upperdir=...,"
+             "workdir=... MERGED' and the container's root is MERGED",
+     "source": "containers/storage drivers/overlay/overlay.go (mount_program: mountProgram + '-o' + "
+               "opts + mountTarget); storage.conf(5) mount_program; fuse-overlayfs(1) SYNOPSIS"},
+    {"fact": "the process serving the container's root mount is the one whose mount namespace has a "
+             "fuse.fuse-overlayfs mount of the same device (major:minor) at the MERGED its argv names",
+     "source": "proc(5) /proc/PID/mountinfo (field 3: the device of the filesystem, one per FUSE "
+               "connection; field 5: the mount point)"},
+    {"fact": "a new file is created in the upper directory (fuse-overlayfs copies up like overlayfs); "
+             "only an upperdir the fuse-overlayfs process's own user owns is taken",
+     "source": "fuse-overlayfs(1) DESCRIPTION; containers/fuse-overlayfs main.c ovl_create()"},
+]
+FUSE_FSTYPE = "fuse.fuse-overlayfs"
+_FUSE_BIN = "fuse-overlayfs"
+
+
+def fuse_args(argv: List[str]) -> Tuple[Dict[str, str], Optional[str]]:
+    """(the ``-o`` options, the mount point) of a fuse-overlayfs *argv* (pure): every ``-o A,B``
+    / ``-oA,B`` joined (the last one of a key wins), the mount point the last word that is
+    neither an option nor an option's value."""
+    opts: Dict[str, str] = {}
+    mnt: Optional[str] = None
+    i = 1
+    while i < len(argv) and i < 4096:
+        a = argv[i]
+        val: Optional[str] = None
+        if a == "-o":
+            i += 1
+            val = argv[i] if i < len(argv) else ""
+        elif a.startswith("-o"):
+            val = a[2:]
+        elif a.startswith("-"):
+            pass          # -f, -d, --debug: no value
+        else:
+            mnt = a
+        if val is not None:
+            for o in val[:65536].split(","):
+                k, eq, v = o.partition("=")
+                if k:
+                    opts[k] = v if eq else ""
+        i += 1
+    return opts, mnt
+
+
+def _root_mount(pid: int) -> Optional[Dict[str, Any]]:
+    """The topmost mount at ``/`` in *pid*'s mount table."""
+    from coredoctor.snapshot import mounts as M
+    data = _proc_read(pid, "mountinfo", 1 << 20)
+    ms = [m for m in M.parse_mountinfo((data or b"").decode("utf-8", "replace")) if m["mountpoint"] == "/"]
+    if not ms:
+        return None
+    ids = {m["parent"] for m in ms}
+    top = [m for m in ms if m["id"] not in ids]
+    return (top or ms)[-1]
+
+
+def _owned_dir(path: str, uid: int) -> bool:
+    """Is *path* a directory owned by *uid*, reached without an untrusted symlink?"""
+    try:
+        fd = _open_under(path, "/")
+    except (OSError, ValueError):
+        return False
+    try:
+        st = os.fstat(fd)
+        return _st.S_ISDIR(st.st_mode) and st.st_uid == uid
+    finally:
+        os.close(fd)
+
+
+def fuse_overlay_of(pid: int, c: Dict[str, Any], cache: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The upper layer of *pid*'s root when it is a fuse-overlayfs mount (:data:`FUSE_OVERLAY`):
+    ``{"dev", "merged", "upperdir", "pid", "state"}``, or None (another root, or no trusted
+    fuse-overlayfs of the container's owner serves it)."""
+    root = _root_mount(pid)
+    if root is None or root.get("fstype") != FUSE_FSTYPE:
+        return None
+    owner = c.get("owner_uid") if c.get("rootless") else 0
+    if not isinstance(owner, int) or isinstance(owner, bool):
+        return None
+    if "fuse-procs" not in cache:
+        from coredoctor.snapshot import proc as procmod
+        cache["fuse-procs"] = [p for p, comm in procmod.comms().items() if comm == _FUSE_BIN]
+    for fp in cache["fuse-procs"][:256]:
+        if _status_uid(fp) != owner or not _trusted_exe(fp, _FUSE_BIN):
+            continue
+        argv = [a.decode("utf-8", "replace") for a in (_proc_read(fp, "cmdline") or b"").split(b"\0")]
+        if argv and argv[-1] == "":
+            argv.pop()
+        opts, merged = fuse_args(argv)
+        upper = opts.get("upperdir")
+        if not merged or not upper or not upper.startswith("/") or ".." in upper.split("/"):
+            continue
+        from coredoctor.snapshot import mounts as M
+        data = _proc_read(fp, "mountinfo", 1 << 20)
+        if not any(m["dev"] == root["dev"] and m["mountpoint"] == merged and m["fstype"] == FUSE_FSTYPE
+                   for m in M.parse_mountinfo((data or b"").decode("utf-8", "replace"))):
+            continue
+        if not _owned_dir(upper, owner):
+            continue
+        return {"dev": root["dev"], "merged": merged[:4096], "upperdir": upper[:4096], "pid": fp,
+                "state": f"/proc/{fp}/cmdline"}
+    return None

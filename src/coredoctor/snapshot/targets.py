@@ -142,7 +142,7 @@ def container_pids(words: Sequence[str], root: Optional[str] = None) -> List[int
         if c is None and own_ns is not None:  # an nspawn machine no machined registered
             try:
                 if os.readlink(f"/proc/{pid}/ns/pid") != own_ns:
-                    c = _containers.nspawn_of(pid, None, cache)
+                    c = _containers.add_monitor(None, pid, None, cache)
             except OSError:
                 pass
         if c is None:

@@ -167,6 +167,21 @@ FIELDS = {
     "processes[].container.format": _f("str|null", maxlen=64),
     "processes[].container.uuid": _f("str|null", maxlen=32),           # nspawn's container_uuid
     "processes[].container.leader": _f("int|null", rng=(1, 4194304)),  # the systemd-nspawn pid
+    # containers.CONMON / USER_MANAGER: a rootless container, its owner on the host, its conmon
+    "processes[].container.rootless": _f("bool|null"),
+    "processes[].container.owner_uid": _f("int|null", rng=(0, 4294967295)),
+    "processes[].container.conmon": _f("int|null", rng=(1, 4194304)),
+    "processes[].container.bundle_dir": _f("str|null", maxlen=PATH_MAX),
+    "processes[].container.cuuid": _f("str|null", maxlen=64),
+    "processes[].container.runtime_path": _f("str|null", maxlen=256),
+    "processes[].container.exit_dir": _f("str|null", maxlen=256),
+    # containers.FUSE_OVERLAY: the upper layer of a fuse-overlayfs root, from its serving process
+    "processes[].container.fuse_overlay": _f("object|null", required=("dev", "upperdir")),
+    "processes[].container.fuse_overlay.dev": _f("str", maxlen=32),
+    "processes[].container.fuse_overlay.merged": _f("str|null", maxlen=PATH_MAX),
+    "processes[].container.fuse_overlay.upperdir": _f("str", maxlen=PATH_MAX),
+    "processes[].container.fuse_overlay.pid": _f("int|null", rng=(1, 4194304)),
+    "processes[].container.fuse_overlay.state": _f("str|null", maxlen=64),
     "processes[].container.namespace_containerd": _f("str|null", maxlen=80),
     "processes[].container.cgroup": _f("str|null", maxlen=PATH_MAX),
     "processes[].container.bundle": _f("str|null", maxlen=PATH_MAX),
