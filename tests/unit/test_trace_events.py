@@ -492,7 +492,12 @@ def test_raw_formats_of_older_kernels_and_bad_ones():
     assert evs[0]["fields"] == {"parent_comm": "sh", "parent_pid": 3, "child_comm": FORGED[:16].decode(),
                                 "child_pid": 4}
     for bad in ("", "name: x\n", "name: x\nID: y\n", "name: x\nID: 1\n\tfield:int a;\toffset:0;\tsize:4;\tsigned:1;\n",
-                "name: x\nID: 1\n\tfield:;\n"):
+                "name: x\nID: 1\n\tfield:;\n",
+                # a common_type of 12 bytes (found by tests/fuzz: the Decoder had no struct for it)
+                "name: x\nID: 1\n\tfield:unsigned short common_type;\toffset:0;\tsize:12;\tsigned:0;\n"
+                "\tfield:int common_pid;\toffset:12;\tsize:4;\tsigned:1;\n",
+                "name: x\nID: 1\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
+                "\tfield:char common_pid[3];\toffset:4;\tsize:3;\tsigned:1;\n"):
         with pytest.raises(R.DecodeError):
             R.parse_format(bad)
     with pytest.raises(R.DecodeError):

@@ -134,8 +134,12 @@ def parse_format(text: str, system: str = "") -> EventFormat:
             break
     if name is None or eid is None:
         raise DecodeError("no name or ID")
-    if not any(f.name == "common_type" for f in fields) or not any(f.name == "common_pid" for f in fields):
-        raise DecodeError(f"{name}: no common_type/common_pid")
+    for common in ("common_type", "common_pid"):
+        f = next((f for f in reversed(fields) if f.name == common), None)  # the one EventFormat keeps
+        if f is None:
+            raise DecodeError(f"{name}: no {common}")
+        if f.kind != "int":  # struct trace_entry: an unsigned short and an int
+            raise DecodeError(f"{name}: {common} of {f.size} bytes")
     return EventFormat(eid, name, fields, system)
 
 
