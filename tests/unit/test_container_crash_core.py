@@ -168,3 +168,16 @@ def test_dumpable_cause_names_a_machines_users_by_the_machines_names():
     assert host["to"] == "hostuser:hostgroup"
     # a process at another depth (the host's, outside the machine) keeps the host's names
     assert D._ids_name(proc["creds"], names, dict(proc, nspid=[501])) == "hostuser:hostgroup"
+
+
+def test_a_crash_s_own_restart_is_tried_before_another_containers_copy():
+    """Seen in CI: two containers ran the same crasher; the second one's crash (pid 10446) came
+    1.2 s after the first one's restart (pid 10347), which counted as "restarted" within the
+    kernel-log clock slack and, lowest pid first, stood in for the second crash's instance: the
+    crash was put in the first container. The crashed program's own restart (a pid after it)
+    comes first."""
+    cands = [(10347, True), (9000, False), (10450, True), (10461, True), (120, True)]
+    order = [p for p, r in sorted(cands, key=lambda c: cores._restart_rank(c[0], c[1], 10446))]
+    assert order == [10450, 10461, 10347, 120, 9000]
+    # no crashed pid known: restarts before the rest
+    assert [p for p, r in sorted(cands, key=lambda c: cores._restart_rank(c[0], c[1], None))][-1] == 9000

@@ -151,6 +151,17 @@ def _container_since(p: Mapping[str, Any], procs: Mapping[int, Any]) -> Optional
     return min(known) if known else None
 
 
+def _restart_rank(pid: int, restarted: bool, crashed: Any) -> Tuple[int, int]:
+    """The order running instances are tried in: a restart with a pid after the crashed one
+    first, the lowest such pid (the first process of that name made after it: pids are handed
+    out in order); then a restart with a lower pid (the pids wrapped), then one that only shares
+    the executable. A process of the same name made *before* the crashed one -- another
+    container's copy of the program, restarted a second earlier -- is not taken while the
+    crashed program's own restart is there."""
+    after = isinstance(crashed, int) and pid > crashed
+    return (0 if restarted and after else 1 if restarted else 2, pid if after else -pid)
+
+
 class Host:
     """What the live host tells about a crashed program today (read once, cached)."""
 
@@ -177,8 +188,13 @@ class Host:
             if pid == crash["pid"]:
                 continue
             started = _start_time(pid)
+            # made before the crashed process (a lower pid; pids are handed out in order unless
+            # they wrap): a restart only if it started after the crash, without the clock slack
+            # -- else it is another copy of the program (another container's, restarted a
+            # moment before this crash)
+            before = isinstance(crash.get("pid"), int) and pid < crash["pid"]
             restarted = crash.get("time") is not None and started is not None and (
-                started >= crash["time"] - 1.0
+                started >= crash["time"] - (0.0 if before else 1.0)
                 # a later pid (pids are handed out in order) started just "before" the crash: the
                 # kernel log's clock (printk's local_clock()) may run ahead of CLOCK_MONOTONIC, by
                 # seconds in an emulated arm64 guest; a restart is after the crash in pid order
@@ -186,6 +202,7 @@ class Host:
                     and started >= crash["time"] - KMSG_CLOCK_SLACK))
             if restarted or crash.get("exe"):
                 cands.append((pid, restarted))
+        cands.sort(key=lambda c: _restart_rank(c[0], c[1], crash.get("pid")))
         key = (tuple(cands[:5]), crash.get("exe"), crash.get("signal"))
         if key in self._inst:
             return self._inst[key]
