@@ -81,7 +81,6 @@ RELATIVE_UPPER: Dict[str, Dict[str, str]] = {
 }
 
 
-
 def rootless_home(ct: Mapping[str, Any]) -> Optional[Dict[str, str]]:
     """The overlay driver's home of a rootless podman container: its user's graph root (the
     ``<graphroot>/overlay-containers/ID/userdata`` bundle its conmon named, snapshot/containers.py

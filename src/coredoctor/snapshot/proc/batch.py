@@ -4,9 +4,9 @@ Reading many processes
 ``check --all`` reads every process; where another CPU is idle (the CPUs it may use, less the
 tasks runnable at that moment) the reads are split between this process and one forked reader
 (each opens its own pidfds, so identity checks are unchanged), whose results come back over a
-pipe as :mod:`marshal` data (the snapshot is plain data). Anything wrong with the forked reader -- it dies, is killed, or answers garbage -- and
-its share is read again here, so the result never depends on it. ``COREDOCTOR_DISABLE=parallel``
-reads everything in this process.
+pipe as :mod:`marshal` data (the snapshot is plain data). Anything wrong with the forked reader
+-- it dies, is killed, or answers garbage -- and its share is read again here, so the result
+never depends on it. ``COREDOCTOR_DISABLE=parallel`` reads everything in this process.
 
 Only the reader's own errors are decided here, the way ``snapshot.take`` decides them for a
 whole-host read: each process is kept, or skipped and counted (gone, no_mm, denied).
