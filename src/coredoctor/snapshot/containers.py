@@ -785,6 +785,12 @@ def _trusted_nspawn(pid: int) -> bool:
         return False
 
 
+def _nul_fields(pid: int, name: str) -> List[str]:
+    """/proc/PID/cmdline or environ split at its NULs (a trailing NUL leaves a last ""), decoded
+    with replacement: the one reading of argv and environ for the monitor rows."""
+    return [a.decode("utf-8", "replace") for a in (_proc_read(pid, name) or b"").split(b"\0")]
+
+
 def nspawn_of(pid: int, cgroup: Optional[str] = None,
               cache: Optional[Dict[str, Any]] = None) -> Optional[Dict[str, Any]]:
     """The nspawn machine *pid* runs in, found through its ancestors: the one whose parent is a
@@ -804,8 +810,8 @@ def nspawn_of(pid: int, cgroup: Optional[str] = None,
             if pp is None or pp <= 1:
                 break
             if _trusted_nspawn(pp):
-                argv = [a.decode("utf-8", "replace") for a in (_proc_read(pp, "cmdline") or b"").split(b"\0")]
-                env = [a.decode("utf-8", "replace") for a in (_proc_read(cur, "environ") or b"").split(b"\0")]
+                argv = _nul_fields(pp, "cmdline")
+                env = _nul_fields(cur, "environ")
                 if argv and argv[-1] == "":
                     argv.pop()  # cmdline ends with a NUL
                 found = nspawn_from_leader(argv[:256], env[:1024], pp)
@@ -978,7 +984,7 @@ def conmon_of(pid: int, cgroup: Optional[str] = None,
             if pp is None or pp <= 1:
                 break
             if _trusted_exe(pp, _CONMON_BIN):
-                argv = [a.decode("utf-8", "replace") for a in (_proc_read(pp, "cmdline") or b"").split(b"\0")]
+                argv = _nul_fields(pp, "cmdline")
                 if argv and argv[-1] == "":
                     argv.pop()
                 try:
@@ -1113,7 +1119,7 @@ def fuse_overlay_of(pid: int, c: Dict[str, Any], cache: Dict[str, Any]) -> Optio
     for fp in cache["fuse-procs"][:256]:
         if _status_uid(fp) != owner or not _trusted_exe(fp, _FUSE_BIN):
             continue
-        argv = [a.decode("utf-8", "replace") for a in (_proc_read(fp, "cmdline") or b"").split(b"\0")]
+        argv = _nul_fields(fp, "cmdline")
         if argv and argv[-1] == "":
             argv.pop()
         opts, merged = fuse_args(argv)
